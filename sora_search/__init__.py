@@ -1,0 +1,25 @@
+"""sora-search: video similarity search. ``Library.open(path).query(clip)`` finds library videos containing a clip."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["Library", "Match", "QueryResult", "Span", "IndexSummary", "LibraryInfo", "__version__"]
+
+if TYPE_CHECKING:
+    from .library import Library
+    from .types import IndexSummary, LibraryInfo, Match, QueryResult, Span
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so `import sora_search` (and `sora-search --help`) stays fast: numpy, torch and faiss load on use.
+    if name == "Library":
+        from .library import Library
+
+        return Library
+    if name in ("Match", "QueryResult", "Span", "IndexSummary", "LibraryInfo"):
+        from . import types
+
+        return getattr(types, name)
+    raise AttributeError(f"module 'sora_search' has no attribute {name!r}")

@@ -1,0 +1,249 @@
+"""The ``sora-search`` command: a thin adapter over :class:`sora_search.library.Library`.
+
+Each command parses its arguments, makes one library call and renders the result. Results go to stdout, progress
+and logs to stderr. Library errors become one-line messages (exit 1); bad arguments exit 2; an index run that
+finished but could not read some files exits 3. ``SORA_SEARCH_DEBUG=1`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import SoraSearchError
+
+EXIT_PARTIAL = 3
+
+index_option = click.option(
+    "--index", "index_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Index folder. Default: $SORA_SEARCH_INDEX, else ./.sora-search")
+device_option = click.option(
+    "--device", type=click.Choice(["cpu", "cuda"]), default=None, envvar="SORA_SEARCH_DEVICE",
+    help="Where the encoder runs. Default: $SORA_SEARCH_DEVICE, else CUDA when available, else CPU.")
+
+
+def _debug() -> bool:
+    return os.environ.get("SORA_SEARCH_DEBUG", "") not in ("", "0")
+
+
+def _open(index_dir: Path | None, *, create: bool, device: str | None = None) -> Any:
+    from .library import Library
+
+    return Library.open(index_dir, create=create, device=device)
+
+
+class _Group(click.Group):
+    """Turns library errors into one-line ``click.ClickException`` messages (exit 1)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SoraSearchError as exc:
+            if _debug():
+                raise
+            raise click.ClickException(str(exc)) from exc
+        except OSError as exc:  # disk full, read-only folder, permissions: say which file and why
+            if _debug():
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}") from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sora-search")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary on stderr.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Find which videos in a library contain a clip, or something visually near it.
+
+    \b
+      sora-search index ./library      index (or update) every video under ./library
+      sora-search query clip.mp4       ranked library videos with matching time spans
+    """
+    level = logging.WARNING - 10 * verbose if not quiet else logging.ERROR
+    logging.basicConfig(level=max(logging.DEBUG, level), format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    ctx.obj = {"quiet": quiet}
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@index_option
+@device_option
+@click.option("--retry-failed", is_flag=True, help="Try again files that failed before and have not changed.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=120.0, show_default=True,
+              help="Seconds a decoder may stall on one file before it is stopped and the file skipped.")
+@click.pass_context
+def index(ctx: click.Context, paths: tuple[Path, ...], index_dir: Path | None, device: str | None,
+          retry_failed: bool, timeout_s: float) -> None:
+    """Index the videos under PATHS (files or folders, recursive).
+
+    Incremental: unchanged files are skipped, changed files re-indexed, moved or renamed files recognised without
+    decoding, deleted files removed. Files that cannot be read are reported and the run goes on (exit code 3).
+    """
+    missing = [str(p) for p in paths if not os.path.lexists(p)]
+    if missing:
+        raise click.BadParameter(f"no such file or folder: {', '.join(missing)}", param_hint="PATHS")
+    quiet = ctx.obj["quiet"]
+    with _open(index_dir, create=True, device=device) as lib:
+        bar = _ProgressBar(disabled=quiet)
+        try:
+            summary = lib.index(paths, progress=bar.update, retry_failed=retry_failed, timeout_s=timeout_s)
+        finally:
+            bar.close()
+    if not quiet:
+        _print_summary(summary)
+    if summary.failed:
+        ctx.exit(EXIT_PARTIAL)
+
+
+class _ProgressBar:
+    """A tqdm bar on stderr over the bytes to decode, created on the first progress event."""
+
+    def __init__(self, disabled: bool) -> None:
+        self.disabled = disabled
+        self._bar: Any = None
+
+    def update(self, p: Any) -> None:
+        if self.disabled:
+            return
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=p.bytes_total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                             desc="indexing", dynamic_ncols=True, leave=False)
+        self._bar.update(p.bytes_done - self._bar.n)
+        self._bar.set_postfix_str(f"{p.done}/{p.total} files, {os.path.basename(p.path)}", refresh=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _print_summary(summary: Any) -> None:
+    err = click.get_text_stream("stderr")
+    parts = [f"{len(summary.added)} added", f"{len(summary.updated)} updated",
+             f"{len(summary.unchanged)} unchanged", f"{len(summary.moved)} moved", f"{len(summary.removed)} removed",
+             f"{len(summary.failed)} failed"]
+    click.echo(f"{', '.join(parts)} ({summary.vectors_added} vectors added, {summary.seconds:.1f} s)", file=err)
+    for old, new in summary.moved:
+        click.echo(f"  moved   {old} -> {new}", file=err)
+    for path in summary.removed:
+        click.echo(f"  removed {path}", file=err)
+    for f in summary.failed:
+        click.echo(f"  failed  {f.path}: {f.reason}", file=err)
+
+
+@cli.command()
+@click.argument("clip", type=click.Path(path_type=Path))
+@index_option
+@device_option
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Most library videos to list.")
+@click.option("--min-score", type=click.FloatRange(min=-1, max=1), default=None,
+              help="Hide matches scoring below this. Default 0.5: copies score above it, unrelated footage below.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def query(clip: Path, index_dir: Path | None, device: str | None, k: int, min_score: float | None,
+          as_json: bool) -> None:
+    """Find library videos that contain CLIP, with scores and matching time spans."""
+    from .library import DEFAULT_MIN_SCORE
+
+    if not clip.exists():
+        raise click.BadParameter(f"no such file: {clip}", param_hint="CLIP")
+    with _open(index_dir, create=False, device=device) as lib:
+        result = lib.query(clip, k=k, min_score=DEFAULT_MIN_SCORE if min_score is None else min_score)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    if not result.matches:
+        click.echo(f"no match for {clip}")
+        return
+    click.echo(f"{'score':>6}  {'clip span':<13}  {'library span':<13}  video")
+    for m in result.matches:
+        for i, s in enumerate(m.segments):
+            score = f"{m.score:6.3f}" if i == 0 else " " * 6
+            path = m.path if i == 0 else ""
+            click.echo(f"{score}  {_mmss(s.query_start_s)}-{_mmss(s.query_end_s):<7}  "
+                       f"{_mmss(s.ref_start_s)}-{_mmss(s.ref_end_s):<7}  {path}".rstrip())
+
+
+def _mmss(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rem = divmod(seconds, 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60:02d}:{rem % 60:02d}"
+
+
+@cli.command()
+@index_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def info(index_dir: Path | None, as_json: bool) -> None:
+    """Show what is indexed: videos, vectors, encoder, index type and size."""
+    with _open(index_dir, create=False) as lib:
+        data = lib.info()
+    if as_json:
+        click.echo(json.dumps(data.to_dict(), indent=2))
+        return
+    rows = [
+        ("index", data.location),
+        ("videos", f"{data.videos} indexed ({_hms(data.duration_s)}), {data.failed} failed"),
+        ("vectors", f"{data.vectors} ({data.sampling_fps:g} per second)"),
+        ("encoder", f"{data.encoder} v{data.encoder_version}, {data.raw_dim}-d raw"),
+        ("projection", f"{data.projection or 'not fitted yet'} -> {data.dim}-d"),
+        ("faiss", f"{data.index_type}, {data.index_bytes / 2**20:.1f} MiB"),
+        ("store", f"SQLite, {data.store_bytes / 2**20:.1f} MiB, schema {data.schema_revision}"),
+    ]
+    for key, value in rows:
+        click.echo(f"{key:<11} {value}")
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@index_option
+def remove(paths: tuple[Path, ...], index_dir: Path | None) -> None:
+    """Remove videos (files, or every video under a folder) from the index. The files are not touched."""
+    with _open(index_dir, create=False) as lib:
+        removed = lib.remove(paths)
+    for p in removed:
+        click.echo(f"removed {p}")
+    if not removed:
+        raise click.ClickException(f"nothing indexed under {', '.join(map(str, paths))}")
+
+
+@cli.command()
+@index_option
+def upgrade(index_dir: Path | None) -> None:
+    """Upgrade an index made by an older sora-search to this version's schema."""
+    from .library import DB_NAME, default_location
+    from .store import upgrade as upgrade_db
+
+    db = (index_dir or default_location()) / DB_NAME
+    if not db.exists():
+        raise click.ClickException(f"no index at {db.parent}")
+    before, after = upgrade_db(db)
+    click.echo(f"schema {before} -> {after}" if before != after else f"schema already at {after}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point. Anything unexpected still ends in one line, unless SORA_SEARCH_DEBUG=1."""
+    try:
+        cli.main(args=argv, prog_name="sora-search")
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 — the last resort: a line, not a traceback
+        if _debug():
+            raise
+        click.echo(f"Error: {type(exc).__name__}: {exc} (SORA_SEARCH_DEBUG=1 shows the traceback)", err=True)
+        sys.exit(1)

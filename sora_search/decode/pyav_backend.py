@@ -1,0 +1,182 @@
+"""PyAV backend: sequential decode through FFmpeg, converting only the sampled frames.
+
+Slower than decord on sparse sampling (it decodes every frame) but reads almost anything FFmpeg reads, so it is
+the fallback. av is imported inside the reader, never at module import.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from sora_search.decode.base import DEFAULT_SIZE, StreamSampler, VideoReader, check_sample_args
+from sora_search.errors import NoFramesError, VideoDecodeError
+from sora_search.types import FrameBatch, VideoInfo
+
+logger = logging.getLogger(__name__)
+
+# Corrupt packets tolerated per file before giving up; a few are normal in damaged or cut-off downloads.
+MAX_BAD_PACKETS = 100
+
+
+def _short(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return msg if len(msg) <= 200 else msg[:197] + "..."
+
+
+class PyAVReader(VideoReader):
+    """Reads a video with PyAV (FFmpeg bindings), first video stream only."""
+
+    backend = "pyav"
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        try:
+            import av
+        except Exception as exc:  # a broken install must not stop the other backends
+            raise VideoDecodeError(self.path, f"PyAV cannot be imported ({exc})") from exc
+        self._av = av
+        self._container: Any = None
+        self._sampled = False
+        try:
+            self._container = av.open(self.path, mode="r")
+        except Exception as exc:
+            raise VideoDecodeError(self.path, f"PyAV cannot open it: {_short(exc)}") from exc
+        try:
+            if not self._container.streams.video:
+                raise VideoDecodeError(self.path, "no video stream")
+            stream = self._container.streams.video[0]
+            # Frame-level threading decodes several frames at once; slice threading helps single large frames.
+            stream.thread_type = "AUTO"
+            self._stream = stream
+            self._info = self._read_info(stream)
+        except VideoDecodeError:
+            self.close()
+            raise
+        except Exception as exc:
+            self.close()
+            raise VideoDecodeError(self.path, f"PyAV cannot read the stream header: {_short(exc)}") from exc
+
+    def _read_info(self, stream: Any) -> VideoInfo:
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else 0.0
+        duration = 0.0
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif self._container.duration is not None:
+            # Container duration is in AV_TIME_BASE (microseconds).
+            duration = self._container.duration / 1_000_000
+        frames = int(stream.frames or 0) or None
+        if duration <= 0 and frames and fps > 0:
+            duration = frames / fps
+        cc = stream.codec_context
+        return VideoInfo(duration_s=max(duration, 0.0), fps=max(fps, 0.0), width=int(cc.width or 0),
+                         height=int(cc.height or 0), frame_count=frames, backend=self.backend)
+
+    @property
+    def info(self) -> VideoInfo:
+        return self._info
+
+    def sample(self, fps: float = 1.0, size: int = DEFAULT_SIZE, chunk_size: int = 32) -> Iterator[FrameBatch]:
+        """Stream frames sampled at ``fps``; see :meth:`VideoReader.sample`.
+
+        Yields:
+            FrameBatch: frames (n, size, size, 3) uint8 RGB, timestamps_s (n,) float64, n <= chunk_size.
+        """
+        check_sample_args(fps, size, chunk_size)
+        if self._closed or self._container is None:
+            raise VideoDecodeError(self.path, "reader is closed")
+        container, stream = self._container, self._stream
+        if self._sampled:
+            # A second pass over the same reader starts from the beginning again.
+            try:
+                container.seek(0, stream=stream)
+            except Exception as exc:
+                raise VideoDecodeError(self.path, f"PyAV cannot rewind it: {_short(exc)}") from exc
+        self._sampled = True
+        sampler: StreamSampler[Any] = StreamSampler(fps, self._info.duration_s)
+        frame_dt = 1.0 / self._info.fps if self._info.fps > 0 else 1.0 / 25
+        first: float | None = None
+        last_t = -np.inf
+        frames: list[np.ndarray] = []
+        times: list[float] = []
+        emitted = 0
+
+        def convert(frame: Any, t: float) -> None:
+            frames.append(frame.to_ndarray(format="rgb24", width=size, height=size))
+            times.append(t)
+
+        decoded = self._frames()
+        try:
+            # Decode to the end even past the declared duration: headers can understate it, and the sampling
+            # rule is defined on the frames actually there.
+            for frame in decoded:
+                t_abs = frame.time
+                if t_abs is None:
+                    # No timestamp: place it one average frame interval after the previous one.
+                    t = last_t + frame_dt if np.isfinite(last_t) else 0.0
+                else:
+                    if first is None:
+                        first = float(t_abs)
+                    t = float(t_abs) - first
+                if t <= last_t:
+                    continue  # duplicate or out-of-order timestamp: cannot be placed in time
+                last_t = t
+                out = sampler.push(frame, t)
+                if out is not None:
+                    convert(*out)
+                    if len(frames) >= chunk_size:
+                        emitted += len(frames)
+                        yield _batch(frames, times)
+                        frames, times = [], []
+            out = sampler.finish()
+            if out is not None:
+                convert(*out)
+        except VideoDecodeError:
+            raise
+        except Exception as exc:
+            raise VideoDecodeError(self.path, f"PyAV failed after {emitted + len(frames)} sampled frames "
+                                              f"(at {max(last_t, 0.0):.2f} s): {_short(exc)}") from exc
+        finally:
+            decoded.close()
+        if frames:
+            emitted += len(frames)
+            yield _batch(frames, times)
+        if emitted == 0:
+            raise NoFramesError(self.path, "PyAV decoded no video frame")
+
+    def _frames(self) -> Iterator[Any]:
+        """Decoded frames in presentation order, skipping packets the decoder rejects.
+
+        ``container.decode`` stops at the first corrupt packet; players conceal it and go on, and so does this,
+        up to :data:`MAX_BAD_PACKETS` (then the file is treated as unreadable).
+        """
+        av = self._av
+        bad = 0
+        for packet in self._container.demux(self._stream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as exc:
+                bad += 1
+                logger.debug("%s: skipping undecodable packet at pts %s: %s", self.path, packet.pts, exc)
+                if bad > MAX_BAD_PACKETS:
+                    raise VideoDecodeError(self.path, f"more than {MAX_BAD_PACKETS} undecodable packets "
+                                                      f"(last: {_short(exc)})") from exc
+                continue
+            yield from frames
+
+    def close(self) -> None:
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception:  # closing a half-open container must not mask the real error
+                logger.debug("closing %s raised", self.path, exc_info=True)
+            self._container = None
+        super().close()
+
+
+def _batch(frames: list[np.ndarray], times: list[float]) -> FrameBatch:
+    return FrameBatch(frames=np.stack(frames), timestamps_s=np.asarray(times, dtype=np.float64))

@@ -1,0 +1,414 @@
+"""Decoding in a persistent child process, so a decoder that hangs or crashes costs one file, not the run.
+
+decord and FFmpeg run native code that holds the GIL; a file that sends one into an endless loop cannot be
+interrupted from Python, and a segfault takes the process with it. :class:`DecodeWorker` keeps one child
+(``multiprocessing`` "spawn" context, so it is safe to start after torch or other threads are loaded) and reuses
+it for every file. The parent waits at most ``timeout_s`` for each message; on silence it SIGKILLs the child and
+raises :class:`~sora_search.errors.DecodeTimeout`, and the next :meth:`DecodeWorker.open` starts a fresh child.
+
+Protocol over one duplex pipe, every message tagged with the request id so stale ones are dropped:
+
+    parent -> child   ("open", rid, path, backend, fps, size, chunk_size) | ("cancel", rid) | ("stop",)
+    child -> parent   ("info", rid, VideoInfo) once, before the first batch
+                      ("batch", rid, frames, timestamps_s)      frames (n, size, size, 3) uint8
+                      ("backend", rid, name)                    auto mode switched backend midway
+                      ("end", rid) | ("error", rid, kind, path, reason, extra)
+
+The child pushes batches as fast as the pipe takes them, which overlaps decoding with the caller's work; a
+cancel is read between batches, and the parent drains until the matching "end".
+
+As with any "spawn" multiprocessing, a script that creates a worker at top level needs the usual
+``if __name__ == "__main__":`` guard, because the child re-imports the main module.
+
+In ``"auto"`` mode the child tries the backends in order: if one fails before its first frame it moves to the
+next; if one fails midway the next one resumes after the last timestamp already sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+from multiprocessing.connection import Connection
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Iterator
+
+import numpy as np
+
+from sora_search.decode.base import DEFAULT_SIZE, check_sample_args
+from sora_search.errors import DecodeTimeout, NoFramesError, VideoDecodeError, VideoError
+from sora_search.types import FrameBatch, VideoInfo
+
+logger = logging.getLogger(__name__)
+
+# A stopping child gets this long to exit on its own before it is killed.
+_STOP_GRACE_S = 2.0
+# Starting a spawn child re-imports Python, numpy and the parent's main module; on a loaded 2-core machine that
+# can take seconds, which must not count against a per-file decode timeout of a few seconds.
+_STARTUP_TIMEOUT_S = 60.0
+
+
+class DecodeWorker:
+    """A reusable decoding child process.
+
+    Args:
+        backend: ``"auto"``, a registered backend name, or ``"module:Class"`` naming a
+            :class:`~sora_search.decode.VideoReader` subclass importable in the child (how plugins and tests
+            inject a reader).
+        timeout_s: longest wait for any single message (the first batch, each next batch) before the child is
+            killed and :class:`~sora_search.errors.DecodeTimeout` is raised.
+
+    Example::
+
+        with DecodeWorker(timeout_s=60) as worker:
+            for path in paths:
+                with worker.open(path, fps=1.0) as video:
+                    for batch in video:
+                        ...
+    """
+
+    def __init__(self, backend: str = "auto", timeout_s: float = 60.0) -> None:
+        from sora_search.decode import resolve_backend
+
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if backend != "auto" and ":" not in backend:
+            resolve_backend(backend)  # unknown names fail here, in the caller, not in the child
+        self.backend = backend
+        self.timeout_s = float(timeout_s)
+        self._ctx = multiprocessing.get_context("spawn")
+        self._proc: Any = None
+        self._conn: Connection | None = None
+        self._rid = 0
+        self._active: DecodedVideo | None = None
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    def _ensure_child(self, path: str) -> Connection:
+        if self._proc is not None and self._proc.is_alive() and self._conn is not None:
+            return self._conn
+        self._discard_child()
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(target=_child_main, args=(child_conn,), name="sora-search-decode", daemon=True)
+        proc.start()
+        # Without closing our copy of the child's end, a dead child would never read as EOF here.
+        child_conn.close()
+        self._proc, self._conn = proc, parent_conn
+        try:
+            ready = parent_conn.poll(max(self.timeout_s, _STARTUP_TIMEOUT_S)) and parent_conn.recv() == ("ready",)
+        except (EOFError, OSError):
+            raise self._died(path) from None
+        if not ready:
+            self._discard_child()
+            raise VideoDecodeError(path, "decoder process did not start")
+        logger.debug("started decode worker pid %s", proc.pid)
+        return parent_conn
+
+    def _discard_child(self) -> None:
+        """Kill the child (if any) without waiting for it to cooperate."""
+        proc, conn = self._proc, self._conn
+        self._proc = self._conn = None
+        if conn is not None:
+            conn.close()
+        if proc is not None:
+            if proc.is_alive():
+                proc.kill()
+            proc.join(5)
+            logger.debug("decode worker pid %s stopped (exit code %s)", proc.pid, proc.exitcode)
+
+    def close(self) -> None:
+        """Stop the child process. Safe to call more than once; the worker cannot be reopened after."""
+        if self._active is not None:
+            self._active._abandon()
+        self._closed = True
+        proc, conn = self._proc, self._conn
+        if proc is not None and conn is not None and proc.is_alive():
+            try:
+                conn.send(("stop",))
+                proc.join(_STOP_GRACE_S)
+            except (OSError, ValueError):
+                pass
+        self._discard_child()
+
+    def __enter__(self) -> DecodeWorker:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self._discard_child()
+        except Exception:
+            pass
+
+    # -- requests ----------------------------------------------------------------------------------------------
+
+    def open(self, path: str | Path, *, fps: float = 1.0, size: int = DEFAULT_SIZE,
+             chunk_size: int = 32) -> DecodedVideo:
+        """Start decoding ``path`` in the child; returns once its first batch is ready.
+
+        Args:
+            path: video file.
+            fps: sampling rate, frames per second of video time.
+            size: output side, frames are (size, size, 3) uint8 RGB.
+            chunk_size: most frames per batch.
+
+        Returns:
+            A :class:`DecodedVideo` to iterate for :class:`~sora_search.types.FrameBatch` chunks. Opening another
+            file abandons it.
+
+        Raises:
+            DecodeTimeout: the child sent nothing for ``timeout_s`` (it was killed).
+            VideoDecodeError: no backend could decode the file, or the child died.
+            NoFramesError: the file has no frame to sample.
+            ValueError: bad arguments, or a ``"module:Class"`` backend that cannot be loaded.
+        """
+        if self._closed:
+            raise RuntimeError("DecodeWorker is closed")
+        check_sample_args(fps, size, chunk_size)
+        if self._active is not None:
+            self._active.close()
+        path = str(path)
+        conn = self._ensure_child(path)
+        self._rid += 1
+        rid = self._rid
+        try:
+            conn.send(("open", rid, path, self.backend, float(fps), int(size), int(chunk_size)))
+        except (OSError, ValueError):
+            # The child died between requests; its exit code explains more than the broken pipe.
+            raise self._died(path) from None
+        video = DecodedVideo(self, rid, path)
+        msg = video._recv()
+        if msg[0] != "info":
+            raise VideoDecodeError(path, f"decoder protocol error: expected info, got {msg[0]!r}")
+        video.info = msg[2]
+        video.backend = video.info.backend
+        logger.debug("decoding %s with %s", path, video.backend)
+        self._active = video
+        return video
+
+    def _died(self, path: str) -> VideoDecodeError:
+        proc = self._proc
+        code = None
+        if proc is not None:
+            proc.join(5)
+            code = proc.exitcode
+        self._discard_child()
+        return VideoDecodeError(path, f"decoder process died (exit code {code})")
+
+    def _timed_out(self, path: str) -> DecodeTimeout:
+        logger.debug("decoder silent for %g s on %s; killing it", self.timeout_s, path)
+        self._discard_child()
+        return DecodeTimeout(path, self.timeout_s)
+
+
+class DecodedVideo:
+    """One file being decoded by a :class:`DecodeWorker`: iterate it for batches, close it when done.
+
+    Attributes:
+        info: what the decoder learned when it opened the file.
+        backend: the backend producing frames (changes if ``"auto"`` fell back midway).
+    """
+
+    info: VideoInfo
+    backend: str
+
+    def __init__(self, worker: DecodeWorker, rid: int, path: str) -> None:
+        self._worker = worker
+        self._rid = rid
+        self.path = path
+        self._finished = False
+
+    def _recv(self) -> tuple[Any, ...]:
+        """Next message for this request; raises the typed error the child reported or the parent detected."""
+        w = self._worker
+        while True:
+            conn = w._conn
+            if conn is None:
+                self._finished = True
+                raise VideoDecodeError(self.path, "decoder process is gone")
+            try:
+                ready = conn.poll(w.timeout_s)
+            except (OSError, ValueError):
+                ready = True  # let recv() report the broken pipe
+            if not ready:
+                self._finished = True
+                raise w._timed_out(self.path)
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                self._finished = True
+                raise w._died(self.path) from None
+            if len(msg) < 2 or msg[1] != self._rid:
+                continue  # left over from an earlier, abandoned request
+            if msg[0] == "end":
+                self._finished = True
+            elif msg[0] == "error":
+                self._finished = True
+                raise _rebuild_error(*msg[2:])
+            return msg
+
+    def __iter__(self) -> Iterator[FrameBatch]:
+        """Yields FrameBatch chunks: frames (n, size, size, 3) uint8 RGB, timestamps_s (n,) float64."""
+        try:
+            while not self._finished:
+                msg = self._recv()
+                kind = msg[0]
+                if kind == "batch":
+                    yield FrameBatch(frames=msg[2], timestamps_s=msg[3])
+                elif kind == "backend":
+                    logger.debug("decoding of %s continues with %s", self.path, msg[2])
+                    self.backend = msg[2]
+        finally:
+            if self._worker._active is self and self._finished:
+                self._worker._active = None
+
+    def close(self) -> None:
+        """Stop this stream early if it is not exhausted; the worker stays usable. Idempotent."""
+        if self._finished:
+            if self._worker._active is self:
+                self._worker._active = None
+            return
+        self._abandon()
+
+    def _abandon(self) -> None:
+        w = self._worker
+        if w._active is self:
+            w._active = None
+        if self._finished:
+            return
+        conn = w._conn
+        try:
+            if conn is None:
+                raise OSError("no child")
+            conn.send(("cancel", self._rid))
+            while not self._finished:
+                self._recv()
+        except Exception:
+            # A child that will not acknowledge the cancel (hung, dead) is replaced on the next open().
+            self._finished = True
+            w._discard_child()
+
+    def __enter__(self) -> DecodedVideo:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _rebuild_error(kind: str, path: str, reason: str, extra: Any) -> Exception:
+    if kind == "DecodeTimeout":
+        return DecodeTimeout(path, float(extra))
+    if kind == "NoFramesError":
+        return NoFramesError(path, reason)
+    if kind == "ValueError":
+        return ValueError(reason)
+    return VideoDecodeError(path, reason)
+
+
+# -- child side ------------------------------------------------------------------------------------------------
+
+
+def _child_main(conn: Connection) -> None:
+    """Serve open requests until told to stop or the parent goes away."""
+    # Ctrl-C goes to the whole process group; the parent decides when this child stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import sora_search.decode  # noqa: F401  (pay the imports before the first timed request)
+
+    conn.send(("ready",))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg[0] == "stop":
+            return
+        if msg[0] == "open":
+            if not _serve(conn, *msg[1:]):
+                return
+
+
+def _serve(conn: Connection, rid: int, path: str, backend: str, fps: float, size: int, chunk_size: int) -> bool:
+    """Stream one file to the parent. Returns False if the parent asked the child to stop."""
+    from sora_search.decode import resolve_backend
+
+    if backend != "auto":
+        try:
+            resolve_backend(backend)
+        except ValueError as exc:
+            conn.send(("error", rid, "ValueError", path, str(exc), None))
+            return True
+    events = decode_events(path, backend, fps, size, chunk_size)
+    try:
+        for event in events:
+            conn.send((event[0], rid, *event[1:]))
+            while conn.poll():
+                req = conn.recv()
+                if req[0] == "stop":
+                    return False
+                if req[0] == "cancel" and req[1] == rid:
+                    conn.send(("end", rid))
+                    return True
+        conn.send(("end", rid))
+    except VideoError as exc:
+        extra = exc.timeout_s if isinstance(exc, DecodeTimeout) else None
+        conn.send(("error", rid, type(exc).__name__ if isinstance(exc, (DecodeTimeout, NoFramesError))
+                   else "VideoDecodeError", exc.path, exc.reason, extra))
+    except Exception as exc:  # a bug in a reader must cost one file, not the worker
+        conn.send(("error", rid, "VideoDecodeError", path, f"decoder failed: {type(exc).__name__}: {exc}", None))
+    finally:
+        events.close()
+    return True
+
+
+def decode_events(path: str, backend: str, fps: float, size: int,
+                  chunk_size: int) -> Iterator[tuple[Any, ...]]:
+    """Decode ``path`` as a stream of protocol events, with the ``"auto"`` fallback rules.
+
+    Yields ``("info", VideoInfo)`` just before the first batch, then ``("batch", frames, timestamps_s)`` with
+    frames (n, size, size, 3) uint8 and timestamps_s (n,) float64, and ``("backend", name)`` when a fallback
+    backend takes over midway. Raises the first backend's error if every backend fails before a frame, or the
+    last one's if decoding fails midway with no backend left.
+    """
+    from sora_search.decode import available_backends, open_video
+
+    names = available_backends() if backend == "auto" else [backend]
+    if not names:
+        raise ValueError("no video backend is installed; pip install decord2 or av")
+    first_error: VideoError | None = None
+    last_t: float | None = None
+    current: str | None = None
+    for name in names:
+        try:
+            with open_video(path, name) as reader:
+                for batch in reader.sample(fps=fps, size=size, chunk_size=chunk_size):
+                    frames, ts = batch.frames, batch.timestamps_s
+                    if last_t is not None:
+                        # A fallback backend re-samples from the start; skip what the parent already has.
+                        keep = ts > last_t + 1e-6
+                        if not keep.any():
+                            continue
+                        frames, ts = frames[keep], ts[keep]
+                    if current is None:
+                        yield ("info", reader.info)
+                    elif current != reader.backend:
+                        yield ("backend", reader.backend)
+                    current = reader.backend
+                    yield ("batch", np.ascontiguousarray(frames), ts)
+                    last_t = float(ts[-1])
+            if current is None:
+                raise NoFramesError(path, f"{name} yielded no frame")
+            return
+        except VideoError as exc:
+            if backend != "auto" or name == names[-1]:
+                if last_t is None and first_error is not None:
+                    raise first_error from exc
+                raise
+            first_error = first_error or exc
+    if first_error is not None:
+        raise first_error

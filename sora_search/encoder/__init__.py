@@ -1,0 +1,150 @@
+"""Frame encoders: uint8 RGB frames -> L2-normalised descriptors, plus the projection fitted on a library.
+
+``import sora_search.encoder`` does not import torch: the torch encoders live in submodules that
+:func:`load_encoder` imports when asked for one, so ``sora-search --help`` stays fast.
+
+Encoders (:data:`ENCODERS`):
+
+* ``sora-lite0``: the Sora pooling encoder, multi-scale regional max pooling of four EfficientNet-Lite0 stages
+  (704-d, 224 px). See :mod:`sora_search.encoder.sora`.
+* ``sora-lite0-gap``: ablation, global average pool of the backbone's 1280-ch head (1280-d, 224 px).
+* ``tiny``: NumPy-only 64-d colour layout descriptor (32 px) for fast tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from sora_search.encoder.base import Encoder, EncoderIdentity, l2_normalize, temporal_pool
+from sora_search.encoder.projection import Projection
+from sora_search.errors import EncoderError
+
+__all__ = [
+    "ENCODERS",
+    "DEFAULT_ENCODER",
+    "Encoder",
+    "EncoderIdentity",
+    "Projection",
+    "l2_normalize",
+    "encoder_identity",
+    "load_encoder",
+    "temporal_pool",
+]
+
+logger = logging.getLogger(__name__)
+
+ENCODERS: tuple[str, ...] = ("sora-lite0", "sora-lite0-gap", "tiny")
+DEFAULT_ENCODER = "sora-lite0"
+DEVICE_ENV = "SORA_SEARCH_DEVICE"
+_DEFAULT_BATCH = {"cpu": 32, "cuda": 128}
+_THREADS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")
+_threads_checked = False
+
+
+# Identities of the built-in encoders, known without importing torch or loading weights (an unchanged library is
+# re-indexed, and an index's identity checked, without building a model). tests/test_encoder.py checks that each
+# loaded encoder reports exactly this identity.
+_IDENTITIES: dict[str, EncoderIdentity] = {
+    "sora-lite0": EncoderIdentity("sora-lite0", "1", 704, 224),
+    "sora-lite0-gap": EncoderIdentity("sora-lite0-gap", "1", 1280, 224),
+    "tiny": EncoderIdentity("tiny", "1", 64, 32),
+}
+
+
+def encoder_identity(name: str) -> EncoderIdentity:
+    """The identity an encoder will have once loaded, without loading it.
+
+    Raises:
+        EncoderError: unknown name.
+    """
+    if name not in _IDENTITIES:
+        raise EncoderError(f"unknown encoder {name!r}; known encoders: {', '.join(ENCODERS)}")
+    return _IDENTITIES[name]
+
+
+def load_encoder(name: str = DEFAULT_ENCODER, *, device: str | None = None, batch_size: int | None = None) -> Encoder:
+    """Build an encoder by name, with its weights loaded.
+
+    Args:
+        name: one of :data:`ENCODERS`.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; default: env ``SORA_SEARCH_DEVICE``, else CUDA when
+            available, else CPU. ``tiny`` always runs on CPU and ignores it.
+        batch_size: frames per forward pass; default 32 on CPU, 128 on CUDA.
+
+    Raises:
+        EncoderError: unknown name, CUDA asked for but unavailable, or weights missing.
+    """
+    if name not in ENCODERS:
+        raise EncoderError(f"unknown encoder {name!r}; known encoders: {', '.join(ENCODERS)}")
+    if batch_size is not None and batch_size < 1:
+        raise EncoderError(f"batch_size must be >= 1, got {batch_size}")
+    if name == "tiny":
+        from sora_search.encoder.tiny import TinyEncoder
+
+        return TinyEncoder() if batch_size is None else TinyEncoder(batch_size=batch_size)
+
+    resolved = _resolve_device(device)
+    _limit_threads()
+    bs = batch_size if batch_size is not None else _DEFAULT_BATCH["cuda" if resolved.startswith("cuda") else "cpu"]
+
+    from sora_search.encoder.efficientnet import load_backbone
+    from sora_search.encoder.sora import SoraLite0Encoder, SoraLite0GapEncoder
+
+    backbone = load_backbone()
+    encoder: Encoder
+    if name == "sora-lite0":
+        encoder = SoraLite0Encoder(backbone, device=resolved, batch_size=bs)
+    else:
+        encoder = SoraLite0GapEncoder(backbone, device=resolved, batch_size=bs)
+    logger.debug("loaded %r", encoder)
+    return encoder
+
+
+def _resolve_device(device: str | None) -> str:
+    """Flag, then env var, then CUDA if available, then CPU; validated against what torch can do."""
+    import torch
+
+    source = "argument"
+    if device is None:
+        device = os.environ.get(DEVICE_ENV) or None
+        source = f"${DEVICE_ENV}"
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    device = device.strip().lower()
+    if device == "cpu":
+        return device
+    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise EncoderError(
+                f"device {device!r} (from {source}) was requested but CUDA is not available to torch "
+                f"{torch.__version__}; use device='cpu' or install a CUDA build of torch"
+            )
+        if ":" in device and int(device[5:]) >= torch.cuda.device_count():
+            raise EncoderError(f"device {device!r} (from {source}) does not exist: "
+                               f"{torch.cuda.device_count()} CUDA device(s) visible")
+        return device
+    raise EncoderError(f"unknown device {device!r} (from {source}); use 'cpu', 'cuda' or 'cuda:N'")
+
+
+def _limit_threads() -> None:
+    """Cap torch's intra-op threads at the CPUs this process may use, unless the caller chose a count.
+
+    torch sizes its pool from the machine's cores, which in a container can exceed the CPUs actually
+    granted and makes every op oversubscribe. Runs once per process and never raises the count.
+    """
+    global _threads_checked
+    if _threads_checked:
+        return
+    _threads_checked = True
+    if any(os.environ.get(var) for var in _THREADS_ENV):
+        return
+    import torch
+
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        available = os.cpu_count() or 1
+    if torch.get_num_threads() > available:
+        logger.debug("limiting torch to %d threads (was %d)", available, torch.get_num_threads())
+        torch.set_num_threads(available)

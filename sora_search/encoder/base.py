@@ -1,0 +1,188 @@
+"""Encoder ABC, its identity, and the temporal pooling step. NumPy only at import time.
+
+The base class follows simonw/llm's ``EmbeddingModel`` template method: it owns input validation, batching,
+``torch.inference_mode``, device transfer, fp16 autocast on CUDA and the final L2 normalisation; a subclass
+implements one batch call (:meth:`Encoder._embed_batch`). torch is imported inside :meth:`Encoder._embed_numpy`
+so that encoders that do not need it (``tiny``) and ``import sora_search.encoder`` never load it.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+# Rows with a smaller norm than this are left (near) zero instead of being blown up to unit length.
+_NORM_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class EncoderIdentity:
+    """What an index must agree on with the encoder that queries it.
+
+    Attributes:
+        name: registry name, e.g. ``"sora-lite0"``.
+        version: bumped whenever the descriptor for the same input changes.
+        dim: raw descriptor dimension (before any :class:`~sora_search.encoder.Projection`).
+        input_size: side in pixels of the square uint8 RGB frames :meth:`Encoder.embed` accepts.
+    """
+
+    name: str
+    version: str
+    dim: int
+    input_size: int
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("EncoderIdentity.name must not be empty")
+        if not self.version:
+            raise ValueError(f"EncoderIdentity.version must not be empty (encoder {self.name!r})")
+        if self.dim <= 0:
+            raise ValueError(f"EncoderIdentity.dim must be positive, got {self.dim} for {self.name!r}")
+        if self.input_size <= 0:
+            raise ValueError(f"EncoderIdentity.input_size must be positive, got {self.input_size} for {self.name!r}")
+
+    def describe(self) -> str:
+        """Human-readable one-liner, e.g. ``"sora-lite0 v1 (704-d, 224 px)"``."""
+        return f"{self.name} v{self.version} ({self.dim}-d, {self.input_size} px)"
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """L2-normalise rows.
+
+    Args:
+        vectors: (n, d) float array.
+
+    Returns:
+        (n, d) float32; all-zero rows stay zero.
+    """
+    v = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return (v / np.maximum(norms, _NORM_EPS)).astype(np.float32, copy=False)
+
+
+class Encoder(ABC):
+    """Frames in, one L2-normalised descriptor per frame out.
+
+    Attributes:
+        identity: name, version, dim and input size, stored with the index.
+        device: ``"cpu"`` or ``"cuda"`` (``"cuda:N"`` accepted).
+        batch_size: frames per forward pass.
+    """
+
+    identity: EncoderIdentity
+    device: str
+    batch_size: int
+
+    def __init__(self, identity: EncoderIdentity, *, device: str = "cpu", batch_size: int = 32) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.identity = identity
+        self.device = device
+        self.batch_size = int(batch_size)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.identity.describe()} on {self.device}, batch {self.batch_size}>"
+
+    def embed(self, frames: np.ndarray) -> np.ndarray:
+        """Embed frames.
+
+        Args:
+            frames: (n, S, S, 3) uint8 RGB, S == ``identity.input_size`` (frames arrive already resized).
+
+        Returns:
+            (n, identity.dim) float32, each row L2-normalised. n == 0 gives (0, dim).
+
+        Raises:
+            ValueError: wrong shape or dtype (the message names what was given).
+        """
+        s = self.identity.input_size
+        if not isinstance(frames, np.ndarray):
+            raise ValueError(f"{self.identity.name} expects a numpy array of frames, got {type(frames).__name__}")
+        if frames.ndim != 4 or frames.shape[1:] != (s, s, 3):
+            raise ValueError(
+                f"{self.identity.name} expects frames of shape (n, {s}, {s}, 3), got {frames.shape}; "
+                f"resize frames to {s}x{s} RGB before embedding"
+            )
+        if frames.dtype != np.uint8:
+            raise ValueError(f"{self.identity.name} expects uint8 frames, got dtype {frames.dtype} (shape {frames.shape})")
+        n = frames.shape[0]
+        out = np.empty((n, self.identity.dim), dtype=np.float32)
+        for start in range(0, n, self.batch_size):
+            batch = np.ascontiguousarray(frames[start:start + self.batch_size])
+            result = self._embed_numpy(batch)
+            if result.shape != (batch.shape[0], self.identity.dim):
+                # A subclass bug, not a caller error: say which encoder produced what.
+                raise RuntimeError(
+                    f"{type(self).__name__}._embed_batch returned shape {result.shape}, "
+                    f"expected {(batch.shape[0], self.identity.dim)}"
+                )
+            out[start:start + batch.shape[0]] = result
+        return l2_normalize(out)
+
+    def _embed_numpy(self, batch: np.ndarray) -> np.ndarray:
+        """Run one batch through :meth:`_embed_batch` with torch. Non-torch encoders override this.
+
+        Args:
+            batch: (b, S, S, 3) uint8, C-contiguous.
+
+        Returns:
+            (b, dim) float32, not yet normalised.
+        """
+        import torch
+
+        if not batch.flags.writeable:
+            batch = batch.copy()  # torch.from_numpy warns on read-only arrays (np.load mmap, broadcast views)
+        with torch.inference_mode():
+            tensor = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            if tensor.device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.float16):
+                    result = self._embed_batch(tensor)
+            else:
+                result = self._embed_batch(tensor)
+            return result.float().cpu().numpy()
+
+    @abstractmethod
+    def _embed_batch(self, batch_uint8_nhwc: torch.Tensor | Any) -> torch.Tensor | Any:
+        """One batch: (b, S, S, 3) uint8 tensor on ``self.device`` -> (b, dim) float tensor (un-normalised ok)."""
+
+
+def temporal_pool(vectors: np.ndarray, radius: int = 1) -> np.ndarray:
+    """Smooth per-frame vectors over their temporal neighbours ("pooled again over time").
+
+    Row i becomes the triangular-weighted mean of rows i-radius..i+radius (weight ``radius + 1 - |j|`` for
+    offset j), with the weights renormalised where the window runs past either end, then L2-normalised.
+
+    Args:
+        vectors: (n, d) float per-frame vectors in time order.
+        radius: half-width of the window in frames; 0 only L2-normalises.
+
+    Returns:
+        (n, d) float32, L2-normalised rows.
+    """
+    v = np.asarray(vectors, dtype=np.float64)
+    if v.ndim != 2:
+        raise ValueError(f"temporal_pool expects (n, d) vectors, got shape {v.shape}")
+    if radius < 0:
+        raise ValueError(f"radius must be >= 0, got {radius}")
+    n = v.shape[0]
+    if radius == 0 or n <= 1:
+        return l2_normalize(v)
+    acc = np.zeros_like(v)
+    wsum = np.zeros((n, 1), dtype=np.float64)
+    for j in range(-radius, radius + 1):
+        w = float(radius + 1 - abs(j))
+        lo, hi = max(0, -j), min(n, n - j)  # rows i whose neighbour i+j exists
+        if lo >= hi:
+            continue
+        acc[lo:hi] += w * v[lo + j:hi + j]
+        wsum[lo:hi] += w
+    return l2_normalize(acc / wsum)

@@ -1,0 +1,177 @@
+"""The learned projection applied after the encoder: PCA-whitening fitted on the library's own descriptors.
+
+NumPy only: the index/store side loads and applies it without torch.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import zipfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sora_search.encoder.base import l2_normalize
+from sora_search.errors import EncoderError
+
+logger = logging.getLogger(__name__)
+
+_FORMAT = 1
+# Added to every eigenvalue as a fraction of their mean, so directions with almost no variance (noise, or
+# dimensions the data never uses) are scaled up by at most ~1/sqrt(0.1 * mean) instead of exploding.
+DEFAULT_SHRINKAGE = 0.1
+
+
+@dataclass(frozen=True, eq=False)
+class Projection:
+    """``(x - mean) @ matrix``, then L2. The identity has no mean or matrix and only L2-normalises; ``centre`` has
+    a mean and no matrix.
+
+    Attributes:
+        name: ``"identity"``, ``"centre"`` or ``"pca-whiten-<out_dim>"``.
+        in_dim: input dimension (the encoder's raw ``dim``).
+        out_dim: output dimension.
+        fitted_on: number of vectors it was fitted on (0 for identity).
+        mean: (in_dim,) float32, or None for identity.
+        matrix: (in_dim, out_dim) float32, or None for identity and centre.
+    """
+
+    name: str
+    in_dim: int
+    out_dim: int
+    fitted_on: int = 0
+    mean: np.ndarray | None = field(default=None, repr=False)
+    matrix: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.in_dim <= 0 or self.out_dim <= 0:
+            raise ValueError(f"Projection dims must be positive, got in_dim={self.in_dim}, out_dim={self.out_dim}")
+        if self.matrix is not None and self.mean is None:
+            raise ValueError("Projection with a matrix needs a mean")
+        if self.mean is not None and self.mean.shape != (self.in_dim,):
+            raise ValueError(f"Projection {self.name!r}: mean {self.mean.shape} does not match in_dim={self.in_dim}")
+        if self.matrix is None:
+            if self.in_dim != self.out_dim:
+                raise ValueError(f"{self.name} Projection needs in_dim == out_dim, got {self.in_dim} -> {self.out_dim}")
+        else:
+            assert self.mean is not None
+            if self.matrix.shape != (self.in_dim, self.out_dim):
+                raise ValueError(
+                    f"Projection {self.name!r}: mean {self.mean.shape} / matrix {self.matrix.shape} do not match "
+                    f"in_dim={self.in_dim}, out_dim={self.out_dim}"
+                )
+
+    @property
+    def is_identity(self) -> bool:
+        return self.matrix is None and self.mean is None
+
+    @classmethod
+    def identity(cls, dim: int) -> Projection:
+        """The no-op projection (L2 only) for ``dim``-d vectors."""
+        return cls("identity", dim, dim, 0)
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, out_dim: int = 256, *, min_vectors: int = 1000,
+            shrinkage: float = DEFAULT_SHRINKAGE) -> Projection:
+        """Fit PCA-whitening with shrinkage-regularised eigenvalues.
+
+        Args:
+            vectors: (n, in_dim) float32 raw descriptors from the library.
+            out_dim: wanted output dimension; capped at in_dim.
+            min_vectors: below this many vectors only the mean is removed (``centre``; too few to whiten reliably).
+                Centring alone matters: raw descriptors share a large common direction (unrelated frames have
+                cosine ~0.8), which the library mean removes, so similarities mean the same at every library size.
+                Fewer than 2 vectors give the identity.
+            shrinkage: each direction is scaled by ``(lambda + shrinkage * mean(lambda)) ** -0.5``.
+
+        Returns:
+            A fitted projection, deterministic for the same input (float64 ``eigh``, fixed eigenvector signs).
+        """
+        x = np.asarray(vectors)
+        if x.ndim != 2 or x.shape[1] == 0:
+            raise ValueError(f"Projection.fit expects (n, dim) vectors, got shape {x.shape}")
+        n, in_dim = x.shape
+        if out_dim <= 0:
+            raise ValueError(f"out_dim must be positive, got {out_dim}")
+        if n < 2:
+            return cls.identity(in_dim)
+        if n < min_vectors:
+            logger.info("%d vectors < min_vectors=%d; centring only", n, min_vectors)
+            return cls("centre", in_dim, in_dim, n, x.astype(np.float64).mean(axis=0).astype(np.float32))
+        k = min(out_dim, in_dim)
+        x64 = x.astype(np.float64)
+        mean = x64.mean(axis=0)
+        centred = x64 - mean
+        cov = centred.T @ centred / max(n - 1, 1)
+        eigvals, eigvecs = np.linalg.eigh(cov)  # ascending
+        order = np.argsort(eigvals)[::-1][:k]
+        lam = np.clip(eigvals[order], 0.0, None)
+        vecs = eigvecs[:, order]
+        # eigh's signs are arbitrary; pin them so refits and other LAPACKs give the same matrix.
+        pivot = np.argmax(np.abs(vecs), axis=0)
+        vecs = vecs * np.sign(vecs[pivot, np.arange(k)])
+        reg = shrinkage * float(np.clip(eigvals, 0.0, None).mean())
+        scale = 1.0 / np.sqrt(lam + max(reg, 1e-12))
+        matrix = vecs * scale
+        return cls(f"pca-whiten-{k}", in_dim, k, n, mean.astype(np.float32), matrix.astype(np.float32))
+
+    def apply(self, vectors: np.ndarray) -> np.ndarray:
+        """Project and L2-normalise.
+
+        Args:
+            vectors: (n, in_dim) float.
+
+        Returns:
+            (n, out_dim) float32, L2-normalised rows.
+        """
+        return l2_normalize(self.transform(vectors))
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        """Project without the final L2: (n, in_dim) -> (n, out_dim) float32."""
+        x = np.asarray(vectors, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.in_dim:
+            raise ValueError(f"projection {self.name!r} expects (n, {self.in_dim}) vectors, got shape {x.shape}")
+        if self.mean is None:
+            return x.copy()
+        if self.matrix is None:
+            return x - self.mean
+        return ((x - self.mean) @ self.matrix).astype(np.float32, copy=False)
+
+    def to_bytes(self) -> bytes:
+        """Serialise with ``np.savez`` (no pickle)."""
+        buf = io.BytesIO()
+        arrays: dict[str, np.ndarray] = {
+            "format": np.array(_FORMAT, dtype=np.int64),
+            "name": np.array(self.name),
+            "dims": np.array([self.in_dim, self.out_dim, self.fitted_on], dtype=np.int64),
+        }
+        if self.mean is not None:
+            arrays["mean"] = self.mean.astype(np.float32)
+        if self.matrix is not None:
+            arrays["matrix"] = self.matrix.astype(np.float32)
+        np.savez(buf, allow_pickle=False, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Projection:
+        """Inverse of :meth:`to_bytes`.
+
+        Raises:
+            EncoderError: the data is not a projection written by this version (corrupt or foreign).
+        """
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                fmt = int(npz["format"])
+                if fmt != _FORMAT:
+                    raise ValueError(f"unsupported projection format {fmt} (this version reads {_FORMAT})")
+                name = str(npz["name"])
+                in_dim, out_dim, fitted_on = (int(v) for v in npz["dims"])
+                mean = npz["mean"].astype(np.float32) if "mean" in npz.files else None
+                matrix = npz["matrix"].astype(np.float32) if "matrix" in npz.files else None
+            return cls(name, in_dim, out_dim, fitted_on, mean, matrix)
+        except (ValueError, KeyError, OSError, EOFError, TypeError, zipfile.BadZipFile) as exc:
+            raise EncoderError(
+                f"stored projection could not be read ({type(exc).__name__}: {exc}); "
+                "rebuild the index with `sora-search index --rebuild`"
+            ) from exc

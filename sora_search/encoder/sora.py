@@ -1,0 +1,109 @@
+"""The Sora pooling encoder ("sora-lite0") and its global-average-pool ablation ("sora-lite0-gap").
+
+Imported lazily by :func:`sora_search.encoder.load_encoder` because it imports torch.
+
+sora-lite0 descriptor, per frame: EfficientNet-Lite0 at 224 px; the outputs of blocks 7 (80 ch, 14x14),
+10 (112 ch, 14x14), 14 (192 ch, 7x7) and 15 (320 ch, 7x7); each map pooled with R-MAC-style multi-scale
+regional max pooling (the whole map, a 2x2 grid and a 3x3 grid of overlapping regions; every region vector
+L2-normalised, then summed); each stage's vector L2-normalised; the four concatenated (704-d) and L2-normalised
+by the base class. Mid-level stages (14x14) keep texture and layout that survive crops and re-encodes; the last
+stages add semantics. Stopping at block 15 skips the 1280-ch head, so the cost is a little under one
+classification forward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from sora_search.encoder.base import Encoder, EncoderIdentity
+from sora_search.encoder.efficientnet import BLOCK_CHANNELS, HEAD_CHANNELS, EfficientNetLite0
+
+logger = logging.getLogger(__name__)
+
+INPUT_SIZE = 224
+SORA_TAPS: tuple[int, ...] = (7, 10, 14, 15)
+SORA_SCALES: tuple[int, ...] = (1, 2, 3)
+_EPS = 1e-6
+
+
+def region_grid(height: int, width: int, scales: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
+    """R-MAC-style square-ish regions: at scale l, an l x l grid of regions of side ~2/(l+1) of the map.
+
+    Neighbouring regions overlap (about 40-50 %), as in Tolias et al.'s R-MAC, so an object cut by a crop
+    still falls wholly inside some region. Scale 1 is the whole map.
+
+    Returns:
+        (y0, y1, x0, x1) slices, deduplicated, in a fixed order.
+    """
+    regions: list[tuple[int, int, int, int]] = []
+    for level in scales:
+        if level == 1:
+            hs, ws = height, width
+        else:
+            hs = max(1, round(2 * height / (level + 1)))
+            ws = max(1, round(2 * width / (level + 1)))
+        ys = [round(i * (height - hs) / (level - 1)) for i in range(level)] if level > 1 else [0]
+        xs = [round(i * (width - ws) / (level - 1)) for i in range(level)] if level > 1 else [0]
+        for y in ys:
+            for x in xs:
+                r = (y, y + hs, x, x + ws)
+                if r not in regions:
+                    regions.append(r)
+    return regions
+
+
+def rmac(feature_map: torch.Tensor, scales: tuple[int, ...] = SORA_SCALES) -> torch.Tensor:
+    """Multi-scale regional max pooling.
+
+    Args:
+        feature_map: (b, C, h, w) float.
+        scales: grid levels, see :func:`region_grid`.
+
+    Returns:
+        (b, C) float32, L2-normalised: the sum of the L2-normalised region maxima.
+    """
+    fmap = feature_map.float()  # fp16 from autocast would overflow the squared norms
+    total = torch.zeros(fmap.shape[:2], dtype=fmap.dtype, device=fmap.device)
+    for y0, y1, x0, x1 in region_grid(fmap.shape[2], fmap.shape[3], scales):
+        v = fmap[:, :, y0:y1, x0:x1].amax(dim=(2, 3))
+        total += v / v.norm(dim=1, keepdim=True).clamp_min(_EPS)
+    return total / total.norm(dim=1, keepdim=True).clamp_min(_EPS)
+
+
+class _Lite0Encoder(Encoder):
+    """Holds the backbone, moved to the encoder's device."""
+
+    def __init__(self, identity: EncoderIdentity, backbone: EfficientNetLite0, *, device: str, batch_size: int) -> None:
+        super().__init__(identity, device=device, batch_size=batch_size)
+        self.backbone = backbone.to(device).eval()
+
+
+class SoraLite0Encoder(_Lite0Encoder):
+    """The Sora pooling encoder: multi-scale regional max pooling of four backbone stages, 704-d."""
+
+    def __init__(self, backbone: EfficientNetLite0, *, device: str = "cpu", batch_size: int = 32,
+                 taps: tuple[int, ...] = SORA_TAPS, scales: tuple[int, ...] = SORA_SCALES) -> None:
+        identity = EncoderIdentity("sora-lite0", "1", sum(BLOCK_CHANNELS[t] for t in taps), INPUT_SIZE)
+        super().__init__(identity, backbone, device=device, batch_size=batch_size)
+        self.taps = tuple(taps)
+        self.scales = tuple(scales)
+
+    def _embed_batch(self, batch_uint8_nhwc: torch.Tensor) -> torch.Tensor:
+        x = EfficientNetLite0.preprocess(batch_uint8_nhwc)
+        maps = self.backbone.features(x, self.taps)
+        return torch.cat([rmac(m, self.scales) for m in maps], dim=1)
+
+
+class SoraLite0GapEncoder(_Lite0Encoder):
+    """Ablation: global average pool of the 1280-ch head activations."""
+
+    def __init__(self, backbone: EfficientNetLite0, *, device: str = "cpu", batch_size: int = 32) -> None:
+        identity = EncoderIdentity("sora-lite0-gap", "1", HEAD_CHANNELS, INPUT_SIZE)
+        super().__init__(identity, backbone, device=device, batch_size=batch_size)
+
+    def _embed_batch(self, batch_uint8_nhwc: torch.Tensor) -> torch.Tensor:
+        x = EfficientNetLite0.preprocess(batch_uint8_nhwc)
+        (head,) = self.backbone.features(x, head=True)
+        return head.float().mean(dim=(2, 3))

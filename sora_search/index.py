@@ -1,0 +1,323 @@
+"""The FAISS vector index: IVF-Flat over inner product, keyed by the store's vector ids.
+
+The index is derived data: :class:`sora_search.store.Store` is the source of truth and the index can always be
+rebuilt from ``Store.iter_vectors()``. Ids are the store's vector primary keys, added with ``add_with_ids``
+directly on the IVF index (no IDMap2 wrapper: IVF keeps ids in its inverted lists and ``remove_ids`` works on
+it directly).
+
+File format (written atomically: temp file in the same directory, fsync, ``os.replace``, fsync of the
+directory)::
+
+    b"SORAIDX1" | u64 little-endian header length | JSON header | faiss.serialize_index bytes
+
+The JSON header holds ``generation`` (the store generation the file reflects), the payload length and its
+CRC-32, so truncation and bit rot are detected before FAISS parses anything.
+
+faiss is imported lazily, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sora_search.errors import IndexNotFound, StoreError
+
+logger = logging.getLogger(__name__)
+
+_MAGIC = b"SORAIDX1"
+_FORMAT_VERSION = 1
+# faiss warns (on stderr) below 39 training points per centroid, and k-means is poor there anyway.
+MIN_POINTS_PER_LIST = 39
+MAX_NLIST = 65536
+_REPAIR_HINT = "run `sora-search check --repair` to rebuild it from the database"
+
+_faiss_module: Any = None
+
+
+def _faiss() -> Any:
+    """Import faiss once, capping its OpenMP threads at the CPUs this process may use."""
+    global _faiss_module
+    if _faiss_module is None:
+        import faiss
+
+        try:
+            available = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            available = os.cpu_count() or 1
+        if faiss.omp_get_max_threads() > available:
+            faiss.omp_set_num_threads(available)
+        _faiss_module = faiss
+    return _faiss_module
+
+
+def choose_nlist(n: int) -> int:
+    """Number of IVF lists for a corpus of ``n`` vectors.
+
+    About ``4 * sqrt(n)`` rounded to a power of two (the usual FAISS guidance is 4..16 * sqrt(n)), capped so
+    every list gets at least 39 training points, and at 65536. Non-decreasing in ``n``; 1 for tiny corpora.
+    """
+    if n < 2 * MIN_POINTS_PER_LIST:
+        return 1
+    target = 2 ** round(math.log2(4 * math.sqrt(n)))
+    cap = 2 ** int(math.floor(math.log2(n // MIN_POINTS_PER_LIST)))
+    return int(max(1, min(target, cap, MAX_NLIST)))
+
+
+def choose_nprobe(nlist: int) -> int:
+    """Number of lists to visit per query: ``min(nlist, max(8, nlist // 16))``.
+
+    Visiting 1/16 of the lists keeps search cost sub-linear while recall on clustered, L2-normalised
+    embeddings stays high; the floor of 8 protects small indexes, where a probe's true neighbours are often
+    spread over neighbouring cells and the extra lists are cheap. To be tuned with measured recall.
+    """
+    if nlist < 1:
+        raise ValueError(f"nlist must be >= 1, got {nlist}")
+    return int(min(nlist, max(8, nlist // 16)))
+
+
+def _as_vectors(x: np.ndarray, dim: int, name: str) -> np.ndarray:
+    arr = np.ascontiguousarray(x, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise ValueError(f"{name} must be (n, {dim}) float32, got shape {np.shape(x)}")
+    return arr
+
+
+def _as_ids(ids: np.ndarray) -> np.ndarray:
+    arr = np.ascontiguousarray(ids, dtype=np.int64)
+    if arr.ndim != 1:
+        raise ValueError(f"ids must be (n,) int64, got shape {np.shape(ids)}")
+    return arr
+
+
+def _fsync_dir(directory: Path) -> None:
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, chunks: list[bytes | memoryview]) -> None:
+    """Write ``chunks`` to ``path`` atomically: temp file in the same directory, fsync, rename, fsync dir."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(target.parent)
+
+
+class VectorIndex:
+    """An IVF-Flat inner-product FAISS index whose ids are the store's vector ids.
+
+    With L2-normalised vectors the scores are cosine similarities. Build with :meth:`build`, or
+    :meth:`load` a saved one.
+    """
+
+    def __init__(self, index: Any, quantizer: Any = None) -> None:
+        self._index = index
+        # Keeps a quantizer that the IVF index borrows (built here) alive as long as the index.
+        self._quantizer = quantizer
+
+    @classmethod
+    def build(cls, dim: int, train: np.ndarray, *, nlist: int | None = None) -> VectorIndex:
+        """Train an empty IVF-Flat (inner product) index.
+
+        Args:
+            dim: vector dimension.
+            train: (n, dim) float32 training vectors (n >= nlist; a sample of the corpus is enough).
+            nlist: number of lists; default :func:`choose_nlist` of n.
+        """
+        faiss = _faiss()
+        x = _as_vectors(train, dim, "train")
+        n = x.shape[0]
+        if n == 0:
+            raise ValueError("cannot train an IVF index on 0 vectors")
+        if nlist is None:
+            nlist = choose_nlist(n)
+        if not 1 <= nlist <= n:
+            raise ValueError(f"nlist must be between 1 and the number of training vectors ({n}), got {nlist}")
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        # An explicit nlist may leave fewer than 39 points per list; accept it without faiss's stderr warning.
+        index.cp.min_points_per_centroid = 1
+        index.cp.seed = 1234
+        index.cp.verbose = False
+        index.train(x)
+        index.nprobe = choose_nprobe(nlist)
+        return cls(index, quantizer)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        return int(self._index.d)
+
+    @property
+    def nlist(self) -> int:
+        return int(self._index.nlist)
+
+    @property
+    def nprobe(self) -> int:
+        return int(self._index.nprobe)
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        if not 1 <= int(value) <= self.nlist:
+            raise ValueError(f"nprobe must be between 1 and nlist ({self.nlist}), got {value}")
+        self._index.nprobe = int(value)
+
+    def describe(self) -> str:
+        """E.g. ``"IVF64,Flat (inner product), nprobe 8"``."""
+        return f"IVF{self.nlist},Flat (inner product), nprobe {self.nprobe}"
+
+    def __repr__(self) -> str:
+        return f"VectorIndex({self.describe()}, dim {self.dim}, {self.ntotal} vectors)"
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add vectors under the given ids.
+
+        Args:
+            ids: (n,) int64 store vector ids (FAISS does not check uniqueness; the store guarantees it).
+            vectors: (n, dim) float32.
+        """
+        i = _as_ids(ids)
+        x = _as_vectors(vectors, self.dim, "vectors")
+        if x.shape[0] != i.shape[0]:
+            raise ValueError(f"add got {i.shape[0]} ids for {x.shape[0]} vectors")
+        if i.size == 0:
+            return
+        if (i < 0).any():
+            raise ValueError("vector ids must be non-negative (-1 is FAISS's 'no result')")
+        self._index.add_with_ids(x, i)
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove vectors by id; unknown ids are ignored. Returns how many were removed. ids: (n,) int64."""
+        i = _as_ids(ids)
+        if i.size == 0:
+            return 0
+        return int(self._index.remove_ids(i))
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """k nearest vectors by inner product.
+
+        Args:
+            queries: (m, dim) float32.
+            k: neighbours per query (>= 1).
+
+        Returns:
+            (scores (m, k) float32 descending, ids (m, k) int64); missing results have id -1 and score -inf.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        q = _as_vectors(queries, self.dim, "queries")
+        if q.shape[0] == 0:
+            return np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64)
+        scores, ids = self._index.search(q, k)
+        scores = np.asarray(scores, dtype=np.float32)
+        ids = np.asarray(ids, dtype=np.int64)
+        scores[ids < 0] = -np.inf
+        return scores, ids
+
+    def nbytes(self) -> int:
+        """Approximate memory held: stored vectors, their ids and the centroids."""
+        return int(self.ntotal * (self.dim * 4 + 8) + self.nlist * self.dim * 4)
+
+    def save(self, path: str | Path, *, generation: int) -> None:
+        """Write the index atomically, recording the store ``generation`` it reflects."""
+        faiss = _faiss()
+        if generation < 0:
+            raise ValueError(f"generation must be >= 0, got {generation}")
+        payload = faiss.serialize_index(self._index)
+        view = memoryview(payload).cast("B")
+        header = json.dumps(
+            {
+                "format": _FORMAT_VERSION,
+                "generation": int(generation),
+                "payload_bytes": len(view),
+                "crc32": zlib.crc32(view),
+                "ntotal": self.ntotal,
+                "dim": self.dim,
+                "nlist": self.nlist,
+                "nprobe": self.nprobe,
+            },
+            sort_keys=True,
+        ).encode()
+        atomic_write_bytes(path, [_MAGIC, struct.pack("<Q", len(header)), header, view])
+
+    @classmethod
+    def load(cls, path: str | Path) -> tuple[VectorIndex, int]:
+        """Read an index written by :meth:`save`.
+
+        Returns:
+            (index, generation it reflects).
+
+        Raises:
+            IndexNotFound: no file at ``path``.
+            StoreError: the file is truncated, corrupt or not a sora-search index.
+        """
+        p = Path(path)
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError as e:
+            raise IndexNotFound(f"no FAISS index file at {p}; {_REPAIR_HINT}") from e
+        except OSError as e:
+            raise StoreError(f"cannot read the FAISS index {p}: {e}; {_REPAIR_HINT}") from e
+
+        def corrupt(why: str) -> StoreError:
+            return StoreError(f"the FAISS index {p} is unusable ({why}); {_REPAIR_HINT}")
+
+        if len(data) < len(_MAGIC) + 8 or not data.startswith(_MAGIC):
+            raise corrupt("not a sora-search index file")
+        (hlen,) = struct.unpack_from("<Q", data, len(_MAGIC))
+        start = len(_MAGIC) + 8
+        if start + hlen > len(data):
+            raise corrupt("truncated header")
+        try:
+            header = json.loads(data[start : start + hlen])
+            generation = int(header["generation"])
+            payload_bytes = int(header["payload_bytes"])
+            crc = int(header["crc32"])
+            fmt = int(header["format"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise corrupt(f"bad header: {e}") from e
+        if fmt != _FORMAT_VERSION:
+            raise corrupt(f"file format {fmt}, this sora-search reads {_FORMAT_VERSION}")
+        payload = memoryview(data)[start + hlen :]
+        if len(payload) != payload_bytes:
+            raise corrupt(f"{len(payload)} payload bytes, expected {payload_bytes} (truncated?)")
+        if zlib.crc32(payload) != crc:
+            raise corrupt("checksum mismatch")
+        faiss = _faiss()
+        try:
+            index = faiss.deserialize_index(np.frombuffer(payload, dtype=np.uint8))
+        except RuntimeError as e:
+            raise corrupt(f"faiss could not read it: {e}") from e
+        if not isinstance(index, faiss.IndexIVFFlat) or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise corrupt(f"expected an IVF-Flat inner-product index, found {type(index).__name__}")
+        return cls(index), generation

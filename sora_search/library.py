@@ -1,0 +1,498 @@
+"""The public object: ``Library.open(path)``, ``.index(paths)``, ``.query(clip)``, ``.remove(paths)``, ``.info()``.
+
+An index is a directory holding ``sora.db`` (SQLite: videos, raw per-second descriptors, the index identity; the
+source of truth) and ``vectors.faiss`` (the FAISS IVF index of projected descriptors; derived, rebuildable from the
+store without decoding anything). Writers take ``write.lock`` so two index runs never interleave.
+
+Index time:  scan -> decode (worker process, timeout) -> encode -> temporal pool -> store (one transaction per video)
+             -> FAISS (projected vectors added by store id; the file saved atomically with the store's generation).
+Query time:  decode -> encode -> temporal pool -> project -> k-NN -> per-video temporal alignment -> matches.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import scan
+from .errors import (EmptyIndex, EncoderMismatch, IndexLocked, IndexNotFound, SoraSearchError, StoreError,
+                     VideoError)
+from .search import AlignParams, align, group_hits
+from .types import FailedFile, IndexSummary, LibraryInfo, Match, Progress, QueryResult
+
+if TYPE_CHECKING:
+    from .encoder import Encoder, Projection
+    from .index import VectorIndex
+    from .store import IndexMeta, Store
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LOCATION = ".sora-search"
+DEFAULT_ENCODER = "sora-lite0"
+DEFAULT_FPS = 1.0
+DEFAULT_K = 10
+# Matches scoring below this are not reported. Measured on the test and demo libraries: copies (re-encoded,
+# downscaled) score 0.6-0.9, unrelated clips 0.2-0.45 (see README, "Scores").
+DEFAULT_MIN_SCORE = 0.5
+DEFAULT_DECODE_TIMEOUT_S = 120.0
+NEIGHBOURS = 64            # k-NN per probe vector, before grouping by video
+TEMPORAL_RADIUS = 1        # "pooled again over time": each vector averages its +-1 s neighbours
+PROJECTION_DIM = 256
+RETRAIN_GROWTH = 4.0       # retrain projection and IVF once the corpus has grown this many times
+SAVE_EVERY_S = 60.0        # during long runs, persist the FAISS file at least this often
+
+DB_NAME = "sora.db"
+FAISS_NAME = "vectors.faiss"
+LOCK_NAME = "write.lock"
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def default_location() -> Path:
+    """Where the index lives when no path is given: ``$SORA_SEARCH_INDEX``, else ``./.sora-search``."""
+    return Path(os.environ.get("SORA_SEARCH_INDEX") or DEFAULT_LOCATION)
+
+
+class _WriteLock:
+    """An exclusive advisory lock on ``write.lock`` (released by the OS if the process dies)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                holder = self.path.read_text().strip() or "another process"
+                raise IndexLocked(f"{self.path.parent} is being written by {holder}; wait for it to finish "
+                                  "(only one index or remove run at a time)") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import fcntl
+
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> _WriteLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Library:
+    """A video library index on disk. Open with :meth:`open`; close with :meth:`close` or a ``with`` block."""
+
+    def __init__(self, location: Path, store: Store, *, encoder_name: str, device: str | None,
+                 fps: float) -> None:
+        self.location = location
+        self._store = store
+        self._encoder_name = encoder_name
+        self._device = device
+        self._fps = fps
+        self._encoder: Encoder | None = None
+        self._index: VectorIndex | None = None
+        self._projection: Projection | None = None
+        self._index_generation = -1
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    def open(cls, path: str | Path | None = None, *, create: bool = True, encoder: str | None = None,
+             device: str | None = None, fps: float | None = None) -> Library:
+        """Open the index at ``path`` (default: :func:`default_location`).
+
+        Args:
+            create: make a new, empty index if none exists; otherwise raise IndexNotFound.
+            encoder: encoder for a new index (default ``sora-lite0``); an existing index keeps its own, and asking
+                for a different one raises EncoderMismatch.
+            device: ``cpu`` or ``cuda`` (default: ``$SORA_SEARCH_DEVICE``, else CUDA when available).
+            fps: sampling rate for a new index (default 1 frame per second); fixed once the index exists.
+        """
+        from .store import Store
+
+        location = Path(path) if path is not None else default_location()
+        db = location / DB_NAME
+        if not db.exists():
+            if not create:
+                raise IndexNotFound(f"no index at {location}: run `sora-search index PATH` first "
+                                    "(or pass --index / set SORA_SEARCH_INDEX to where it is)")
+            try:
+                location.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the index folder {location}: {exc.strerror or exc}") from None
+        store = Store.open(db, create=create)
+        meta = store.meta()
+        if meta is not None:
+            if encoder is not None and encoder != meta.encoder_name:
+                store.close()
+                raise EncoderMismatch(f"the index at {location} was built with {meta.encoder_name}, not {encoder}; "
+                                      "use another --index folder for another encoder")
+            if fps is not None and fps != meta.sampling_fps:
+                store.close()
+                raise EncoderMismatch(f"the index at {location} samples {meta.sampling_fps:g} frame/s, not {fps:g}; "
+                                      "use another --index folder for another sampling rate")
+            encoder, fps = meta.encoder_name, meta.sampling_fps
+        return cls(location, store, encoder_name=encoder or DEFAULT_ENCODER, device=device,
+                   fps=fps or DEFAULT_FPS)
+
+    def close(self) -> None:
+        self._store.close()
+        self._index = None
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ indexing
+    def index(self, paths: Sequence[str | Path], *, progress: ProgressCallback | None = None,
+              retry_failed: bool = False, timeout_s: float = DEFAULT_DECODE_TIMEOUT_S) -> IndexSummary:
+        """Bring the index up to date with the videos under ``paths`` (files or folders, recursive).
+
+        New files are decoded and encoded, changed files re-encoded, moved files re-pathed without decoding,
+        deleted files removed. A file that cannot be decoded is recorded with its reason and the run goes on.
+
+        Args:
+            progress: called before (status ``decoding``) and after (``added``, ``updated``, ``failed``) each file
+                that is decoded, with a :class:`Progress` (bytes are the ETA basis).
+            retry_failed: attempt again files that failed before and have not changed.
+            timeout_s: a decoder silent for this long on one file is killed and the file recorded as failed.
+
+        Raises:
+            FileNotFoundError: a path does not exist. IndexLocked: another run is writing this index.
+        """
+        started = time.monotonic()
+        with _WriteLock(self.location / LOCK_NAME):
+            found = scan.walk(paths, exclude=[self.location])
+            roots = [os.path.abspath(p) for p in paths]
+            under = [v for root in roots for v in self._store.videos(under=root)]
+            under += [v for v in (self._store.video_by_path(r) for r in roots) if v is not None]
+            by_fp: dict[str, list] = {}
+            for v in self._store.videos():
+                by_fp.setdefault(v.fingerprint, []).append(v)
+            todo = scan.plan(found, list({v.id: v for v in under}.values()), by_fp, retry_failed=retry_failed)
+
+            self._ensure_meta()
+            self._load_index_for_write()
+            removed_ids: list[np.ndarray] = []
+            for entry, known in todo.moved:
+                self._store.move_video(known.id, entry.path, entry.mtime)
+            for entry, known in todo.touched:
+                self._store.touch_video(known.id, mtime=entry.mtime, size=entry.size)
+            if todo.removed:
+                removed_ids.append(self._store.remove_videos([v.id for v in todo.removed]))
+            self._apply_removals(removed_ids)
+
+            failed = list(todo.problems) + [FailedFile(v.path, v.error or "failed") for v in todo.failed_before]
+            added, updated, vectors_added = [], [], 0
+            changed_paths = {e.path for e, _, _ in todo.changed}
+            work = todo.to_encode
+            bytes_total = sum(e.size for e, _ in work)
+            bytes_done = 0
+            last_save = time.monotonic()
+            if work:
+                from .decode import DecodeWorker
+
+                with DecodeWorker(timeout_s=timeout_s) as worker:
+                    for n, (entry, fp) in enumerate(work, 1):
+                        status = "updated" if entry.path in changed_paths else "added"
+                        if progress is not None:
+                            progress(Progress(n - 1, len(work), bytes_done, bytes_total, entry.path, "decoding"))
+                        try:
+                            info, ts, vecs = self._embed_file(worker, entry.path)
+                        except VideoError as exc:
+                            dropped = self._store.record_failure(path=entry.path, size=entry.size,
+                                                                 mtime=entry.mtime, fingerprint=fp,
+                                                                 error=exc.reason)
+                            self._apply_removals([dropped])
+                            failed.append(FailedFile(entry.path, exc.reason))
+                            status = "failed"
+                            logger.info("failed %s: %s", entry.path, exc.reason)
+                        else:
+                            _, new_ids, old_ids = self._store.add_video(
+                                path=entry.path, size=entry.size, mtime=entry.mtime, fingerprint=fp,
+                                duration_s=info.duration_s, fps=info.fps, width=info.width, height=info.height,
+                                timestamps_s=ts, vectors=vecs)
+                            self._apply_removals([old_ids])
+                            self._add_to_index(new_ids, vecs)
+                            (updated if status == "updated" else added).append(entry.path)
+                            vectors_added += len(new_ids)
+                        bytes_done += entry.size
+                        if progress is not None:
+                            progress(Progress(n, len(work), bytes_done, bytes_total, entry.path, status))
+                        if time.monotonic() - last_save > SAVE_EVERY_S:
+                            self._finish_index()
+                            last_save = time.monotonic()
+            self._finish_index()
+            summary = IndexSummary(
+                added=tuple(added), updated=tuple(updated),
+                unchanged=tuple(v.path for v in todo.unchanged) + tuple(e.path for e, _ in todo.touched),
+                moved=tuple((k.path, e.path) for e, k in todo.moved),
+                removed=tuple(v.path for v in todo.removed), failed=tuple(failed),
+                vectors_added=vectors_added, seconds=time.monotonic() - started)
+            self._store.record_run(summary)
+            return summary
+
+    def remove(self, paths: Iterable[str | Path]) -> list[str]:
+        """Drop videos from the index: each path is a stored video or a folder containing some.
+
+        Returns the removed paths. Paths that match nothing are ignored (the caller can compare).
+        """
+        with _WriteLock(self.location / LOCK_NAME):
+            victims = {}
+            for p in paths:
+                ap = os.path.abspath(p)
+                rec = self._store.video_by_path(ap)
+                if rec is not None:
+                    victims[rec.id] = rec.path
+                for rec in self._store.videos(under=ap):
+                    victims[rec.id] = rec.path
+            if not victims:
+                return []
+            self._load_index_for_write()
+            self._apply_removals([self._store.remove_videos(list(victims))])
+            self._finish_index()
+            return sorted(victims.values())
+
+    # ------------------------------------------------------------------ querying
+    def query(self, clip: str | Path, *, k: int = DEFAULT_K, min_score: float = DEFAULT_MIN_SCORE,
+              timeout_s: float = DEFAULT_DECODE_TIMEOUT_S) -> QueryResult:
+        """Find library videos that contain ``clip`` or something visually near it.
+
+        Args:
+            k: at most this many videos, best first.
+            min_score: drop matches scoring below this (see DEFAULT_MIN_SCORE).
+
+        Raises:
+            VideoError: the clip cannot be decoded. EmptyIndex: nothing is indexed yet.
+        """
+        meta = self._store.meta()
+        if meta is None or self._store.vector_count() == 0:
+            raise EmptyIndex(f"nothing is indexed in {self.location} yet: run `sora-search index PATH` first")
+        self._check_encoder(meta)
+        index, projection = self._load_index_for_read()
+        from .decode import DecodeWorker
+
+        with DecodeWorker(timeout_s=timeout_s) as worker:
+            info, ts, vecs = self._embed_file(worker, clip)
+        probe = projection.apply(vecs)
+        scores, ids = index.search(probe, min(NEIGHBOURS, max(1, index.ntotal)))
+        video_ids, ref_s = self._store.locate(ids.ravel())
+        hits = group_hits(ts, video_ids.reshape(ids.shape), ref_s.reshape(ids.shape), scores)
+        params = AlignParams(interval_s=1.0 / self._fps)
+        duration = max(info.duration_s, float(ts[-1]) + params.interval_s if len(ts) else 0.0)
+        ranked: list[tuple[float, int, list]] = []
+        for video_id, video_hits in hits.items():
+            spans = align(video_hits, duration, params)
+            if spans and spans[0].score >= min_score:
+                ranked.append((spans[0].score, video_id, spans))
+        ranked.sort(key=lambda x: (-x[0], x[1]))
+        ranked = ranked[:k]
+        paths = self._store.video_paths(v for _, v, _ in ranked)
+        matches = tuple(Match(path=paths[v], score=round(s, 4), segments=tuple(spans)) for s, v, spans in ranked)
+        return QueryResult(query=str(clip), matches=matches)
+
+    # ------------------------------------------------------------------ info
+    def info(self) -> LibraryInfo:
+        """What is indexed, how, and how big it is."""
+        from .store import head_revision
+
+        meta = self._store.meta()
+        videos = self._store.videos()
+        indexed = [v for v in videos if v.status == "indexed"]
+        faiss_path = self.location / FAISS_NAME
+        index_type, nlist, nprobe = "none (nothing indexed yet)", 0, 0
+        if faiss_path.exists():
+            from .index import VectorIndex
+
+            try:
+                idx, _ = VectorIndex.load(faiss_path)
+                index_type, nlist, nprobe = idx.describe(), idx.nlist, idx.nprobe
+            except SoraSearchError as exc:
+                index_type = f"unreadable ({exc})"
+        return LibraryInfo(
+            location=str(self.location.absolute()), videos=len(indexed), failed=len(videos) - len(indexed),
+            vectors=self._store.vector_count(), duration_s=float(sum(v.duration_s for v in indexed)),
+            encoder=meta.encoder_name if meta else self._encoder_name,
+            encoder_version=meta.encoder_version if meta else "",
+            raw_dim=meta.raw_dim if meta else 0, dim=meta.dim if meta else 0,
+            sampling_fps=meta.sampling_fps if meta else self._fps,
+            projection=meta.projection_name if meta else "", index_type=index_type, index_nlist=nlist,
+            index_nprobe=nprobe, index_bytes=faiss_path.stat().st_size if faiss_path.exists() else 0,
+            store_bytes=(self.location / DB_NAME).stat().st_size, schema_revision=self._store.revision(),
+            extra={"schema_head": head_revision()})
+
+    # ------------------------------------------------------------------ internals
+    def _get_encoder(self) -> Encoder:
+        if self._encoder is None:
+            from .encoder import load_encoder
+
+            self._encoder = load_encoder(self._encoder_name, device=self._device)
+        return self._encoder
+
+    def _ensure_meta(self) -> IndexMeta:
+        from .store import IndexMeta
+
+        meta = self._store.meta()
+        if meta is not None:
+            self._check_encoder(meta)
+            return meta
+        from .encoder import encoder_identity
+
+        ident = encoder_identity(self._encoder_name)
+        meta = IndexMeta(encoder_name=ident.name, encoder_version=ident.version, raw_dim=ident.dim,
+                         input_size=ident.input_size, sampling_fps=self._fps, projection=None,
+                         projection_name="", dim=ident.dim, index_trained_n=0, generation=0)
+        self._store.set_meta(meta)
+        return meta
+
+    def _check_encoder(self, meta: IndexMeta) -> None:
+        from .encoder import encoder_identity
+
+        ident = encoder_identity(self._encoder_name)
+        if (ident.name, ident.version, ident.dim) != (meta.encoder_name, meta.encoder_version, meta.raw_dim):
+            raise EncoderMismatch(
+                f"the index at {self.location} was built with {meta.encoder_name} v{meta.encoder_version} "
+                f"({meta.raw_dim}-d) but this sora-search has {ident.describe()}; rebuild it: move the folder "
+                "away and run `sora-search index` again")
+
+    def _embed_file(self, worker, path: str | Path):
+        """Decode and encode one file: (VideoInfo, timestamps (n,) float64, raw vectors (n, raw_dim) float32)."""
+        from .encoder import temporal_pool
+
+        encoder = self._get_encoder()
+        ts_parts, vec_parts = [], []
+        with worker.open(path, fps=self._fps, size=encoder.identity.input_size) as video:
+            info = video.info
+            for batch in video:
+                ts_parts.append(batch.timestamps_s)
+                vec_parts.append(encoder.embed(batch.frames))
+        if not ts_parts:
+            from .errors import NoFramesError
+
+            raise NoFramesError(path, "no frame could be decoded")
+        ts = np.concatenate(ts_parts)
+        vecs = temporal_pool(np.concatenate(vec_parts), radius=TEMPORAL_RADIUS)
+        return info, ts, vecs
+
+    # FAISS bookkeeping: the store is the truth; the in-memory index follows every store change and is saved with
+    # the store generation it reflects. On open, a file whose generation lags the store is rebuilt from vectors.
+    def _load_index_for_write(self) -> None:
+        from .encoder import Projection
+        from .index import VectorIndex
+
+        if self._index is not None:
+            return
+        meta = self._store.meta()
+        path = self.location / FAISS_NAME
+        if meta is None or meta.projection is None:
+            return
+        self._projection = Projection.from_bytes(meta.projection)
+        try:
+            index, generation = VectorIndex.load(path)
+        except SoraSearchError as exc:
+            logger.warning("rebuilding %s: %s", path, exc)
+            index, generation = None, -1
+        if index is None or generation != meta.generation or index.ntotal != self._store.vector_count():
+            self._rebuild_index()
+            return
+        self._index, self._index_generation = index, generation
+
+    def _load_index_for_read(self) -> tuple[VectorIndex, Projection]:
+        from .encoder import Projection
+        from .index import VectorIndex
+
+        meta = self._store.meta()
+        assert meta is not None
+        if meta.projection is None:
+            raise EmptyIndex(f"the index at {self.location} was never finished: run `sora-search index` again")
+        if self._index is None or self._index_generation != meta.generation:
+            projection = Projection.from_bytes(meta.projection)
+            try:
+                index, generation = VectorIndex.load(self.location / FAISS_NAME)
+            except IndexNotFound:
+                raise EmptyIndex(f"the index at {self.location} has no FAISS file yet: "
+                                 "run `sora-search index` again") from None
+            if generation != meta.generation:
+                # A writer is mid-run (or died): search what was last saved; ids it no longer knows are dropped.
+                logger.info("FAISS file is at generation %d, store at %d", generation, meta.generation)
+            self._index, self._projection, self._index_generation = index, projection, generation
+        assert self._projection is not None
+        return self._index, self._projection
+
+    def _apply_removals(self, id_arrays: list[np.ndarray]) -> None:
+        ids = np.concatenate([np.asarray(a, dtype=np.int64) for a in id_arrays]) if id_arrays else np.empty(0)
+        if len(ids) and self._index is not None:
+            self._index.remove(ids.astype(np.int64))
+
+    def _add_to_index(self, ids: np.ndarray, raw: np.ndarray) -> None:
+        if self._index is not None and self._projection is not None:
+            self._index.add(ids, self._projection.apply(raw))
+
+    def _finish_index(self) -> None:
+        """Retrain if the corpus outgrew the index, then save the FAISS file at the store's generation."""
+        meta = self._store.meta()
+        assert meta is not None
+        total = self._store.vector_count()
+        if total == 0:
+            return
+        if self._index is None or total > RETRAIN_GROWTH * max(1, meta.index_trained_n) \
+                or self._projection is None:
+            self._rebuild_index()
+        else:
+            self._save_index()
+
+    def _rebuild_index(self) -> None:
+        """Refit the projection and retrain the IVF on the stored vectors, then add them all (no decoding)."""
+        from dataclasses import replace
+
+        from .encoder import Projection
+        from .index import VectorIndex, choose_nlist
+
+        meta = self._store.meta()
+        assert meta is not None
+        total = self._store.vector_count()
+        if total == 0:
+            return
+        sample = self._store.sample_vectors(100_000, seed=0)
+        projection = Projection.fit(sample, PROJECTION_DIM)
+        projected = projection.apply(sample)
+        nlist = choose_nlist(total)
+        train = projected[: max(nlist * 256, 10_000)]
+        index = VectorIndex.build(projection.out_dim, train, nlist=nlist)
+        for ids, raw in self._store.iter_vectors():
+            index.add(ids, projection.apply(raw))
+        # A new projection invalidates any FAISS file on disk: bump the generation so a crash before the save
+        # below can never pair the old file with the new projection.
+        self._store.set_meta(replace(meta, projection=projection.to_bytes(), projection_name=projection.name,
+                                     dim=projection.out_dim, index_trained_n=total, generation=meta.generation + 1))
+        self._index, self._projection = index, projection
+        logger.info("rebuilt %s over %d vectors (%s)", FAISS_NAME, total, index.describe())
+        self._save_index()
+
+    def _save_index(self) -> None:
+        meta = self._store.meta()
+        assert meta is not None and self._index is not None
+        self._index.save(self.location / FAISS_NAME, generation=meta.generation)
+        self._index_generation = meta.generation

@@ -1,0 +1,250 @@
+"""Find video files under the given paths and decide what changed since the last run.
+
+Videos are recognised by content (container magic bytes) as well as by extension: a camera dump of ``.bin`` files
+is indexed, and a ``.mp4`` that holds something else is still attempted so that it is reported, not silently skipped.
+Change detection is cheap first: a file whose path, size and mtime match the store is unchanged without reading it.
+Only new or touched files get a content fingerprint, which also recognises moved and renamed files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from .types import FailedFile
+
+logger = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = frozenset({
+    ".3g2", ".3gp", ".asf", ".avi", ".divx", ".dv", ".f4v", ".flv", ".h264", ".hevc", ".m1v", ".m2t", ".m2ts",
+    ".m2v", ".m4v", ".mj2", ".mjpeg", ".mkv", ".mov", ".mp4", ".mpe", ".mpeg", ".mpg", ".mts", ".mxf", ".nut",
+    ".ogv", ".qt", ".rm", ".rmvb", ".ts", ".vob", ".webm", ".wmv", ".y4m",
+})
+# ISO-BMFF major brands that mean audio only: an .m4a is not a video even though it has an ftyp box.
+_AUDIO_BRANDS = frozenset({b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "})
+_SNIFF_BYTES = 512
+_FINGERPRINT_BLOCK = 256 * 1024
+
+
+def sniff_video(head: bytes) -> bool:
+    """Whether the first bytes of a file look like a video container.
+
+    Args:
+        head: the file's first bytes (at least 12; up to 512 are used for MPEG-TS sync checks).
+    """
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        return head[8:12] not in _AUDIO_BRANDS
+    if len(head) >= 8 and head[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip"):
+        return True  # QuickTime files that start without an ftyp box
+    if head.startswith(b"\x1a\x45\xdf\xa3"):  # EBML: Matroska / WebM
+        return True
+    if head.startswith(b"RIFF") and head[8:12] in (b"AVI ", b"AVIX"):
+        return True
+    if head.startswith((b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3")):  # MPEG program stream / video elementary
+        return True
+    if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):  # ASF / WMV
+        return True
+    if head.startswith((b"FLV\x01", b".RMF", b"YUV4MPEG2", b"nut/multimedia container")):
+        return True
+    if len(head) >= 3 * 188 + 1 and all(head[i] == 0x47 for i in (0, 188, 376)):  # MPEG transport stream
+        return True
+    return False
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A candidate file: absolute path (symlinks kept as named), size in bytes, mtime in seconds."""
+
+    path: str
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True)
+class WalkResult:
+    files: tuple[FileEntry, ...]
+    problems: tuple[FailedFile, ...]  # files that look like videos but cannot be read (broken links, permissions)
+
+
+def _looks_like_video(path: str) -> bool:
+    if os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS:
+        return True
+    try:
+        with open(path, "rb") as f:
+            return sniff_video(f.read(_SNIFF_BYTES))
+    except OSError:
+        return False
+
+
+def _entry(path: str) -> FileEntry | FailedFile | None:
+    """Classify one path: a candidate video, a problem to report, or None (not a video)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return FailedFile(path, "broken symbolic link") if _named_like_video(path) else None
+        return None
+    except OSError as exc:  # symlink loop, permission denied on a parent, name too long...
+        return FailedFile(path, exc.strerror or str(exc)) if _named_like_video(path) else None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    if not os.access(path, os.R_OK):
+        return FailedFile(path, "permission denied (file is not readable)") if _named_like_video(path) else None
+    if not _looks_like_video(path):
+        return None
+    return FileEntry(path, st.st_size, st.st_mtime)
+
+
+def _named_like_video(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS
+
+
+def walk(paths: Sequence[str | Path], *, exclude: Iterable[str | Path] = ()) -> WalkResult:
+    """Recursively list candidate video files under ``paths`` (files or directories), in sorted order.
+
+    Directory symlinks are not followed (no loops); file symlinks are followed and keep their own name.
+    Hidden directories are skipped. ``exclude`` names directories never to descend into (the index itself).
+
+    Raises:
+        FileNotFoundError: a given path does not exist.
+    """
+    excluded = {os.path.abspath(p) for p in exclude}
+    files: dict[str, FileEntry] = {}
+    problems: dict[str, FailedFile] = {}
+
+    def consider(path: str) -> None:
+        found = _entry(path)
+        if isinstance(found, FileEntry):
+            files[path] = found
+        elif isinstance(found, FailedFile):
+            problems[path] = found
+
+    for root in paths:
+        root_abs = os.path.abspath(root)
+        if not os.path.lexists(root_abs):
+            raise FileNotFoundError(root_abs)
+        if not os.path.isdir(root_abs):
+            consider(root_abs)
+            continue
+        for dirpath, dirnames, filenames in os.walk(root_abs, followlinks=False, onerror=_log_walk_error):
+            dirnames[:] = sorted(d for d in dirnames
+                                 if not d.startswith(".") and os.path.join(dirpath, d) not in excluded)
+            for name in filenames:
+                consider(os.path.join(dirpath, name))
+            for name in dirnames:
+                full = os.path.join(dirpath, name)
+                if os.path.islink(full):  # os.walk lists directory links in dirnames but won't enter them
+                    consider(full)
+    return WalkResult(tuple(files[p] for p in sorted(files)), tuple(problems[p] for p in sorted(problems)))
+
+
+def _log_walk_error(exc: OSError) -> None:
+    logger.warning("cannot list %s: %s", exc.filename, exc.strerror)
+
+
+def fingerprint(path: str | Path, size: int | None = None) -> str:
+    """A content fingerprint: BLAKE2b over the size and three 256 KiB blocks (start, middle, end).
+
+    Cheap on multi-GB files, and any re-encode, truncation or append changes it. Raises OSError if unreadable.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        if size is None:
+            size = os.fstat(f.fileno()).st_size
+        h.update(size.to_bytes(8, "little"))
+        for offset in sorted({0, max(0, size // 2 - _FINGERPRINT_BLOCK // 2), max(0, size - _FINGERPRINT_BLOCK)}):
+            f.seek(offset)
+            h.update(f.read(_FINGERPRINT_BLOCK))
+    return "b2:" + h.hexdigest()
+
+
+class KnownVideo(Protocol):
+    """What the planner needs to know about a stored video (the store's VideoRecord satisfies it)."""
+
+    id: int
+    path: str
+    size: int
+    mtime: float
+    fingerprint: str
+    status: str
+
+
+@dataclass
+class Plan:
+    """What an index run has to do. Lists hold (entry, stored record) pairs where a record exists."""
+
+    new: list[tuple[FileEntry, str]] = field(default_factory=list)                  # (entry, fingerprint)
+    changed: list[tuple[FileEntry, str, KnownVideo]] = field(default_factory=list)  # content differs: re-encode
+    touched: list[tuple[FileEntry, KnownVideo]] = field(default_factory=list)       # same content, new stat
+    moved: list[tuple[FileEntry, KnownVideo]] = field(default_factory=list)         # same content, new path
+    unchanged: list[KnownVideo] = field(default_factory=list)
+    failed_before: list[KnownVideo] = field(default_factory=list)                    # unchanged and failed last time
+    removed: list[KnownVideo] = field(default_factory=list)
+    problems: list[FailedFile] = field(default_factory=list)
+
+    @property
+    def to_encode(self) -> list[tuple[FileEntry, str]]:
+        return self.new + [(entry, fp) for entry, fp, _ in self.changed]
+
+
+def plan(found: WalkResult, known_under_roots: Sequence[KnownVideo], known_by_fingerprint: dict[str, list[KnownVideo]],
+         *, retry_failed: bool = False) -> Plan:
+    """Compare the files found with what the store knows.
+
+    Args:
+        found: the result of :func:`walk`.
+        known_under_roots: stored videos whose paths lie under the walked roots (candidates for removal).
+        known_by_fingerprint: every stored video grouped by fingerprint (to recognise moves from anywhere).
+        retry_failed: re-attempt files that failed before even if they have not changed.
+    """
+    result = Plan(problems=list(found.problems))
+    by_path = {v.path: v for v in known_under_roots}
+    seen: set[str] = set()
+    claimed: set[int] = set()
+    for entry in found.files:
+        seen.add(entry.path)
+        known = by_path.get(entry.path)
+        if known is not None and known.size == entry.size and known.mtime == entry.mtime:
+            if known.status == "failed" and not retry_failed:
+                result.failed_before.append(known)
+            elif known.status == "failed":
+                result.changed.append((entry, _safe_fingerprint(entry, result), known))
+            else:
+                result.unchanged.append(known)
+            continue
+        fp = _safe_fingerprint(entry, result)
+        if not fp:
+            continue
+        if known is not None:
+            if known.fingerprint == fp and known.status == "indexed":
+                result.touched.append((entry, known))
+            else:
+                result.changed.append((entry, fp, known))
+            continue
+        origin = next((v for v in known_by_fingerprint.get(fp, ())
+                       if v.status == "indexed" and v.id not in claimed and not os.path.exists(v.path)), None)
+        if origin is not None:
+            claimed.add(origin.id)
+            result.moved.append((entry, origin))
+        else:
+            result.new.append((entry, fp))
+    result.changed = [(e, fp, k) for e, fp, k in result.changed if fp]
+    result.removed = [v for v in known_under_roots
+                      if v.path not in seen and v.id not in claimed and not os.path.exists(v.path)]
+    return result
+
+
+def _safe_fingerprint(entry: FileEntry, result: Plan) -> str:
+    try:
+        return fingerprint(entry.path, entry.size)
+    except OSError as exc:
+        result.problems.append(FailedFile(entry.path, f"cannot read: {exc.strerror or exc}"))
+        return ""
+
+

@@ -1,0 +1,143 @@
+"""From k-NN hits per probe second to ranked videos with matching spans.
+
+Each probe vector's neighbours vote for (video, reference time). Per video, temporal alignment finds chains of
+hits that move forward in both clips at a plausible relative speed (a temporal network, as in Tan et al. 2009:
+the maximum-weight chain by dynamic programming). A chain tolerates speed changes (0.5x-2x by default), dropped
+or edited frames (gaps) and partial overlap, and several chains per video give several segments (a clip cut into
+other footage, or one that repeats). The score of a segment is a shrunk mean similarity, ``sum(sim) / (n + 1)``:
+it stays near the per-frame similarity for long, consistent segments and falls for a chance match of a frame or
+two, so one threshold means the same thing for short and long probes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .types import Span
+
+
+@dataclass(frozen=True)
+class AlignParams:
+    """Knobs of the temporal alignment. Times in seconds; ``interval_s`` is the sampling interval (1 / fps)."""
+
+    interval_s: float = 1.0
+    min_speed: float = 0.5
+    max_speed: float = 2.0
+    max_gap_s: float = 5.0          # longest stretch of the probe with no supporting hit inside one segment
+    max_segments: int = 5
+    min_hits: int = 2               # fewer hits than this only count when the probe itself is that short
+    segment_keep_ratio: float = 0.5  # extra segments must score at least this share of the best one
+    hit_threshold: float = 0.3      # a hit adds (sim - hit_threshold) to a chain: weak hits cost, strong ones pay
+
+
+@dataclass(frozen=True)
+class Hits:
+    """All neighbour hits of one probe against one video.
+
+    Attributes:
+        query_s: (n,) float64 probe timestamps.
+        ref_s: (n,) float64 reference timestamps.
+        sim: (n,) float32 similarities (inner products of L2-normalised vectors).
+    """
+
+    query_s: np.ndarray
+    ref_s: np.ndarray
+    sim: np.ndarray
+
+
+def group_hits(probe_s: np.ndarray, video_ids: np.ndarray, ref_s: np.ndarray, sims: np.ndarray) -> dict[int, Hits]:
+    """Split k-NN results by video, keeping each (probe frame, reference frame) pair once.
+
+    Args:
+        probe_s: (m,) float64 timestamps of the probe vectors.
+        video_ids: (m, k) int64 video of each neighbour, -1 for none.
+        ref_s: (m, k) float64 timestamp of each neighbour in its video.
+        sims: (m, k) float32 similarity of each neighbour.
+    """
+    m, k = video_ids.shape
+    q = np.repeat(probe_s, k)
+    vid, r, s = video_ids.ravel(), ref_s.ravel(), sims.ravel()
+    valid = vid >= 0
+    q, vid, r, s = q[valid], vid[valid], r[valid], s[valid]
+    out: dict[int, Hits] = {}
+    for v in np.unique(vid):
+        sel = vid == v
+        out[int(v)] = Hits(q[sel].astype(np.float64), r[sel].astype(np.float64), s[sel].astype(np.float32))
+    return out
+
+
+def align(hits: Hits, probe_duration_s: float, params: AlignParams = AlignParams()) -> list[Span]:
+    """Find the matching segments between a probe and one video, best first.
+
+    Returns:
+        Spans whose ``score`` is the shrunk mean similarity of the chain's hits; empty if nothing aligns.
+    """
+    order = np.lexsort((hits.ref_s, hits.query_s))
+    q, r, s = hits.query_s[order], hits.ref_s[order], hits.sim[order].astype(np.float64)
+    alive = np.ones(len(q), dtype=bool)
+    probe_frames = max(1, int(round(probe_duration_s / params.interval_s)))
+    min_hits = min(params.min_hits, probe_frames)
+    spans: list[Span] = []
+    while alive.any() and len(spans) < params.max_segments:
+        chain = _best_chain(q, r, s, alive, params)
+        if len(chain) == 0:
+            break
+        cq, cr, cs = q[chain], r[chain], s[chain]
+        n_frames = len(chain)  # a chain moves strictly forward in the probe: one hit per probe frame
+        score = float(cs.sum() / (n_frames + 1))
+        # Whatever the chain covers in the probe is used up, so a later segment is a different part of the probe.
+        lo, hi = cq.min(), cq.max()
+        alive &= ~((q >= lo) & (q <= hi))
+        alive[chain] = False
+        if n_frames < min_hits:
+            continue
+        if spans and score < params.segment_keep_ratio * spans[0].score:
+            continue
+        end_q = min(hi + params.interval_s, max(probe_duration_s, hi))
+        spans.append(Span(query_start_s=float(lo), query_end_s=float(end_q),
+                          ref_start_s=float(cr.min()), ref_end_s=float(cr.max() + params.interval_s), score=score))
+    spans.sort(key=lambda sp: sp.score, reverse=True)
+    return spans
+
+
+def _best_chain(q: np.ndarray, r: np.ndarray, s: np.ndarray, alive: np.ndarray, p: AlignParams) -> np.ndarray:
+    """Indices of the maximum-weight chain among ``alive`` hits (sorted by probe time, then reference time).
+
+    A hit j may precede hit i when i is later in the probe by at most ``max_gap_s`` and later in the reference by an
+    amount that fits a speed in [min_speed, max_speed], give or take one sampling interval of jitter. A hit weighs
+    ``sim - hit_threshold`` and a chain may start anywhere, so it spans the strong, consistent hits and stops where
+    the copy stops instead of wandering on through chance hits.
+    """
+    idx = np.flatnonzero(alive)
+    n = len(idx)
+    if n == 0:
+        return idx
+    qa, ra, sa = q[idx], r[idx], s[idx] - p.hit_threshold
+    best = sa.copy()
+    prev = np.full(n, -1, dtype=np.int64)
+    tol = p.interval_s
+    start = 0
+    for i in range(n):
+        while qa[start] < qa[i] - p.max_gap_s:
+            start += 1
+        if start >= i:
+            continue
+        dq = qa[i] - qa[start:i]
+        dr = ra[i] - ra[start:i]
+        ok = (dq > 0) & (dr >= p.min_speed * dq - tol) & (dr <= p.max_speed * dq + tol) & (dr >= 0)
+        if ok.any():
+            cand = np.where(ok, best[start:i], -np.inf)
+            j = int(np.argmax(cand))
+            if cand[j] > 0:
+                best[i] = sa[i] + cand[j]
+                prev[i] = start + j
+    i = int(np.argmax(best))
+    if best[i] <= 0:
+        return idx[:0]
+    chain = []
+    while i >= 0:
+        chain.append(i)
+        i = int(prev[i])
+    return idx[np.array(chain[::-1], dtype=np.int64)]

@@ -1,0 +1,153 @@
+"""Value objects passed between the stages. Frozen, self-validating; time is always float seconds (``*_s``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a decoder learned about a video stream when it opened it."""
+
+    duration_s: float
+    fps: float
+    width: int
+    height: int
+    frame_count: int | None = None
+    backend: str = ""
+
+    def __post_init__(self) -> None:
+        if not (self.duration_s >= 0 and self.fps >= 0 and self.width >= 0 and self.height >= 0):
+            raise ValueError(
+                f"VideoInfo needs non-negative values, got duration_s={self.duration_s} fps={self.fps} "
+                f"size={self.width}x{self.height}"
+            )
+
+
+@dataclass(frozen=True, eq=False)
+class FrameBatch:
+    """A chunk of sampled frames.
+
+    Attributes:
+        frames: (n, size, size, 3) uint8 RGB, already resized for the encoder.
+        timestamps_s: (n,) float64, seconds from the start of the video, strictly increasing.
+    """
+
+    frames: np.ndarray
+    timestamps_s: np.ndarray
+
+    def __post_init__(self) -> None:
+        f, t = self.frames, self.timestamps_s
+        if f.ndim != 4 or f.shape[3] != 3 or f.dtype != np.uint8:
+            raise ValueError(f"FrameBatch.frames must be (n, h, w, 3) uint8, got {f.shape} {f.dtype}")
+        if t.ndim != 1 or t.shape[0] != f.shape[0]:
+            raise ValueError(f"FrameBatch.timestamps_s must be ({f.shape[0]},), got {t.shape}")
+        if t.dtype != np.float64:
+            object.__setattr__(self, "timestamps_s", t.astype(np.float64))
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+
+@dataclass(frozen=True)
+class Span:
+    """A matching stretch: ``query_start_s..query_end_s`` of the probe shows ``ref_start_s..ref_end_s``."""
+
+    query_start_s: float
+    query_end_s: float
+    ref_start_s: float
+    ref_end_s: float
+    score: float
+
+    def __post_init__(self) -> None:
+        if self.query_end_s < self.query_start_s or self.ref_end_s < self.ref_start_s:
+            raise ValueError(f"Span ends before it starts: {self}")
+
+
+@dataclass(frozen=True)
+class Match:
+    """One library video that matches the probe, with its score and the matching spans (best first)."""
+
+    path: str
+    score: float
+    segments: tuple[Span, ...] = ()
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Ranked matches for one probe clip. ``to_dict()`` is the CLI's ``--json`` shape."""
+
+    query: str
+    matches: tuple[Match, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"query": self.query, "matches": [asdict(m) | {"segments": [asdict(s) for s in m.segments]}
+                                                 for m in self.matches]}
+
+
+@dataclass(frozen=True)
+class FailedFile:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class IndexSummary:
+    """What one ``Library.index`` run did. Paths are absolute."""
+
+    added: tuple[str, ...] = ()
+    updated: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
+    moved: tuple[tuple[str, str], ...] = ()
+    removed: tuple[str, ...] = ()
+    failed: tuple[FailedFile, ...] = ()
+    vectors_added: int = 0
+    seconds: float = 0.0
+
+    @property
+    def encoded(self) -> int:
+        """How many files were decoded and encoded in this run."""
+        return len(self.added) + len(self.updated)
+
+
+@dataclass(frozen=True)
+class LibraryInfo:
+    """What ``sora-search info`` shows."""
+
+    location: str
+    videos: int
+    failed: int
+    vectors: int
+    duration_s: float
+    encoder: str
+    encoder_version: str
+    raw_dim: int
+    dim: int
+    sampling_fps: float
+    projection: str
+    index_type: str
+    index_nlist: int
+    index_nprobe: int
+    index_bytes: int
+    store_bytes: int
+    schema_revision: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A progress event from ``Library.index``: ``done`` of ``total`` files to decode, ``bytes_done`` of
+    ``bytes_total`` (the ETA basis: known before decoding, unlike durations), and what happened to ``path``."""
+
+    done: int
+    total: int
+    bytes_done: int
+    bytes_total: int
+    path: str
+    status: str

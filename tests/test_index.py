@@ -1,0 +1,195 @@
+"""FAISS index: checked against exact NumPy search; ids, persistence, corruption, sizing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sora_search.errors import IndexNotFound, StoreError
+from sora_search.index import VectorIndex, choose_nlist, choose_nprobe
+
+DIM = 32
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _corpus(n: int, seed: int = 0, centers: int = 20) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centers, DIM))
+    x = c[rng.integers(0, centers, n)] + 0.3 * rng.standard_normal((n, DIM))
+    return _unit(x)
+
+
+def _exact(corpus: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = queries @ corpus.T
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, axis=1), ids[order]
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    corpus = _corpus(2000, seed=1)
+    ids = np.arange(1000, 3000, dtype=np.int64)  # store ids, not positions
+    queries = _unit(_corpus(50, seed=2) + 0.05)
+    return corpus, ids, queries
+
+
+def _built(corpus: np.ndarray, ids: np.ndarray, nlist: int | None = 16) -> VectorIndex:
+    index = VectorIndex.build(DIM, corpus, nlist=nlist)
+    index.add(ids, corpus)
+    return index
+
+
+def test_full_probe_equals_exact_search(data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    corpus, ids, queries = data
+    index = _built(corpus, ids)
+    index.nprobe = index.nlist
+    scores, got = index.search(queries, 10)
+    want_scores, want = _exact(corpus, ids, queries, 10)
+    assert got.dtype == np.int64 and scores.dtype == np.float32 and got.shape == (50, 10)
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+    # Ties aside, the id sets match exactly.
+    for row_got, row_want, s in zip(got, want, want_scores):
+        if len(np.unique(np.round(s, 5))) == len(s):
+            assert list(row_got) == list(row_want)
+
+
+def test_default_nprobe_has_high_recall(data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    corpus, ids, queries = data
+    index = _built(corpus, ids, nlist=None)
+    assert index.nlist == choose_nlist(len(corpus))
+    assert index.nprobe == choose_nprobe(index.nlist)
+    _, got = index.search(queries, 10)
+    _, want = _exact(corpus, ids, queries, 10)
+    recall = np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want)])
+    assert recall >= 0.9
+
+
+def test_remove_by_id_never_returns_removed(data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    corpus, ids, queries = data
+    index = _built(corpus, ids)
+    index.nprobe = index.nlist
+    _, before = index.search(queries, 5)
+    gone = np.unique(before[:, :3])
+    assert index.remove(gone) == len(gone)
+    assert index.ntotal == len(ids) - len(gone)
+    assert index.remove(gone) == 0
+    scores, after = index.search(queries, 20)
+    assert not np.isin(after, gone).any()
+    keep = ~np.isin(ids, gone)
+    want_scores, want = _exact(corpus[keep], ids[keep], queries, 20)
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+
+
+def test_add_more_and_padding() -> None:
+    corpus = _corpus(100, seed=3)
+    index = VectorIndex.build(DIM, corpus, nlist=2)
+    index.nprobe = 2
+    index.add(np.array([7, 9], dtype=np.int64), corpus[:2])
+    scores, got = index.search(corpus[:1], 5)
+    assert got[0, 0] == 7
+    assert list(got[0, 2:]) == [-1, -1, -1]
+    assert np.isneginf(scores[0, 2:]).all()
+    index.add(np.array([11], dtype=np.int64), corpus[2:3])
+    assert index.ntotal == 3
+    with pytest.raises(ValueError):
+        index.add(np.array([1, 2], dtype=np.int64), corpus[:1])
+    with pytest.raises(ValueError):
+        index.add(np.array([1], dtype=np.int64), corpus[:1, :10])
+    with pytest.raises(ValueError):
+        index.search(corpus[:1], 0)
+
+
+def test_save_load_round_trip(tmp_path: Path, data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    corpus, ids, queries = data
+    index = _built(corpus, ids)
+    index.nprobe = 4
+    path = tmp_path / "sub" / "vectors.faiss"
+    index.save(path, generation=17)
+    loaded, generation = VectorIndex.load(path)
+    assert generation == 17
+    assert (loaded.ntotal, loaded.dim, loaded.nlist, loaded.nprobe) == (index.ntotal, DIM, 16, 4)
+    assert loaded.describe() == "IVF16,Flat (inner product), nprobe 4"
+    s1, i1 = index.search(queries, 10)
+    s2, i2 = loaded.search(queries, 10)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_array_equal(s1, s2)
+    # Overwrite in place; only the final file remains.
+    loaded.remove(ids[:10])
+    loaded.save(path, generation=18)
+    again, generation = VectorIndex.load(path)
+    assert generation == 18 and again.ntotal == len(ids) - 10
+    assert sorted(p.name for p in path.parent.iterdir()) == ["vectors.faiss"]
+    assert loaded.nbytes() > len(ids) * DIM * 4 - 10 * DIM * 4
+
+
+def test_failed_save_leaves_no_temp_file(tmp_path: Path, data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    corpus, ids, _ = data
+    index = _built(corpus[:200], ids[:200], nlist=2)
+    target = tmp_path / "x.faiss"
+    target.mkdir()  # os.replace onto a directory fails after the temp file was written
+    with pytest.raises(OSError):
+        index.save(target, generation=1)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.faiss"]
+    assert list(target.iterdir()) == []
+
+
+def test_missing_and_corrupt_files(tmp_path: Path, data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    corpus, ids, _ = data
+    with pytest.raises(IndexNotFound):
+        VectorIndex.load(tmp_path / "nope.faiss")
+    path = tmp_path / "v.faiss"
+    _built(corpus[:300], ids[:300], nlist=4).save(path, generation=3)
+    blob = path.read_bytes()
+
+    cases = {
+        "truncated": blob[: len(blob) // 2],
+        "header-only": blob[:12],
+        "empty": b"",
+        "garbage": bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)),
+        "flipped": blob[:-100] + bytes([blob[-100] ^ 0xFF]) + blob[-99:],
+    }
+    for name, content in cases.items():
+        bad = tmp_path / f"{name}.faiss"
+        bad.write_bytes(content)
+        with pytest.raises(StoreError, match="sora-search check --repair"):
+            VectorIndex.load(bad)
+
+
+def test_build_validates() -> None:
+    with pytest.raises(ValueError):
+        VectorIndex.build(DIM, np.zeros((0, DIM), np.float32))
+    with pytest.raises(ValueError):
+        VectorIndex.build(DIM, _corpus(10), nlist=11)
+    with pytest.raises(ValueError):
+        VectorIndex.build(DIM, _corpus(10)[:, :5])
+    tiny = VectorIndex.build(DIM, _corpus(10))
+    assert tiny.nlist == 1 and tiny.nprobe == 1
+    with pytest.raises(ValueError):
+        tiny.nprobe = 2
+
+
+def test_choose_nlist_monotone_and_sane() -> None:
+    ns = list(range(0, 5000)) + [10**4, 10**5, 10**6, 10**7, 10**8, 10**9]
+    values = [choose_nlist(n) for n in ns]
+    assert all(a <= b for a, b in zip(values, values[1:]))
+    assert choose_nlist(0) == choose_nlist(50) == 1
+    for n, v in zip(ns, values):
+        assert v & (v - 1) == 0  # power of two
+        assert v == 1 or n // v >= 39
+    assert 2048 <= choose_nlist(10**6) <= 8192
+    for nlist in [1, 2, 8, 64, 1024, 65536]:
+        p = choose_nprobe(nlist)
+        assert 1 <= p <= nlist
+        assert p == nlist or p >= 8
+
+
+def test_import_is_cheap() -> None:
+    code = "import sys, sora_search.index; assert 'faiss' not in sys.modules and 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

@@ -1,0 +1,125 @@
+"""Library bookkeeping with the fast ``tiny`` encoder: incremental runs, moves, deletions, failures, locking."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from sora_search import Library
+from sora_search.errors import EmptyIndex, EncoderMismatch, IndexLocked, IndexNotFound
+from sora_search.library import LOCK_NAME, _WriteLock
+
+
+@pytest.fixture
+def lib(tmp_path):
+    with Library.open(tmp_path / "idx", encoder="tiny") as library:
+        yield library
+
+
+def _forbid_decoding(monkeypatch):
+    from sora_search.decode import DecodeWorker
+
+    def boom(*a, **k):
+        raise AssertionError("decoded a file that should have been skipped")
+
+    monkeypatch.setattr(DecodeWorker, "open", boom)
+
+
+def test_first_run_indexes_everything_and_second_decodes_nothing(lib, library_copy, monkeypatch):
+    first = lib.index([library_copy])
+    assert sorted(os.path.basename(p) for p in first.added) == ["bars.mp4", "mandel.mp4", "pan_a.mp4", "pan_b.mp4"]
+    assert first.failed == () and first.vectors_added >= 40
+    info = lib.info()
+    assert info.videos == 4 and info.vectors == first.vectors_added and info.encoder == "tiny"
+
+    _forbid_decoding(monkeypatch)
+    again = lib.index([library_copy])
+    assert again.encoded == 0 and len(again.unchanged) == 4 and again.vectors_added == 0
+
+
+def test_changed_moved_and_deleted_files(lib, library_copy, media_dir, monkeypatch):
+    lib.index([library_copy])
+    os.rename(library_copy / "bars.mp4", library_copy / "renamed_bars.mp4")
+    (library_copy / "mandel.mp4").unlink()
+    shutil.copy(media_dir / "probe_other.mp4", library_copy / "pan_b.mp4")  # same name, new content
+    summary = lib.index([library_copy])
+    assert [(os.path.basename(a), os.path.basename(b)) for a, b in summary.moved] == [("bars.mp4",
+                                                                                      "renamed_bars.mp4")]
+    assert [os.path.basename(p) for p in summary.removed] == ["mandel.mp4"]
+    assert [os.path.basename(p) for p in summary.updated] == ["pan_b.mp4"]
+    assert summary.added == ()
+    paths = {os.path.basename(v.path) for v in lib._store.videos()}
+    assert paths == {"pan_a.mp4", "pan_b.mp4", "renamed_bars.mp4"}
+    # The FAISS index follows the store: every stored vector is searchable, nothing else.
+    index, _ = lib._load_index_for_read()
+    assert index.ntotal == lib._store.vector_count()
+
+
+def test_deleted_video_disappears_from_results(lib, library_copy, media_dir):
+    lib.index([library_copy])
+    probe = library_copy / "bars.mp4"
+    kept = media_dir / "bars_probe.mp4"
+    shutil.copy(probe, kept)
+    assert any(m.path == str(probe) for m in lib.query(kept, min_score=-1).matches)
+    probe.unlink()
+    assert [os.path.basename(p) for p in lib.index([library_copy]).removed] == ["bars.mp4"]
+    assert all(m.path != str(probe) for m in lib.query(kept, min_score=-1).matches)
+
+
+def test_a_broken_file_is_recorded_and_the_rest_indexed(lib, library_copy):
+    (library_copy / "broken.mp4").write_bytes(os.urandom(4096))
+    summary = lib.index([library_copy])
+    assert len(summary.added) == 4
+    assert [os.path.basename(f.path) for f in summary.failed] == ["broken.mp4"]
+    assert summary.failed[0].reason
+    # Unchanged failures are not retried, but still reported.
+    again = lib.index([library_copy])
+    assert again.encoded == 0 and [os.path.basename(f.path) for f in again.failed] == ["broken.mp4"]
+    assert lib.info().failed == 1
+
+
+def test_remove_by_file_and_folder(lib, library_copy):
+    lib.index([library_copy])
+    assert lib.remove([library_copy / "bars.mp4"]) == [str(library_copy / "bars.mp4")]
+    assert len(lib.remove([library_copy])) == 3
+    assert lib._store.vector_count() == 0
+    assert lib.remove([library_copy]) == []
+
+
+def test_query_before_indexing_and_missing_index(tmp_path, lib, media_dir):
+    with pytest.raises(EmptyIndex, match="sora-search index"):
+        lib.query(media_dir / "probe_a.mp4")
+    with pytest.raises(IndexNotFound, match="sora-search index"):
+        Library.open(tmp_path / "nowhere", create=False)
+
+
+def test_index_remembers_its_encoder(tmp_path, library_copy):
+    with Library.open(tmp_path / "idx", encoder="tiny") as lib:
+        lib.index([library_copy / "bars.mp4"])
+    with pytest.raises(EncoderMismatch, match="tiny"):
+        Library.open(tmp_path / "idx", encoder="sora-lite0")
+    with Library.open(tmp_path / "idx") as lib:  # no encoder given: the index's own
+        assert lib.info().encoder == "tiny"
+
+
+def test_second_writer_is_refused(lib, library_copy):
+    with _WriteLock(lib.location / LOCK_NAME):
+        with pytest.raises(IndexLocked, match="wait"):
+            lib.index([library_copy])
+
+
+def test_stale_faiss_file_is_rebuilt_from_the_store(lib, library_copy, monkeypatch):
+    lib.index([library_copy])
+    (lib.location / "vectors.faiss").write_bytes(b"corrupt")
+    _forbid_decoding(monkeypatch)
+    lib._index = None
+    lib.index([library_copy])  # nothing changed on disk: the FAISS file is rebuilt from stored vectors
+    lib._index = None
+    index, projection = lib._load_index_for_read()
+    assert index.ntotal == lib._store.vector_count()
+    ids, raw = next(lib._store.iter_vectors())
+    _, found = index.search(projection.apply(raw), 1)
+    assert set(found.ravel().tolist()) <= set(ids.tolist())

@@ -1,0 +1,315 @@
+"""Schema versions: new DBs are stamped head, the ORM matches the migrations, old/new DBs are detected on open,
+``upgrade()`` migrates frozen databases and their data stays usable, and the wheel ships the scripts.
+
+Frozen databases: ``tests/data/rev<REV>.db``, one per revision, written by ``python -m tests.test_migrations
+freeze`` with that revision's scripts and raw SQL (never the live models), so they stay what that revision wrote.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import create_engine, inspect
+
+from sora_search.errors import SchemaOutdated, SchemaTooNew, StoreError
+from sora_search.store import Store, head_revision, upgrade
+from sora_search.store import migrate
+from sora_search.store.models import Base
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+FROZEN_0001 = DATA / "rev0001.db"
+RAW_DIM = 4
+
+
+# -- frozen fixtures -------------------------------------------------------------------------------------
+
+
+def freeze_0001(db: Path) -> None:
+    """Write the revision-0001 fixture: schema from the 0001 script, rows by raw SQL."""
+    from alembic import command
+
+    db.unlink(missing_ok=True)
+    db.touch()
+    engine = migrate.make_engine(db, foreign_keys=False)
+    with engine.connect() as conn:
+        command.upgrade(migrate.alembic_config(conn), "0001")
+        if conn.in_transaction():
+            conn.commit()
+    engine.dispose()
+    con = sqlite3.connect(db)
+    con.execute(
+        "INSERT INTO index_meta (id, encoder_name, encoder_version, raw_dim, input_size, sampling_fps, projection,"
+        " projection_name, dim, index_trained_n, generation) VALUES (1, 'demo', '1', 4, 224, 1.0, NULL,"
+        " 'identity', 4, 0, 2)"
+    )
+    videos = [("/lib/a.mp4", [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]), ("/lib/b.mp4", [[0, 0, 0, 1], [0.5, 0.5, 0.5, 0.5]])]
+    for path, vecs in videos:
+        cur = con.execute(
+            "INSERT INTO videos (path, size, mtime, fingerprint, duration_s, fps, width, height, status, error,"
+            " n_vectors, indexed_at) VALUES (?, 1000, 1700000000.0, ?, 3.0, 25.0, 64, 48, 'indexed', NULL, ?,"
+            " 1700000001.0)",
+            (path, "fp-" + path, len(vecs)),
+        )
+        for t, v in enumerate(vecs):
+            con.execute(
+                "INSERT INTO vectors (video_id, timestamp_s, data) VALUES (?, ?, ?)",
+                (cur.lastrowid, t + 0.5, np.asarray(v, dtype="<f2").tobytes()),
+            )
+    con.execute(
+        "INSERT INTO videos (path, size, mtime, fingerprint, duration_s, fps, width, height, status, error,"
+        " n_vectors, indexed_at) VALUES ('/lib/bad.mp4', 5, 1700000000.0, 'fp-bad', 0, 0, 0, 0, 'failed',"
+        " 'no frames', 0, 1700000001.0)"
+    )
+    con.execute(
+        "INSERT INTO runs (started_at, finished_at, added, updated, unchanged, removed, failed)"
+        " VALUES (1700000000.0, 1700000002.0, 2, 0, 0, 0, 1)"
+    )
+    con.commit()
+    con.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
+    con.execute("VACUUM")
+    con.close()
+
+
+def _copy_frozen(tmp_path: Path, name: str = "index.db") -> Path:
+    target = tmp_path / name
+    shutil.copyfile(FROZEN_0001, target)
+    return target
+
+
+def _check_frozen_data(store: Store) -> None:
+    meta = store.meta()
+    assert meta is not None and meta.encoder_name == "demo" and meta.raw_dim == RAW_DIM and meta.generation == 2
+    assert [v.path for v in store.videos(status="indexed")] == ["/lib/a.mp4", "/lib/b.mp4"]
+    assert [v.path for v in store.videos(status="failed")] == ["/lib/bad.mp4"]
+    assert store.vector_count() == 5
+    ids, vecs = next(store.iter_vectors())
+    assert list(ids) == [1, 2, 3, 4, 5]
+    np.testing.assert_array_equal(vecs[3], [0, 0, 0, 1])
+    video_ids, times = store.locate(np.array([4, -1], dtype=np.int64))
+    assert video_ids[0] == store.video_by_path("/lib/b.mp4").id and times[0] == 0.5
+    # Still writable, and ids keep counting from where the frozen file stopped.
+    _, new_ids, removed = store.add_video(
+        path="/lib/a.mp4", size=1, mtime=1.0, fingerprint="fp2", duration_s=1.0, fps=1.0, width=1, height=1,
+        timestamps_s=np.zeros(1), vectors=np.ones((1, RAW_DIM), np.float32),
+    )
+    assert list(removed) == [1, 2, 3] and list(new_ids) == [6]
+    assert store.meta().generation == 3
+    assert len(store.runs()) == 1
+
+
+def _schema_snapshot(db: Path) -> dict[str, object]:
+    engine = create_engine(f"sqlite:///{db}")
+    try:
+        insp = inspect(engine)
+        snap: dict[str, object] = {}
+        for table in sorted(t for t in insp.get_table_names() if t != "alembic_version"):
+            snap[table] = {
+                "columns": [(c["name"], str(c["type"]), c["nullable"]) for c in insp.get_columns(table)],
+                "pk": insp.get_pk_constraint(table)["constrained_columns"],
+                "indexes": sorted((str(i["name"]), tuple(i["column_names"]), bool(i["unique"])) for i in insp.get_indexes(table)),
+                "unique": sorted((str(u["name"]), tuple(u["column_names"])) for u in insp.get_unique_constraints(table)),
+                "fks": sorted(
+                    (str(f["name"]), tuple(f["constrained_columns"]), f["referred_table"], str(f["options"].get("ondelete")))
+                    for f in insp.get_foreign_keys(table)
+                ),
+                "checks": sorted(str(c["name"]) for c in insp.get_check_constraints(table)),
+            }
+        with engine.connect() as conn:
+            sql: dict[str, str] = dict(conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'table'").all())
+        snap["autoincrement"] = sorted(t for t, s in sql.items() if s and "AUTOINCREMENT" in s.upper())
+        return snap
+    finally:
+        engine.dispose()
+
+
+# -- tests -----------------------------------------------------------------------------------------------
+
+
+def test_head_is_single_and_new_db_is_stamped(tmp_path: Path) -> None:
+    assert head_revision() == "0001"
+    with Store.open(tmp_path / "new.db") as s:
+        assert s.revision() == head_revision()
+
+
+def test_orm_matches_migrations(tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    migrated = tmp_path / "migrated.db"
+    migrated.touch()
+    assert upgrade(migrated) == ("base", head_revision())
+    engine = create_engine(f"sqlite:///{migrated}")
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    assert diffs == []
+
+    created = tmp_path / "created.db"
+    Store.open(created).close()  # create_all + stamp
+    snap = _schema_snapshot(created)
+    assert snap == _schema_snapshot(migrated)
+    assert snap["autoincrement"] == ["runs", "vectors", "videos"]
+
+
+def test_frozen_0001_opens_and_is_usable(tmp_path: Path) -> None:
+    db = _copy_frozen(tmp_path)
+    with Store.open(db, create=False) as s:
+        assert s.revision() == "0001"
+        _check_frozen_data(s)
+
+
+def test_upgrade_at_head_is_a_no_op(tmp_path: Path) -> None:
+    db = _copy_frozen(tmp_path)
+    assert upgrade(db) == ("0001", "0001")
+    with Store.open(db) as s:
+        _check_frozen_data(s)
+
+
+def test_newer_revision_is_schema_too_new(tmp_path: Path) -> None:
+    db = _copy_frozen(tmp_path)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+    con.commit()
+    con.close()
+    with pytest.raises(SchemaTooNew, match="9999_from_the_future"):
+        Store.open(db)
+    with pytest.raises(SchemaTooNew):
+        upgrade(db)
+
+
+def test_sora_tables_without_revision_is_store_error(tmp_path: Path) -> None:
+    db = _copy_frozen(tmp_path)
+    con = sqlite3.connect(db)
+    con.execute("DROP TABLE alembic_version")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="schema revision"):
+        Store.open(db)
+    with pytest.raises(StoreError):
+        upgrade(db)
+
+
+_REV_0002 = '''
+"""Test-only revision: a nullable column on videos, forcing SQLite's copy-and-rename batch path.
+
+Revision ID: 0002
+Revises: 0001
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("videos", recreate="always", table_kwargs={"sqlite_autoincrement": True}) as batch:
+        batch.add_column(sa.Column("note", sa.Text(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("videos", recreate="always", table_kwargs={"sqlite_autoincrement": True}) as batch:
+        batch.drop_column("note")
+'''
+
+
+@pytest.fixture
+def scripts_with_0002(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This checkout's migrations plus a test-only 0002, so 0001 becomes an outdated revision."""
+    location = tmp_path / "migrations"
+    shutil.copytree(migrate.script_location(), location, ignore=shutil.ignore_patterns("__pycache__"))
+    (location / "versions" / "0002_test_note.py").write_text(textwrap.dedent(_REV_0002))
+    monkeypatch.setattr(migrate, "script_location", lambda: location)
+    return location
+
+
+def test_older_revision_is_schema_outdated_then_upgrade(tmp_path: Path, scripts_with_0002: Path) -> None:
+    assert head_revision() == "0002"
+    db = _copy_frozen(tmp_path)
+    with pytest.raises(SchemaOutdated) as info:
+        Store.open(db)
+    message = str(info.value)
+    assert "0001" in message and "0002" in message
+    assert f"sora-search upgrade --index {db.parent}" in message
+
+    assert upgrade(db) == ("0001", "0002")
+    assert upgrade(db) == ("0002", "0002")
+    with Store.open(db) as s:
+        assert s.revision() == "0002"
+        # The videos table was copied and dropped with vectors pointing at it: nothing may cascade.
+        _check_frozen_data(s)
+    con = sqlite3.connect(db)
+    sql = con.execute("SELECT sql FROM sqlite_master WHERE name = 'videos'").fetchone()[0]
+    assert "note" in sql and "AUTOINCREMENT" in sql.upper()
+    assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+    con.close()
+
+
+def test_wheel_ships_migrations_and_creates_a_store(tmp_path: Path) -> None:
+    start = time.monotonic()
+    # Build from a copy so the checkout gets no build artefacts (and the test does not depend on README.md).
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(ROOT / "pyproject.toml", src)
+    for d in ("sora_search", "migrations"):
+        shutil.copytree(ROOT / d, src / d, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    readme = ROOT / "README.md"
+    if readme.exists():
+        shutil.copy(readme, src)
+    else:
+        (src / "README.md").write_text("# sora-search\n")
+    out = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(src)],
+        check=True, capture_output=True,
+    )
+    (wheel,) = out.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "sora_search/migrations/env.py" in names
+    assert "sora_search/migrations/versions/0001_initial.py" in names
+    assert "sora_search/migrations/script.py.mako" in names
+    assert not any("__pycache__" in n for n in names)
+
+    unzipped = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(unzipped)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(unzipped)!r})
+        import sora_search
+        from sora_search.store import Store, head_revision, migrate
+        site = {str(unzipped)!r}
+        assert all(p.startswith(site) for p in sora_search.__path__), sora_search.__path__
+        assert str(migrate.script_location()).startswith(site), migrate.script_location()
+        with Store.open("new.db") as s:
+            assert s.revision() == head_revision() == "0001", s.revision()
+        print("ok")
+        """
+    )
+    # -I: no PYTHONPATH, user site or cwd on sys.path, so only the unzipped wheel provides sora_search.
+    result = subprocess.run([sys.executable, "-I", "-c", code], cwd=work, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+    assert time.monotonic() - start < 60
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["freeze"]:
+        DATA.mkdir(exist_ok=True)
+        freeze_0001(FROZEN_0001)
+    else:
+        sys.exit("usage: python -m tests.test_migrations freeze")

@@ -1,0 +1,106 @@
+"""Finding videos by content and extension, fingerprints, and the change plan (new, changed, moved, removed)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sora_search import scan
+from tests.media import make_testsrc
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_testsrc(tmp_path_factory.mktemp("scan") / "src.mp4", 2, size=(64, 48), fps=10)
+
+
+def test_sniff_recognises_containers():
+    assert scan.sniff_video(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00")
+    assert not scan.sniff_video(b"\x00\x00\x00\x18ftypM4A \x00\x00\x02\x00")  # audio-only MP4
+    assert scan.sniff_video(b"\x1a\x45\xdf\xa3" + b"\x00" * 8)
+    assert scan.sniff_video(b"RIFF\x00\x00\x00\x00AVI LIST")
+    assert scan.sniff_video(bytes([0x47] + [0] * 187) * 3 + b"\x47")
+    assert not scan.sniff_video(b"\x89PNG\r\n\x1a\n" + b"\x00" * 8)
+    assert not scan.sniff_video(b"hello world, not a video")
+
+
+def test_walk_finds_videos_by_content_and_extension(tmp_path, clip):
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    shutil.copy(clip, tmp_path / "a.mp4")
+    shutil.copy(clip, tmp_path / "sub" / "deeper" / "camera_dump.bin")      # video without a video extension
+    (tmp_path / "sub" / "notes.txt").write_text("not a video")
+    (tmp_path / "sub" / "fake.mp4").write_text("not a video either")         # claims to be one: kept, will fail
+    (tmp_path / ".hidden").mkdir()
+    shutil.copy(clip, tmp_path / ".hidden" / "skip.mp4")
+    os.symlink(tmp_path / "missing.mp4", tmp_path / "broken.mp4")
+    os.symlink(tmp_path / "sub", tmp_path / "sub" / "loop")                   # directory loop
+    found = scan.walk([tmp_path])
+    names = sorted(os.path.relpath(f.path, tmp_path) for f in found.files)
+    assert names == ["a.mp4", "sub/deeper/camera_dump.bin", "sub/fake.mp4"]
+    assert [(os.path.basename(p.path), p.reason) for p in found.problems] == [("broken.mp4", "broken symbolic link")]
+
+
+def test_walk_excludes_index_dir_and_rejects_missing_paths(tmp_path, clip):
+    (tmp_path / "idx").mkdir()
+    shutil.copy(clip, tmp_path / "idx" / "x.mp4")
+    assert scan.walk([tmp_path], exclude=[tmp_path / "idx"]).files == ()
+    with pytest.raises(FileNotFoundError):
+        scan.walk([tmp_path / "nope"])
+
+
+def test_fingerprint_tracks_content_not_name(tmp_path, clip):
+    a = shutil.copy(clip, tmp_path / "a.mp4")
+    b = shutil.copy(clip, tmp_path / "b.mp4")
+    assert scan.fingerprint(a) == scan.fingerprint(b)
+    with open(b, "ab") as f:
+        f.write(b"\x00")
+    assert scan.fingerprint(a) != scan.fingerprint(b)
+
+
+@dataclass
+class Known:
+    id: int
+    path: str
+    size: int
+    mtime: float
+    fingerprint: str
+    status: str = "indexed"
+
+
+def test_plan_classifies_every_kind_of_change(tmp_path, clip):
+    same = Path(shutil.copy(clip, tmp_path / "same.mp4"))
+    edited = Path(shutil.copy(clip, tmp_path / "edited.mp4"))
+    moved_to = Path(shutil.copy(clip, tmp_path / "renamed.mp4"))
+    new = tmp_path / "new.mp4"
+    make_testsrc(new, 1, size=(64, 48), fps=10, pattern="smptebars")
+    fp = scan.fingerprint(clip)
+    st = same.stat()
+    known = [
+        Known(1, str(same), st.st_size, st.st_mtime, fp),
+        Known(2, str(edited), st.st_size, st.st_mtime - 100, "b2:old"),
+        Known(3, str(tmp_path / "old_name.mp4"), st.st_size, 0.0, fp),   # gone from disk: renamed.mp4 is it
+        Known(4, str(tmp_path / "deleted.mp4"), 10, 0.0, "b2:gone"),
+    ]
+    by_fp: dict[str, list] = {}
+    for k in known:
+        by_fp.setdefault(k.fingerprint, []).append(k)
+    p = scan.plan(scan.walk([tmp_path]), known, by_fp)
+    assert [k.id for k in p.unchanged] == [1]
+    assert [(e.path, k.id) for e, _, k in p.changed] == [(str(edited), 2)]
+    assert [(e.path, k.id) for e, k in p.moved] == [(str(moved_to), 3)]
+    assert [e.path for e, _ in p.new] == [str(new)]
+    assert [k.id for k in p.removed] == [4]
+
+
+def test_plan_skips_unchanged_failures_unless_asked(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"garbage")
+    st = bad.stat()
+    known = [Known(1, str(bad), st.st_size, st.st_mtime, scan.fingerprint(bad), status="failed")]
+    assert [k.id for k in scan.plan(scan.walk([tmp_path]), known, {}).failed_before] == [1]
+    again = scan.plan(scan.walk([tmp_path]), known, {}, retry_failed=True)
+    assert [e.path for e, _, _ in again.changed] == [str(bad)]

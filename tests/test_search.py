@@ -1,0 +1,77 @@
+"""Temporal alignment on synthetic hits: offsets, speed changes, partial overlap, noise, several segments."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sora_search.search import AlignParams, Hits, align, group_hits
+
+
+def _hits(pairs, sim=0.9, noise=0, seed=0, probe_len=20, ref_len=120):
+    rng = np.random.default_rng(seed)
+    q = [p[0] for p in pairs]
+    r = [p[1] for p in pairs]
+    s = [sim] * len(pairs)
+    for _ in range(noise):  # chance hits: anywhere, weak (centred descriptors of unrelated frames)
+        q.append(float(rng.integers(0, probe_len)))
+        r.append(float(rng.integers(0, ref_len)))
+        s.append(float(rng.uniform(-0.1, 0.4)))
+    return Hits(np.array(q, float), np.array(r, float), np.array(s, np.float32))
+
+
+def test_constant_offset_is_one_segment_with_exact_spans():
+    hits = _hits([(t, t + 30) for t in range(10)], noise=30)
+    spans = align(hits, probe_duration_s=10)
+    top = spans[0]
+    assert (top.query_start_s, top.query_end_s) == (0, 10)
+    assert (top.ref_start_s, top.ref_end_s) == (30, 40)
+    assert top.score == pytest.approx(0.9 * 10 / 11, rel=1e-5)
+
+
+@pytest.mark.parametrize("speed", [0.5, 0.8, 1.25, 2.0])
+def test_speed_change_is_followed(speed):
+    # Probe played at `speed`: probe second t shows reference second 50 + speed*t (sampled at 1 fps).
+    pairs = [(t, float(np.floor(50 + speed * t))) for t in range(12)]
+    top = align(_hits(pairs, noise=40, seed=1, probe_len=12), probe_duration_s=12)[0]
+    assert top.query_start_s == 0 and top.query_end_s == 12
+    assert abs(top.ref_start_s - 50) <= 1
+    assert abs(top.ref_end_s - (50 + speed * 12)) <= 2
+
+
+def test_partial_overlap_locates_the_copied_part():
+    # Probe 0-30 s; only probe 10-20 s is a copy of reference 60-70 s.
+    top = align(_hits([(t, t + 50) for t in range(10, 20)], noise=60, seed=2, probe_len=30), 30)[0]
+    assert (top.query_start_s, top.query_end_s) == (10, 20)
+    assert (top.ref_start_s, top.ref_end_s) == (60, 70)
+
+
+def test_two_pieces_of_one_video_give_two_segments():
+    pairs = [(t, t + 100) for t in range(0, 8)] + [(t, t - 10) for t in range(20, 28)]
+    spans = align(_hits(pairs), probe_duration_s=28)
+    assert len(spans) == 2
+    assert {(s.ref_start_s, s.ref_end_s) for s in spans} == {(100, 108), (10, 18)}
+
+
+def test_chance_hits_score_below_a_real_copy():
+    noise_only = align(_hits([], noise=40, seed=3), 20)
+    copy = align(_hits([(t, t + 5) for t in range(20)], sim=0.8), 20)
+    best_noise = noise_only[0].score if noise_only else 0.0
+    assert copy[0].score > best_noise + 0.2
+
+
+def test_backwards_hits_do_not_chain():
+    pairs = [(t, 40 - t) for t in range(10)]  # reversed playback is not a copy in time order
+    spans = align(_hits(pairs), 10, AlignParams(min_hits=3))
+    assert not spans
+
+
+def test_group_hits_splits_by_video_and_drops_missing():
+    probe_s = np.array([0.0, 1.0])
+    vids = np.array([[1, 2, -1], [2, 1, 1]])
+    ref = np.array([[5.0, 7.0, np.nan], [8.0, 6.0, 9.0]])
+    sims = np.array([[0.9, 0.8, 0.0], [0.7, 0.6, 0.5]], np.float32)
+    groups = group_hits(probe_s, vids, ref, sims)
+    assert set(groups) == {1, 2}
+    np.testing.assert_array_equal(groups[1].ref_s, [5.0, 6.0, 9.0])
+    np.testing.assert_array_equal(groups[2].query_s, [0.0, 1.0])
