@@ -129,17 +129,16 @@ class _ProgressBar:
 
 
 def _print_summary(summary: Any) -> None:
-    err = click.get_text_stream("stderr")
     parts = [f"{len(summary.added)} added", f"{len(summary.updated)} updated",
              f"{len(summary.unchanged)} unchanged", f"{len(summary.moved)} moved", f"{len(summary.removed)} removed",
              f"{len(summary.failed)} failed"]
-    click.echo(f"{', '.join(parts)} ({summary.vectors_added} vectors added, {summary.seconds:.1f} s)", file=err)
+    click.echo(f"{', '.join(parts)} ({summary.vectors_added} vectors added, {summary.seconds:.1f} s)", err=True)
     for old, new in summary.moved:
-        click.echo(f"  moved   {old} -> {new}", file=err)
+        click.echo(f"  moved   {old} -> {new}", err=True)
     for path in summary.removed:
-        click.echo(f"  removed {path}", file=err)
+        click.echo(f"  removed {path}", err=True)
     for f in summary.failed:
-        click.echo(f"  failed  {f.path}: {f.reason}", file=err)
+        click.echo(f"  failed  {f.path}: {f.reason}", err=True)
 
 
 @cli.command()

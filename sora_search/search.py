@@ -17,6 +17,8 @@ import numpy as np
 
 from .types import Span
 
+SPEED_PENALTY = 0.005  # chain weight lost per second of drift from real-time speed (a tie-breaker, see _best_chain)
+
 
 @dataclass(frozen=True)
 class AlignParams:
@@ -106,9 +108,12 @@ def _best_chain(q: np.ndarray, r: np.ndarray, s: np.ndarray, alive: np.ndarray, 
     """Indices of the maximum-weight chain among ``alive`` hits (sorted by probe time, then reference time).
 
     A hit j may precede hit i when i is later in the probe by at most ``max_gap_s`` and later in the reference by an
-    amount that fits a speed in [min_speed, max_speed], give or take one sampling interval of jitter. A hit weighs
-    ``sim - hit_threshold`` and a chain may start anywhere, so it spans the strong, consistent hits and stops where
-    the copy stops instead of wandering on through chance hits.
+    amount that fits a speed in [min_speed, max_speed], give or take one sampling interval of jitter; the same bound
+    holds between i and the chain's first hit, so jitter cannot add up to a chain that stands still (near-static
+    footage would otherwise map a whole probe onto one reference second). A hit weighs ``sim - hit_threshold`` and a
+    chain may start anywhere, so it spans the strong, consistent hits and stops where the copy stops instead of
+    wandering on through chance hits. Each step also pays ``SPEED_PENALTY`` per second of drift from real-time
+    speed: it decides nothing when the content does, and picks real time where the content cannot tell.
     """
     idx = np.flatnonzero(alive)
     n = len(idx)
@@ -117,22 +122,27 @@ def _best_chain(q: np.ndarray, r: np.ndarray, s: np.ndarray, alive: np.ndarray, 
     qa, ra, sa = q[idx], r[idx], s[idx] - p.hit_threshold
     best = sa.copy()
     prev = np.full(n, -1, dtype=np.int64)
+    first = np.arange(n)
     tol = p.interval_s
-    start = 0
+    lo = 0
     for i in range(n):
-        while qa[start] < qa[i] - p.max_gap_s:
-            start += 1
-        if start >= i:
+        while qa[lo] < qa[i] - p.max_gap_s:
+            lo += 1
+        if lo >= i:
             continue
-        dq = qa[i] - qa[start:i]
-        dr = ra[i] - ra[start:i]
-        ok = (dq > 0) & (dr >= p.min_speed * dq - tol) & (dr <= p.max_speed * dq + tol) & (dr >= 0)
+        dq = qa[i] - qa[lo:i]
+        dr = ra[i] - ra[lo:i]
+        f = first[lo:i]
+        gq, gr = qa[i] - qa[f], ra[i] - ra[f]
+        ok = ((dq > 0) & (dr >= 0) & (dr >= p.min_speed * dq - tol) & (dr <= p.max_speed * dq + tol)
+              & (gr >= p.min_speed * gq - tol) & (gr <= p.max_speed * gq + tol))
         if ok.any():
-            cand = np.where(ok, best[start:i], -np.inf)
+            cand = np.where(ok, best[lo:i] - SPEED_PENALTY * np.abs(dr - dq), -np.inf)
             j = int(np.argmax(cand))
             if cand[j] > 0:
                 best[i] = sa[i] + cand[j]
-                prev[i] = start + j
+                prev[i] = lo + j
+                first[i] = first[lo + j]
     i = int(np.argmax(best))
     if best[i] <= 0:
         return idx[:0]

@@ -453,7 +453,7 @@ def test_worker_close_is_idempotent(clips: dict[str, Path]) -> None:
     proc = w._proc
     w.close()
     w.close()
-    assert not proc.is_alive()
+    assert proc.poll() is not None
     with pytest.raises(RuntimeError):
         w.open(clips["cfr"])
 
@@ -474,3 +474,14 @@ def test_worker_decodes_v2s_that_hangs_old_decord() -> None:
     assert np.all(np.diff(ts) > 0)
     assert backend in BACKENDS
     assert os.environ.get("SORA_SEARCH_EXPECT_BACKEND", backend) == backend
+
+
+def test_worker_works_from_a_script_without_main_guard(tmp_path: Path, clips: dict[str, Path]) -> None:
+    # multiprocessing's "spawn" would re-import this script in the child and recurse; the worker must not.
+    script = tmp_path / "unguarded.py"
+    script.write_text("from sora_search.decode import DecodeWorker\n"
+                      f"with DecodeWorker(timeout_s=30) as w, w.open({str(clips['cfr'])!r}) as v:\n"
+                      "    print('FRAMES', sum(len(b) for b in v))\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "FRAMES 10" in out.stdout

@@ -75,3 +75,11 @@ def test_group_hits_splits_by_video_and_drops_missing():
     assert set(groups) == {1, 2}
     np.testing.assert_array_equal(groups[1].ref_s, [5.0, 6.0, 9.0])
     np.testing.assert_array_equal(groups[2].query_s, [0.0, 1.0])
+
+
+def test_static_footage_is_aligned_at_real_time_speed():
+    # Every probe second matches every reference second equally well (a fixed camera on a still scene).
+    pairs = [(float(t), float(u)) for t in range(10) for u in range(30)]
+    top = align(_hits(pairs, sim=0.85), probe_duration_s=10)[0]
+    assert top.query_end_s - top.query_start_s == 10
+    assert top.ref_end_s - top.ref_start_s == pytest.approx(10, abs=1)

@@ -2,7 +2,9 @@
 
 decord and FFmpeg run native code that holds the GIL; a file that sends one into an endless loop cannot be
 interrupted from Python, and a segfault takes the process with it. :class:`DecodeWorker` keeps one child
-(``multiprocessing`` "spawn" context, so it is safe to start after torch or other threads are loaded) and reuses
+(a fresh interpreter running ``python -m sora_search.decode._child``, so it is safe to start after torch or other
+threads are loaded, and, unlike multiprocessing's "spawn", it never re-imports the caller's main module: a script
+without an ``if __name__ == "__main__":`` guard can use the library) and reuses
 it for every file. The parent waits at most ``timeout_s`` for each message; on silence it SIGKILLs the child and
 raises :class:`~sora_search.errors.DecodeTimeout`, and the next :meth:`DecodeWorker.open` starts a fresh child.
 
@@ -17,9 +19,6 @@ Protocol over one duplex pipe, every message tagged with the request id so stale
 The child pushes batches as fast as the pipe takes them, which overlaps decoding with the caller's work; a
 cancel is read between batches, and the parent drains until the matching "end".
 
-As with any "spawn" multiprocessing, a script that creates a worker at top level needs the usual
-``if __name__ == "__main__":`` guard, because the child re-imports the main module.
-
 In ``"auto"`` mode the child tries the backends in order: if one fails before its first frame it moves to the
 next; if one fails midway the next one resumes after the last timestamp already sent.
 """
@@ -27,8 +26,11 @@ next; if one fails midway the next one resumes after the last timestamp already 
 from __future__ import annotations
 
 import logging
-import multiprocessing
+import os
 import signal
+import socket
+import subprocess
+import sys
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import TracebackType
@@ -44,8 +46,8 @@ logger = logging.getLogger(__name__)
 
 # A stopping child gets this long to exit on its own before it is killed.
 _STOP_GRACE_S = 2.0
-# Starting a spawn child re-imports Python, numpy and the parent's main module; on a loaded 2-core machine that
-# can take seconds, which must not count against a per-file decode timeout of a few seconds.
+# Starting the child imports Python and numpy; on a loaded 2-core machine that can take seconds, which must not
+# count against a per-file decode timeout of a few seconds.
 _STARTUP_TIMEOUT_S = 60.0
 
 
@@ -77,8 +79,7 @@ class DecodeWorker:
             resolve_backend(backend)  # unknown names fail here, in the caller, not in the child
         self.backend = backend
         self.timeout_s = float(timeout_s)
-        self._ctx = multiprocessing.get_context("spawn")
-        self._proc: Any = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._rid = 0
         self._active: DecodedVideo | None = None
@@ -87,14 +88,17 @@ class DecodeWorker:
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
     def _ensure_child(self, path: str) -> Connection:
-        if self._proc is not None and self._proc.is_alive() and self._conn is not None:
+        if self._proc is not None and self._proc.poll() is None and self._conn is not None:
             return self._conn
         self._discard_child()
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=_child_main, args=(child_conn,), name="sora-search-decode", daemon=True)
-        proc.start()
-        # Without closing our copy of the child's end, a dead child would never read as EOF here.
-        child_conn.close()
+        parent_sock, child_sock = socket.socketpair()
+        # The child sees the parent's import path (as multiprocessing's spawn would), so "module:Class" readers
+        # importable here are importable there.
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        with child_sock:  # our copy of the child's end must close, or a dead child would never read as EOF
+            proc = subprocess.Popen([sys.executable, "-m", "sora_search.decode._child", str(child_sock.fileno())],
+                                    pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL, env=env)
+        parent_conn = Connection(parent_sock.detach())
         self._proc, self._conn = proc, parent_conn
         try:
             ready = parent_conn.poll(max(self.timeout_s, _STARTUP_TIMEOUT_S)) and parent_conn.recv() == ("ready",)
@@ -113,10 +117,13 @@ class DecodeWorker:
         if conn is not None:
             conn.close()
         if proc is not None:
-            if proc.is_alive():
+            if proc.poll() is None:
                 proc.kill()
-            proc.join(5)
-            logger.debug("decode worker pid %s stopped (exit code %s)", proc.pid, proc.exitcode)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                logger.warning("decode worker pid %s did not exit after SIGKILL", proc.pid)
+            logger.debug("decode worker pid %s stopped (exit code %s)", proc.pid, proc.returncode)
 
     def close(self) -> None:
         """Stop the child process. Safe to call more than once; the worker cannot be reopened after."""
@@ -124,11 +131,11 @@ class DecodeWorker:
             self._active._abandon()
         self._closed = True
         proc, conn = self._proc, self._conn
-        if proc is not None and conn is not None and proc.is_alive():
+        if proc is not None and conn is not None and proc.poll() is None:
             try:
                 conn.send(("stop",))
-                proc.join(_STOP_GRACE_S)
-            except (OSError, ValueError):
+                proc.wait(_STOP_GRACE_S)
+            except (OSError, ValueError, subprocess.TimeoutExpired):
                 pass
         self._discard_child()
 
@@ -195,8 +202,10 @@ class DecodeWorker:
         proc = self._proc
         code = None
         if proc is not None:
-            proc.join(5)
-            code = proc.exitcode
+            try:
+                code = proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
         self._discard_child()
         return VideoDecodeError(path, f"decoder process died (exit code {code})")
 

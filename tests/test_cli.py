@@ -1,0 +1,127 @@
+"""The CLI as a user meets it: help, exit codes, one-line errors, where the index lives, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from sora_search import Library
+from sora_search.cli import cli
+from sora_search.errors import SoraSearchError
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def tiny_index(tmp_path, library_copy):
+    """An index built with the fast test encoder; the CLI uses whatever encoder an index was made with."""
+    idx = tmp_path / "idx"
+    with Library.open(idx, encoder="tiny") as lib:
+        lib.index([library_copy])
+    return idx
+
+
+@pytest.mark.parametrize("command", [None, "index", "query", "info", "remove", "upgrade"])
+def test_every_command_has_help(runner, command):
+    args = [command, "--help"] if command else ["--help"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0 and "Usage:" in result.output and "Options:" in result.output
+
+
+def test_help_is_fast_and_imports_nothing_heavy():
+    code = ("import sys, runpy; sys.argv = ['sora-search', '--help']\n"
+            "try:\n    runpy.run_module('sora_search', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('torch', 'faiss', 'numpy', 'decord', 'av', 'sqlalchemy') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "Usage: sora-search" in out and "HEAVY []" in out
+
+
+def test_missing_path_is_a_usage_error(runner, tmp_path):
+    result = runner.invoke(cli, ["index", str(tmp_path / "nope"), "--index", str(tmp_path / "idx")])
+    assert result.exit_code == 2 and "no such file or folder" in result.output
+    assert not (tmp_path / "idx").exists()
+
+
+def test_query_before_indexing_says_what_to_do(runner, tmp_path, media_dir):
+    result = runner.invoke(cli, ["query", str(media_dir / "probe_a.mp4"), "--index", str(tmp_path / "idx")])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: no index at {tmp_path / 'idx'}: run `sora-search index PATH` first "
+        "(or pass --index / set SORA_SEARCH_INDEX to where it is)"]
+
+
+def test_undecodable_probe_is_one_line(runner, tiny_index, tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypisom" + os.urandom(2000))
+    result = runner.invoke(cli, ["query", str(bad), "--index", str(tiny_index)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and str(bad) in result.output
+
+
+def test_debug_env_shows_the_exception(runner, tmp_path, media_dir):
+    result = runner.invoke(cli, ["info", "--index", str(tmp_path / "idx")], env={"SORA_SEARCH_DEBUG": "1"})
+    assert isinstance(result.exception, SoraSearchError)
+
+
+def test_partial_run_exits_3_and_lists_the_failure(runner, tmp_path, library_copy):
+    (library_copy / "broken.mp4").write_bytes(b"not a video at all")
+    idx = tmp_path / "idx"
+    Library.open(idx, encoder="tiny").close()
+    result = runner.invoke(cli, ["index", str(library_copy), "--index", str(idx)])
+    assert result.exit_code == 3
+    assert "4 added" in result.output and "1 failed" in result.output
+    assert f"failed  {library_copy / 'broken.mp4'}:" in result.output
+
+
+def test_index_location_precedence(runner, tmp_path, library_copy, monkeypatch):
+    clip = str(library_copy / "bars.mp4")
+    monkeypatch.chdir(tmp_path)
+    Library.open(".sora-search", encoder="tiny").close()
+    assert runner.invoke(cli, ["-q", "index", clip]).exit_code == 0          # default: ./.sora-search
+    assert "1 indexed" in runner.invoke(cli, ["info"]).output
+    env_idx = str(tmp_path / "from_env")
+    Library.open(env_idx, encoder="tiny").close()
+    assert runner.invoke(cli, ["-q", "index", clip], env={"SORA_SEARCH_INDEX": env_idx}).exit_code == 0
+    assert f"index       {env_idx}" in runner.invoke(cli, ["info"], env={"SORA_SEARCH_INDEX": env_idx}).output
+    flag = runner.invoke(cli, ["info", "--index", env_idx], env={"SORA_SEARCH_INDEX": "elsewhere"})
+    assert f"index       {env_idx}" in flag.output
+
+
+def test_query_json_shape_and_table(runner, tiny_index, library_copy):
+    result = runner.invoke(cli, ["query", str(library_copy / "bars.mp4"), "--index", str(tiny_index), "--json",
+                                 "--min-score", "0"])
+    assert result.exit_code == 0
+    data = json.loads(result.output)
+    assert data["query"] == str(library_copy / "bars.mp4")
+    assert data["matches"][0]["path"] == str(library_copy / "bars.mp4")
+    for match in data["matches"]:
+        assert set(match) == {"path", "score", "segments"}
+        for seg in match["segments"]:
+            assert set(seg) == {"query_start_s", "query_end_s", "ref_start_s", "ref_end_s", "score"}
+    table = runner.invoke(cli, ["query", str(library_copy / "bars.mp4"), "--index", str(tiny_index)])
+    assert table.output.splitlines()[0].split() == ["score", "clip", "span", "library", "span", "video"]
+    assert "00:00-00:08" in table.output and str(library_copy / "bars.mp4") in table.output
+
+
+def test_info_and_remove(runner, tiny_index, library_copy):
+    info = runner.invoke(cli, ["info", "--index", str(tiny_index), "--json"])
+    assert json.loads(info.output)["videos"] == 4
+    removed = runner.invoke(cli, ["remove", str(library_copy / "bars.mp4"), "--index", str(tiny_index)])
+    assert removed.exit_code == 0 and removed.output.strip() == f"removed {library_copy / 'bars.mp4'}"
+    again = runner.invoke(cli, ["remove", str(library_copy / "bars.mp4"), "--index", str(tiny_index)])
+    assert again.exit_code == 1 and "nothing indexed under" in again.output
+    assert json.loads(runner.invoke(cli, ["info", "--index", str(tiny_index), "--json"]).output)["videos"] == 3
+
+
+def test_upgrade_on_current_schema(runner, tiny_index):
+    result = runner.invoke(cli, ["upgrade", "--index", str(tiny_index)])
+    assert result.exit_code == 0 and "schema already at" in result.output

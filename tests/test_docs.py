@@ -1,0 +1,51 @@
+"""The README is the front door: its CLI reference matches --help and its test command is what CI runs.
+
+``python -m tests.test_docs`` rewrites the README's CLI reference from the current --help.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from sora_search.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+COMMANDS = ["index", "query", "info", "remove", "upgrade"]
+BEGIN, END = "<!-- cli-reference:begin -->", "<!-- cli-reference:end -->"
+
+
+def cli_reference() -> str:
+    runner = CliRunner()
+    blocks = []
+    for command in [None, *COMMANDS]:
+        args = [command, "--help"] if command else ["--help"]
+        text = runner.invoke(cli, args, prog_name="sora-search", terminal_width=100).output.rstrip()
+        blocks.append(f"```text\n$ sora-search {' '.join(a for a in args)}\n{text}\n```")
+    return "\n\n".join(blocks)
+
+
+def _section(text: str) -> str:
+    match = re.search(re.escape(BEGIN) + r"\n(.*)\n" + re.escape(END), text, re.S)
+    assert match, f"README.md lacks the {BEGIN} ... {END} section"
+    return match.group(1)
+
+
+def test_readme_cli_reference_matches_help():
+    assert _section(README.read_text()) == cli_reference(), "run `python -m tests.test_docs` to refresh README.md"
+
+
+def test_readme_test_command_is_what_ci_runs():
+    ci = (ROOT / ".ci" / "run").read_text()
+    ci_command = re.search(r"# README test command \(begin\)\n(.*)\n# README test command \(end\)", ci, re.S).group(1)
+    assert ci_command.strip() in README.read_text()
+
+
+if __name__ == "__main__" and sys.argv[1:] != ["--check"]:
+    text = README.read_text()
+    README.write_text(text.replace(_section(text), cli_reference()))
+    print("README.md CLI reference refreshed")
