@@ -148,7 +148,7 @@ def _print_summary(summary: Any) -> None:
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True,
               help="Most library videos to list.")
 @click.option("--min-score", type=click.FloatRange(min=-1, max=1), default=None,
-              help="Hide matches scoring below this. Default 0.5: copies score above it, unrelated footage below.")
+              help="Hide matches scoring below this. Default 0.6: copies score above it, unrelated footage below.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def query(clip: Path, index_dir: Path | None, device: str | None, k: int, min_score: float | None,
           as_json: bool) -> None:

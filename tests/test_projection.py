@@ -31,7 +31,7 @@ def test_centre_only_below_min_vectors() -> None:
 def test_fit_apply_shapes_and_norms() -> None:
     x = _anisotropic(600, 64)
     p = Projection.fit(x, out_dim=32, min_vectors=500)
-    assert p.name == "pca-whiten-32"
+    assert p.name == "pca-32"
     assert (p.in_dim, p.out_dim, p.fitted_on) == (64, 32, 600)
     out = p.apply(x[:10])
     assert out.shape == (10, 32) and out.dtype == np.float32
@@ -46,7 +46,8 @@ def test_apply_rejects_wrong_dim() -> None:
 
 def test_whitening_is_isotropic_on_top_dims() -> None:
     x = _anisotropic(4000, 48)
-    p = Projection.fit(x, out_dim=16, min_vectors=1000)
+    p = Projection.fit(x, out_dim=16, min_vectors=1000, whiten=0.5)
+    assert p.name == "pca-whiten0.5-16"
     y = p.transform(x).astype(np.float64)
     np.testing.assert_allclose(y.mean(axis=0), 0.0, atol=1e-3)
     cov = np.cov(y, rowvar=False)
@@ -60,12 +61,21 @@ def test_whitening_is_isotropic_on_top_dims() -> None:
 def test_shrinkage_keeps_dead_directions_bounded() -> None:
     x = _anisotropic(2000, 32)
     x[:, 5] = 0.25  # a constant dimension: zero variance
-    p = Projection.fit(x, out_dim=32, min_vectors=100)
+    p = Projection.fit(x, out_dim=32, min_vectors=100, whiten=0.5)
     assert np.isfinite(p.matrix).all()
     probe = x[:1].copy()
     probe[0, 5] += 1.0
     assert np.isfinite(p.transform(probe)).all()
     assert np.abs(p.matrix).max() < 1e4
+
+
+def test_plain_pca_preserves_centred_geometry_on_full_rank() -> None:
+    x = _anisotropic(800, 24)
+    p = Projection.fit(x, out_dim=24, min_vectors=100)
+    c = x - x.mean(axis=0)
+    c = c / np.linalg.norm(c, axis=1, keepdims=True)
+    y = p.apply(x)
+    np.testing.assert_allclose(y @ y[:5].T, c @ c[:5].T, atol=1e-5)  # a rotation: cosines unchanged
 
 
 def test_fit_is_deterministic() -> None:

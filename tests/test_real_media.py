@@ -56,15 +56,40 @@ def indexed(media, tmp_path_factory) -> tuple[Path, dict]:
     return idx, {"first_s": first_s, "second_s": second_s}
 
 
+@pytest.fixture(scope="module")
+def indexed_pca(indexed, tmp_path_factory) -> Path:
+    """The same index with its projection refitted as PCA-256 from the stored vectors (no decoding).
+
+    The real footage gives ~950 vectors, just under the PCA switch, so without this only centring is exercised.
+    """
+    import shutil
+
+    import sora_search.library as library_module
+    from sora_search import Library
+
+    idx = tmp_path_factory.mktemp("real_pca") / "idx"
+    shutil.copytree(indexed[0], idx)
+    saved = library_module.PCA_MIN_VECTORS
+    library_module.PCA_MIN_VECTORS = 500
+    try:
+        with Library.open(idx) as lib:
+            lib._rebuild_index()
+            assert lib.info().projection == "pca-256"
+    finally:
+        library_module.PCA_MIN_VECTORS = saved
+    return idx
+
+
 def test_reindexing_unchanged_library_is_a_small_fraction(indexed):
     _, times = indexed
     print(f"first index {times['first_s']:.1f} s, unchanged re-index {times['second_s']:.2f} s")
     assert times["second_s"] < 0.1 * times["first_s"]
 
 
+@pytest.mark.parametrize("projection", ["centre", "pca"])
 @pytest.mark.parametrize("rel,start", EXCERPTS)
-def test_half_size_excerpt_comes_back_first_with_spans(indexed, media, tmp_path, rel, start):
-    idx, _ = indexed
+def test_half_size_excerpt_comes_back_first_with_spans(request, media, tmp_path, rel, start, projection):
+    idx = request.getfixturevalue("indexed")[0] if projection == "centre" else request.getfixturevalue("indexed_pca")
     probe = cut(media / rel, tmp_path / "probe.mp4", start, 10, scale=0.5)
     result = CliRunner().invoke(cli, ["query", str(probe), "--index", str(idx), "--json"])
     assert result.exit_code == 0, result.output
@@ -102,3 +127,15 @@ def test_backends_return_the_same_pictures(media, rel):
     np.testing.assert_allclose(ts_d, ts_p)
     diff = np.abs(fr_d - fr_p).mean(axis=(1, 2, 3))
     assert diff.max() < 8, [(float(ts_d[i]), float(diff[i])) for i in np.flatnonzero(diff >= 8)[:5]]
+
+
+@pytest.mark.parametrize("projection", ["centre", "pca"])
+@pytest.mark.parametrize("pattern", ["life", "mandelbrot", "testsrc2"])
+def test_never_indexed_footage_has_no_match(request, tmp_path, pattern, projection):
+    from tests.media import make_testsrc
+
+    idx = request.getfixturevalue("indexed")[0] if projection == "centre" else request.getfixturevalue("indexed_pca")
+    probe = make_testsrc(tmp_path / "neg.mp4", 10, pattern=pattern)
+    result = CliRunner().invoke(cli, ["query", str(probe), "--index", str(idx), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["matches"] == []
