@@ -28,6 +28,7 @@ from .search import AlignParams, align, group_hits
 from .types import FailedFile, IndexSummary, LibraryInfo, Match, Progress, QueryResult
 
 if TYPE_CHECKING:
+    from .decode import DecodeWorker
     from .encoder import Encoder, Projection
     from .index import VectorIndex
     from .store import IndexMeta, Store
@@ -115,6 +116,7 @@ class Library:
         self._index: VectorIndex | None = None
         self._projection: Projection | None = None
         self._index_generation = -1
+        self._worker: DecodeWorker | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -157,6 +159,9 @@ class Library:
                    fps=fps or DEFAULT_FPS)
 
     def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
         self._store.close()
         self._index = None
 
@@ -196,55 +201,18 @@ class Library:
 
             self._ensure_meta()
             self._load_index_for_write()
-            removed_ids: list[np.ndarray] = []
             for entry, known in todo.moved:
                 self._store.move_video(known.id, entry.path, entry.mtime)
             for entry, known in todo.touched:
                 self._store.touch_video(known.id, mtime=entry.mtime, size=entry.size)
             if todo.removed:
-                removed_ids.append(self._store.remove_videos([v.id for v in todo.removed]))
-            self._apply_removals(removed_ids)
+                self._apply_removals([self._store.remove_videos([v.id for v in todo.removed])])
 
             failed = list(todo.problems) + [FailedFile(v.path, v.error or "failed") for v in todo.failed_before]
-            added, updated, vectors_added = [], [], 0
             changed_paths = {e.path for e, _, _ in todo.changed}
-            work = todo.to_encode
-            bytes_total = sum(e.size for e, _ in work)
-            bytes_done = 0
-            last_save = time.monotonic()
-            if work:
-                from .decode import DecodeWorker
-
-                with DecodeWorker(timeout_s=timeout_s) as worker:
-                    for n, (entry, fp) in enumerate(work, 1):
-                        status = "updated" if entry.path in changed_paths else "added"
-                        if progress is not None:
-                            progress(Progress(n - 1, len(work), bytes_done, bytes_total, entry.path, "decoding"))
-                        try:
-                            info, ts, vecs = self._embed_file(worker, entry.path)
-                        except VideoError as exc:
-                            dropped = self._store.record_failure(path=entry.path, size=entry.size,
-                                                                 mtime=entry.mtime, fingerprint=fp,
-                                                                 error=exc.reason)
-                            self._apply_removals([dropped])
-                            failed.append(FailedFile(entry.path, exc.reason))
-                            status = "failed"
-                            logger.info("failed %s: %s", entry.path, exc.reason)
-                        else:
-                            _, new_ids, old_ids = self._store.add_video(
-                                path=entry.path, size=entry.size, mtime=entry.mtime, fingerprint=fp,
-                                duration_s=info.duration_s, fps=info.fps, width=info.width, height=info.height,
-                                timestamps_s=ts, vectors=vecs)
-                            self._apply_removals([old_ids])
-                            self._add_to_index(new_ids, vecs)
-                            (updated if status == "updated" else added).append(entry.path)
-                            vectors_added += len(new_ids)
-                        bytes_done += entry.size
-                        if progress is not None:
-                            progress(Progress(n, len(work), bytes_done, bytes_total, entry.path, status))
-                        if time.monotonic() - last_save > SAVE_EVERY_S:
-                            self._finish_index()
-                            last_save = time.monotonic()
+            added, updated, newly_failed, vectors_added = self._encode_files(todo.to_encode, changed_paths,
+                                                                             progress, timeout_s)
+            failed += newly_failed
             self._finish_index()
             summary = IndexSummary(
                 added=tuple(added), updated=tuple(updated),
@@ -254,6 +222,52 @@ class Library:
                 vectors_added=vectors_added, seconds=time.monotonic() - started)
             self._store.record_run(summary)
             return summary
+
+    def _encode_files(self, work: list[tuple[scan.FileEntry, str]], changed_paths: set[str],
+                      progress: ProgressCallback | None, timeout_s: float,
+                      ) -> tuple[list[str], list[str], list[FailedFile], int]:
+        """Decode, encode and store each file; one file's failure is recorded and the next one goes on.
+
+        Returns (added paths, updated paths, failures, vectors added). The FAISS file is saved at least every
+        SAVE_EVERY_S, so an interrupted run loses no committed video (a stale file is rebuilt on the next open).
+        """
+        added: list[str] = []
+        updated: list[str] = []
+        failed: list[FailedFile] = []
+        vectors_added = 0
+        bytes_total = sum(e.size for e, _ in work)
+        bytes_done = 0
+        last_save = time.monotonic()
+        worker = self._decode_worker(timeout_s) if work else None
+        for n, (entry, fp) in enumerate(work, 1):
+            status = "updated" if entry.path in changed_paths else "added"
+            if progress is not None:
+                progress(Progress(n - 1, len(work), bytes_done, bytes_total, entry.path, "decoding"))
+            try:
+                info, ts, vecs = self._embed_file(worker, entry.path)
+            except VideoError as exc:
+                dropped = self._store.record_failure(path=entry.path, size=entry.size, mtime=entry.mtime,
+                                                     fingerprint=fp, error=exc.reason)
+                self._apply_removals([dropped])
+                failed.append(FailedFile(entry.path, exc.reason))
+                status = "failed"
+                logger.info("failed %s: %s", entry.path, exc.reason)
+            else:
+                _, new_ids, old_ids = self._store.add_video(
+                    path=entry.path, size=entry.size, mtime=entry.mtime, fingerprint=fp,
+                    duration_s=info.duration_s, fps=info.fps, width=info.width, height=info.height,
+                    timestamps_s=ts, vectors=vecs)
+                self._apply_removals([old_ids])
+                self._add_to_index(new_ids, vecs)
+                (updated if status == "updated" else added).append(entry.path)
+                vectors_added += len(new_ids)
+            bytes_done += entry.size
+            if progress is not None:
+                progress(Progress(n, len(work), bytes_done, bytes_total, entry.path, status))
+            if time.monotonic() - last_save > SAVE_EVERY_S:
+                self._finish_index()
+                last_save = time.monotonic()
+        return added, updated, failed, vectors_added
 
     def remove(self, paths: Iterable[str | Path]) -> list[str]:
         """Drop videos from the index: each path is a stored video or a folder containing some.
@@ -293,10 +307,7 @@ class Library:
             raise EmptyIndex(f"nothing is indexed in {self.location} yet: run `sora-search index PATH` first")
         self._check_encoder(meta)
         index, projection = self._load_index_for_read()
-        from .decode import DecodeWorker
-
-        with DecodeWorker(timeout_s=timeout_s) as worker:
-            info, ts, vecs = self._embed_file(worker, clip)
+        info, ts, vecs = self._embed_file(self._decode_worker(timeout_s), clip)
         probe = projection.apply(vecs)
         scores, ids = index.search(probe, min(NEIGHBOURS, max(1, index.ntotal)))
         video_ids, ref_s = self._store.locate(ids.ravel())
@@ -345,6 +356,15 @@ class Library:
             extra={"schema_head": head_revision()})
 
     # ------------------------------------------------------------------ internals
+    def _decode_worker(self, timeout_s: float) -> DecodeWorker:
+        """The library's decode child, started on first use and kept until close (a warm query pays no start-up)."""
+        if self._worker is None:
+            from .decode import DecodeWorker
+
+            self._worker = DecodeWorker(timeout_s=timeout_s)
+        self._worker.timeout_s = float(timeout_s)
+        return self._worker
+
     def _get_encoder(self) -> Encoder:
         if self._encoder is None:
             from .encoder import load_encoder

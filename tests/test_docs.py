@@ -29,14 +29,14 @@ def cli_reference() -> str:
     return "\n\n".join(blocks)
 
 
-def _section(text: str) -> str:
+def _section(text: str) -> re.Match[str]:
     match = re.search(re.escape(BEGIN) + r"\n(.*)\n" + re.escape(END), text, re.S)
     assert match, f"README.md lacks the {BEGIN} ... {END} section"
-    return match.group(1)
+    return match
 
 
 def test_readme_cli_reference_matches_help():
-    assert _section(README.read_text()) == cli_reference(), "run `python -m tests.test_docs` to refresh README.md"
+    assert _section(README.read_text()).group(1) == cli_reference(), "run `python -m tests.test_docs` to refresh README"
 
 
 def test_readme_test_command_is_what_ci_runs():
@@ -47,5 +47,6 @@ def test_readme_test_command_is_what_ci_runs():
 
 if __name__ == "__main__" and sys.argv[1:] != ["--check"]:
     text = README.read_text()
-    README.write_text(text.replace(_section(text), cli_reference()))
+    m = _section(text)
+    README.write_text(text[:m.start(1)] + cli_reference() + text[m.end(1):])
     print("README.md CLI reference refreshed")
