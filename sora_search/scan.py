@@ -165,14 +165,22 @@ def fingerprint(path: str | Path, size: int | None = None) -> str:
 
 
 class KnownVideo(Protocol):
-    """What the planner needs to know about a stored video (the store's VideoRecord satisfies it)."""
+    """What the planner needs to know about a stored video (the store's frozen VideoRecord satisfies it)."""
 
-    id: int
-    path: str
-    size: int
-    mtime: float
-    fingerprint: str
-    status: str
+    @property
+    def id(self) -> int: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def mtime(self) -> float: ...
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def error(self) -> str | None: ...
 
 
 @dataclass

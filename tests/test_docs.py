@@ -45,6 +45,20 @@ def test_readme_test_command_is_what_ci_runs():
     assert ci_command.strip() in README.read_text()
 
 
+def test_readme_library_example_runs(tmp_path, media_dir):
+    import shutil
+    import subprocess
+
+    code = re.search(r"## Library\n.*?```python\n(.*?)```", README.read_text(), re.S).group(1)
+    shutil.copytree(media_dir / "library", tmp_path / "library")
+    shutil.copy(media_dir / "probe_a.mp4", tmp_path / "clip.mp4")
+    script = tmp_path / "example.py"
+    script.write_text(code)  # as written: no __main__ guard, relative paths
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert f"{tmp_path / 'library' / 'pan_a.mp4'}" in out.stdout
+
+
 if __name__ == "__main__" and sys.argv[1:] != ["--check"]:
     text = README.read_text()
     m = _section(text)

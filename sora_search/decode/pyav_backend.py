@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Generator, Iterator
 
 import numpy as np
 
@@ -148,7 +148,7 @@ class PyAVReader(VideoReader):
         if emitted == 0:
             raise NoFramesError(self.path, "PyAV decoded no video frame")
 
-    def _frames(self) -> Iterator[Any]:
+    def _frames(self) -> Generator[Any, None, None]:
         """Decoded frames in presentation order, skipping packets the decoder rejects.
 
         ``container.decode`` stops at the first corrupt packet; players conceal it and go on, and so does this,

@@ -34,7 +34,7 @@ import sys
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterator
+from typing import Any, Generator, Iterator
 
 import numpy as np
 
@@ -376,7 +376,7 @@ def _serve(conn: Connection, rid: int, path: str, backend: str, fps: float, size
 
 
 def decode_events(path: str, backend: str, fps: float, size: int,
-                  chunk_size: int) -> Iterator[tuple[Any, ...]]:
+                  chunk_size: int) -> Generator[tuple[Any, ...], None, None]:
     """Decode ``path`` as a stream of protocol events, with the ``"auto"`` fallback rules.
 
     Yields ``("info", VideoInfo)`` just before the first batch, then ``("batch", frames, timestamps_s)`` with

@@ -356,6 +356,15 @@ class Store:
             s.execute(delete(VectorRow).where(VectorRow.video_id.in_(batch)))
         return np.sort(_ids_array(removed))
 
+    def _row_for_path(self, s: Session, path: str) -> tuple[VideoRow, np.ndarray]:
+        """The row for ``path`` (created if new) with its old vectors dropped; returns (row, dropped ids)."""
+        row = s.scalar(select(VideoRow).where(VideoRow.path == path))
+        if row is None:
+            row = VideoRow(path=path)
+            s.add(row)
+            return row, np.zeros(0, dtype=np.int64)
+        return row, self._drop_vectors(s, [row.id])
+
     def add_video(
         self,
         *,
@@ -403,13 +412,7 @@ class Store:
                     f"{path}: vectors have {vecs.shape[1]} dimensions but this index holds raw_dim={meta.raw_dim} "
                     f"({meta.encoder_name} {meta.encoder_version})"
                 )
-            row = s.scalar(select(VideoRow).where(VideoRow.path == path))
-            if row is None:
-                row = VideoRow(path=path)
-                s.add(row)
-                removed = np.zeros(0, dtype=np.int64)
-            else:
-                removed = self._drop_vectors(s, [row.id])
+            row, removed = self._row_for_path(s, path)
             row.size = int(size)
             row.mtime = float(mtime)
             row.fingerprint = fingerprint
@@ -444,13 +447,7 @@ class Store:
         """
         now = time.time()
         with self._write() as s:
-            row = s.scalar(select(VideoRow).where(VideoRow.path == path))
-            if row is None:
-                row = VideoRow(path=path)
-                s.add(row)
-                removed = np.zeros(0, dtype=np.int64)
-            else:
-                removed = self._drop_vectors(s, [row.id])
+            row, removed = self._row_for_path(s, path)
             row.size = int(size)
             row.mtime = float(mtime)
             row.fingerprint = fingerprint
