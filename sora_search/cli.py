@@ -223,6 +223,33 @@ def remove(paths: tuple[Path, ...], index_dir: Path | None) -> None:
 
 @cli.command()
 @index_option
+@click.option("--repair", is_flag=True, help="Rebuild the FAISS file from the stored vectors (no decoding).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def check(index_dir: Path | None, repair: bool, as_json: bool) -> None:
+    """Verify the index: the store is sound and the FAISS file holds exactly the stored vectors.
+
+    Exit code 0 when consistent (after --repair, if given), 1 when problems remain.
+    """
+    with _open(index_dir, create=False) as lib:
+        report = lib.check(repair=repair)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        for line in report.repaired:
+            click.echo(f"repaired: {line}")
+        for line in report.problems:
+            click.echo(f"problem: {line}")
+        state = "consistent" if report.ok else "NOT consistent"
+        click.echo(f"{state}: {report.videos} videos, {report.vectors} stored vectors, "
+                   f"{report.faiss_vectors} in FAISS")
+        if not report.ok and not repair:
+            click.echo("run `sora-search check --repair` to rebuild the FAISS file from the stored vectors")
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@index_option
 def upgrade(index_dir: Path | None) -> None:
     """Upgrade an index made by an older sora-search to this version's schema."""
     from .library import DB_NAME, default_location

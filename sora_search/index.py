@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from sora_search._faults import fault_point
 from sora_search.errors import IndexNotFound, StoreError
 
 logger = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ def atomic_write_bytes(path: str | Path, chunks: list[bytes | memoryview]) -> No
                 f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
+        fault_point("faiss")
         os.replace(tmp_name, target)
     except BaseException:
         try:
@@ -243,6 +245,14 @@ class VectorIndex:
         ids = np.asarray(ids, dtype=np.int64)
         scores[ids < 0] = -np.inf
         return scores, ids
+
+    def ids(self) -> np.ndarray:
+        """Every id the index holds, (ntotal,) int64, in inverted-list order (for consistency checks)."""
+        faiss = _faiss()
+        ivf = faiss.extract_index_ivf(self._index)
+        parts = [faiss.rev_swig_ptr(ivf.invlists.get_ids(i), ivf.invlists.list_size(i)).copy()
+                 for i in range(ivf.nlist) if ivf.invlists.list_size(i)]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
 
     def nbytes(self) -> int:
         """Approximate memory held: stored vectors, their ids and the centroids."""

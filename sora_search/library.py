@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import scan
+from ._faults import fault_point
 from .errors import (EmptyIndex, EncoderMismatch, IndexLocked, IndexNotFound, SoraSearchError, StoreError,
                      VideoError)
 from .search import AlignParams, align, group_hits
-from .types import FailedFile, IndexSummary, LibraryInfo, Match, Progress, QueryResult
+from .types import CheckReport, FailedFile, IndexSummary, LibraryInfo, Match, Progress, QueryResult
 
 if TYPE_CHECKING:
     from .decode import DecodeWorker
@@ -190,6 +191,7 @@ class Library:
         """
         started = time.monotonic()
         with _WriteLock(self.location / LOCK_NAME):
+            self._remove_leftovers()
             found = scan.walk(paths, exclude=[self.location])
             roots = [os.path.abspath(p) for p in paths]
             under = [v for root in roots for v in self._store.videos(under=root)]
@@ -285,6 +287,7 @@ class Library:
                     victims[rec.id] = rec.path
             if not victims:
                 return []
+            self._remove_leftovers()
             self._load_index_for_write()
             self._apply_removals([self._store.remove_videos(list(victims))])
             self._finish_index()
@@ -355,6 +358,83 @@ class Library:
             store_bytes=(self.location / DB_NAME).stat().st_size, schema_revision=self._store.revision(),
             extra={"schema_head": head_revision()})
 
+    # ------------------------------------------------------------------ consistency
+    def check(self, *, repair: bool = False) -> CheckReport:
+        """Verify that the store is sound and that the FAISS file holds exactly the stored vectors.
+
+        Args:
+            repair: rebuild the FAISS file from the stored vectors (no decoding) and delete temporary files left
+                by an interrupted save. A damaged SQLite file cannot be repaired this way and is reported.
+
+        Raises:
+            IndexLocked: ``repair`` while another process is writing this index.
+        """
+        store_problems = self._store.integrity_problems()
+        index_problems, faiss_vectors = self._index_problems()
+        leftovers = self._leftovers()
+        problems = store_problems + index_problems + [f"leftover temporary file {p.name} from an interrupted save"
+                                                      for p in leftovers]
+        repaired: list[str] = []
+        if repair and (index_problems or leftovers):
+            with _WriteLock(self.location / LOCK_NAME):
+                repaired += [f"deleted {name}" for name in self._remove_leftovers()]
+                if index_problems and self._store.vector_count():
+                    self._rebuild_index()
+                    repaired.append(f"rebuilt {FAISS_NAME} from {self._store.vector_count()} stored vectors")
+            index_problems, faiss_vectors = self._index_problems()
+            problems = store_problems + index_problems
+        if store_problems:
+            problems.append("the SQLite store itself is damaged: restore a backup of the index folder, or move it "
+                            "away and run `sora-search index` again")
+        return CheckReport(ok=not problems, problems=tuple(problems), repaired=tuple(repaired),
+                           videos=len(self._store.videos(status="indexed")), vectors=self._store.vector_count(),
+                           faiss_vectors=faiss_vectors)
+
+    def _leftovers(self) -> list[Path]:
+        return sorted(self.location.glob(f".{FAISS_NAME}.*.tmp"))
+
+    def _remove_leftovers(self) -> list[str]:
+        """Delete temporary files of a FAISS save that was killed midway. Only call with the write lock held:
+        then no save is in flight, so every such file is debris."""
+        removed = []
+        for p in self._leftovers():
+            p.unlink(missing_ok=True)
+            removed.append(p.name)
+            logger.info("deleted %s left by an interrupted save", p.name)
+        return removed
+
+    def _index_problems(self) -> tuple[list[str], int]:
+        """How the FAISS file disagrees with the store, and how many vectors it holds."""
+        from .index import VectorIndex
+
+        meta = self._store.meta()
+        stored = self._store.all_vector_ids()
+        path = self.location / FAISS_NAME
+        if not len(stored) and not path.exists():
+            return [], 0
+        if meta is None or meta.projection is None:
+            return [f"{len(stored)} vectors are stored but no FAISS index was ever built for them"], 0
+        try:
+            index, generation = VectorIndex.load(path)
+        except SoraSearchError as exc:
+            return [str(exc).split(";")[0]], 0
+        problems = []
+        if generation != meta.generation:
+            problems.append(f"{FAISS_NAME} reflects store generation {generation}, the store is at "
+                            f"{meta.generation} (a run was interrupted before saving it)")
+        if index.dim != meta.dim:
+            problems.append(f"{FAISS_NAME} holds {index.dim}-d vectors, the projection gives {meta.dim}-d")
+        held = index.ids()
+        uniq, counts = np.unique(held, return_counts=True)
+        missing, extra, dup = np.setdiff1d(stored, uniq), np.setdiff1d(uniq, stored), int((counts > 1).sum())
+        if len(missing):
+            problems.append(f"{len(missing)} stored vectors are missing from {FAISS_NAME}")
+        if len(extra):
+            problems.append(f"{FAISS_NAME} holds {len(extra)} ids with no stored vector")
+        if dup:
+            problems.append(f"{dup} ids appear more than once in {FAISS_NAME}")
+        return problems, len(held)
+
     # ------------------------------------------------------------------ internals
     def _decode_worker(self, timeout_s: float) -> DecodeWorker:
         """The library's decode child, started on first use and kept until close (a warm query pays no start-up)."""
@@ -407,8 +487,10 @@ class Library:
         with worker.open(path, fps=self._fps, size=encoder.identity.input_size) as video:
             info = video.info
             for batch in video:
+                fault_point("decode")
                 ts_parts.append(batch.timestamps_s)
                 vec_parts.append(encoder.embed(batch.frames))
+                fault_point("encode")
         if not ts_parts:
             from .errors import NoFramesError
 

@@ -151,3 +151,18 @@ class Progress:
     bytes_total: int
     path: str
     status: str
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What ``Library.check`` found: ``problems`` as sentences (empty when consistent), what ``--repair`` fixed."""
+
+    ok: bool
+    problems: tuple[str, ...] = ()
+    repaired: tuple[str, ...] = ()
+    videos: int = 0
+    vectors: int = 0
+    faiss_vectors: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -29,7 +29,7 @@ def tiny_index(tmp_path, library_copy):
     return idx
 
 
-@pytest.mark.parametrize("command", [None, "index", "query", "info", "remove", "upgrade"])
+@pytest.mark.parametrize("command", [None, "index", "query", "info", "remove", "check", "upgrade"])
 def test_every_command_has_help(runner, command):
     args = [command, "--help"] if command else ["--help"]
     result = runner.invoke(cli, args)

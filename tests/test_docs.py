@@ -15,7 +15,7 @@ from sora_search.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-COMMANDS = ["index", "query", "info", "remove", "upgrade"]
+COMMANDS = ["index", "query", "info", "remove", "check", "upgrade"]
 BEGIN, END = "<!-- cli-reference:begin -->", "<!-- cli-reference:end -->"
 
 

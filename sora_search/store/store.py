@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from sora_search._faults import fault_point
 from sora_search.errors import IndexNotFound, StoreError
 from sora_search.store import migrate
 from sora_search.store.models import IndexMetaRow, RunRow, VectorRow, VideoRow
@@ -437,6 +438,7 @@ class Store:
                 )
                 new_ids = _ids_array(result.scalars())
             self._bump_generation(s)
+            fault_point("store")
         return video_id, new_ids, removed
 
     def record_failure(self, *, path: str, size: int, mtime: float, fingerprint: str, error: str) -> np.ndarray:
@@ -526,6 +528,35 @@ class Store:
         return out
 
     # -- vectors ---------------------------------------------------------------------------------------
+
+    def integrity_problems(self) -> list[str]:
+        """What is wrong inside the database itself, as sentences; empty when sound.
+
+        SQLite's own ``quick_check`` and foreign-key check, then the store's invariants: each indexed video's
+        ``n_vectors`` equals its vector rows, failed videos hold no vectors, vectors exist only with an identity.
+        """
+        problems: list[str] = []
+        with self._read() as s:
+            for (msg,) in s.execute(text("PRAGMA quick_check")):
+                if msg != "ok":
+                    problems.append(f"SQLite integrity: {msg}")
+            for row in s.execute(text("PRAGMA foreign_key_check")):
+                problems.append(f"SQLite foreign key broken: {tuple(row)}")
+            counts = (select(VideoRow.path, VideoRow.status, VideoRow.n_vectors, func.count(VectorRow.id))
+                      .outerjoin(VectorRow, VectorRow.video_id == VideoRow.id).group_by(VideoRow.id))
+            for path, status, expected, actual in s.execute(counts):
+                if status == "indexed" and expected != actual:
+                    problems.append(f"{path}: {actual} vectors stored, {expected} recorded")
+                elif status == "failed" and actual:
+                    problems.append(f"{path}: failed, yet {actual} vectors stored")
+            if s.get(IndexMetaRow, 1) is None and s.scalar(select(func.count()).select_from(VectorRow)):
+                problems.append("vectors are stored but the index identity (index_meta) is missing")
+        return problems
+
+    def all_vector_ids(self) -> np.ndarray:
+        """(n,) int64 ids of every stored vector, ascending."""
+        with self._read() as s:
+            return _ids_array(s.scalars(select(VectorRow.id).order_by(VectorRow.id)))
 
     def vector_count(self) -> int:
         with self._read() as s:

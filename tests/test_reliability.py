@@ -1,0 +1,149 @@
+"""Crash safety and concurrency: kill -9 at each dangerous point loses nothing; queries during a run never fail.
+
+Index runs are real ``sora-search`` processes; ``SORA_SEARCH_FAULT=POINT:N`` (sora_search/_faults.py) makes one
+SIGKILL itself at an exact point, so every crash is reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sora_search import Library
+from sora_search.cli import cli
+from sora_search.library import LOCK_NAME, _WriteLock
+
+
+def _run(*args: str, fault: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.pop("SORA_SEARCH_FAULT", None)
+    if fault:
+        env["SORA_SEARCH_FAULT"] = fault
+    return subprocess.run([sys.executable, "-m", "sora_search", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def half_indexed(tmp_path_factory, media_dir):
+    """A library whose first half (pan_a, pan_b) is indexed; the second half (later/) is not yet."""
+    root = tmp_path_factory.mktemp("rel")
+    lib_dir = root / "library"
+    shutil.copytree(media_dir / "library", lib_dir)
+    (lib_dir / "later").mkdir()
+    for name in ("bars.mp4", "mandel.mp4"):
+        (lib_dir / name).rename(lib_dir / "later" / name)
+    idx = root / "idx"
+    with Library.open(idx, encoder="tiny") as lib:
+        lib.index([lib_dir])
+        ids, _ = next(lib._store.iter_vectors())
+    shutil.move(str(lib_dir / "later"), str(root / "later"))
+    return root, lib_dir, idx, ids
+
+
+def _stored(idx: Path) -> tuple[set[str], np.ndarray]:
+    with Library.open(idx) as lib:
+        paths = {os.path.basename(v.path) for v in lib._store.videos(status="indexed")}
+        return paths, lib._store.all_vector_ids()
+
+
+@pytest.mark.parametrize("fault", ["decode:2", "encode:2", "store:2", "faiss:1"])
+def test_kill_during_index_loses_nothing(half_indexed, tmp_path, fault):
+    root, lib_dir, idx0, ids_before = half_indexed
+    lib_dir_copy = tmp_path / "library"
+    shutil.copytree(lib_dir, lib_dir_copy)
+    idx = tmp_path / "idx"
+    shutil.copytree(idx0, idx)
+    with Library.open(idx) as lib:  # the copied library moved: re-path it so its vectors are the "before" state
+        lib.index([lib_dir_copy])
+    _, ids_kept = _stored(idx)
+    assert len(ids_kept) >= len(ids_before)
+
+    shutil.copytree(root / "later", lib_dir_copy / "later")
+    (lib_dir_copy / "later" / "extra").mkdir()
+    shutil.copy(root / "later" / "bars.mp4", lib_dir_copy / "later" / "extra" / "bars_copy.mp4")
+    for name in ("bars.mp4", "mandel.mp4"):
+        shutil.copy(root / "later" / name, lib_dir_copy / name)
+    crashed = _run("-q", "index", str(lib_dir_copy), "--index", str(idx), fault=fault)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+
+    _, ids_after_crash = _stored(idx)
+    assert set(ids_kept.tolist()) <= set(ids_after_crash.tolist()), "a crash lost vectors committed before it"
+
+    again = _run("-q", "index", str(lib_dir_copy), "--index", str(idx))
+    assert again.returncode == 0, again.stderr
+    report = json.loads(_run("check", "--index", str(idx), "--json").stdout)
+    assert report["ok"], report
+    assert report["vectors"] == report["faiss_vectors"]
+    paths, ids_final = _stored(idx)
+    assert {"pan_a.mp4", "pan_b.mp4", "bars.mp4", "mandel.mp4", "bars_copy.mp4"} <= paths
+    assert set(ids_kept.tolist()) <= set(ids_final.tolist())
+    assert len(np.unique(ids_final)) == len(ids_final)
+
+
+def test_check_finds_and_repairs_a_stale_or_damaged_faiss_file(half_indexed, tmp_path):
+    _, _, idx0, _ = half_indexed
+    idx = tmp_path / "idx"
+    shutil.copytree(idx0, idx)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["check", "--index", str(idx)]).exit_code == 0
+    (idx / "vectors.faiss").write_bytes(b"SORAIDX1 damaged")
+    (idx / ".vectors.faiss.x1y2.tmp").write_bytes(b"half a file")
+    broken = runner.invoke(cli, ["check", "--index", str(idx)])
+    assert broken.exit_code == 1
+    assert "problem: the FAISS index" in broken.output and "leftover temporary file" in broken.output
+    assert "check --repair" in broken.output
+    fixed = runner.invoke(cli, ["check", "--repair", "--index", str(idx)])
+    assert fixed.exit_code == 0, fixed.output
+    assert "repaired: rebuilt vectors.faiss" in fixed.output and "consistent:" in fixed.output
+    assert not (idx / ".vectors.faiss.x1y2.tmp").exists()
+
+
+def test_queries_during_an_index_run_never_fail(half_indexed, tmp_path, media_dir):
+    root, lib_dir, idx0, _ = half_indexed
+    idx = tmp_path / "idx"
+    shutil.copytree(idx0, idx)
+    work = tmp_path / "library"
+    shutil.copytree(lib_dir, work)
+    with Library.open(idx) as lib:
+        lib.index([work])
+    for i in range(6):  # enough new files that the run takes a while
+        shutil.copy(root / "later" / ("bars.mp4" if i % 2 else "mandel.mp4"), work / f"new_{i}.mp4")
+        with open(work / f"new_{i}.mp4", "ab") as f:
+            f.write(bytes([i]))  # distinct content, so no file counts as a move of another
+    env = {k: v for k, v in os.environ.items() if k != "SORA_SEARCH_FAULT"}
+    writer = subprocess.Popen([sys.executable, "-m", "sora_search", "-q", "index", str(work), "--index", str(idx)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    runner = CliRunner()
+    outcomes = []
+    deadline = time.monotonic() + 240
+    while writer.poll() is None and time.monotonic() < deadline:
+        result = runner.invoke(cli, ["query", str(work / "pan_a.mp4"), "--index", str(idx), "--json"])
+        outcomes.append((result.exit_code, result.output))
+    assert writer.wait(60) == 0, writer.stderr.read().decode() if writer.stderr else ""
+    assert outcomes, "the index run finished before any query ran"
+    for code, output in outcomes:
+        assert code == 0, output
+        assert json.loads(output)["matches"][0]["path"] == str(work / "pan_a.mp4")
+
+
+def test_a_second_writer_is_refused_with_a_clear_message(half_indexed, tmp_path):
+    _, lib_dir, idx0, _ = half_indexed
+    idx = tmp_path / "idx"
+    shutil.copytree(idx0, idx)
+    with _WriteLock(idx / LOCK_NAME):
+        second = _run("index", str(lib_dir), "--index", str(idx))
+    assert second.returncode == 1
+    assert second.stderr.strip().splitlines() == [
+        f"Error: {idx} is being written by pid {os.getpid()}; wait for it to finish "
+        "(only one index or remove run at a time)"]
+    assert _run("check", "--index", str(idx)).returncode == 0
