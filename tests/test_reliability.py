@@ -147,3 +147,54 @@ def test_a_second_writer_is_refused_with_a_clear_message(half_indexed, tmp_path)
         f"Error: {idx} is being written by pid {os.getpid()}; wait for it to finish "
         "(only one index or remove run at a time)"]
     assert _run("check", "--index", str(idx)).returncode == 0
+
+
+def _one_line_error(proc: subprocess.CompletedProcess) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def test_unwritable_index_folder_is_one_line(half_indexed):
+    _, lib_dir, _, _ = half_indexed
+    line = _one_line_error(_run("index", str(lib_dir), "--index", "/proc/sora-search-index"))
+    assert "/proc/sora-search-index" in line
+
+
+def test_full_disk_fails_cleanly_and_keeps_the_previous_state(half_indexed, tmp_path):
+    import resource
+
+    root, lib_dir, idx0, _ = half_indexed
+    idx = tmp_path / "idx"
+    shutil.copytree(idx0, idx)
+    work = tmp_path / "library"
+    shutil.copytree(lib_dir, work)
+    shutil.copytree(root / "later", work / "later")
+    before = _stored(idx)
+
+    def no_room() -> None:  # writes past 64 KiB fail with EFBIG, as on a full disk (root ignores permissions)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    env = {k: v for k, v in os.environ.items() if k != "SORA_SEARCH_FAULT"}
+    full = subprocess.run([sys.executable, "-m", "sora_search", "-q", "index", str(work), "--index", str(idx)],
+                          capture_output=True, text=True, env=env, preexec_fn=no_room, timeout=300)
+    assert full.returncode != 0
+    assert "Traceback" not in full.stderr and len(full.stderr.strip().splitlines()) == 1, full.stderr
+    after_paths, after_ids = _stored(idx)
+    assert before[0] <= after_paths and set(before[1].tolist()) <= set(after_ids.tolist())
+    assert _run("-q", "index", str(work), "--index", str(idx)).returncode == 0  # room again: it completes
+    assert json.loads(_run("check", "--index", str(idx), "--json").stdout)["ok"]
+
+
+def test_index_from_another_encoder_version_is_one_line(half_indexed, tmp_path):
+    import sqlite3
+
+    _, lib_dir, idx0, _ = half_indexed
+    idx = tmp_path / "idx"
+    shutil.copytree(idx0, idx)
+    with sqlite3.connect(idx / "sora.db") as db:
+        db.execute("UPDATE index_meta SET encoder_version = ?", ("0",))
+    line = _one_line_error(_run("query", str(lib_dir / "pan_a.mp4"), "--index", str(idx)))
+    assert "tiny v0" in line and "rebuild" in line

@@ -139,7 +139,13 @@ def translate_db_errors(db_path: Path) -> Iterator[None]:
     try:
         yield
     except DBAPIError as e:
-        raise StoreError(f"SQLite error on {db_path}: {e.orig}") from e
+        reason = str(e.orig)
+        hint = ""
+        if any(w in reason for w in ("disk I/O error", "disk is full", "readonly", "read-only", "unable to open")):
+            hint = f"; check free space and write permission in {db_path.parent} (nothing committed was lost)"
+        elif "malformed" in reason or "not a database" in reason:
+            hint = "; the file is damaged: restore a backup of the index folder or re-index into a new one"
+        raise StoreError(f"SQLite error on {db_path}: {reason}{hint}") from e
 
 
 def current_revision(conn: Connection) -> str | None:
