@@ -71,7 +71,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     level = logging.WARNING - 10 * verbose if not quiet else logging.ERROR
     logging.basicConfig(level=max(logging.DEBUG, level), format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    ctx.obj = {"quiet": quiet}
+    ctx.obj = {"quiet": quiet, "verbose": verbose}
 
 
 @cli.command()
@@ -100,7 +100,7 @@ def index(ctx: click.Context, paths: tuple[Path, ...], index_dir: Path | None, d
         finally:
             bar.close()
     if not quiet:
-        _print_summary(summary)
+        _print_summary(summary, timings=ctx.obj["verbose"] > 0)
     if summary.failed:
         ctx.exit(EXIT_PARTIAL)
 
@@ -128,11 +128,13 @@ class _ProgressBar:
             self._bar.close()
 
 
-def _print_summary(summary: Any) -> None:
+def _print_summary(summary: Any, *, timings: bool = False) -> None:
     parts = [f"{len(summary.added)} added", f"{len(summary.updated)} updated",
              f"{len(summary.unchanged)} unchanged", f"{len(summary.moved)} moved", f"{len(summary.removed)} removed",
              f"{len(summary.failed)} failed"]
     click.echo(f"{', '.join(parts)} ({summary.vectors_added} vectors added, {summary.seconds:.1f} s)", err=True)
+    if timings and summary.timings:
+        click.echo("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(summary.timings.items())), err=True)
     for old, new in summary.moved:
         click.echo(f"  moved   {old} -> {new}", err=True)
     for path in summary.removed:

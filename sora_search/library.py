@@ -15,7 +15,9 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -118,6 +120,7 @@ class Library:
         self._projection: Projection | None = None
         self._index_generation = -1
         self._worker: DecodeWorker | None = None
+        self._timings: defaultdict[str, float] = defaultdict(float)
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -190,6 +193,7 @@ class Library:
             FileNotFoundError: a path does not exist. IndexLocked: another run is writing this index.
         """
         started = time.monotonic()
+        self._timings = defaultdict(float)
         with _WriteLock(self.location / LOCK_NAME):
             self._remove_leftovers()
             found = scan.walk(paths, exclude=[self.location])
@@ -215,13 +219,14 @@ class Library:
             added, updated, newly_failed, vectors_added = self._encode_files(todo.to_encode, changed_paths,
                                                                              progress, timeout_s)
             failed += newly_failed
-            self._finish_index()
+            with self._timed("index"):
+                self._finish_index()
             summary = IndexSummary(
                 added=tuple(added), updated=tuple(updated),
                 unchanged=tuple(v.path for v in todo.unchanged) + tuple(e.path for e, _ in todo.touched),
                 moved=tuple((k.path, e.path) for e, k in todo.moved),
                 removed=tuple(v.path for v in todo.removed), failed=tuple(failed),
-                vectors_added=vectors_added, seconds=time.monotonic() - started)
+                vectors_added=vectors_added, seconds=time.monotonic() - started, timings=dict(self._timings))
             self._store.record_run(summary)
             return summary
 
@@ -248,26 +253,30 @@ class Library:
             try:
                 info, ts, vecs = self._embed_file(worker, entry.path)
             except VideoError as exc:
-                dropped = self._store.record_failure(path=entry.path, size=entry.size, mtime=entry.mtime,
-                                                     fingerprint=fp, error=exc.reason)
+                with self._timed("store"):
+                    dropped = self._store.record_failure(path=entry.path, size=entry.size, mtime=entry.mtime,
+                                                         fingerprint=fp, error=exc.reason)
                 self._apply_removals([dropped])
                 failed.append(FailedFile(entry.path, exc.reason))
                 status = "failed"
                 logger.info("failed %s: %s", entry.path, exc.reason)
             else:
-                _, new_ids, old_ids = self._store.add_video(
-                    path=entry.path, size=entry.size, mtime=entry.mtime, fingerprint=fp,
-                    duration_s=info.duration_s, fps=info.fps, width=info.width, height=info.height,
-                    timestamps_s=ts, vectors=vecs)
-                self._apply_removals([old_ids])
-                self._add_to_index(new_ids, vecs)
+                with self._timed("store"):
+                    _, new_ids, old_ids = self._store.add_video(
+                        path=entry.path, size=entry.size, mtime=entry.mtime, fingerprint=fp,
+                        duration_s=info.duration_s, fps=info.fps, width=info.width, height=info.height,
+                        timestamps_s=ts, vectors=vecs)
+                with self._timed("index"):
+                    self._apply_removals([old_ids])
+                    self._add_to_index(new_ids, vecs)
                 (updated if status == "updated" else added).append(entry.path)
                 vectors_added += len(new_ids)
             bytes_done += entry.size
             if progress is not None:
                 progress(Progress(n, len(work), bytes_done, bytes_total, entry.path, status))
             if time.monotonic() - last_save > SAVE_EVERY_S:
-                self._finish_index()
+                with self._timed("index"):
+                    self._finish_index()
                 last_save = time.monotonic()
         return added, updated, failed, vectors_added
 
@@ -436,6 +445,14 @@ class Library:
         return problems, len(held)
 
     # ------------------------------------------------------------------ internals
+    @contextmanager
+    def _timed(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._timings[stage] += time.perf_counter() - start
+
     def _decode_worker(self, timeout_s: float) -> DecodeWorker:
         """The library's decode child, started on first use and kept until close (a warm query pays no start-up)."""
         if self._worker is None:
@@ -484,12 +501,20 @@ class Library:
 
         encoder = self._get_encoder()
         ts_parts, vec_parts = [], []
-        with worker.open(path, fps=self._fps, size=encoder.identity.input_size) as video:
+        with self._timed("decode"):
+            video = worker.open(path, fps=self._fps, size=encoder.identity.input_size)
+        with video:
             info = video.info
-            for batch in video:
+            batches = iter(video)
+            while True:
+                with self._timed("decode"):  # waiting for the worker; it decodes ahead while we encode
+                    batch = next(batches, None)
+                if batch is None:
+                    break
                 fault_point("decode")
                 ts_parts.append(batch.timestamps_s)
-                vec_parts.append(encoder.embed(batch.frames))
+                with self._timed("encode"):
+                    vec_parts.append(encoder.embed(batch.frames))
                 fault_point("encode")
         if not ts_parts:
             from .errors import NoFramesError

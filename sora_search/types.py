@@ -106,6 +106,8 @@ class IndexSummary:
     failed: tuple[FailedFile, ...] = ()
     vectors_added: int = 0
     seconds: float = 0.0
+    # Seconds per stage: decode (waiting for frames), encode, store (SQLite writes), index (FAISS updates/saves).
+    timings: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def encoded(self) -> int:

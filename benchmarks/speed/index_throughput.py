@@ -1,0 +1,83 @@
+"""Indexing throughput against the decode floor, measured in one run on the same files.
+
+    python benchmarks/speed/index_throughput.py --media /path/to/media-cache/media [--out results.json]
+
+The decode floor is what ``ffmpeg -threads N -i FILE -f null -`` takes over the same files (every frame decoded,
+nothing else done): no indexer that reads the pixels can beat it. The run then indexes the same files into a fresh
+index with the public API and reports video-seconds per wall-second for both, their ratio, the per-stage
+breakdown (decode wait, encode, store, index) and the peak RSS of the indexer and of its decode worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SUBSETS = {"real": ["video_real"], "animated": ["video_animated"], "all": ["video_real", "video_animated"]}
+
+
+def ffmpeg_floor(files: list[Path], threads: int) -> float:
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        sys.exit("ffmpeg is needed for the decode floor (apt-get install ffmpeg)")
+    start = time.perf_counter()
+    for f in files:
+        subprocess.run([ffmpeg, "-nostdin", "-v", "error", "-threads", str(threads), "-i", str(f), "-f", "null", "-"],
+                       check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--media", type=Path, required=True, help="the media/ folder made by fetch_media.sh")
+    ap.add_argument("--subset", choices=sorted(SUBSETS), default="all")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ffmpeg threads for the floor")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/index_throughput.json"))
+    args = ap.parse_args()
+
+    from sora_search import Library
+    from sora_search.scan import walk
+
+    roots = [args.media / d for d in SUBSETS[args.subset]]
+    files = [Path(f.path) for f in walk(roots).files]
+    floor_s = ffmpeg_floor(files, args.threads)
+
+    with tempfile.TemporaryDirectory() as tmp, Library.open(Path(tmp) / "idx") as lib:
+        start = time.perf_counter()
+        summary = lib.index(roots)
+        index_s = time.perf_counter() - start
+        info = lib.info()
+    video_s = info.duration_s
+    rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # decode worker, ffmpeg
+    result = {
+        "files": len(files), "indexed": info.videos, "failed": len(summary.failed), "video_s": video_s,
+        "vectors": info.vectors, "cpu_count": os.cpu_count(),
+        "decode_floor_s": floor_s, "index_s": index_s,
+        "floor_video_s_per_s": video_s / floor_s, "index_video_s_per_s": video_s / index_s,
+        "index_over_floor": index_s / floor_s,
+        "stages_s": summary.timings,
+        "peak_rss_mib": {"indexer": rss_self, "largest_child": rss_children},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"{len(files)} files, {video_s:.0f} s of video, {info.vectors} vectors ({len(summary.failed)} failed)")
+    print(f"decode floor (ffmpeg -threads {args.threads} -f null): {floor_s:7.1f} s  "
+          f"{video_s / floor_s:6.1f} video-s/s")
+    print(f"sora-search index:                       {index_s:7.1f} s  {video_s / index_s:6.1f} video-s/s")
+    print(f"index / floor: {index_s / floor_s:.2f}x")
+    print("stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(summary.timings.items())))
+    print(f"peak RSS: indexer {rss_self:.0f} MiB, largest child {rss_children:.0f} MiB")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
