@@ -8,6 +8,7 @@ Only new or touched files get a content fingerprint, which also recognises moved
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -29,6 +30,8 @@ VIDEO_EXTENSIONS = frozenset({
 # ISO-BMFF major brands that mean audio only: an .m4a is not a video even though it has an ftyp box.
 _AUDIO_BRANDS = frozenset({b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "})
 _SNIFF_BYTES = 512
+_SPECIAL_FILES = {stat.S_IFIFO: "named pipe", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character device",
+                  stat.S_IFBLK: "block device"}
 _FINGERPRINT_BLOCK = 256 * 1024
 
 
@@ -91,9 +94,12 @@ def _entry(path: str) -> FileEntry | FailedFile | None:
             return FailedFile(path, "broken symbolic link") if _named_like_video(path) else None
         return None
     except OSError as exc:  # symlink loop, permission denied on a parent, name too long...
-        return FailedFile(path, exc.strerror or str(exc)) if _named_like_video(path) else None
+        reason = "symbolic link loop" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+        return FailedFile(path, reason) if _named_like_video(path) else None
     if not stat.S_ISREG(st.st_mode):
-        return None
+        # A pipe or device named like a video is reported, never opened: reading a pipe can block forever.
+        kind = _SPECIAL_FILES.get(stat.S_IFMT(st.st_mode))
+        return FailedFile(path, f"not a regular file ({kind})") if kind and _named_like_video(path) else None
     if not os.access(path, os.R_OK):
         return FailedFile(path, "permission denied (file is not readable)") if _named_like_video(path) else None
     if not _looks_like_video(path):
