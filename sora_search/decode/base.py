@@ -24,6 +24,7 @@ from typing import ClassVar, Generic, Iterator, TypeVar
 
 import numpy as np
 
+from sora_search.decode.diagnose import read_head, still_image
 from sora_search.errors import VideoDecodeError
 from sora_search.types import FrameBatch, VideoInfo
 
@@ -39,7 +40,9 @@ class VideoReader(ABC):
 
     Args:
         path: the video file. The constructor opens it and raises
-            :class:`~sora_search.errors.VideoDecodeError` if it cannot be opened or has no video stream.
+            :class:`~sora_search.errors.VideoDecodeError` if it cannot be opened or has no video stream; the base
+            class already rejects missing, empty, unreadable and still-image files. Reasons for files a backend
+            cannot open come from :func:`sora_search.decode.diagnose.why_unreadable`, so every backend agrees.
     """
 
     backend: ClassVar[str]
@@ -52,6 +55,16 @@ class VideoReader(ABC):
             raise VideoDecodeError(self.path, "file not found")
         if not p.is_file():
             raise VideoDecodeError(self.path, "not a regular file")
+        # Cheap checks no backend needs to be asked about; FFmpeg would open a PNG as a one-frame video.
+        try:
+            head = read_head(self.path, 16)
+        except OSError as exc:
+            raise VideoDecodeError(self.path, f"cannot read: {exc.strerror or exc}") from None
+        if not head:
+            raise VideoDecodeError(self.path, "empty file (0 bytes)")
+        image = still_image(head)
+        if image is not None:
+            raise VideoDecodeError(self.path, f"not a video ({image})")
 
     @property
     @abstractmethod

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from sora_search.decode.base import DEFAULT_SIZE, VideoReader, check_sample_args, select_indices
+from sora_search.decode.diagnose import mp4_rotation, no_video_stream, why_unreadable
 from sora_search.errors import NoFramesError, VideoDecodeError
 from sora_search.types import FrameBatch, VideoInfo
 
@@ -65,15 +66,28 @@ class DecordReader(VideoReader):
         self._vr_size: int | None = None
         try:
             vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=DECODE_THREADS)
+        except Exception as exc:
+            detail = _short(exc)
+            if "cannot find video stream" in detail:
+                raise VideoDecodeError(self.path, no_video_stream(self.path)) from exc
+            if "Cannot create buffer source" in detail:
+                # The stream's pixel format is unknown: FFmpeg decoded no frame while probing it.
+                raise NoFramesError(self.path, "no decodable frame (decord: none decoded while probing the "
+                                               "stream)") from exc
+            if detail.startswith("Error reading"):  # "Error reading <path>...": the cause went to stderr
+                detail = "cannot open it"
+            raise VideoDecodeError(self.path, why_unreadable(self.path, f"decord: {detail}")) from exc
+        try:
             n = len(vr)
             height, width = (int(x) for x in vr[0].shape[:2]) if n else (0, 0)
             pts = np.asarray(vr.get_frame_timestamp(np.arange(n)), dtype=np.float64) if n else np.zeros((0, 2))
             avg_fps = float(vr.get_avg_fps() or 0.0)
         except AssertionError as exc:
             # decord asserts on a zero frame count.
-            raise NoFramesError(self.path, f"decord found no video frames ({_short(exc)})") from exc
+            raise NoFramesError(self.path, f"no decodable frame (decord found none: {_short(exc)})") from exc
         except Exception as exc:
-            raise VideoDecodeError(self.path, f"decord cannot open it: {_short(exc)}") from exc
+            # The container opened; its first frame did not decode.
+            raise NoFramesError(self.path, f"no decodable frame (decord: {_short(exc)})") from exc
         if n and not (np.all(np.isfinite(pts)) and np.all(np.diff(pts[:, 0]) > 0)):
             # Seen on AVI files with packed B-frames: decord reports missing timestamps as about -3.8e17 s, so
             # frames cannot be placed in time. PyAV decodes them in display order.
@@ -84,6 +98,10 @@ class DecordReader(VideoReader):
             # holds 574 frames of which players show 79). Sampling those would index pictures nobody sees and
             # disagree with PyAV, which applies the edit list.
             raise VideoDecodeError(self.path, "the video has an edit list, which decord does not apply; "
+                                              "use backend='pyav'")
+        if mp4_rotation(self.path):
+            # decord ignores the display matrix; frames would be indexed sideways, unlike PyAV's.
+            raise VideoDecodeError(self.path, "the video has a rotation flag, which decord does not apply; "
                                               "use backend='pyav'")
         self._start_s = float(pts[0, 0]) if n else 0.0
         self._pts = pts[:, 0] - self._start_s
@@ -121,7 +139,7 @@ class DecordReader(VideoReader):
         pts = self._pts
         chosen = select_indices(pts, fps, self._info.duration_s)
         if len(chosen) == 0:
-            raise NoFramesError(self.path, "decord found no video frames")
+            raise NoFramesError(self.path, "no decodable frame (decord found none)")
         try:
             vr = self._reader(size)
         except Exception as exc:

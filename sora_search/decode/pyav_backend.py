@@ -1,7 +1,9 @@
 """PyAV backend: sequential decode through FFmpeg, converting only the sampled frames.
 
 Slower than decord on sparse sampling (it decodes every frame) but reads almost anything FFmpeg reads, so it is
-the fallback. av is imported inside the reader, never at module import.
+the fallback. It honours the display matrix (a video stored sideways with a rotation flag is sampled upright),
+which decord cannot, so decord refuses such files and ``"auto"`` lands here. av is imported inside the reader,
+never at module import.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Generator, Iterator
 import numpy as np
 
 from sora_search.decode.base import DEFAULT_SIZE, StreamSampler, VideoReader, check_sample_args
+from sora_search.decode.diagnose import mp4_rotation, no_video_stream, why_unreadable
 from sora_search.errors import NoFramesError, VideoDecodeError
 from sora_search.types import FrameBatch, VideoInfo
 
@@ -41,13 +44,16 @@ class PyAVReader(VideoReader):
         self._av = av
         self._container: Any = None
         self._sampled = False
+        self._packets = self._bad_packets = 0
         try:
             self._container = av.open(self.path, mode="r")
         except Exception as exc:
-            raise VideoDecodeError(self.path, f"PyAV cannot open it: {_short(exc)}") from exc
+            # FFmpeg errors end with ": '<path>'"; strerror is the message without it.
+            detail = getattr(exc, "strerror", None) or _short(exc)
+            raise VideoDecodeError(self.path, why_unreadable(self.path, f"PyAV: {detail}")) from exc
         try:
             if not self._container.streams.video:
-                raise VideoDecodeError(self.path, "no video stream")
+                raise VideoDecodeError(self.path, no_video_stream(self.path, bool(self._container.streams.audio)))
             stream = self._container.streams.video[0]
             # Frame-level threading decodes several frames at once; slice threading helps single large frames.
             stream.thread_type = "AUTO"
@@ -73,8 +79,11 @@ class PyAVReader(VideoReader):
         if duration <= 0 and frames and fps > 0:
             duration = frames / fps
         cc = stream.codec_context
-        return VideoInfo(duration_s=max(duration, 0.0), fps=max(fps, 0.0), width=int(cc.width or 0),
-                         height=int(cc.height or 0), frame_count=frames, backend=self.backend)
+        width, height = int(cc.width or 0), int(cc.height or 0)
+        if mp4_rotation(self.path) in (90, 270):
+            width, height = height, width  # the size as displayed, like the frames sample() yields
+        return VideoInfo(duration_s=max(duration, 0.0), fps=max(fps, 0.0), width=width, height=height,
+                         frame_count=frames, backend=self.backend)
 
     @property
     def info(self) -> VideoInfo:
@@ -106,7 +115,11 @@ class PyAVReader(VideoReader):
         emitted = 0
 
         def convert(frame: Any, t: float) -> None:
-            frames.append(frame.to_ndarray(format="rgb24", width=size, height=size))
+            rgb = frame.to_ndarray(format="rgb24", width=size, height=size)
+            # Honour the display matrix (phone videos shot upright are stored sideways). Frames are square here,
+            # so turning after the resize equals turning first.
+            quarter_turns = round((frame.rotation or 0) / 90) % 4
+            frames.append(np.rot90(rgb, quarter_turns) if quarter_turns else rgb)
             times.append(t)
 
         decoded = self._frames()
@@ -146,7 +159,8 @@ class PyAVReader(VideoReader):
             emitted += len(frames)
             yield _batch(frames, times)
         if emitted == 0:
-            raise NoFramesError(self.path, "PyAV decoded no video frame")
+            raise NoFramesError(self.path, f"no decodable frame ({self._packets} video packets, "
+                                           f"{self._bad_packets} rejected by the decoder)")
 
     def _frames(self) -> Generator[Any, None, None]:
         """Decoded frames in presentation order, skipping packets the decoder rejects.
@@ -155,17 +169,21 @@ class PyAVReader(VideoReader):
         up to :data:`MAX_BAD_PACKETS` (then the file is treated as unreadable).
         """
         av = self._av
-        bad = 0
+        self._packets = self._bad_packets = 0
+        decoded = 0
         for packet in self._container.demux(self._stream):
+            self._packets += packet.size > 0  # the flush packets at the end carry no data
             try:
                 frames = packet.decode()
             except av.error.FFmpegError as exc:
-                bad += 1
+                self._bad_packets += 1
                 logger.debug("%s: skipping undecodable packet at pts %s: %s", self.path, packet.pts, exc)
-                if bad > MAX_BAD_PACKETS:
-                    raise VideoDecodeError(self.path, f"more than {MAX_BAD_PACKETS} undecodable packets "
-                                                      f"(last: {_short(exc)})") from exc
+                if self._bad_packets > MAX_BAD_PACKETS:
+                    what = "no decodable frame" if decoded == 0 else "truncated or corrupt"
+                    raise VideoDecodeError(self.path, f"{what}: more than {MAX_BAD_PACKETS} undecodable "
+                                                      f"packets (last: {_short(exc)})") from exc
                 continue
+            decoded += len(frames)
             yield from frames
 
     def close(self) -> None:

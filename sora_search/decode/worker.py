@@ -411,7 +411,7 @@ def decode_events(path: str, backend: str, fps: float, size: int,
                     yield ("batch", np.ascontiguousarray(frames), ts)
                     last_t = float(ts[-1])
             if current is None:
-                raise NoFramesError(path, f"{name} yielded no frame")
+                raise NoFramesError(path, f"no decodable frame ({name} yielded none)")
             return
         except VideoError as exc:
             if backend != "auto" or name == names[-1]:
