@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from sora_search.decode import DEFAULT_SIZE, DecordReader, PyAVReader
+from sora_search.decode import DEFAULT_SIZE, DecordReader, PyAVReader, VideoReader, open_video
+from sora_search.decode.worker import decode_events
 from sora_search.errors import VideoDecodeError
 from sora_search.types import FrameBatch, VideoInfo
 
@@ -64,3 +65,28 @@ class NotAReader:
     """Not a VideoReader subclass; naming it as a backend must be refused."""
 
     info = VideoInfo(duration_s=0, fps=0, width=0, height=0)
+
+
+class AutoUnlessHang(VideoReader):
+    """Decodes exactly as ``backend="auto"`` does (decord, PyAV fallback, same errors), except that ``sample``
+    never returns on ``*hang*`` files. Lets one index run over a mixed corpus include a hanging decoder."""
+
+    backend = "test-auto-hang"
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        with open_video(path) as reader:  # the "auto" open errors, raised from here as they would be
+            self._info = reader.info
+
+    @property
+    def info(self) -> VideoInfo:
+        return self._info
+
+    def sample(self, fps: float = 1.0, size: int = DEFAULT_SIZE, chunk_size: int = 32) -> Iterator[FrameBatch]:
+        if "hang" in Path(self.path).name:
+            time.sleep(3600)
+        for event in decode_events(self.path, "auto", fps, size, chunk_size):
+            if event[0] == "info":
+                self._info = event[1]
+            elif event[0] == "batch":
+                yield FrameBatch(frames=event[1], timestamps_s=event[2])

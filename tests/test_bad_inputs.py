@@ -1,0 +1,237 @@
+"""A library of bad inputs, made by the tests: one index run must go past every one of them with a clear reason.
+
+The corpus mixes good clips (including the awkward but valid ones: odd names, 4K, variable frame rate, a rotation
+flag, under one second) with files no decoder can use (empty, truncated, random bytes, an image, text, audio only,
+zeroed video packets, unreadable, dangling and looping links, one that hangs its decoder). Everything is generated
+here with ffmpeg and small sizes, so the module runs in well under a minute on two cores.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import sora_search.decode
+from sora_search import Library
+from sora_search.cli import cli
+from sora_search.decode import DecodeWorker, available_backends, open_video
+from sora_search.errors import VideoError
+from tests.media import ffmpeg, make_testsrc
+
+# The hang is simulated by a reader that decodes like backend="auto" but sleeps forever on "*hang*" files; the
+# Library has no decoder-backend option, so the test swaps the worker class it builds (see _hanging_worker).
+HANG_READER = "tests.decode_helpers_hang:AutoUnlessHang"
+HANG_TIMEOUT_S = 3.0
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+ODD_NAME = "ça va — clip.mp4"
+SHELL_NAME = "$(rm -rf ~).mp4"
+
+# name -> the words its recorded reason must contain
+BAD = {
+    "empty.mp4": "empty file (0 bytes)",
+    "truncated.mp4": "truncated or corrupt: file ends inside its mdat box, before the moov index",
+    "random.mp4": "not a video (unrecognised content)",
+    "image.mp4": "not a video (PNG image)",
+    "text.mp4": "not a video (text file)",
+    "audio.mp4": "no video stream (audio only)",
+    "zeroed.mp4": "no decodable frame",
+    "fifo.mp4": "not a regular file (named pipe)",
+    "dangling.mp4": "broken symbolic link",
+    "loop_a.mp4": "symbolic link loop",
+    "loop_b.mp4": "symbolic link loop",
+    "hang.mp4": f"decoder made no progress for {HANG_TIMEOUT_S:g} s",
+}
+if not IS_ROOT:  # root reads a chmod 000 file, so there the named pipe is the only unreadable one
+    BAD["locked.mp4"] = "permission denied"
+# name -> (width, height as displayed, duration in seconds, the sample timestamps at 1 frame/s)
+GOOD = {
+    "good.mp4": (160, 120, 3.0, [0, 1, 2]),
+    ODD_NAME: (160, 120, 2.0, [0, 1]),
+    SHELL_NAME: (160, 120, 2.0, [0, 1]),
+    "short.mp4": (160, 120, 0.4, [0]),
+    "uhd.mp4": (3840, 2160, 2.0, [0, 1]),
+    "vfr.mp4": (160, 120, 4.0, [0, 1, 2, 3]),
+    "rotated.mp4": (120, 160, 2.0, [0, 1]),  # stored 160x120 with a 90-degree display matrix
+}
+
+def _zero_video_packets(src: Path, dst: Path) -> None:
+    """Copy an MP4 whose index comes first (faststart) and zero every byte inside its mdat box."""
+    data = bytearray(src.read_bytes())
+    pos = 0
+    while pos + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        header = 8
+        if size == 1:
+            size, header = struct.unpack(">Q", data[pos + 8:pos + 16])[0], 16
+        elif size == 0:
+            size = len(data) - pos
+        if kind == b"mdat":
+            data[pos + header:pos + size] = bytes(size - header)
+            dst.write_bytes(bytes(data))
+            return
+        pos += size
+    raise AssertionError(f"no mdat box in {src}")
+
+
+def build_corpus(root: Path) -> Path:
+    """Write the good and bad files of the module docstring into ``root/library``; returns that folder."""
+    lib = root / "library"
+    lib.mkdir()
+    scratch = root / "scratch"
+    scratch.mkdir()
+    small = (160, 120)
+    make_testsrc(lib / "good.mp4", 3, size=small, fps=10)
+    make_testsrc(lib / ODD_NAME, 2, size=small, fps=10, pattern="mandelbrot")
+    make_testsrc(lib / SHELL_NAME, 2, size=small, fps=10, pattern="smptebars")
+    make_testsrc(lib / "short.mp4", 0.4, size=small, fps=25, pattern="rgbtestsrc")
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=3840x2160:rate=5", "-t", "2", "-c:v", "libx264",
+           "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(lib / "uhd.mp4"))
+    # 10 frames at 5 fps, then 60 at 30 fps: timestamps, not frame indices, must place the samples.
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=5:duration=2",
+           "-f", "lavfi", "-i", "testsrc=size=160x120:rate=30:duration=2",
+           "-filter_complex", "[0:v]settb=1/90000[a];[1:v]settb=1/90000[b];[a][b]concat=n=2:v=1:a=0[out]",
+           "-map", "[out]", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-fps_mode", "vfr",
+           "-video_track_timescale", "90000", str(lib / "vfr.mp4"))
+    # ffmpeg 5.1 writes a 90-degree display matrix from the "rotate" tag (6.0+ also has -display_rotation).
+    upright = make_testsrc(scratch / "upright.mp4", 2, size=small, fps=10, pattern="smptehdbars")
+    ffmpeg("-i", str(upright), "-c", "copy", "-metadata:s:v", "rotate=90", str(lib / "rotated.mp4"))
+    make_testsrc(lib / "hang.mp4", 2, size=small, fps=10, pattern="yuvtestsrc")
+
+    (lib / "empty.mp4").write_bytes(b"")
+    cut_me = make_testsrc(scratch / "whole.mp4", 3, size=small, fps=10, pattern="testsrc")
+    data = cut_me.read_bytes()
+    (lib / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    (lib / "random.mp4").write_bytes(random.Random(4).randbytes(64 * 1024))
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120", "-frames:v", "1", str(scratch / "still.png"))
+    shutil.copy(scratch / "still.png", lib / "image.mp4")
+    (lib / "text.mp4").write_text("These are meeting notes, saved under the wrong name.\n" * 40)
+    for name in ("audio.mp4", "audio.m4a"):
+        ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-c:a", "aac", str(lib / name))
+    faststart = scratch / "faststart.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10", "-t", "2", "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(faststart))
+    _zero_video_packets(faststart, lib / "zeroed.mp4")
+    os.mkfifo(lib / "fifo.mp4")
+    if not IS_ROOT:
+        shutil.copy(lib / "good.mp4", lib / "locked.mp4")
+        os.chmod(lib / "locked.mp4", 0)
+    os.symlink("missing.mp4", lib / "dangling.mp4")
+    os.symlink("loop_b.mp4", lib / "loop_a.mp4")  # loop_a -> loop_b -> loop_a
+    os.symlink("loop_a.mp4", lib / "loop_b.mp4")
+    return lib
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    lib = build_corpus(tmp_path_factory.mktemp("bad-inputs"))
+    yield lib
+    locked = lib / "locked.mp4"
+    if locked.exists():
+        os.chmod(locked, 0o644)  # so pytest can clean up the tmp folder
+
+
+def _hanging_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the Library's decode worker use HANG_READER (the Library itself accepts no backend)."""
+    monkeypatch.setattr(sora_search.decode, "DecodeWorker", functools.partial(DecodeWorker, backend=HANG_READER))
+
+
+@pytest.fixture(scope="module")
+def runs(corpus: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Two index runs over the corpus with the tiny encoder: (index folder, library, first, second summary)."""
+    idx = tmp_path_factory.mktemp("bad-inputs-index") / "idx"
+    with pytest.MonkeyPatch.context() as mp:
+        _hanging_worker(mp)
+        with Library.open(idx, encoder="tiny") as lib:
+            first = lib.index([corpus], timeout_s=HANG_TIMEOUT_S)
+            second = lib.index([corpus], timeout_s=HANG_TIMEOUT_S)
+            yield idx, lib, first, second
+
+
+def _reasons(summary) -> dict[str, str]:
+    return {os.path.basename(f.path): f.reason for f in summary.failed}
+
+
+def test_every_bad_file_is_reported_with_its_reason(runs) -> None:
+    _, _, first, _ = runs
+    reasons = _reasons(first)
+    assert sorted(reasons) == sorted(BAD), reasons
+    for name, expected in BAD.items():
+        assert expected in reasons[name], f"{name}: {reasons[name]!r} does not say {expected!r}"
+    for reason in reasons.values():
+        assert "\n" not in reason and len(reason) < 200
+
+
+def test_every_good_file_is_indexed(runs, corpus: Path) -> None:
+    _, lib, first, _ = runs
+    assert sorted(os.path.basename(p) for p in first.added) == sorted(GOOD)
+    assert (corpus / SHELL_NAME).is_file() and (corpus / ODD_NAME).is_file()
+    videos = {os.path.basename(v.path): v for v in lib._store.videos() if v.status == "indexed"}
+    for name, (width, height, seconds, samples) in GOOD.items():
+        v = videos[name]
+        assert (v.width, v.height) == (width, height), name
+        assert v.duration_s == pytest.approx(seconds, abs=0.05), name
+        _, ts, _ = lib._store.vectors_of_video(v.id)
+        np.testing.assert_allclose(ts, samples, atol=1e-3, err_msg=name)
+
+
+# Files that reach a decoder (the rest are caught by the scan or the worker): every backend gives the same reason.
+DECODER_CASES = ["empty.mp4", "truncated.mp4", "random.mp4", "image.mp4", "text.mp4", "audio.mp4", "zeroed.mp4"]
+
+
+@pytest.mark.parametrize("backend", available_backends())
+@pytest.mark.parametrize("name", DECODER_CASES)
+def test_each_backend_gives_the_same_reason(backend: str, name: str, corpus: Path) -> None:
+    with pytest.raises(VideoError) as err:
+        with open_video(corpus / name, backend) as reader:
+            list(reader.sample(fps=1.0, size=32))
+    assert BAD[name] in err.value.reason and err.value.path == str(corpus / name)
+
+
+def test_rotated_video_is_sampled_upright(corpus: Path) -> None:
+    """The display matrix is honoured: frames equal the upright source turned as a player shows them."""
+    with open_video(corpus / "rotated.mp4") as reader:
+        turned = np.concatenate([b.frames for b in reader.sample(fps=1.0, size=64)])
+    with open_video(corpus.parent / "scratch" / "upright.mp4", "pyav") as reader:
+        upright = np.concatenate([b.frames for b in reader.sample(fps=1.0, size=64)])
+    np.testing.assert_array_equal(turned, np.rot90(upright, 1, axes=(1, 2)))
+
+
+def test_audio_only_m4a_is_not_a_video(runs) -> None:
+    """An .m4a is audio by name and by brand: skipped, neither indexed nor reported."""
+    _, _, first, _ = runs
+    assert not any(p.endswith("audio.m4a") for p in first.added)
+    assert "audio.m4a" not in _reasons(first)
+
+
+def test_unchanged_failures_are_not_retried(runs) -> None:
+    _, _, first, second = runs
+    assert second.encoded == 0 and second.vectors_added == 0
+    assert _reasons(second) == _reasons(first)
+    assert second.seconds < HANG_TIMEOUT_S  # the hanging file was not attempted again
+
+
+@pytest.mark.skipif(IS_ROOT, reason="root reads a chmod 000 file anyway; the corpus's fifo.mp4 is its unreadable "
+                                     "file there")
+def test_unreadable_file_is_reported_when_not_root(runs) -> None:
+    _, _, first, _ = runs
+    assert "permission denied" in _reasons(first)["locked.mp4"]
+
+
+def test_cli_exits_3_and_lists_each_failure_on_one_line(runs, corpus: Path) -> None:
+    """The CLI over the same index: nothing left to decode, and the stored failures still reported, one a line."""
+    idx, _, first, _ = runs
+    result = CliRunner().invoke(cli, ["index", str(corpus), "--index", str(idx)])
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert f"{len(GOOD)} unchanged" in lines[0] and f"{len(BAD)} failed" in lines[0]
+    for f in first.failed:
+        assert lines.count(f"  failed  {f.path}: {f.reason}") == 1, (f, lines)
