@@ -109,8 +109,9 @@ class Library:
     """A video library index on disk. Open with :meth:`open`; close with :meth:`close` or a ``with`` block."""
 
     def __init__(self, location: Path, store: Store, *, encoder_name: str, device: str | None,
-                 fps: float) -> None:
+                 fps: float, decode_backend: str = "auto") -> None:
         self.location = location
+        self._decode_backend = decode_backend
         self._store = store
         self._encoder_name = encoder_name
         self._device = device
@@ -125,7 +126,7 @@ class Library:
     # ------------------------------------------------------------------ lifecycle
     @classmethod
     def open(cls, path: str | Path | None = None, *, create: bool = True, encoder: str | None = None,
-             device: str | None = None, fps: float | None = None) -> Library:
+             device: str | None = None, fps: float | None = None, decode_backend: str = "auto") -> Library:
         """Open the index at ``path`` (default: :func:`default_location`).
 
         Args:
@@ -134,6 +135,8 @@ class Library:
                 for a different one raises EncoderMismatch.
             device: ``cpu`` or ``cuda`` (default: ``$SORA_SEARCH_DEVICE``, else CUDA when available).
             fps: sampling rate for a new index (default 1 frame per second); fixed once the index exists.
+            decode_backend: ``auto`` (decord, then PyAV), ``decord``, ``pyav``, or ``module:Class`` naming a
+                :class:`sora_search.decode.VideoReader` (plugins, tests).
         """
         from .store import Store
 
@@ -160,7 +163,7 @@ class Library:
                                       "use another --index folder for another sampling rate")
             encoder, fps = meta.encoder_name, meta.sampling_fps
         return cls(location, store, encoder_name=encoder or DEFAULT_ENCODER, device=device,
-                   fps=fps or DEFAULT_FPS)
+                   fps=fps or DEFAULT_FPS, decode_backend=decode_backend)
 
     def close(self) -> None:
         if self._worker is not None:
@@ -458,7 +461,7 @@ class Library:
         if self._worker is None:
             from .decode import DecodeWorker
 
-            self._worker = DecodeWorker(timeout_s=timeout_s)
+            self._worker = DecodeWorker(backend=self._decode_backend, timeout_s=timeout_s)
         self._worker.timeout_s = float(timeout_s)
         return self._worker
 
@@ -519,7 +522,7 @@ class Library:
         if not ts_parts:
             from .errors import NoFramesError
 
-            raise NoFramesError(path, "no frame could be decoded")
+            raise NoFramesError(path, "no decodable frame")
         ts = np.concatenate(ts_parts)
         vecs = temporal_pool(np.concatenate(vec_parts), radius=TEMPORAL_RADIUS)
         return info, ts, vecs

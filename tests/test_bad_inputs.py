@@ -8,7 +8,6 @@ here with ffmpeg and small sizes, so the module runs in well under a minute on t
 
 from __future__ import annotations
 
-import functools
 import os
 import random
 import shutil
@@ -19,15 +18,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import sora_search.decode
 from sora_search import Library
 from sora_search.cli import cli
-from sora_search.decode import DecodeWorker, available_backends, open_video
+from sora_search.decode import available_backends, open_video
 from sora_search.errors import VideoError
 from tests.media import ffmpeg, make_testsrc
 
-# The hang is simulated by a reader that decodes like backend="auto" but sleeps forever on "*hang*" files; the
-# Library has no decoder-backend option, so the test swaps the worker class it builds (see _hanging_worker).
+# The hang is simulated by a reader that decodes like backend="auto" but sleeps forever on "*hang*" files, passed to
+# the Library as its decode backend.
 HANG_READER = "tests.decode_helpers_hang:AutoUnlessHang"
 HANG_TIMEOUT_S = 3.0
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -138,21 +136,14 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.chmod(locked, 0o644)  # so pytest can clean up the tmp folder
 
 
-def _hanging_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the Library's decode worker use HANG_READER (the Library itself accepts no backend)."""
-    monkeypatch.setattr(sora_search.decode, "DecodeWorker", functools.partial(DecodeWorker, backend=HANG_READER))
-
-
 @pytest.fixture(scope="module")
 def runs(corpus: Path, tmp_path_factory: pytest.TempPathFactory):
     """Two index runs over the corpus with the tiny encoder: (index folder, library, first, second summary)."""
     idx = tmp_path_factory.mktemp("bad-inputs-index") / "idx"
-    with pytest.MonkeyPatch.context() as mp:
-        _hanging_worker(mp)
-        with Library.open(idx, encoder="tiny") as lib:
-            first = lib.index([corpus], timeout_s=HANG_TIMEOUT_S)
-            second = lib.index([corpus], timeout_s=HANG_TIMEOUT_S)
-            yield idx, lib, first, second
+    with Library.open(idx, encoder="tiny", decode_backend=HANG_READER) as lib:
+        first = lib.index([corpus], timeout_s=HANG_TIMEOUT_S)
+        second = lib.index([corpus], timeout_s=HANG_TIMEOUT_S)
+        yield idx, lib, first, second
 
 
 def _reasons(summary) -> dict[str, str]:

@@ -51,6 +51,13 @@ _STOP_GRACE_S = 2.0
 _STARTUP_TIMEOUT_S = 60.0
 
 
+def _child_stderr_wanted() -> bool:
+    """decord and FFmpeg print native log lines (seeks, damaged packets) that would land under the progress bar;
+    every failure reaches the parent through the protocol anyway, so the child's stderr is only shown when
+    debugging (SORA_SEARCH_DEBUG=1 or debug logging for this module)."""
+    return os.environ.get("SORA_SEARCH_DEBUG", "") not in ("", "0") or logger.isEnabledFor(logging.DEBUG)
+
+
 class DecodeWorker:
     """A reusable decoding child process.
 
@@ -97,7 +104,8 @@ class DecodeWorker:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         with child_sock:  # our copy of the child's end must close, or a dead child would never read as EOF
             proc = subprocess.Popen([sys.executable, "-m", "sora_search.decode._child", str(child_sock.fileno())],
-                                    pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL, env=env)
+                                    pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL, env=env,
+                                    stderr=None if _child_stderr_wanted() else subprocess.DEVNULL)
         parent_conn = Connection(parent_sock.detach())
         self._proc, self._conn = proc, parent_conn
         try:
