@@ -125,3 +125,21 @@ def test_info_and_remove(runner, tiny_index, library_copy):
 def test_upgrade_on_current_schema(runner, tiny_index):
     result = runner.invoke(cli, ["upgrade", "--index", str(tiny_index)])
     assert result.exit_code == 0 and "schema already at" in result.output
+
+
+from tests.test_migrations import scripts_with_0002  # noqa: E402,F401  (fixture: makes 0001 an older revision)
+
+
+def test_older_schema_is_one_line_then_upgrade_fixes_it(runner, tmp_path, scripts_with_0002):
+    import shutil
+    from pathlib import Path
+
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    shutil.copy(Path(__file__).parent / "data" / "rev0001.db", idx / "sora.db")
+    old = runner.invoke(cli, ["info", "--index", str(idx)])
+    assert old.exit_code == 1 and len(old.output.strip().splitlines()) == 1
+    assert "0001" in old.output and "sora-search upgrade" in old.output
+    up = runner.invoke(cli, ["upgrade", "--index", str(idx)])
+    assert up.exit_code == 0 and up.output.strip() == "schema 0001 -> 0002"
+    assert runner.invoke(cli, ["info", "--index", str(idx)]).exit_code == 0
