@@ -56,15 +56,21 @@ def _stored(idx: Path) -> tuple[set[str], np.ndarray]:
         return paths, lib._store.all_vector_ids()
 
 
+def _working_copy(half_indexed, tmp_path: Path) -> tuple[Path, Path]:
+    """A private copy of the half-indexed library and its index, the copy's files indexed under their new paths."""
+    _, lib_dir, idx0, _ = half_indexed
+    work, idx = tmp_path / "library", tmp_path / "idx"
+    shutil.copytree(lib_dir, work)
+    shutil.copytree(idx0, idx)
+    with Library.open(idx) as lib:
+        lib.index([work])
+    return work, idx
+
+
 @pytest.mark.parametrize("fault", ["decode:2", "encode:2", "store:2", "faiss:1"])
 def test_kill_during_index_loses_nothing(half_indexed, tmp_path, fault):
-    root, lib_dir, idx0, ids_before = half_indexed
-    lib_dir_copy = tmp_path / "library"
-    shutil.copytree(lib_dir, lib_dir_copy)
-    idx = tmp_path / "idx"
-    shutil.copytree(idx0, idx)
-    with Library.open(idx) as lib:  # the copied library moved: re-path it so its vectors are the "before" state
-        lib.index([lib_dir_copy])
+    root, _, _, ids_before = half_indexed
+    lib_dir_copy, idx = _working_copy(half_indexed, tmp_path)
     _, ids_kept = _stored(idx)
     assert len(ids_kept) >= len(ids_before)
 
@@ -109,13 +115,8 @@ def test_check_finds_and_repairs_a_stale_or_damaged_faiss_file(half_indexed, tmp
 
 
 def test_queries_during_an_index_run_never_fail(half_indexed, tmp_path, media_dir):
-    root, lib_dir, idx0, _ = half_indexed
-    idx = tmp_path / "idx"
-    shutil.copytree(idx0, idx)
-    work = tmp_path / "library"
-    shutil.copytree(lib_dir, work)
-    with Library.open(idx) as lib:
-        lib.index([work])
+    root = half_indexed[0]
+    work, idx = _working_copy(half_indexed, tmp_path)
     for i in range(6):  # enough new files that the run takes a while
         shutil.copy(root / "later" / ("bars.mp4" if i % 2 else "mandel.mp4"), work / f"new_{i}.mp4")
         with open(work / f"new_{i}.mp4", "ab") as f:
@@ -165,17 +166,14 @@ def test_unwritable_index_folder_is_one_line(half_indexed):
 def test_full_disk_fails_cleanly_and_keeps_the_previous_state(half_indexed, tmp_path):
     import resource
 
-    root, lib_dir, idx0, _ = half_indexed
-    idx = tmp_path / "idx"
-    shutil.copytree(idx0, idx)
-    work = tmp_path / "library"
-    shutil.copytree(lib_dir, work)
+    root = half_indexed[0]
+    work, idx = _working_copy(half_indexed, tmp_path)
     shutil.copytree(root / "later", work / "later")
     before = _stored(idx)
 
-    def no_room() -> None:  # writes past 64 KiB fail with EFBIG, as on a full disk (root ignores permissions)
+    def no_room() -> None:  # writes past 4 KiB fail with EFBIG, as on a full disk (root ignores permissions)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 
     env = {k: v for k, v in os.environ.items() if k != "SORA_SEARCH_FAULT"}
     full = subprocess.run([sys.executable, "-m", "sora_search", "-q", "index", str(work), "--index", str(idx)],

@@ -49,7 +49,7 @@ class DecordReader(VideoReader):
     """Reads a video with decord.
 
     The sampled frame indices come from decord's frame timestamp table (``get_frame_timestamp``), so variable
-    frame rate video is sampled by time; frames are read in contiguous runs from the nearest key frame (see
+    frame rate video is sampled by time; frames are read in contiguous runs from the start (see
     :meth:`_decode_chosen` for why not sparse ``get_batch``).
     """
 
