@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sora_search.errors import IndexNotFound, StoreError
-from sora_search.index import VectorIndex, choose_nlist, choose_nprobe
+from sora_search.index import FP16_MIN_VECTORS, VectorIndex, choose_encoding, choose_nlist, choose_nprobe
 
 DIM = 32
 
@@ -193,3 +193,37 @@ def test_choose_nlist_monotone_and_sane() -> None:
 def test_import_is_cheap() -> None:
     code = "import sys, sora_search.index; assert 'faiss' not in sys.modules and 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_measured_defaults() -> None:
+    # Pinned by benchmarks/speed/faiss_scale.py (recall@10 >= 0.95 at >= 20x exact search at 1M); change together.
+    assert (choose_nlist(10**5), choose_nprobe(choose_nlist(10**5))) == (1024, 8)
+    assert (choose_nlist(10**6), choose_nprobe(choose_nlist(10**6))) == (2048, 8)
+    assert choose_nprobe(4096) == 16 and choose_nprobe(8192) == 32
+    assert choose_encoding(None) == choose_encoding(FP16_MIN_VECTORS - 1) == "flat"
+    assert choose_encoding(FP16_MIN_VECTORS) == choose_encoding(10**7) == "fp16"
+
+
+def test_fp16_index_matches_exact_search(tmp_path: Path, data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    corpus, ids, queries = data
+    index = VectorIndex.build(DIM, corpus, nlist=16, expected_n=FP16_MIN_VECTORS)
+    assert index.encoding == "fp16"
+    assert VectorIndex.build(DIM, corpus, nlist=16, expected_n=FP16_MIN_VECTORS - 1).encoding == "flat"
+    index.add(ids, corpus)
+    index.nprobe = index.nlist
+    scores, got = index.search(queries, 10)
+    want_scores, want = _exact(corpus, ids, queries, 10)
+    np.testing.assert_allclose(scores, want_scores, atol=2e-3)  # float16 keeps ~3 digits
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want)]) >= 0.95
+    assert index.describe() == "IVF16,SQfp16 (inner product), nprobe 16"
+    assert index.nbytes() < len(ids) * DIM * 4
+
+    path = tmp_path / "vectors.faiss"
+    index.save(path, generation=5)
+    loaded, generation = VectorIndex.load(path)
+    assert generation == 5 and loaded.encoding == "fp16" and loaded.describe() == index.describe()
+    np.testing.assert_array_equal(loaded.search(queries, 10)[1], got)
+    assert loaded.remove(ids[:10]) == 10 and loaded.ntotal == len(ids) - 10
+    assert not set(ids[:10]) & set(loaded.search(corpus[:10], 5)[1].ravel())
+    with pytest.raises(ValueError):
+        VectorIndex.build(DIM, corpus, nlist=16, encoding="pq")
