@@ -1,0 +1,55 @@
+"""The FAISS-at-scale benchmark's generator and one tiny run (the full run is benchmarks/speed/faiss_scale.py)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def faiss_scale() -> ModuleType:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "speed" / "faiss_scale.py"
+    spec = importlib.util.spec_from_file_location("faiss_scale", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _seeds(m: int = 300) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    walk = np.cumsum(rng.standard_normal((m, 256)) * 0.2, axis=0) + rng.standard_normal(256)
+    return (walk / np.linalg.norm(walk, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_generator_makes_perturbed_unit_vectors_and_held_out_queries(faiss_scale: ModuleType) -> None:
+    gen = faiss_scale.Generator(_seeds(), clip_len=60, seed=0)
+    base, cos, clips = gen.base(6000, chunk=2500)
+    again, _, _ = gen.base(6000, chunk=2500)
+    np.testing.assert_array_equal(base, again)  # seeded
+    assert base.shape == (6000, 256) and base.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(base, axis=1), 1.0, atol=1e-5)
+    assert 0.75 <= np.percentile(cos, 5) and np.percentile(cos, 95) <= 0.97  # 0.84-0.95 on real seeds
+    queries, kind = gen.queries(100, 6000, clips)
+    assert queries.shape == (100, 256) and (kind == "copy").sum() == 50
+    best = (queries @ base.T).max(axis=1)
+    assert best.max() < 0.999  # held out: no query is a base vector
+    assert np.median(best[kind == "copy"]) > np.median(best[kind == "novel"])
+
+
+def test_tiny_run_reports_recall_and_ratios(faiss_scale: ModuleType) -> None:
+    gen = faiss_scale.Generator(_seeds(), clip_len=60, seed=0)
+    args = argparse.Namespace(queries=50, single=5, single_flat=3, seed=0, sweep=True, compressed=["IVF,SQfp16"],
+                              compressed_min_n=4000, compressed_nprobe=[8], k_factor=[1], nprobe=[8, 16],
+                              nlist_factors_for=lambda n: [16])
+    out = faiss_scale.run_size(gen, 4000, args)
+    d = out["default"]
+    assert d["nlist"] == 64 and d["nprobe"] == 8 and d["describe"].startswith("IVF64,Flat")
+    assert 0.5 <= d["recall_at_10"] <= 1.0 and d["speedup_vs_flat"] > 0 and d["index_bytes"] > 0
+    assert {(r["nlist"], r["nprobe"]) for r in out["sweep"]} == {(16, 8), (64, 8)}  # nprobe > nlist / 8 skipped
+    assert out["compressed"][0]["factory"] == "IVF64,SQfp16"
