@@ -17,7 +17,7 @@ fresh perturbations of random frames of base clips (a re-encoded copy: new frame
 "re-encoding" noise, a position between stored frames), half are frames of new clips not in the base (footage
 near, but not in, the library).
 
-Run (about 10-14 minutes on 2 cores, ~6 GB RAM at 1M)::
+Run (about 4 minutes on 2 cores; a few GB of RAM at 1M)::
 
     python benchmarks/speed/faiss_scale.py --index /path/to/idx            # or --media /work/media-cache/media
     python benchmarks/speed/faiss_scale.py --index IDX --sizes 100000 --no-sweep   # quick
