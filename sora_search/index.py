@@ -100,8 +100,9 @@ def choose_nprobe(nlist: int) -> int:
     recall@10 at a fixed nprobe falls as lists get finer and holds roughly where ``nprobe / nlist`` is
     constant: at 1M vectors, 2048 lists with 8 probes give 0.965, 4096 with 16 0.980, 8192 with 32 0.990. The
     floor of 8 keeps small indexes at recall >= 0.98 (100k: 0.990), where extra lists are cheap. At the
-    1M default (2048 lists, float16, see :func:`choose_encoding`): recall@10 0.964, 17.7x faster than batched
-    exact search and 214x than single-query exact search (p50 0.46 ms); nprobe 16 gives 0.991 at 9.9x, and
+    1M default (2048 lists, float16, see :func:`choose_encoding`): recall@10 0.964, 17.7-24.3x faster than
+    batched exact search over three runs, 214-280x than single-query exact search (p50 0.46 ms, p95 0.69 ms),
+    which meets the 1M target (recall@10 >= 0.95 at >= 20x) only just; nprobe 16 gives 0.991 at 9-13x, and
     nprobe 4 0.910, so 8 is the smallest that keeps recall@10 >= 0.95. Copies of indexed footage are the
     harder queries (0.932 at nprobe 8, 0.983 at 16): their true top 10 are near-ties from one clip.
     """
