@@ -50,6 +50,7 @@ NEIGHBOURS = 64            # k-NN per probe vector, before grouping by video
 TEMPORAL_RADIUS = 1        # "pooled again over time": each vector averages its +-1 s neighbours
 PROJECTION_DIM = 256
 PCA_MIN_VECTORS = 1000     # below this the projection only centres (too few vectors for principal axes)
+PROJECTION_SAMPLE = 100_000  # vectors the projection is fitted on
 RETRAIN_GROWTH = 4.0       # retrain projection and IVF once the corpus has grown this many times
 SAVE_EVERY_S = 60.0        # during long runs, persist the FAISS file at least this often
 
@@ -606,12 +607,12 @@ class Library:
         total = self._store.vector_count()
         if total == 0:
             return
-        sample = self._store.sample_vectors(100_000, seed=0)
-        projection = Projection.fit(sample, PROJECTION_DIM, min_vectors=PCA_MIN_VECTORS)
-        projected = projection.apply(sample)
         nlist = choose_nlist(total)
-        train = projected[: max(nlist * 256, 10_000)]
-        index = VectorIndex.build(projection.out_dim, train, nlist=nlist)
+        # The projection needs ~100k vectors; the IVF wants >= 39 per list, more than that once nlist > 2560.
+        sample = self._store.sample_vectors(max(PROJECTION_SAMPLE, 39 * nlist), seed=0)
+        projection = Projection.fit(sample[:PROJECTION_SAMPLE], PROJECTION_DIM, min_vectors=PCA_MIN_VECTORS)
+        index = VectorIndex.build(projection.out_dim, projection.apply(sample), nlist=nlist, expected_n=total)
+        del sample
         for ids, raw in self._store.iter_vectors():
             index.add(ids, projection.apply(raw))
         # A new projection invalidates any FAISS file on disk: bump the generation so a crash before the save
