@@ -1,0 +1,88 @@
+"""Query latency for 10 s probes: warm (a loaded Library) and cold (the CLI), against decoding and encoding the
+probe alone, measured in one run.
+
+    python benchmarks/speed/query_latency.py --index IDX --media /path/to/media-cache/media [--probes 8]
+
+IDX is an index of the media (for example the one `index_throughput.py` or `sora-search index` built). Probes are
+10 s excerpts of indexed videos re-encoded at half size (made with ffmpeg, deleted afterwards). For each probe:
+"floor" decodes and encodes it with the library's own worker and encoder (the work a query cannot avoid), "warm"
+is ``Library.query`` on an already-open library, "cold" is a whole ``sora-search query`` process. "right video
+first" counts the probe's source video only: in the fetch_media.sh library the Big Buck Bunny trailer's shots are
+also in the film, so a trailer probe may rightly list the film first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--index", type=Path, required=True)
+    ap.add_argument("--media", type=Path, required=True, help="the media/ folder made by fetch_media.sh")
+    ap.add_argument("--probes", type=int, default=8)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/query_latency.json"))
+    args = ap.parse_args()
+
+    from sora_search import Library
+
+    ffmpeg = shutil.which("ffmpeg") or sys.exit("ffmpeg is needed to cut probes")
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp, Library.open(args.index, create=False) as lib:
+        videos = [v for v in lib._store.videos(status="indexed") if v.duration_s >= 12]
+        probes = []
+        for i, v in enumerate(rng.choice(len(videos), size=min(args.probes, len(videos)), replace=False)):
+            video = videos[int(v)]
+            start = float(rng.uniform(0, video.duration_s - 10.5))
+            out = Path(tmp) / f"probe_{i}.mp4"
+            subprocess.run([ffmpeg, "-nostdin", "-v", "error", "-y", "-ss", f"{start:.2f}", "-i", video.path,
+                            "-t", "10", "-vf", "scale=trunc(iw/4)*2:trunc(ih/4)*2", "-an", str(out)], check=True)
+            probes.append((out, video.path))
+        lib.query(probes[0][0])  # load the encoder, the FAISS file and the decode worker once
+        floor, warm, cold, correct = [], [], [], 0
+        for probe, truth in probes:
+            t = time.perf_counter()
+            lib._embed_file(lib._decode_worker(60), probe)
+            floor.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            result = lib.query(probe)
+            warm.append(time.perf_counter() - t)
+            correct += bool(result.matches) and result.matches[0].path == truth
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "sora_search", "query", str(probe), "--index", str(args.index)],
+                           check=True, stdout=subprocess.DEVNULL, env=dict(os.environ))
+            cold.append(time.perf_counter() - t)
+
+    def p(xs: list[float], q: float) -> float:
+        return float(np.percentile(xs, q))
+
+    result = {
+        "probes": len(probes), "top1_correct": correct,
+        "floor_s": {"p50": p(floor, 50), "p95": p(floor, 95)},
+        "warm_s": {"p50": p(warm, 50), "p95": p(warm, 95)},
+        "cold_s": {"p50": p(cold, 50), "p95": p(cold, 95)},
+        "warm_over_floor_p50": p(warm, 50) / p(floor, 50),
+        "cold_over_floor_p50": p(cold, 50) / p(floor, 50),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"{len(probes)} probes of 10 s, {correct} with the right video first")
+    for name in ("floor", "warm", "cold"):
+        r = result[f"{name}_s"]
+        print(f"{name:5s} p50 {r['p50']:.2f} s  p95 {r['p95']:.2f} s")
+    print(f"warm / floor (p50): {result['warm_over_floor_p50']:.2f}x   cold / floor: {result['cold_over_floor_p50']:.2f}x")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
