@@ -610,7 +610,9 @@ class Library:
         nlist = choose_nlist(total)
         # The projection needs ~100k vectors; the IVF wants >= 39 per list, more than that once nlist > 2560.
         sample = self._store.sample_vectors(max(PROJECTION_SAMPLE, 39 * nlist), seed=0)
-        projection = Projection.fit(sample[:PROJECTION_SAMPLE], PROJECTION_DIM, min_vectors=PCA_MIN_VECTORS)
+        # The sample comes in id order (oldest videos first): fit on rows spread across all of it, not a prefix.
+        spread = np.linspace(0, len(sample) - 1, min(len(sample), PROJECTION_SAMPLE)).astype(np.int64)
+        projection = Projection.fit(sample[spread], PROJECTION_DIM, min_vectors=PCA_MIN_VECTORS)
         index = VectorIndex.build(projection.out_dim, projection.apply(sample), nlist=nlist, expected_n=total)
         del sample
         for ids, raw in self._store.iter_vectors():
