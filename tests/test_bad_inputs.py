@@ -170,7 +170,10 @@ def test_every_good_file_is_indexed(runs, corpus: Path) -> None:
         assert (v.width, v.height) == (width, height), name
         assert v.duration_s == pytest.approx(seconds, abs=0.05), name
         _, ts, _ = lib._store.vectors_of_video(v.id)
-        np.testing.assert_allclose(ts, samples, atol=1e-3, err_msg=name)
+        # Each sample is the latest decoded frame at its instant; PyAV skips non-reference frames at 1 frame/s, so
+        # it may be up to a B-frame run (3 frames, <= 0.3 s in these clips) earlier than the frame on screen.
+        assert len(ts) == len(samples), name
+        assert np.all(ts <= np.asarray(samples) + 1e-3) and np.all(np.asarray(samples) - ts <= 0.3 + 1e-3), (name, ts)
 
 
 # Files that reach a decoder (the rest are caught by the scan or the worker): every backend gives the same reason.

@@ -23,6 +23,7 @@ from sora_search.decode import (
     open_video,
 )
 from sora_search.decode.base import StreamSampler, select_indices
+from sora_search.decode.pyav_backend import PyAVReader
 from sora_search.decode.worker import decode_events
 from sora_search.errors import DecodeTimeout, NoFramesError, VideoDecodeError, VideoError
 from sora_search.types import FrameBatch
@@ -98,10 +99,32 @@ def _expected(pts: np.ndarray, fps: float, duration_s: float) -> np.ndarray:
 
 def test_registry_order_and_names() -> None:
     assert BACKENDS, "no decoder installed"
-    assert BACKENDS == [n for n in ("decord", "pyav") if n in BACKENDS]
+    assert BACKENDS == [n for n in ("pyav", "decord") if n in BACKENDS]
     assert set(decode.BACKENDS) == set(BACKENDS)
     for name, cls in decode.BACKENDS.items():
         assert cls.backend == name
+
+
+@pytest.fixture
+def exact_pyav(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyAV without non-reference frame skipping: the exact sampling rule, frame for frame like decord."""
+    monkeypatch.setattr(PyAVReader, "skip_nonref", False)
+
+
+@pytest.mark.skipif("pyav" not in BACKENDS, reason="PyAV not installed")
+@pytest.mark.parametrize("clip", ["cfr", "vfr"])
+@pytest.mark.parametrize("fps", [1.0, 2.0, 4.0])
+def test_pyav_skipping_nonref_stays_close_to_exact(clip: str, fps: float, clips: dict[str, Path],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    with open_video(clips[clip], "pyav") as reader:
+        fast_frames, fast_ts = _all(reader.sample(fps=fps, size=64))
+    monkeypatch.setattr(PyAVReader, "skip_nonref", False)
+    with open_video(clips[clip], "pyav") as reader:
+        frames, ts = _all(reader.sample(fps=fps, size=64))
+    # Same sampling instants; each sample is the latest decoded frame, at most a B-frame run (x264: 3) earlier.
+    assert len(fast_ts) == len(ts)
+    assert np.all(fast_ts <= ts + 1e-6) and np.all(ts - fast_ts <= 3 * 0.1 + 1e-6)
+    assert np.abs(fast_frames.astype(np.int16) - frames.astype(np.int16)).mean() < 20
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -117,7 +140,7 @@ def test_info(backend: str, clips: dict[str, Path]) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("fps", [1.0, 2.0])
-def test_sampling_count_and_timestamps(backend: str, fps: float, clips: dict[str, Path]) -> None:
+def test_sampling_count_and_timestamps(backend: str, fps: float, clips: dict[str, Path], exact_pyav: None) -> None:
     with open_video(clips["cfr"], backend) as reader:
         frames, ts = _all(reader.sample(fps=fps))
     n = int(10 * fps)
@@ -154,7 +177,7 @@ def test_chunking_preserves_frames(backend: str, clips: dict[str, Path]) -> None
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("fps", [1.0, 4.0, 10.0])
-def test_variable_frame_rate_uses_real_timestamps(backend: str, fps: float, clips: dict[str, Path]) -> None:
+def test_variable_frame_rate_uses_real_timestamps(backend: str, fps: float, clips: dict[str, Path], exact_pyav: None) -> None:
     with open_video(clips["vfr"], backend) as reader:
         duration = reader.info.duration_s
         _, ts = _all(reader.sample(fps=fps, size=40, chunk_size=7))
@@ -234,7 +257,7 @@ def test_close_is_idempotent_and_blocks_reuse(backend: str, clips: dict[str, Pat
 
 @pytest.mark.skipif(len(BACKENDS) < 2, reason="needs two backends to compare")
 @pytest.mark.parametrize("clip", ["cfr", "vfr"])
-def test_backends_agree(clip: str, clips: dict[str, Path]) -> None:
+def test_backends_agree(clip: str, clips: dict[str, Path], exact_pyav: None) -> None:
     results = []
     for backend in BACKENDS:
         with open_video(clips[clip], backend) as reader:

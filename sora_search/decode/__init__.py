@@ -2,7 +2,7 @@
 
 Readers are small :class:`VideoReader` subclasses in a registry (modelled on PySceneDetect's
 ``scenedetect/backends/__init__.py``). :data:`BACKENDS` lists, in order of preference, the backends whose library
-is installed: ``decord`` then ``pyav``. The check uses ``importlib.util.find_spec`` so importing this package
+is installed: ``pyav`` then ``decord``. The check uses ``importlib.util.find_spec`` so importing this package
 does not load decord or av; the libraries themselves are imported when a reader opens a file, and a broken
 install then surfaces as a :class:`~sora_search.errors.VideoDecodeError` that ``"auto"`` steps past.
 
@@ -57,10 +57,13 @@ def _installed(module: str) -> bool:
 
 
 BACKENDS: dict[str, type[VideoReader]] = {}
-if _installed("decord"):
-    BACKENDS[DecordReader.backend] = DecordReader
+# PyAV first: at sparse sampling it skips non-reference frames, which decord cannot, and reads 1 frame per second
+# of Big Buck Bunny 2.6x faster than decord's contiguous reads (21 s against 56 s for 597 s of 720p H.264).
+# It also honours rotation flags and reads more formats. decord is the fallback, and selectable by name.
 if _installed("av"):
     BACKENDS[PyAVReader.backend] = PyAVReader
+if _installed("decord"):
+    BACKENDS[DecordReader.backend] = DecordReader
 
 
 def available_backends() -> list[str]:

@@ -181,11 +181,15 @@ class StreamSampler(Generic[T]):
     Args:
         fps: sampling rate (> 0).
         duration_s: declared stream duration, or 0 if unknown; see :func:`stream_end`.
+        skipping: the decoder skips frames (non-reference ones): the gap between the last two decoded frames then
+            overstates how long the last one is on screen, so the smallest gap seen stands in for it.
     """
 
-    def __init__(self, fps: float, duration_s: float) -> None:
+    def __init__(self, fps: float, duration_s: float, skipping: bool = False) -> None:
         self.fps = fps
         self.duration_s = duration_s
+        self.skipping = skipping
+        self._min_gap = np.inf
         self._k = 0
         self._held: T | None = None
         self._held_t = 0.0
@@ -198,6 +202,7 @@ class StreamSampler(Generic[T]):
             self._held, self._held_t = item, t_s
             return None
         chosen = False
+        self._min_gap = min(self._min_gap, t_s - self._held_t)
         # Target k comes before the new frame appears, so the held frame is on screen at it (the first frame
         # also covers targets before its own timestamp). The tolerance absorbs float32 timestamps.
         while self._k / self.fps < t_s - 1e-6:
@@ -212,7 +217,10 @@ class StreamSampler(Generic[T]):
         """End of stream: returns the last frame if a target is left for it (or no frame was emitted at all)."""
         if self._held is None:
             return None
-        end = stream_end(self.duration_s, self._held_t, self._prev_t, self.fps)
+        prev_t = self._prev_t
+        if self.skipping and np.isfinite(self._min_gap):
+            prev_t = self._held_t - self._min_gap
+        end = stream_end(self.duration_s, self._held_t, prev_t, self.fps)
         if self._k / self.fps < end or self._emitted == 0:
             return self._take()
         self._held = None

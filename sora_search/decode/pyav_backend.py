@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 # Corrupt packets tolerated per file before giving up; a few are normal in damaged or cut-off downloads.
 MAX_BAD_PACKETS = 100
+# Skip non-reference frames when the video has at least this many frames per sampled frame.
+SKIP_NONREF_FACTOR = 4.0
 
 
 def _short(exc: BaseException) -> str:
@@ -34,6 +36,8 @@ class PyAVReader(VideoReader):
     """Reads a video with PyAV (FFmpeg bindings), first video stream only."""
 
     backend = "pyav"
+    # Skip non-reference frames at sparse sampling (see sample()); False gives the exact "frame on screen" rule.
+    skip_nonref = True
 
     def __init__(self, path: str | Path) -> None:
         super().__init__(path)
@@ -106,8 +110,15 @@ class PyAVReader(VideoReader):
             except Exception as exc:
                 raise VideoDecodeError(self.path, f"PyAV cannot rewind it: {_short(exc)}") from exc
         self._sampled = True
-        sampler: StreamSampler[Any] = StreamSampler(fps, self._info.duration_s)
+        # At a sampling rate well below the frame rate, frames no other frame depends on (most B-frames) are never
+        # needed: the nearest decoded frame is at most a couple of frame intervals from the sampling instant, and
+        # skipping them halves decoding on typical H.264 (57% of Big Buck Bunny's frames are B-frames).
+        # The sample for an instant is then the latest decoded frame at or before it, which may be a few frames
+        # earlier than the one on screen.
         frame_dt = 1.0 / self._info.fps if self._info.fps > 0 else 1.0 / 25
+        skipping = self.skip_nonref and self._info.fps >= SKIP_NONREF_FACTOR * fps
+        stream.codec_context.skip_frame = "NONREF" if skipping else "DEFAULT"
+        sampler: StreamSampler[Any] = StreamSampler(fps, self._info.duration_s, skipping=skipping)
         first: float | None = None
         last_t = -np.inf
         frames: list[np.ndarray] = []
