@@ -28,6 +28,7 @@ from ._faults import fault_point
 from .errors import (EmptyIndex, EncoderMismatch, IndexLocked, IndexNotFound, SoraSearchError, StoreError,
                      VideoError)
 from .search import AlignParams, align, group_hits
+from .views import FULL, VIEW_SETS, make_view
 from .types import CheckReport, FailedFile, IndexSummary, LibraryInfo, Match, Progress, QueryResult
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ DEFAULT_K = 10
 # footage score 0.84-0.89 and the demo's 0.76; never-indexed clips mostly 0.2-0.55, with a photo clip at 0.72.
 DEFAULT_MIN_SCORE = 0.6
 DEFAULT_DECODE_TIMEOUT_S = 120.0
+DEFAULT_VIEWS = "standard"
 NEIGHBOURS = 64            # k-NN per probe vector, before grouping by video
 TEMPORAL_RADIUS = 1        # "pooled again over time": each vector averages its +-1 s neighbours
 PROJECTION_DIM = 256
@@ -308,35 +310,44 @@ class Library:
 
     # ------------------------------------------------------------------ querying
     def query(self, clip: str | Path, *, k: int = DEFAULT_K, min_score: float = DEFAULT_MIN_SCORE,
-              timeout_s: float = DEFAULT_DECODE_TIMEOUT_S) -> QueryResult:
+              timeout_s: float = DEFAULT_DECODE_TIMEOUT_S, views: str | Sequence[str] = DEFAULT_VIEWS) -> QueryResult:
         """Find library videos that contain ``clip`` or something visually near it.
 
         Args:
             k: at most this many videos, best first.
             min_score: drop matches scoring below this (see DEFAULT_MIN_SCORE).
+            views: how the probe is looked at (:mod:`sora_search.views`): a set name from ``VIEW_SETS``
+                (``fast``: whole frames only; ``standard``: also mirrored) or view names; each video keeps the
+                best-scoring view.
 
         Raises:
             VideoError: the clip cannot be decoded. EmptyIndex: nothing is indexed yet.
         """
+        if isinstance(views, str) and views not in VIEW_SETS:
+            raise ValueError(f"unknown view set {views!r}; choose one of {sorted(VIEW_SETS)}")
+        view_names = tuple(VIEW_SETS[views]) if isinstance(views, str) else tuple(views)
         meta = self._store.meta()
         if meta is None or self._store.vector_count() == 0:
             raise EmptyIndex(f"nothing is indexed in {self.location} yet: run `sora-search index PATH` first")
         self._check_encoder(meta)
         index, projection = self._load_index_for_read()
-        info, ts, vecs = self._embed_file(self._decode_worker(timeout_s), clip)
-        probe = projection.apply(vecs)
-        scores, ids = index.search(probe, min(NEIGHBOURS, max(1, index.ntotal)))
-        video_ids, ref_s = self._store.locate(ids.ravel())
-        hits = group_hits(ts, video_ids.reshape(ids.shape), ref_s.reshape(ids.shape), scores)
+        info, ts, per_view = self._embed_views(self._decode_worker(timeout_s), clip, view_names)
         params = AlignParams(interval_s=1.0 / self._fps)
         duration = max(info.duration_s, float(ts[-1]) + params.interval_s if len(ts) else 0.0)
-        ranked: list[tuple[float, int, list]] = []
-        for video_id, video_hits in hits.items():
-            spans = align(video_hits, duration, params)
-            if spans and spans[0].score >= min_score:
-                ranked.append((spans[0].score, video_id, spans))
-        ranked.sort(key=lambda x: (-x[0], x[1]))
-        ranked = ranked[:k]
+        probe = projection.apply(np.concatenate([per_view[v] for v in view_names]))
+        scores, ids = index.search(probe, min(NEIGHBOURS, max(1, index.ntotal)))
+        video_ids, ref_s = self._store.locate(ids.ravel())
+        video_ids, ref_s = video_ids.reshape(ids.shape), ref_s.reshape(ids.shape)
+        best: dict[int, list] = {}
+        n = len(ts)
+        for i, _ in enumerate(view_names):
+            rows = slice(i * n, (i + 1) * n)
+            for video_id, video_hits in group_hits(ts, video_ids[rows], ref_s[rows], scores[rows]).items():
+                spans = align(video_hits, duration, params)
+                if spans and (video_id not in best or spans[0].score > best[video_id][0].score):
+                    best[video_id] = spans
+        ranked = sorted(((spans[0].score, v, spans) for v, spans in best.items() if spans[0].score >= min_score),
+                        key=lambda x: (-x[0], x[1]))[:k]
         paths = self._store.video_paths(v for _, v, _ in ranked)
         matches = tuple(Match(path=paths[v], score=round(s, 4), segments=tuple(spans)) for s, v, spans in ranked)
         return QueryResult(query=str(clip), matches=matches)
@@ -501,12 +512,27 @@ class Library:
 
     def _embed_file(self, worker, path: str | Path):
         """Decode and encode one file: (VideoInfo, timestamps (n,) float64, raw vectors (n, raw_dim) float32)."""
+        info, ts, per_view = self._embed_views(worker, path, None)
+        return info, ts, per_view[FULL]
+
+    def _embed_views(self, worker, path: str | Path, views: Sequence[str] | None):
+        """Decode one file and encode each view of its frames (see :mod:`sora_search.views`).
+
+        ``views=None`` encodes the frames as decoded at the encoder's input size (indexing). Otherwise the frames are
+        decoded at twice that size and each named view is cut from them (probes).
+
+        Returns:
+            (VideoInfo, timestamps (n,) float64, {view: raw vectors (n, raw_dim) float32, temporally pooled}).
+        """
         from .encoder import temporal_pool
 
         encoder = self._get_encoder()
-        ts_parts, vec_parts = [], []
+        size = encoder.identity.input_size
+        names = [FULL] if views is None else list(views)
+        ts_parts: list[np.ndarray] = []
+        vec_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
         with self._timed("decode"):
-            video = worker.open(path, fps=self._fps, size=encoder.identity.input_size)
+            video = worker.open(path, fps=self._fps, size=size if views is None else 2 * size)
         with video:
             info = video.info
             batches = iter(video)
@@ -518,15 +544,21 @@ class Library:
                 fault_point("decode")
                 ts_parts.append(batch.timestamps_s)
                 with self._timed("encode"):
-                    vec_parts.append(encoder.embed(batch.frames))
+                    if views is None:
+                        vec_parts[FULL].append(encoder.embed(batch.frames))
+                    else:
+                        stacked = np.concatenate([make_view(batch.frames, v) for v in names])
+                        vecs = encoder.embed(stacked).reshape(len(names), len(batch.frames), -1)
+                        for v, part in zip(names, vecs):
+                            vec_parts[v].append(part)
                 fault_point("encode")
         if not ts_parts:
             from .errors import NoFramesError
 
             raise NoFramesError(path, "no decodable frame")
         ts = np.concatenate(ts_parts)
-        vecs = temporal_pool(np.concatenate(vec_parts), radius=TEMPORAL_RADIUS)
-        return info, ts, vecs
+        pooled = {v: temporal_pool(np.concatenate(parts), radius=TEMPORAL_RADIUS) for v, parts in vec_parts.items()}
+        return info, ts, pooled
 
     # FAISS bookkeeping: the store is the truth; the in-memory index follows every store change and is saved with
     # the store generation it reflects. On open, a file whose generation lags the store is rebuilt from vectors.

@@ -1,0 +1,69 @@
+"""Query-time views of a probe frame: the frame, its mirror image, its halves, and half-size windows.
+
+A copy is not always the whole probe frame. It may be mirrored, one half of a side-by-side or top-bottom stack, or
+an inset (picture-in-picture) over other footage. A global descriptor of the whole probe frame mixes the copy with
+everything around it, so the probe is also described through views that isolate each candidate layout, and every
+library video keeps the best-scoring view. The library is indexed once, from whole frames; only the probe pays.
+
+The probe is decoded at twice the encoder's input side (2S x 2S), so every view is an exact S x S array with no
+second resize: the whole frame is a 2x2 mean, a half is a crop averaged by 2 along one axis, and a half-size window
+is a plain crop. NumPy only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FULL = "full"
+HFLIP = "hflip"
+# Halves: side-by-side (left/right) and top-bottom (top/bottom) stacks.
+HALVES = ("left", "right", "top", "bottom")
+# Half-size windows on a 3 x 3 grid with a stride of a quarter frame: an inset of a third to a half of the frame
+# lies mostly inside one of them (picture-in-picture).
+WINDOWS = tuple(f"win{i}{j}" for i in range(3) for j in range(3))
+
+VIEW_SETS: dict[str, tuple[str, ...]] = {
+    "fast": (FULL,),
+    "standard": (FULL, HFLIP),
+    "regions": HALVES + WINDOWS,
+}
+
+
+def _pool2(x: np.ndarray, axis: int) -> np.ndarray:
+    """Mean of neighbouring pairs along ``axis`` (uint8 in, uint8 out, rounded)."""
+    a = x.take(np.arange(0, x.shape[axis], 2), axis=axis).astype(np.uint16)
+    b = x.take(np.arange(1, x.shape[axis], 2), axis=axis)
+    return ((a + b + 1) >> 1).astype(np.uint8)
+
+
+def make_view(frames: np.ndarray, name: str) -> np.ndarray:
+    """One view of probe frames decoded at twice the encoder's side.
+
+    Args:
+        frames: (n, 2S, 2S, 3) uint8 RGB.
+        name: ``full``, ``hflip``, ``left``/``right``/``top``/``bottom`` or ``winIJ`` (I, J in 0..2: row and column
+            of the half-size window, offset I/4 and J/4 of the frame).
+
+    Returns:
+        (n, S, S, 3) uint8, C-contiguous.
+    """
+    if frames.ndim != 4 or frames.shape[1] != frames.shape[2] or frames.shape[1] % 4 or frames.shape[3] != 3:
+        raise ValueError(f"views need (n, 2S, 2S, 3) frames with S even, got shape {frames.shape}")
+    side = frames.shape[1] // 2
+    if name == FULL:
+        out = _pool2(_pool2(frames, 1), 2)
+    elif name == HFLIP:
+        out = _pool2(_pool2(frames, 1), 2)[:, :, ::-1]
+    elif name in ("left", "right"):
+        cols = slice(0, side) if name == "left" else slice(side, 2 * side)
+        out = _pool2(frames[:, :, cols], 1)
+    elif name in ("top", "bottom"):
+        rows = slice(0, side) if name == "top" else slice(side, 2 * side)
+        out = _pool2(frames[:, rows], 2)
+    elif name in WINDOWS:
+        i, j = int(name[3]), int(name[4])
+        y, x = i * side // 2, j * side // 2
+        out = frames[:, y:y + side, x:x + side]
+    else:
+        raise ValueError(f"unknown view {name!r}; known: {(FULL, HFLIP) + HALVES + WINDOWS}")
+    return np.ascontiguousarray(out)
