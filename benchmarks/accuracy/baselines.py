@@ -209,8 +209,15 @@ def pdq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     out = np.empty((len(a), len(b)), dtype=np.int32)
     for start in range(0, len(a), 256):  # bounds the (rows, m, 4) temporary on long videos
         block = a[start:start + 256, None, :] ^ b[None, :, :]
-        out[start:start + 256] = np.bitwise_count(block).sum(axis=2)
+        out[start:start + 256] = _popcount(block).sum(axis=2)
     return out
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits per uint64 element (``np.bitwise_count`` from NumPy 2.0; the engine allows NumPy 1.24)."""
+    if hasattr(np, "bitwise_count"):
+        return np.asarray(np.bitwise_count(x))
+    return np.unpackbits(np.ascontiguousarray(x).view(np.uint8), axis=-1).reshape(*x.shape, 64).sum(axis=-1)
 
 
 @dataclass(frozen=True)
