@@ -151,16 +151,21 @@ def _print_summary(summary: Any, *, timings: bool = False) -> None:
               help="Most library videos to list.")
 @click.option("--min-score", type=click.FloatRange(min=-1, max=1), default=None,
               help="Hide matches scoring below this. Default 0.6: copies score above it, unrelated footage below.")
+@click.option("--views", type=click.Choice(["auto", "fast", "standard", "thorough"]), default="auto",
+              show_default=True,
+              help="How hard to look: fast = whole frames; standard = also mirrored; thorough = also halves and "
+                   "half-size windows (stacked, picture-in-picture); auto = standard, then thorough when nothing "
+                   "scores 0.75.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def query(clip: Path, index_dir: Path | None, device: str | None, k: int, min_score: float | None,
-          as_json: bool) -> None:
+          views: str, as_json: bool) -> None:
     """Find library videos that contain CLIP, with scores and matching time spans."""
     from .library import DEFAULT_MIN_SCORE
 
     if not clip.exists():
         raise click.BadParameter(f"no such file: {clip}", param_hint="CLIP")
     with _open(index_dir, create=False, device=device) as lib:
-        result = lib.query(clip, k=k, min_score=DEFAULT_MIN_SCORE if min_score is None else min_score)
+        result = lib.query(clip, k=k, min_score=DEFAULT_MIN_SCORE if min_score is None else min_score, views=views)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return

@@ -29,7 +29,7 @@ from .errors import (EmptyIndex, EncoderMismatch, IndexLocked, IndexNotFound, So
                      VideoError)
 from .search import AlignParams, align, group_hits
 from .views import FULL, VIEW_SETS, make_view
-from .types import CheckReport, FailedFile, IndexSummary, LibraryInfo, Match, Progress, QueryResult
+from .types import CheckReport, FailedFile, IndexSummary, LibraryInfo, Match, Progress, QueryResult, Span
 
 if TYPE_CHECKING:
     from .decode import DecodeWorker
@@ -47,7 +47,8 @@ DEFAULT_K = 10
 # footage score 0.84-0.89 and the demo's 0.76; never-indexed clips mostly 0.2-0.55, with a photo clip at 0.72.
 DEFAULT_MIN_SCORE = 0.6
 DEFAULT_DECODE_TIMEOUT_S = 120.0
-DEFAULT_VIEWS = "standard"
+DEFAULT_VIEWS = "auto"
+ESCALATE_BELOW = 0.75      # views="auto" looks at halves and windows only when nothing scores this much
 NEIGHBOURS = 64            # k-NN per probe vector, before grouping by video
 TEMPORAL_RADIUS = 1        # "pooled again over time": each vector averages its +-1 s neighbours
 PROJECTION_DIM = 256
@@ -316,36 +317,44 @@ class Library:
         Args:
             k: at most this many videos, best first.
             min_score: drop matches scoring below this (see DEFAULT_MIN_SCORE).
-            views: how the probe is looked at (:mod:`sora_search.views`): a set name from ``VIEW_SETS``
-                (``fast``: whole frames only; ``standard``: also mirrored) or view names; each video keeps the
-                best-scoring view.
+            views: how the probe is looked at (:mod:`sora_search.views`). ``auto``: whole and mirrored frames, then,
+                only when no video scores ``ESCALATE_BELOW`` or more, also halves and half-size windows (stacked
+                and picture-in-picture copies); a set name from ``VIEW_SETS`` (``fast``, ``standard``,
+                ``thorough``); or a sequence of view names. Each video keeps its best-scoring view.
 
         Raises:
             VideoError: the clip cannot be decoded. EmptyIndex: nothing is indexed yet.
         """
-        if isinstance(views, str) and views not in VIEW_SETS:
-            raise ValueError(f"unknown view set {views!r}; choose one of {sorted(VIEW_SETS)}")
-        view_names = tuple(VIEW_SETS[views]) if isinstance(views, str) else tuple(views)
+        if isinstance(views, str):
+            if views != "auto" and views not in VIEW_SETS:
+                raise ValueError(f"unknown view set {views!r}; choose auto or one of {sorted(VIEW_SETS)}")
+            passes = ([VIEW_SETS["standard"], VIEW_SETS["regions"]] if views == "auto"
+                      else [VIEW_SETS[views]])
+        else:
+            passes = [tuple(views)]
         meta = self._store.meta()
         if meta is None or self._store.vector_count() == 0:
             raise EmptyIndex(f"nothing is indexed in {self.location} yet: run `sora-search index PATH` first")
         self._check_encoder(meta)
         index, projection = self._load_index_for_read()
-        info, ts, per_view = self._embed_views(self._decode_worker(timeout_s), clip, view_names)
-        params = AlignParams(interval_s=1.0 / self._fps)
-        duration = max(info.duration_s, float(ts[-1]) + params.interval_s if len(ts) else 0.0)
-        probe = projection.apply(np.concatenate([per_view[v] for v in view_names]))
-        scores, ids = index.search(probe, min(NEIGHBOURS, max(1, index.ntotal)))
-        video_ids, ref_s = self._store.locate(ids.ravel())
-        video_ids, ref_s = video_ids.reshape(ids.shape), ref_s.reshape(ids.shape)
-        best: dict[int, list] = {}
-        n = len(ts)
-        for i, _ in enumerate(view_names):
-            rows = slice(i * n, (i + 1) * n)
-            for video_id, video_hits in group_hits(ts, video_ids[rows], ref_s[rows], scores[rows]).items():
-                spans = align(video_hits, duration, params)
-                if spans and (video_id not in best or spans[0].score > best[video_id][0].score):
-                    best[video_id] = spans
+        best: dict[int, list[Span]] = {}
+        for n_pass, view_names in enumerate(passes):
+            if n_pass and best and max(spans[0].score for spans in best.values()) >= ESCALATE_BELOW:
+                break
+            info, ts, per_view = self._embed_views(self._decode_worker(timeout_s), clip, view_names)
+            params = AlignParams(interval_s=1.0 / self._fps)
+            duration = max(info.duration_s, float(ts[-1]) + params.interval_s if len(ts) else 0.0)
+            probe = projection.apply(np.concatenate([per_view[v] for v in view_names]))
+            scores, ids = index.search(probe, min(NEIGHBOURS, max(1, index.ntotal)))
+            video_ids, ref_s = self._store.locate(ids.ravel())
+            video_ids, ref_s = video_ids.reshape(ids.shape), ref_s.reshape(ids.shape)
+            n = len(ts)
+            for i in range(len(view_names)):
+                rows = slice(i * n, (i + 1) * n)
+                for video_id, video_hits in group_hits(ts, video_ids[rows], ref_s[rows], scores[rows]).items():
+                    spans = align(video_hits, duration, params)
+                    if spans and (video_id not in best or spans[0].score > best[video_id][0].score):
+                        best[video_id] = spans
         ranked = sorted(((spans[0].score, v, spans) for v, spans in best.items() if spans[0].score >= min_score),
                         key=lambda x: (-x[0], x[1]))[:k]
         paths = self._store.video_paths(v for _, v, _ in ranked)

@@ -26,6 +26,7 @@ VIEW_SETS: dict[str, tuple[str, ...]] = {
     "fast": (FULL,),
     "standard": (FULL, HFLIP),
     "regions": HALVES + WINDOWS,
+    "thorough": (FULL, HFLIP) + HALVES + WINDOWS,
 }
 
 

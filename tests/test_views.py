@@ -1,0 +1,58 @@
+"""Query views: exact S x S cuts of a probe decoded at 2S."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sora_search.views import FULL, HALVES, HFLIP, VIEW_SETS, WINDOWS, make_view
+
+
+@pytest.fixture
+def frames() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+
+
+def test_every_view_is_s_by_s(frames: np.ndarray) -> None:
+    for name in (FULL, HFLIP) + HALVES + WINDOWS:
+        v = make_view(frames, name)
+        assert v.shape == (3, 8, 8, 3) and v.dtype == np.uint8 and v.flags.c_contiguous, name
+
+
+def test_full_is_the_2x2_mean_and_hflip_its_mirror(frames: np.ndarray) -> None:
+    expected = frames.astype(np.float64).reshape(3, 8, 2, 8, 2, 3).mean(axis=(2, 4))
+    full = make_view(frames, FULL)
+    assert np.abs(full - expected).max() <= 1.0
+    np.testing.assert_array_equal(make_view(frames, HFLIP), full[:, :, ::-1])
+
+
+def test_halves_recover_the_two_parts_of_a_stack() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (1, 8, 8, 3), dtype=np.uint8)
+    b = rng.integers(0, 256, (1, 8, 8, 3), dtype=np.uint8)
+    # Side by side, each part stretched to full height (as a 2S x 2S decode of an hstack would be).
+    side = np.concatenate([a.repeat(2, axis=1), b.repeat(2, axis=1)], axis=2)
+    np.testing.assert_array_equal(make_view(side, "left"), a)
+    np.testing.assert_array_equal(make_view(side, "right"), b)
+    top = np.concatenate([a.repeat(2, axis=2), b.repeat(2, axis=2)], axis=1)
+    np.testing.assert_array_equal(make_view(top, "top"), a)
+    np.testing.assert_array_equal(make_view(top, "bottom"), b)
+
+
+def test_windows_are_plain_crops_on_a_quarter_grid(frames: np.ndarray) -> None:
+    np.testing.assert_array_equal(make_view(frames, "win00"), frames[:, 0:8, 0:8])
+    np.testing.assert_array_equal(make_view(frames, "win12"), frames[:, 4:12, 8:16])
+    np.testing.assert_array_equal(make_view(frames, "win22"), frames[:, 8:16, 8:16])
+
+
+def test_bad_shapes_and_names_are_named(frames: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="unknown view 'diagonal'"):
+        make_view(frames, "diagonal")
+    with pytest.raises(ValueError, match=r"\(n, 2S, 2S, 3\)"):
+        make_view(frames[:, :, :14], FULL)
+
+
+def test_view_sets_name_known_views() -> None:
+    known = {FULL, HFLIP, *HALVES, *WINDOWS}
+    for name, views in VIEW_SETS.items():
+        assert set(views) <= known, name
