@@ -153,8 +153,13 @@ def ffmpeg(argv: Sequence[str]) -> None:
 class Probe:
     size: Size
     fps: float
-    duration_s: float  # decodable duration, a frame short of the container's claim to be safe
+    duration_s: float  # what the container claims (or its frame count at its frame rate, if less)
     frames: int | None
+
+    @property
+    def usable_s(self) -> float:
+        """A frame short of ``duration_s``: what can be read whatever the last frame's timestamp."""
+        return max(0.0, self.duration_s - 1.0 / max(self.fps, 1.0))
 
 
 def probe(path: Path) -> Probe:
@@ -176,7 +181,7 @@ def probe(path: Path) -> Probe:
     duration = float(info.get("format", {}).get("duration", 0.0))
     if frames and fps:
         duration = min(duration, frames / fps) if duration else frames / fps
-    return Probe((int(st["width"]), int(st["height"])), fps, max(0.0, duration - 1.0 / max(fps, 1.0)), frames)
+    return Probe((int(st["width"]), int(st["height"])), fps, duration, frames)
 
 
 @dataclass
@@ -679,11 +684,11 @@ class Planner:
             raise FileNotFoundError(f"{film} not found: --media must be the media/ folder of fetch_media.sh "
                                     f"(or use --synthetic)")
         fp = probe(film)
-        story_end = min(FILM_STORY_S[1], fp.duration_s)
+        story_end = min(FILM_STORY_S[1], fp.usable_s)
         ref_pieces, free_pieces = self.split_film(story_end - FILM_STORY_S[0], FILM_STORY_S[0])
         for start, dur in ref_pieces:
             self.add_video_ref("film", FILM, start, E.file_footage(film, start, dur, fp.size, fp.fps, FILM))
-        epilogue = (FILM_EPILOGUE_S[0], min(FILM_EPILOGUE_S[1], fp.duration_s) - FILM_EPILOGUE_S[0])
+        epilogue = (FILM_EPILOGUE_S[0], min(FILM_EPILOGUE_S[1], fp.usable_s) - FILM_EPILOGUE_S[0])
         self.add_film_spans(film, FILM, fp.size, fp.fps, [*free_pieces, epilogue])
         self.background.append(Span(FILM, fp.size, fp.fps, FILM_CREDITS_S[1] - FILM_CREDITS_S[0], path=film,
                                     start_s=FILM_CREDITS_S[0]))
@@ -705,15 +710,15 @@ class Planner:
                 continue
             if rel == NEAR_MISS:
                 self.negative_sources["near_miss_same_camera"].append(
-                    Span(rel, info.size, info.fps, info.duration_s, path=p))
+                    Span(rel, info.size, info.fps, info.usable_s, path=p))
                 continue
             if info.duration_s < MIN_VIDEO_S:
                 self.excluded.append({"source": rel, "reason": f"shorter than {MIN_VIDEO_S:g} s"})
                 continue
             kind = "real" if rel.startswith("video_real/") else "animated"
             # Long videos in pieces of at most 30 s, 2 s apart.
-            n = 1 if info.duration_s <= LONG_VIDEO_S else math.ceil((info.duration_s + 2) / (30 + 2))
-            piece = (info.duration_s - 2 * (n - 1)) / n
+            n = 1 if info.usable_s <= LONG_VIDEO_S else math.ceil((info.usable_s + 2) / (30 + 2))
+            piece = (info.usable_s - 2 * (n - 1)) / n
             for k in range(n):
                 start = k * (piece + 2)
                 self.add_video_ref(kind, rel, start, E.file_footage(p, start, piece, info.size, info.fps, rel))
