@@ -134,7 +134,8 @@ def test_queries_during_an_index_run_never_fail(half_indexed, tmp_path, media_di
     assert outcomes, "the index run finished before any query ran"
     for code, output in outcomes:
         assert code == 0, output
-        assert json.loads(output)["matches"][0]["path"] == str(work / "pan_a.mp4")
+        # The index holds pan_a.mp4 twice, the original and this copy (identical pixels, so they tie): either is right.
+        assert Path(json.loads(output)["matches"][0]["path"]).name == "pan_a.mp4", output
 
 
 def test_a_second_writer_is_refused_with_a_clear_message(half_indexed, tmp_path):
