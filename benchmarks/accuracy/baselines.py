@@ -55,11 +55,12 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -84,6 +85,48 @@ def _ranked(scored: list[tuple[Prediction, float]], top_k: int) -> list[Predicti
     return [p for p, _ in scored[:top_k]]
 
 
+H = TypeVar("H")
+
+
+class _HashBaseline(ABC, Generic[H]):
+    """A baseline that hashes each reference once and compares a query's hash with every reference's.
+
+    Subclasses implement :meth:`hash` (None, logged, for a file it cannot hash) and :meth:`compare`; this class keeps
+    the reference hashes in memory and ranks the predictions.
+    """
+
+    name: str
+    threshold: float | None
+
+    def __init__(self, top_k: int) -> None:
+        self._top_k = top_k
+        self._refs: dict[str, H] = {}
+
+    @abstractmethod
+    def hash(self, path: Path) -> H | None: ...
+
+    @abstractmethod
+    def compare(self, reference: str, query: H, ref: H) -> tuple[Prediction, float]:
+        """The prediction for one reference and a tie-break key (higher ranks first among equal scores)."""
+
+    def _hash_all(self, refs: list[Path]) -> Iterator[H | None]:
+        return map(self.hash, refs)
+
+    def index(self, refs: list[Path]) -> None:
+        for ref, h in zip(refs, self._hash_all(refs)):
+            if h is not None:
+                self._refs[ref.name] = h
+
+    def query(self, path: Path) -> list[Prediction]:
+        q = self.hash(path)
+        if q is None:
+            return []
+        return _ranked([self.compare(name, q, r) for name, r in self._refs.items()], self._top_k)
+
+    def close(self) -> None:
+        self._refs.clear()
+
+
 def _install_note(name: str) -> str:
     """The failure ``install_baselines.sh`` recorded for ``name``, if any, to append to a missing-baseline reason."""
     log = BENCH_VENV / "install-failures" / f"{name}.log"
@@ -99,7 +142,7 @@ def _install_note(name: str) -> str:
 VIDEOHASH_BITS = 64
 
 
-class VideoHashSystem:
+class VideoHashSystem(_HashBaseline[np.ndarray]):
     """``videohash``: one 64-bit hash per video, computed by the worker in :data:`BENCH_VENV`."""
 
     name = "videohash"
@@ -107,11 +150,10 @@ class VideoHashSystem:
 
     def __init__(self, python: Path | None = None, *, top_k: int = TOP_K, timeout_s: float = 600.0,
                  workers: int = 1) -> None:
+        super().__init__(top_k)
         self._python = python or BENCH_VENV / "bin" / "python"
-        self._top_k = top_k
         self._timeout_s = timeout_s
         self._workers = workers
-        self._refs: dict[str, np.ndarray] = {}
 
     def hash(self, path: Path) -> np.ndarray | None:
         """The video's hash as (64,) bool, or None (logged) when videohash cannot hash it."""
@@ -138,24 +180,14 @@ class VideoHashSystem:
             return None
         return np.frombuffer(bits.encode(), dtype=np.uint8) == ord("1")
 
-    def index(self, refs: list[Path]) -> None:
+    def _hash_all(self, refs: list[Path]) -> Iterator[np.ndarray | None]:
         """Hash the references, ``workers`` worker processes at a time (1 by default, for timings comparable with
         the single-process baselines; videohash spends most of its wall time waiting on 13 ffmpeg runs a video)."""
         with ThreadPoolExecutor(max_workers=max(1, self._workers)) as pool:
-            for ref, h in zip(refs, pool.map(self.hash, refs)):
-                if h is not None:
-                    self._refs[ref.name] = h
+            yield from pool.map(self.hash, refs)
 
-    def query(self, path: Path) -> list[Prediction]:
-        q = self.hash(path)
-        if q is None:
-            return []
-        scored = [(Prediction(name, 1.0 - int(np.count_nonzero(q != r)) / VIDEOHASH_BITS, None, None), 0.0)
-                  for name, r in self._refs.items()]
-        return _ranked(scored, self._top_k)
-
-    def close(self) -> None:
-        self._refs.clear()
+    def compare(self, reference: str, query: np.ndarray, ref: np.ndarray) -> tuple[Prediction, float]:
+        return Prediction(reference, 1.0 - int(np.count_nonzero(query != ref)) / VIDEOHASH_BITS, None, None), 0.0
 
 
 # --------------------------------------------------------------------------------------------------------- vPDQ
@@ -252,16 +284,15 @@ def vpdq_match(query: VpdqFrames, ref: VpdqFrames, distance: int = VPDQ_DISTANCE
     return VpdqMatch(share(query, q_hit), share(ref, r_hit), span(query, q_hit), span(ref, r_hit))
 
 
-class VpdqSystem:
+class VpdqSystem(_HashBaseline[VpdqFrames]):
     """``vpdq``: per-frame PDQ hashes at 1 frame/s, matched as a bag of frames; score = query share matched."""
 
     name = "vpdq"
     threshold: float | None = None
 
     def __init__(self, *, top_k: int = TOP_K, seconds_per_hash: float = VPDQ_SECONDS_PER_HASH) -> None:
-        self._top_k = top_k
+        super().__init__(top_k)
         self._seconds_per_hash = seconds_per_hash
-        self._refs: dict[str, VpdqFrames] = {}
 
     def hash(self, path: Path) -> VpdqFrames | None:
         """The video's quality-filtered frames, or None (logged) when vpdq cannot hash it."""
@@ -277,24 +308,9 @@ class VpdqSystem:
             logger.info("vpdq: %s has no frame of quality >= %d (of %d hashed)", path, VPDQ_QUALITY, len(features))
         return frames
 
-    def index(self, refs: list[Path]) -> None:
-        for ref in refs:
-            frames = self.hash(ref)
-            if frames is not None:
-                self._refs[ref.name] = frames
-
-    def query(self, path: Path) -> list[Prediction]:
-        q = self.hash(path)
-        if q is None:
-            return []
-        scored = []
-        for name, ref in self._refs.items():
-            m = vpdq_match(q, ref, seconds_per_hash=self._seconds_per_hash)
-            scored.append((Prediction(name, m.query_share, m.query_span, m.ref_span), m.ref_share))
-        return _ranked(scored, self._top_k)
-
-    def close(self) -> None:
-        self._refs.clear()
+    def compare(self, reference: str, query: VpdqFrames, ref: VpdqFrames) -> tuple[Prediction, float]:
+        m = vpdq_match(query, ref, seconds_per_hash=self._seconds_per_hash)
+        return Prediction(reference, m.query_share, m.query_span, m.ref_span), m.ref_share
 
 
 # ---------------------------------------------------------------------------------------------------------- TMK
@@ -326,7 +342,7 @@ class TmkHash:
     duration_s: float
 
 
-class TmkSystem:
+class TmkSystem(_HashBaseline[TmkHash]):
     """``tmk-l1`` / ``tmk-l2``: thorn's perception TMK video hashes, one fixed-size vector per video."""
 
     threshold: float | None = TMK_THRESHOLD
@@ -336,12 +352,11 @@ class TmkSystem:
 
         if level not in (1, 2):
             raise ValueError(f"TMK level must be 1 or 2, got {level}")
+        super().__init__(top_k)
         self.level = level
         self.name = f"tmk-l{level}"
         self._hasher: Any = TMKL1() if level == 1 else TMKL2()  # untyped package
-        self._top_k = top_k
         self._offset_step_s = offset_step_s
-        self._refs: dict[str, TmkHash] = {}
 
     def hash(self, path: Path) -> TmkHash | None:
         """The video's TMK vector, or None (logged) when perception cannot read it."""
@@ -367,21 +382,8 @@ class TmkSystem:
                                normalization=h.normalization)
         return float(np.max(scores))
 
-    def index(self, refs: list[Path]) -> None:
-        for ref in refs:
-            h = self.hash(ref)
-            if h is not None:
-                self._refs[ref.name] = h
-
-    def query(self, path: Path) -> list[Prediction]:
-        q = self.hash(path)
-        if q is None:
-            return []
-        scored = [(Prediction(name, self.score(q, r), None, None), 0.0) for name, r in self._refs.items()]
-        return _ranked(scored, self._top_k)
-
-    def close(self) -> None:
-        self._refs.clear()
+    def compare(self, reference: str, query: TmkHash, ref: TmkHash) -> tuple[Prediction, float]:
+        return Prediction(reference, self.score(query, ref), None, None), 0.0
 
 
 # ------------------------------------------------------------------------------------------------------ registry

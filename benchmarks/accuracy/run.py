@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -34,6 +35,9 @@ if str(HERE) not in sys.path:
 
 import metrics  # noqa: E402
 from systems import Prediction, System  # noqa: E402
+
+if TYPE_CHECKING:
+    from sora_search import Library
 
 logger = logging.getLogger("accuracy")
 
@@ -48,15 +52,15 @@ class SoraSystem:
     list; ``threshold`` is the engine's default ``min_score``, used for precision/recall at the threshold.
     """
 
-    def __init__(self, name: str, encoder: str, work: Path, **query_options: object) -> None:
+    def __init__(self, name: str, encoder: str, work: Path, views: str = "auto") -> None:
         from sora_search.library import DEFAULT_MIN_SCORE
 
         self.name = name
         self.threshold: float | None = DEFAULT_MIN_SCORE
         self._encoder = encoder
         self._location = work / name
-        self._options = query_options
-        self._lib = None
+        self._views = views
+        self._lib: Library | None = None
 
     def index(self, refs: list[Path]) -> None:
         from sora_search import Library
@@ -70,7 +74,7 @@ class SoraSystem:
 
     def query(self, path: Path) -> list[Prediction]:
         assert self._lib is not None, "index() first"
-        result = self._lib.query(path, k=PREDICTIONS_PER_QUERY, min_score=-1.0, **self._options)
+        result = self._lib.query(path, k=PREDICTIONS_PER_QUERY, min_score=-1.0, views=self._views)
         out = []
         for m in result.matches:
             seg = m.segments[0] if m.segments else None
@@ -144,17 +148,13 @@ def evaluate(run: Run, truth: dict) -> dict:
     if run.threshold is not None:
         p, r = metrics.precision_recall_at(flat, true_pairs, run.threshold)
         out["precision_at_threshold"], out["recall_at_threshold"] = p, r
-    negatives = [q["name"] for q in queries if not q["positive"]]
+    kind_of = {q["name"]: q.get("negative_kind") or "negative" for q in queries if not q["positive"]}
     out["negatives_top_score"] = {
-        kind: max((run.predictions[q][0].score for q in negatives
-                   if run.predictions.get(q) and _kind(truth, q) == kind), default=None)
-        for kind in sorted({_kind(truth, q) for q in negatives})
+        kind: max((run.predictions[q][0].score for q, k in kind_of.items() if k == kind and run.predictions.get(q)),
+                  default=None)
+        for kind in sorted(set(kind_of.values()))
     }
     return out
-
-
-def _kind(truth: dict, name: str) -> str:
-    return next(q.get("negative_kind") or "negative" for q in truth["queries"] if q["name"] == name)
 
 
 def table(results: list[dict]) -> str:
