@@ -6,7 +6,8 @@ store without decoding anything). Writers take ``write.lock`` so two index runs 
 
 Index time:  scan -> decode (worker process, timeout) -> encode -> temporal pool -> store (one transaction per video)
              -> FAISS (projected vectors added by store id; the file saved atomically with the store's generation).
-Query time:  decode -> encode -> temporal pool -> project -> k-NN -> per-video temporal alignment -> matches.
+Query time:  decode -> encode (views) -> temporal pool -> project -> k-NN -> background normalisation -> per-video
+             temporal alignment -> matches.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,8 +29,8 @@ from . import scan
 from ._faults import fault_point
 from .errors import (EmptyIndex, EncoderMismatch, IndexLocked, IndexNotFound, SoraSearchError, StoreError,
                      VideoError)
-from .search import AlignParams, align, group_hits
-from .views import FULL, VIEW_SETS, make_view
+from .search import AlignParams, align, background_similarity, group_hits
+from .views import FULL, REGION_VIEWS, VIEW_SETS, make_view
 from .types import CheckReport, FailedFile, IndexSummary, LibraryInfo, Match, Progress, QueryResult, Span
 
 if TYPE_CHECKING:
@@ -43,12 +45,17 @@ DEFAULT_LOCATION = ".sora-search"
 DEFAULT_ENCODER = "sora-lite0"
 DEFAULT_FPS = 1.0
 DEFAULT_K = 10
-# Matches scoring below this are not reported. Measured (README, "Scores"): half-size re-encoded excerpts of real
-# footage score 0.84-0.89 and the demo's 0.76; never-indexed clips mostly 0.2-0.55, with a photo clip at 0.72.
-DEFAULT_MIN_SCORE = 0.6
+# Matches scoring below this are not reported. Measured on the accuracy benchmark (README, "Accuracy"): precision
+# 0.88 and recall 0.81 over all predictions; every non-copy except same-camera near misses scores below it.
+DEFAULT_MIN_SCORE = 0.25
 DEFAULT_DECODE_TIMEOUT_S = 120.0
 DEFAULT_VIEWS = "auto"
-ESCALATE_BELOW = 0.75      # views="auto" looks at halves and windows only when nothing scores this much
+# views="auto" looks at halves and windows only when nothing scores this much. A region view (a half or a window)
+# scores REGION_PENALTY less than the same match seen whole: 13 region views are 13 more chances for footage that
+# only resembles the probe, and a copy seen whole should win over a chance match of a part. Both measured on the
+# accuracy benchmark (benchmarks/accuracy; README, "Accuracy").
+ESCALATE_BELOW = 0.3
+REGION_PENALTY = 0.1
 NEIGHBOURS = 64            # k-NN per probe vector, before grouping by video
 TEMPORAL_RADIUS = 1        # "pooled again over time": each vector averages its +-1 s neighbours
 PROJECTION_DIM = 256
@@ -320,7 +327,11 @@ class Library:
             views: how the probe is looked at (:mod:`sora_search.views`). ``auto``: whole and mirrored frames, then,
                 only when no video scores ``ESCALATE_BELOW`` or more, also halves and half-size windows (stacked
                 and picture-in-picture copies); a set name from ``VIEW_SETS`` (``fast``, ``standard``,
-                ``thorough``); or a sequence of view names. Each video keeps its best-scoring view.
+                ``thorough``); or a sequence of view names. Each video keeps its best-scoring view; a region view
+                (half or window) scores ``REGION_PENALTY`` less.
+
+        A score is the shrunk mean, over the aligned probe seconds, of each second's similarity to the video minus
+        its background similarity to the library's next best other videos (:mod:`sora_search.search`).
 
         Raises:
             VideoError: the clip cannot be decoded. EmptyIndex: nothing is indexed yet.
@@ -337,6 +348,7 @@ class Library:
             raise EmptyIndex(f"nothing is indexed in {self.location} yet: run `sora-search index PATH` first")
         self._check_encoder(meta)
         index, projection = self._load_index_for_read()
+        n_videos = self._store.indexed_video_count()
         best: dict[int, list[Span]] = {}
         for n_pass, view_names in enumerate(passes):
             if n_pass and best and max(spans[0].score for spans in best.values()) >= ESCALATE_BELOW:
@@ -348,11 +360,13 @@ class Library:
             scores, ids = index.search(probe, min(NEIGHBOURS, max(1, index.ntotal)))
             video_ids, ref_s = self._store.locate(ids.ravel())
             video_ids, ref_s = video_ids.reshape(ids.shape), ref_s.reshape(ids.shape)
+            scores = scores - background_similarity(video_ids, scores, n_videos)[:, None]
             n = len(ts)
             for i in range(len(view_names)):
                 rows = slice(i * n, (i + 1) * n)
+                penalty = REGION_PENALTY if view_names[i] in REGION_VIEWS else 0.0
                 for video_id, video_hits in group_hits(ts, video_ids[rows], ref_s[rows], scores[rows]).items():
-                    spans = align(video_hits, duration, params)
+                    spans = [replace(sp, score=sp.score - penalty) for sp in align(video_hits, duration, params)]
                     if spans and (video_id not in best or spans[0].score > best[video_id][0].score):
                         best[video_id] = spans
         ranked = sorted(((spans[0].score, v, spans) for v, spans in best.items() if spans[0].score >= min_score),

@@ -22,6 +22,9 @@ HALVES = ("left", "right", "top", "bottom")
 # lies mostly inside one of them (picture-in-picture).
 WINDOWS = tuple(f"win{i}{j}" for i in range(3) for j in range(3))
 
+# Views that look at part of the frame (scored with a penalty by the library, see library.REGION_PENALTY).
+REGION_VIEWS = frozenset(HALVES + WINDOWS)
+
 VIEW_SETS: dict[str, tuple[str, ...]] = {
     "fast": (FULL,),
     "standard": (FULL, HFLIP),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sora_search.search import AlignParams, Hits, align, group_hits
+from sora_search.search import AlignParams, Hits, align, background_similarity, group_hits
 
 
 def _hits(pairs, sim=0.9, noise=0, seed=0, probe_len=20, ref_len=120):
@@ -13,10 +13,10 @@ def _hits(pairs, sim=0.9, noise=0, seed=0, probe_len=20, ref_len=120):
     q = [p[0] for p in pairs]
     r = [p[1] for p in pairs]
     s = [sim] * len(pairs)
-    for _ in range(noise):  # chance hits: anywhere, weak (centred descriptors of unrelated frames)
+    for _ in range(noise):  # chance hits: anywhere, near the background level (normalised similarity about 0)
         q.append(float(rng.integers(0, probe_len)))
         r.append(float(rng.integers(0, ref_len)))
-        s.append(float(rng.uniform(-0.1, 0.4)))
+        s.append(float(rng.uniform(-0.3, 0.1)))
     return Hits(np.array(q, float), np.array(r, float), np.array(s, np.float32))
 
 
@@ -83,3 +83,36 @@ def test_static_footage_is_aligned_at_real_time_speed():
     top = align(_hits(pairs, sim=0.85), probe_duration_s=10)[0]
     assert top.query_end_s - top.query_start_s == 10
     assert top.ref_end_s - top.ref_start_s == pytest.approx(10, abs=1)
+
+
+def test_background_is_the_mean_of_the_next_best_videos():
+    # Row 0: video 7 is the copy (best); videos 1-5 follow at 0.5 .. 0.1, each seen twice (the second, weaker
+    # neighbour of a video must not count as another video).
+    vid = np.array([[7, 7, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]])
+    sims = np.array([[0.9, 0.8, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1, 0.05]], np.float32)
+    bg = background_similarity(vid, sims, n_videos=100, skip=1, take=5)
+    assert bg[0] == pytest.approx(np.mean([0.5, 0.4, 0.3, 0.2, 0.1]))
+
+
+def test_background_ignores_neighbour_order():
+    vid = np.array([[7, 1, 2, 3, 4, 5, 7, 1]])
+    sims = np.array([[0.9, 0.5, 0.4, 0.3, 0.2, 0.1, 0.8, 0.45]], np.float32)
+    perm = np.random.default_rng(0).permutation(8)
+    assert background_similarity(vid[:, perm], sims[:, perm], 100)[0] == pytest.approx(0.3)
+
+
+def test_background_fills_unseen_videos_with_the_last_neighbour():
+    # A full row that saw only videos 7 and 1: the other videos of a large library score at most the last hit.
+    vid = np.array([[7, 7, 7, 1]])
+    sims = np.array([[0.9, 0.8, 0.7, 0.6]], np.float32)
+    assert background_similarity(vid, sims, n_videos=100)[0] == pytest.approx((0.6 + 4 * 0.6) / 5)
+
+
+def test_background_of_small_libraries_counts_only_videos_that_exist():
+    # Padded rows (-1) hold the whole library: nothing unseen to fill in.
+    vid = np.array([[7, 1, -1, -1], [7, 7, -1, -1]])
+    sims = np.array([[0.9, 0.2, 0, 0], [0.9, 0.8, 0, 0]], np.float32)
+    bg = background_similarity(vid, sims, n_videos=2)
+    assert bg[0] == pytest.approx(0.2)
+    assert bg[1] == 0.0  # one video seen and it is the best: no background
+    assert background_similarity(np.array([[7, 7]]), np.array([[0.9, 0.8]], np.float32), n_videos=1)[0] == 0.0

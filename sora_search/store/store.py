@@ -558,6 +558,12 @@ class Store:
         with self._read() as s:
             return _ids_array(s.scalars(select(VectorRow.id).order_by(VectorRow.id)))
 
+    def indexed_video_count(self) -> int:
+        """Videos that have vectors in the index."""
+        with self._read() as s:
+            return int(s.scalar(select(func.count()).select_from(VideoRow)
+                                .where(VideoRow.status == "indexed", VideoRow.n_vectors > 0)) or 0)
+
     def vector_count(self) -> int:
         with self._read() as s:
             return int(s.scalar(select(func.count()).select_from(VectorRow)) or 0)
