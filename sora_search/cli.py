@@ -150,12 +150,13 @@ def _print_summary(summary: Any, *, timings: bool = False) -> None:
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True,
               help="Most library videos to list.")
 @click.option("--min-score", type=click.FloatRange(min=-1, max=1), default=None,
-              help="Hide matches scoring below this. Default 0.6: copies score above it, unrelated footage below.")
+              help="Hide matches scoring below this. Default 0.25 (scores are similarity above the library's "
+                   "background): edited copies mostly score above it, footage that only looks alike below.")
 @click.option("--views", type=click.Choice(["auto", "fast", "standard", "thorough"]), default="auto",
               show_default=True,
               help="How hard to look: fast = whole frames; standard = also mirrored; thorough = also halves and "
                    "half-size windows (stacked, picture-in-picture); auto = standard, then thorough when nothing "
-                   "scores 0.75.")
+                   "scores 0.3.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def query(clip: Path, index_dir: Path | None, device: str | None, k: int, min_score: float | None,
           views: str, as_json: bool) -> None:

@@ -143,3 +143,11 @@ def test_older_schema_is_one_line_then_upgrade_fixes_it(runner, tmp_path, script
     up = runner.invoke(cli, ["upgrade", "--index", str(idx)])
     assert up.exit_code == 0 and up.output.strip() == "schema 0001 -> 0002"
     assert runner.invoke(cli, ["info", "--index", str(idx)]).exit_code == 0
+
+
+def test_query_help_states_the_library_defaults():
+    from sora_search.library import DEFAULT_MIN_SCORE, ESCALATE_BELOW
+
+    text = " ".join(CliRunner().invoke(cli, ["query", "--help"], terminal_width=200).output.split())
+    assert f"Default {DEFAULT_MIN_SCORE:g} " in text
+    assert f"when nothing scores {ESCALATE_BELOW:g}." in text
