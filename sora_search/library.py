@@ -45,8 +45,8 @@ DEFAULT_LOCATION = ".sora-search"
 DEFAULT_ENCODER = "sora-lite0"
 DEFAULT_FPS = 1.0
 DEFAULT_K = 10
-# Matches scoring below this are not reported. Measured on the accuracy benchmark (README, "Accuracy"): precision
-# 0.88 and recall 0.81 over all predictions; every non-copy except same-camera near misses scores below it.
+# Matches scoring below this are not reported. Measured on the accuracy benchmark (README, "Scores"): precision
+# 0.88 and recall 0.80 over all predictions; of the negative queries only same-camera near misses top it.
 DEFAULT_MIN_SCORE = 0.25
 DEFAULT_DECODE_TIMEOUT_S = 120.0
 DEFAULT_VIEWS = "auto"
