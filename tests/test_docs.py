@@ -1,4 +1,5 @@
-"""The README is the front door: its CLI reference matches --help and its test command is what CI runs.
+"""The README is the front door: its CLI reference matches --help, its test command is what CI runs and its demo
+gives the output it describes.
 
 ``python -m tests.test_docs`` rewrites the README's CLI reference from the current --help.
 """
@@ -57,6 +58,26 @@ def test_readme_library_example_runs(tmp_path, media_dir):
     out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert f"{tmp_path / 'library' / 'pan_a.mp4'}" in out.stdout
+
+
+def test_readme_demo_finds_the_clip_and_nothing_for_the_unrelated_probe(tmp_path):
+    import subprocess
+
+    demo = tmp_path / "demo"
+    subprocess.run([sys.executable, str(ROOT / "examples" / "make_demo.py"), str(demo)], check=True,
+                   capture_output=True, timeout=600)
+    runner = CliRunner()
+    index_dir = str(tmp_path / "index")
+    result = runner.invoke(cli, ["index", str(demo / "library"), "--index", index_dir])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["query", str(demo / "clip.mp4"), "--index", index_dir])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[1].endswith("mandelbrot.mp4"), result.output
+    assert "00:00-00:10    00:1" in lines[1]  # library span starts at 00:1x (the clip is seconds 12-22)
+    result = runner.invoke(cli, ["query", str(demo / "unrelated.mp4"), "--index", index_dir])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"no match for {demo / 'unrelated.mp4'}", result.output
 
 
 if __name__ == "__main__" and sys.argv[1:] != ["--check"]:

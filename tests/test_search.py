@@ -111,8 +111,19 @@ def test_background_fills_unseen_videos_with_the_last_neighbour():
 def test_background_of_small_libraries_counts_only_videos_that_exist():
     # Padded rows (-1) hold the whole library: nothing unseen to fill in.
     vid = np.array([[7, 1, -1, -1], [7, 7, -1, -1]])
-    sims = np.array([[0.9, 0.2, 0, 0], [0.9, 0.8, 0, 0]], np.float32)
-    bg = background_similarity(vid, sims, n_videos=2)
-    assert bg[0] == pytest.approx(0.2)
+    sims = np.array([[0.9, 0.1, 0, 0], [0.9, 0.8, 0, 0]], np.float32)
+    bg = background_similarity(vid, sims, n_videos=2, floor=0.0)
+    assert bg[0] == pytest.approx(0.1)
     assert bg[1] == 0.0  # one video seen and it is the best: no background
-    assert background_similarity(np.array([[7, 7]]), np.array([[0.9, 0.8]], np.float32), n_videos=1)[0] == 0.0
+    assert background_similarity(np.array([[7, 7]]), np.array([[0.9, 0.8]], np.float32), n_videos=1, floor=0.0)[0] == 0.0
+
+
+def test_background_never_falls_below_the_floor():
+    # A small library of unrelated videos is a weak background: the prior floor stands in for footage in general.
+    vid = np.array([[7, 1, 2, -1], [7, 7, -1, -1]])
+    sims = np.array([[0.9, 0.1, 0.05, 0], [0.9, 0.8, 0, 0]], np.float32)
+    bg = background_similarity(vid, sims, n_videos=3, floor=0.2)
+    assert bg == pytest.approx([0.2, 0.2])
+    vid = np.array([[7, 1, 2, 3]])
+    sims = np.array([[0.9, 0.5, 0.4, 0.3]], np.float32)
+    assert background_similarity(vid, sims, n_videos=4, floor=0.2)[0] == pytest.approx(0.4)  # above it: unchanged
