@@ -126,6 +126,17 @@ def test_backbone_names_real_photos(frames: dict[str, np.ndarray]) -> None:
     assert set(_top(model, frames["coffee"], 5)) & {504, 967}  # coffee mug, espresso
 
 
+def test_fused_backbone_gives_the_same_features(frames: dict[str, np.ndarray]) -> None:
+    model = efficientnet.load_backbone()
+    fused = model.fused()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is left as it was
+    x = model.preprocess(torch.from_numpy(np.stack([frames["chelsea"], frames["coffee"]])))
+    with torch.inference_mode():
+        for a, b in zip(model.features(x, (3, 8, 15), head=True), fused.features(x, (3, 8, 15), head=True)):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+
+
 def test_weights_loaded_with_weights_only(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict[str, object]] = []
     real_load = torch.load

@@ -77,7 +77,7 @@ class _Lite0Encoder(Encoder):
 
     def __init__(self, identity: EncoderIdentity, backbone: EfficientNetLite0, *, device: str, batch_size: int) -> None:
         super().__init__(identity, device=device, batch_size=batch_size)
-        self.backbone = backbone.to(device).eval()
+        self.backbone = backbone.fused().to(device).eval()  # BatchNorm folded into the convolutions
 
 
 class SoraLite0Encoder(_Lite0Encoder):
