@@ -29,9 +29,11 @@ from . import scan
 from ._faults import fault_point
 from .errors import (EmptyIndex, EncoderMismatch, IndexLocked, IndexNotFound, SoraSearchError, StoreError,
                      VideoError)
+from .inset import Box, InsetFinder
 from .search import AlignParams, align, background_similarity, group_hits
-from .views import FULL, REGION_VIEWS, VIEW_SETS, make_view
-from .types import CheckReport, FailedFile, IndexSummary, LibraryInfo, Match, Progress, QueryResult, Span
+from .types import (CheckReport, FailedFile, IndexSummary, LibraryInfo, Match, Progress, QueryResult, Span,
+                    VideoInfo)
+from .views import FULL, INSET, REGION_VIEWS, VIEW_SETS, make_view
 
 if TYPE_CHECKING:
     from .decode import DecodeWorker
@@ -56,6 +58,9 @@ DEFAULT_VIEWS = "auto"
 # accuracy benchmark (benchmarks/accuracy; README, "Accuracy").
 ESCALATE_BELOW = 0.3
 REGION_PENALTY = 0.1
+# A found inset (sora_search.inset) is one more region, but one the probe itself points at: it pays half.
+INSET_PENALTY = 0.05
+VIEW_PENALTY: dict[str, float] = {**{v: REGION_PENALTY for v in REGION_VIEWS}, INSET: INSET_PENALTY}
 NEIGHBOURS = 64            # k-NN per probe vector, before grouping by video
 TEMPORAL_RADIUS = 1        # "pooled again over time": each vector averages its +-1 s neighbours
 PROJECTION_DIM = 256
@@ -326,9 +331,10 @@ class Library:
             min_score: drop matches scoring below this (see DEFAULT_MIN_SCORE).
             views: how the probe is looked at (:mod:`sora_search.views`). ``auto``: whole and mirrored frames, then,
                 only when no video scores ``ESCALATE_BELOW`` or more, also halves and half-size windows (stacked
-                and picture-in-picture copies); a set name from ``VIEW_SETS`` (``fast``, ``standard``,
+                and picture-in-picture copies) and, where :class:`~sora_search.inset.InsetFinder` finds one, the
+                picture-in-picture inset cut out; a set name from ``VIEW_SETS`` (``fast``, ``standard``,
                 ``thorough``); or a sequence of view names. Each video keeps its best-scoring view; a region view
-                (half or window) scores ``REGION_PENALTY`` less.
+                (half or window) scores ``REGION_PENALTY`` less, the inset ``INSET_PENALTY`` less.
 
         A score is the shrunk mean, over the aligned probe seconds, of each second's similarity to the video minus
         its background similarity to the library's next best other videos (:mod:`sora_search.search`).
@@ -349,26 +355,41 @@ class Library:
         self._check_encoder(meta)
         index, projection = self._load_index_for_read()
         n_videos = self._store.indexed_video_count()
+        params = AlignParams(interval_s=1.0 / self._fps)
         best: dict[int, list[Span]] = {}
-        for n_pass, view_names in enumerate(passes):
-            if n_pass and best and max(spans[0].score for spans in best.values()) >= ESCALATE_BELOW:
-                break
-            info, ts, per_view = self._embed_views(self._decode_worker(timeout_s), clip, view_names)
-            params = AlignParams(interval_s=1.0 / self._fps)
-            duration = max(info.duration_s, float(ts[-1]) + params.interval_s if len(ts) else 0.0)
-            probe = projection.apply(np.concatenate([per_view[v] for v in view_names]))
+
+        def score(info: VideoInfo, ts: np.ndarray, per_view: dict[str, np.ndarray]) -> None:
+            names = list(per_view)
+            if not names or not len(ts):
+                return
+            duration = max(info.duration_s, float(ts[-1]) + params.interval_s)
+            probe = projection.apply(np.concatenate([per_view[v] for v in names]))
             scores, ids = index.search(probe, min(NEIGHBOURS, max(1, index.ntotal)))
             video_ids, ref_s = self._store.locate(ids.ravel())
             video_ids, ref_s = video_ids.reshape(ids.shape), ref_s.reshape(ids.shape)
             scores = scores - background_similarity(video_ids, scores, n_videos)[:, None]
             n = len(ts)
-            for i in range(len(view_names)):
+            for i, name in enumerate(names):
                 rows = slice(i * n, (i + 1) * n)
-                penalty = REGION_PENALTY if view_names[i] in REGION_VIEWS else 0.0
+                penalty = VIEW_PENALTY.get(name, 0.0)
                 for video_id, video_hits in group_hits(ts, video_ids[rows], ref_s[rows], scores[rows]).items():
                     spans = [replace(sp, score=sp.score - penalty) for sp in align(video_hits, duration, params)]
                     if spans and (video_id not in best or spans[0].score > best[video_id][0].score):
                         best[video_id] = spans
+
+        for n_pass, view_names in enumerate(passes):
+            if n_pass and best and max(spans[0].score for spans in best.values()) >= ESCALATE_BELOW:
+                break
+            # The inset view needs the whole probe seen first (InsetFinder), so it is encoded in a decode of its own,
+            # after the pass that found it, and only when there is an inset to cut out.
+            finder = InsetFinder() if INSET in view_names else None
+            plain = [v for v in view_names if v != INSET]
+            score(*self._embed_views(self._decode_worker(timeout_s), clip, plain, finder=finder))
+            box = finder.find() if finder is not None else None
+            if box is not None:
+                logger.debug("%s: inset at x=%.2f y=%.2f w=%.2f h=%.2f (strength %.1f)", clip, box.x, box.y,
+                             box.w, box.h, box.strength)
+                score(*self._embed_views(self._decode_worker(timeout_s), clip, [INSET], box=box))
         ranked = sorted(((spans[0].score, v, spans) for v, spans in best.items() if spans[0].score >= min_score),
                         key=lambda x: (-x[0], x[1]))[:k]
         paths = self._store.video_paths(v for _, v, _ in ranked)
@@ -538,11 +559,14 @@ class Library:
         info, ts, per_view = self._embed_views(worker, path, None)
         return info, ts, per_view[FULL]
 
-    def _embed_views(self, worker, path: str | Path, views: Sequence[str] | None):
+    def _embed_views(self, worker, path: str | Path, views: Sequence[str] | None, *,
+                     finder: InsetFinder | None = None, box: Box | None = None):
         """Decode one file and encode each view of its frames (see :mod:`sora_search.views`).
 
         ``views=None`` encodes the frames as decoded at the encoder's input size (indexing). Otherwise the frames are
-        decoded at twice that size and each named view is cut from them (probes).
+        decoded at twice that size and each named view is cut from them (probes); ``finder`` also sees every frame,
+        and ``box`` is the rectangle the ``inset`` view cuts out. With no views and a finder, the probe is only
+        decoded for the finder.
 
         Returns:
             (VideoInfo, timestamps (n,) float64, {view: raw vectors (n, raw_dim) float32, temporally pooled}).
@@ -566,11 +590,15 @@ class Library:
                     break
                 fault_point("decode")
                 ts_parts.append(batch.timestamps_s)
+                if finder is not None:
+                    finder.add(batch.frames)
+                if not names:
+                    continue
                 with self._timed("encode"):
                     if views is None:
                         vec_parts[FULL].append(encoder.embed(batch.frames))
                     else:
-                        stacked = np.concatenate([make_view(batch.frames, v) for v in names])
+                        stacked = np.concatenate([make_view(batch.frames, v, box) for v in names])
                         vecs = encoder.embed(stacked).reshape(len(names), len(batch.frames), -1)
                         for v, part in zip(names, vecs):
                             vec_parts[v].append(part)

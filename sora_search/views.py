@@ -1,4 +1,4 @@
-"""Query-time views of a probe frame: the frame, its mirror image, its halves, and half-size windows.
+"""Query-time views of a probe frame: the frame, its mirror image, its halves, half-size windows and a found inset.
 
 A copy is not always the whole probe frame. It may be mirrored, one half of a side-by-side or top-bottom stack, or
 an inset (picture-in-picture) over other footage. A global descriptor of the whole probe frame mixes the copy with
@@ -7,12 +7,15 @@ library video keeps the best-scoring view. The library is indexed once, from who
 
 The probe is decoded at twice the encoder's input side (2S x 2S), so every view is an exact S x S array with no
 second resize: the whole frame is a 2x2 mean, a half is a crop averaged by 2 along one axis, and a half-size window
-is a plain crop. NumPy only.
+is a plain crop. The ``inset`` view is the rectangle :class:`sora_search.inset.InsetFinder` found in the probe (a
+picture-in-picture inset), cut out and resampled to S x S. NumPy only.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .inset import Box, crop_resize
 
 FULL = "full"
 HFLIP = "hflip"
@@ -21,6 +24,8 @@ HALVES = ("left", "right", "top", "bottom")
 # Half-size windows on a 3 x 3 grid with a stride of a quarter frame: an inset of a third to a half of the frame
 # lies mostly inside one of them (picture-in-picture).
 WINDOWS = tuple(f"win{i}{j}" for i in range(3) for j in range(3))
+# The inset found in the probe, if any (it needs a box: see make_view).
+INSET = "inset"
 
 # Views that look at part of the frame (scored with a penalty by the library, see library.REGION_PENALTY).
 REGION_VIEWS = frozenset(HALVES + WINDOWS)
@@ -28,9 +33,10 @@ REGION_VIEWS = frozenset(HALVES + WINDOWS)
 VIEW_SETS: dict[str, tuple[str, ...]] = {
     "fast": (FULL,),
     "standard": (FULL, HFLIP),
-    "regions": HALVES + WINDOWS,
-    "thorough": (FULL, HFLIP) + HALVES + WINDOWS,
+    "regions": HALVES + WINDOWS + (INSET,),
+    "thorough": (FULL, HFLIP) + HALVES + WINDOWS + (INSET,),
 }
+ALL_VIEWS = (FULL, HFLIP) + HALVES + WINDOWS + (INSET,)
 
 
 def _pool2(x: np.ndarray, axis: int) -> np.ndarray:
@@ -40,13 +46,14 @@ def _pool2(x: np.ndarray, axis: int) -> np.ndarray:
     return ((a + b + 1) >> 1).astype(np.uint8)
 
 
-def make_view(frames: np.ndarray, name: str) -> np.ndarray:
+def make_view(frames: np.ndarray, name: str, box: Box | None = None) -> np.ndarray:
     """One view of probe frames decoded at twice the encoder's side.
 
     Args:
         frames: (n, 2S, 2S, 3) uint8 RGB.
-        name: ``full``, ``hflip``, ``left``/``right``/``top``/``bottom`` or ``winIJ`` (I, J in 0..2: row and column
-            of the half-size window, offset I/4 and J/4 of the frame).
+        name: ``full``, ``hflip``, ``left``/``right``/``top``/``bottom``, ``winIJ`` (I, J in 0..2: row and column
+            of the half-size window, offset I/4 and J/4 of the frame) or ``inset``.
+        box: the rectangle the ``inset`` view cuts out (fractions of the frame); only for ``inset``.
 
     Returns:
         (n, S, S, 3) uint8, C-contiguous.
@@ -64,10 +71,14 @@ def make_view(frames: np.ndarray, name: str) -> np.ndarray:
     elif name in ("top", "bottom"):
         rows = slice(0, side) if name == "top" else slice(side, 2 * side)
         out = _pool2(frames[:, rows], 2)
+    elif name == INSET:
+        if box is None:
+            raise ValueError("the inset view needs the box to cut out (InsetFinder.find)")
+        out = crop_resize(frames, box, side)
     elif name in WINDOWS:
         i, j = int(name[3]), int(name[4])
         y, x = i * side // 2, j * side // 2
         out = frames[:, y:y + side, x:x + side]
     else:
-        raise ValueError(f"unknown view {name!r}; known: {(FULL, HFLIP) + HALVES + WINDOWS}")
+        raise ValueError(f"unknown view {name!r}; known: {ALL_VIEWS}")
     return np.ascontiguousarray(out)

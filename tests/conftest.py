@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.media import cut, make_photo_clip, make_testsrc, skimage_photos
+from tests.media import cut, make_photo_clip, make_testsrc, picture_in_picture, skimage_photos
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +20,7 @@ def media_dir(tmp_path_factory) -> Path:
     library/bars.mp4     8 s  ffmpeg testsrc2
     probe_a.mp4              seconds 5-11 of pan_a, re-encoded at half size
     probe_other.mp4          ffmpeg "life" pattern, never indexed
+    probe_pip.mp4            seconds 2-10 of pan_a at 0.35 of the frame, inset over the "life" pattern (top right)
     """
     root = tmp_path_factory.mktemp("media")
     photos = skimage_photos(root / "photos")
@@ -31,6 +32,7 @@ def media_dir(tmp_path_factory) -> Path:
     make_testsrc(lib / "bars.mp4", 8, pattern="testsrc2")
     cut(lib / "pan_a.mp4", root / "probe_a.mp4", 5, 6, scale=0.5)
     make_testsrc(root / "probe_other.mp4", 6, pattern="life")
+    picture_in_picture(lib / "pan_a.mp4", root / "probe_pip.mp4", 2, 8, frac=0.35, x=0.8, y=0.2)
     return root
 
 

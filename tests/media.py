@@ -79,6 +79,22 @@ def cut(src: Path, dst: Path, start_s: float, duration_s: float, *, scale: float
     return dst
 
 
+def picture_in_picture(copy: Path, dst: Path, start_s: float, duration_s: float, *, frac: float, x: float,
+                       y: float, background: str = "life", size: tuple[int, int] = (320, 240)) -> Path:
+    """``duration_s`` seconds of ``copy`` from ``start_s``, scaled to ``frac`` of the frame, over a lavfi pattern.
+
+    ``x`` and ``y`` place the inset's top-left corner as fractions of the free space (0: left/top, 1: right/bottom).
+    """
+    w, h = size
+    cw, ch = int(w * frac) // 2 * 2, int(h * frac) // 2 * 2
+    graph = (f"{background}=size={w}x{h}:rate=25,format=yuv420p[bg];"
+             f"[0:v]setpts=PTS-STARTPTS,scale={cw}:{ch},fps=25[ins];"
+             f"[bg][ins]overlay={int((w - cw) * x)}:{int((h - ch) * y)}:shortest=1,format=yuv420p[out]")
+    ffmpeg("-ss", f"{start_s}", "-t", f"{duration_s}", "-i", str(copy), "-filter_complex", graph, "-map", "[out]",
+           "-t", f"{duration_s}", "-c:v", "libx264", "-crf", "23", "-pix_fmt", "yuv420p", "-an", str(dst))
+    return dst
+
+
 def skimage_photos(dst_dir: Path, names: Sequence[str] = ("chelsea", "astronaut", "coffee", "rocket",
                                                               "stereo_motorcycle", "immunohistochemistry")) -> list[Path]:
     """Real photos bundled with scikit-image (a test dependency), written as PNG files."""

@@ -44,6 +44,23 @@ def test_unrelated_clip_scores_clearly_lower(indexed, media_dir):
     assert copy - best_unrelated >= 0.25, (copy, best_unrelated)
 
 
+def test_picture_in_picture_is_found_through_its_inset(indexed, media_dir):
+    from sora_search import Library
+    from sora_search.views import INSET, VIEW_SETS
+
+    probe = media_dir / "probe_pip.mp4"        # seconds 2-10 of pan_a at 0.35 of the frame, top right, over "life"
+    top = _query(indexed, probe)["matches"][0]
+    assert top["path"] == str(media_dir / "library" / "pan_a.mp4") and top["score"] >= DEFAULT_MIN_SCORE, top
+    seg = top["segments"][0]
+    assert abs(seg["ref_start_s"] - 2) <= 2 and abs(seg["ref_end_s"] - 10) <= 2, seg
+    # The quarter-grid windows alone see the inset mixed with the pattern around it: the found inset is what lifts it.
+    without_inset = [v for v in VIEW_SETS["thorough"] if v != INSET]
+    with Library.open(indexed, create=False) as lib:
+        windows = lib.query(probe, views=without_inset, min_score=-1.0).matches
+    pan_a = [m.score for m in windows if m.path.endswith("pan_a.mp4")]
+    assert pan_a and top["score"] - pan_a[0] >= 0.1, (top["score"], pan_a)
+
+
 def test_table_output_shows_spans_in_mmss(indexed, media_dir):
     result = CliRunner().invoke(cli, ["query", str(media_dir / "probe_a.mp4"), "--index", str(indexed)])
     first = result.output.splitlines()[1].split()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sora_search.views import FULL, HALVES, HFLIP, VIEW_SETS, WINDOWS, make_view
+from sora_search.views import FULL, HALVES, HFLIP, INSET, VIEW_SETS, WINDOWS, make_view
 
 
 @pytest.fixture
@@ -53,6 +53,6 @@ def test_bad_shapes_and_names_are_named(frames: np.ndarray) -> None:
 
 
 def test_view_sets_name_known_views() -> None:
-    known = {FULL, HFLIP, *HALVES, *WINDOWS}
+    known = {FULL, HFLIP, *HALVES, *WINDOWS, INSET}
     for name, views in VIEW_SETS.items():
         assert set(views) <= known, name
