@@ -61,6 +61,11 @@ REGION_PENALTY = 0.1
 # A found inset (sora_search.inset) is one more region, but one the probe itself points at: it pays half.
 INSET_PENALTY = 0.05
 VIEW_PENALTY: dict[str, float] = {**{v: REGION_PENALTY for v in REGION_VIEWS}, INSET: INSET_PENALTY}
+# Every match but the best loses this share of its score's gap to the best: a video that is far behind the probe's
+# best match more likely shows the same kind of scene than the clip. Copies of the clip in several library videos
+# score alike and lose next to nothing. On the accuracy benchmark (cached probes) micro-AP 0.898 -> 0.919, precision
+# at the default threshold 0.89 -> 0.92 for recall 0.84 -> 0.83; a weight of 1.0 gave 0.923.
+RUNNER_UP_GAP = 0.5
 NEIGHBOURS = 64            # k-NN per probe vector, before grouping by video
 TEMPORAL_RADIUS = 1        # "pooled again over time": each vector averages its +-1 s neighbours
 PROJECTION_DIM = 256
@@ -337,7 +342,8 @@ class Library:
                 (half or window) scores ``REGION_PENALTY`` less, the inset ``INSET_PENALTY`` less.
 
         A score is the shrunk mean, over the aligned probe seconds, of each second's similarity to the video minus
-        its background similarity to the library's next best other videos (:mod:`sora_search.search`).
+        its background similarity to the library's next best other videos (:mod:`sora_search.search`); every match
+        but the best then loses ``RUNNER_UP_GAP`` of its gap to the best.
 
         Raises:
             VideoError: the clip cannot be decoded. EmptyIndex: nothing is indexed yet.
@@ -390,6 +396,11 @@ class Library:
                 logger.debug("%s: inset at x=%.2f y=%.2f w=%.2f h=%.2f (strength %.1f)", clip, box.x, box.y,
                              box.w, box.h, box.strength)
                 score(*self._embed_views(self._decode_worker(timeout_s), clip, [INSET], box=box))
+        if best:
+            # A match far behind the probe's best one is more likely footage that only resembles the probe.
+            top = max(spans[0].score for spans in best.values())
+            best = {v: [replace(sp, score=sp.score - RUNNER_UP_GAP * (top - spans[0].score)) for sp in spans]
+                    for v, spans in best.items()}
         ranked = sorted(((spans[0].score, v, spans) for v, spans in best.items() if spans[0].score >= min_score),
                         key=lambda x: (-x[0], x[1]))[:k]
         paths = self._store.video_paths(v for _, v, _ in ranked)

@@ -123,3 +123,19 @@ def test_stale_faiss_file_is_rebuilt_from_the_store(lib, library_copy, monkeypat
     ids, raw = next(lib._store.iter_vectors())
     _, found = index.search(projection.apply(raw), 1)
     assert set(found.ravel().tolist()) <= set(ids.tolist())
+
+
+def test_matches_behind_the_best_lose_part_of_their_gap(lib, library_copy, media_dir, monkeypatch):
+    import sora_search.library as library_module
+
+    lib.index([library_copy])
+    probe = media_dir / "probe_a.mp4"
+    monkeypatch.setattr(library_module, "RUNNER_UP_GAP", 0.0)
+    raw = {m.path: m.score for m in lib.query(probe, min_score=-1, views="standard").matches}
+    monkeypatch.setattr(library_module, "RUNNER_UP_GAP", 0.5)
+    adjusted = lib.query(probe, min_score=-1, views="standard").matches
+    top = max(raw.values())
+    assert len(adjusted) >= 2 and adjusted[0].score == pytest.approx(top, abs=1e-4)
+    for m in adjusted:
+        assert m.score == pytest.approx(raw[m.path] - 0.5 * (top - raw[m.path]), abs=2e-4), m.path
+        assert m.segments[0].score == pytest.approx(m.score, abs=1e-4)
