@@ -24,6 +24,8 @@ MAX_SIDE = 0.9
 MAX_ASPECT = 1.0
 # Edges persist when the median over a stretch of this many probe frames (seconds at 1 fps) still shows them.
 STRETCH = 8
+# In fewer frames than this every edge of the footage persists: a probe this short has no inset to find.
+MIN_FRAMES = 3
 # The weakest side's mean edge contrast, in grey levels, for a rectangle to count as an inset. On the accuracy
 # benchmark every picture-in-picture query's inset scores 22-44; footage without an inset mostly scores below 10
 # (boxes drawn over the video and blocks of overlaid text also reach 15-56: they are rectangles too).
@@ -49,11 +51,11 @@ class Box:
                 and 0 < self.h <= 1 - self.y + 1e-9):
             raise ValueError(f"Box must lie inside the unit frame, got x={self.x} y={self.y} w={self.w} h={self.h}")
 
-    def pixels(self, side: int) -> tuple[int, int, int, int]:
-        """(x0, y0, x1, y1) on a ``side`` x ``side`` frame, at least one pixel each way."""
-        x0, y0 = int(round(self.x * side)), int(round(self.y * side))
-        x1 = max(x0 + 1, min(side, int(round((self.x + self.w) * side))))
-        y1 = max(y0 + 1, min(side, int(round((self.y + self.h) * side))))
+    def pixels(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1) on a ``width`` x ``height`` frame, at least one pixel each way."""
+        x0, y0 = int(round(self.x * width)), int(round(self.y * height))
+        x1 = max(x0 + 1, min(width, int(round((self.x + self.w) * width))))
+        y1 = max(y0 + 1, min(height, int(round((self.y + self.h) * height))))
         return x0, y0, x1, y1
 
 
@@ -88,9 +90,8 @@ class InsetFinder:
 
     def find(self, min_strength: float = MIN_STRENGTH) -> Box | None:
         """The strongest inset-like rectangle, or None when none reaches ``min_strength``."""
-        if self._pending > 0 or self._vertical is None:
-            if self._buffer:
-                self._close_stretch()
+        if (self._pending > 0 or self._vertical is None) and len(self._buffer) >= MIN_FRAMES:
+            self._close_stretch()
             self._pending = 0
         if self._vertical is None or self._horizontal is None:
             return None
@@ -239,11 +240,7 @@ def crop_resize(frames: np.ndarray, box: Box, size: int) -> np.ndarray:
     Returns:
         (n, size, size, 3) uint8, C-contiguous.
     """
-    n, height, width = frames.shape[:3]
-    x0 = int(round(box.x * width))
-    y0 = int(round(box.y * height))
-    x1 = max(x0 + 1, min(width, int(round((box.x + box.w) * width))))
-    y1 = max(y0 + 1, min(height, int(round((box.y + box.h) * height))))
+    x0, y0, x1, y1 = box.pixels(frames.shape[2], frames.shape[1])
     crop = frames[:, y0:y1, x0:x1].astype(np.float32)
     rows, cols = _resample_matrix(y1 - y0, size), _resample_matrix(x1 - x0, size)
     out = np.einsum("ij,njkc->nikc", rows, crop, optimize=True)

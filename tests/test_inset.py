@@ -28,7 +28,7 @@ def _probe(n: int, box: Box | None, *, seed: int = 0, present: slice = slice(Non
     rng = np.random.default_rng(seed)
     frames = _blobs(rng, n, 2 * SIDE)
     if box is not None:
-        x0, y0, x1, y1 = box.pixels(2 * SIDE)
+        x0, y0, x1, y1 = box.pixels(2 * SIDE, 2 * SIDE)
         inset = _blobs(rng, n, 2 * SIDE)[:, :y1 - y0, :x1 - x0]
         frames[present, y0:y1, x0:x1] = inset[present]
     return frames
@@ -65,8 +65,9 @@ def test_rectangles_too_small_or_not_the_frame_s_shape_are_not_insets() -> None:
     assert _find(_probe(12, Box(0.1, 0.7, 0.8, 0.2))) is None  # a banner across the bottom
 
 
-def test_a_short_probe_is_enough_and_an_empty_one_finds_nothing() -> None:
+def test_three_frames_are_enough_and_fewer_find_nothing() -> None:
     assert _find(_probe(3, Box(0.2, 0.2, 0.5, 0.5))) is not None
+    assert _find(_probe(2, Box(0.2, 0.2, 0.5, 0.5))) is None  # in two frames every edge persists
     assert InsetFinder().find() is None
 
 
