@@ -139,3 +139,10 @@ def test_matches_behind_the_best_lose_part_of_their_gap(lib, library_copy, media
     for m in adjusted:
         assert m.score == pytest.approx(raw[m.path] - 0.5 * (top - raw[m.path]), abs=2e-4), m.path
         assert m.segments[0].score == pytest.approx(m.score, abs=1e-4)
+
+
+def test_inset_alone_finds_the_inset_first_and_nothing_without_one(lib, library_copy, media_dir):
+    lib.index([library_copy])
+    with_inset = lib.query(media_dir / "probe_pip.mp4", views=["inset"], min_score=-1)
+    assert with_inset.matches, "the inset of probe_pip.mp4 was not found or not searched"
+    assert lib.query(media_dir / "probe_other.mp4", views=["inset"], min_score=-1).matches == ()
