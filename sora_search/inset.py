@@ -149,12 +149,8 @@ def best_rectangle(vertical: np.ndarray, horizontal: np.ndarray, *, min_side: fl
     # Half resolution, forgiving by a pixel: coarse edge c (between coarse columns c and c+1) is the strongest of the
     # fine edges 2c..2c+3, so a side that falls between two coarse positions still shows at both; rows are pooled by
     # the maximum of each pair. The fine pass puts each side back where it belongs.
-    v = np.maximum(vertical[0:2 * coarse:2], vertical[1:2 * coarse:2])
-    v = np.pad(v, [(0, 0), (0, 2 * coarse - v.shape[1])])
-    v = np.max(np.stack([v[:, i:i + 2 * coarse - 2:2] for i in range(4)]), axis=0)
-    h = np.maximum(horizontal[:, 0:2 * coarse:2], horizontal[:, 1:2 * coarse:2])
-    h = np.pad(h, [(0, 2 * coarse - h.shape[0]), (0, 0)])
-    h = np.max(np.stack([h[i:i + 2 * coarse - 2:2] for i in range(4)]), axis=0)
+    v = _coarse_edges(vertical, coarse)
+    h = _coarse_edges(horizontal.T, coarse).T
     found = _search(v, h, range(max(2, int(min_side * coarse)), int(max_side * coarse) + 1), max_aspect)
     if found is None:
         return None
@@ -162,6 +158,13 @@ def best_rectangle(vertical: np.ndarray, horizontal: np.ndarray, *, min_side: fl
     rect = _refine(vertical, horizontal, (2 * x0, 2 * y0, 2 * (x0 + w), 2 * (y0 + hh)))
     score, (x0, y0, x1, y1) = rect
     return Box(x0 / side, y0 / side, (x1 - x0) / side, (y1 - y0) / side, strength=float(score))
+
+
+def _coarse_edges(vertical: np.ndarray, coarse: int) -> np.ndarray:
+    """(S, S-1) edges between columns -> (coarse, coarse-1) on the half-resolution grid (see best_rectangle)."""
+    v = np.maximum(vertical[0:2 * coarse:2], vertical[1:2 * coarse:2])
+    v = np.pad(v, [(0, 0), (0, 2 * coarse - v.shape[1])])
+    return np.max(np.stack([v[:, i:i + 2 * coarse - 2:2] for i in range(4)]), axis=0)
 
 
 def _search(v: np.ndarray, h: np.ndarray, sizes: range,

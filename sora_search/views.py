@@ -30,13 +30,13 @@ INSET = "inset"
 # Views that look at part of the frame (scored with a penalty by the library, see library.REGION_PENALTY).
 REGION_VIEWS = frozenset(HALVES + WINDOWS)
 
+ALL_VIEWS = (FULL, HFLIP) + HALVES + WINDOWS + (INSET,)
 VIEW_SETS: dict[str, tuple[str, ...]] = {
     "fast": (FULL,),
     "standard": (FULL, HFLIP),
     "regions": HALVES + WINDOWS + (INSET,),
-    "thorough": (FULL, HFLIP) + HALVES + WINDOWS + (INSET,),
+    "thorough": ALL_VIEWS,
 }
-ALL_VIEWS = (FULL, HFLIP) + HALVES + WINDOWS + (INSET,)
 
 
 def _pool2(x: np.ndarray, axis: int) -> np.ndarray:
