@@ -156,7 +156,7 @@ def _print_summary(summary: Any, *, timings: bool = False) -> None:
               show_default=True,
               help="How hard to look: fast = whole frames; standard = also mirrored; thorough = also halves, "
                    "half-size windows and any picture-in-picture inset found, cut out (stacked and inset copies); "
-                   "auto = standard, then thorough when nothing scores 0.3.")
+                   "auto = whole frames, then mirrored, then thorough, each step only when nothing scores 0.3.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def query(clip: Path, index_dir: Path | None, device: str | None, k: int, min_score: float | None,
           views: str, as_json: bool) -> None:

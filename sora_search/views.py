@@ -5,13 +5,17 @@ an inset (picture-in-picture) over other footage. A global descriptor of the who
 everything around it, so the probe is also described through views that isolate each candidate layout, and every
 library video keeps the best-scoring view. The library is indexed once, from whole frames; only the probe pays.
 
-The probe is decoded at twice the encoder's input side (2S x 2S), so every view is an exact S x S array with no
-second resize: the whole frame is a 2x2 mean, a half is a crop averaged by 2 along one axis, and a half-size window
-is a plain crop. The ``inset`` view is the rectangle :class:`sora_search.inset.InsetFinder` found in the probe (a
-picture-in-picture inset), cut out and resampled to S x S. NumPy only.
+A probe seen only whole and mirrored is decoded at the encoder's input side S, as the library was: those views are
+the frame as decoded and its mirror image. For any other view the probe is decoded at twice that side (2S x 2S), so
+every view is an exact S x S array with no second resize: the whole frame is a 2x2 mean, a half is a crop averaged
+by 2 along one axis, and a half-size window is a plain crop. The ``inset`` view is the rectangle
+:class:`sora_search.inset.InsetFinder` found in the probe (a picture-in-picture inset), cut out and resampled to
+S x S. NumPy only.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -27,6 +31,8 @@ WINDOWS = tuple(f"win{i}{j}" for i in range(3) for j in range(3))
 # The inset found in the probe, if any (it needs a box: see make_view).
 INSET = "inset"
 
+# Views of the whole frame: a pass of only these decodes the probe at S, not 2S (see decode_side).
+WHOLE_FRAME_VIEWS = frozenset((FULL, HFLIP))
 # Views that look at part of the frame (scored with a penalty by the library, see library.REGION_PENALTY).
 REGION_VIEWS = frozenset(HALVES + WINDOWS)
 
@@ -39,6 +45,11 @@ VIEW_SETS: dict[str, tuple[str, ...]] = {
 }
 
 
+def decode_side(views: Iterable[str], side: int) -> int:
+    """The side to decode a probe at for these views: ``side`` (S) when all are whole-frame views, else 2S."""
+    return side if set(views) <= WHOLE_FRAME_VIEWS else 2 * side
+
+
 def _pool2(x: np.ndarray, axis: int) -> np.ndarray:
     """Mean of neighbouring pairs along ``axis`` (uint8 in, uint8 out, rounded)."""
     a = x.take(np.arange(0, x.shape[axis], 2), axis=axis).astype(np.uint16)
@@ -46,25 +57,34 @@ def _pool2(x: np.ndarray, axis: int) -> np.ndarray:
     return ((a + b + 1) >> 1).astype(np.uint8)
 
 
-def make_view(frames: np.ndarray, name: str, box: Box | None = None) -> np.ndarray:
-    """One view of probe frames decoded at twice the encoder's side.
+def make_view(frames: np.ndarray, name: str, box: Box | None = None, *, side: int | None = None) -> np.ndarray:
+    """One view of probe frames decoded at the encoder's side S or at twice that.
 
     Args:
-        frames: (n, 2S, 2S, 3) uint8 RGB.
+        frames: (n, 2S, 2S, 3) uint8 RGB, or (n, S, S, 3) for the whole-frame views (``full``, ``hflip``).
         name: ``full``, ``hflip``, ``left``/``right``/``top``/``bottom``, ``winIJ`` (I, J in 0..2: row and column
             of the half-size window, offset I/4 and J/4 of the frame) or ``inset``.
         box: the rectangle the ``inset`` view cuts out (fractions of the frame); only for ``inset``.
+        side: S, the encoder's input side; by default half the frames' side (frames decoded at 2S).
 
     Returns:
         (n, S, S, 3) uint8, C-contiguous.
     """
-    if frames.ndim != 4 or frames.shape[1] != frames.shape[2] or frames.shape[1] % 4 or frames.shape[3] != 3:
-        raise ValueError(f"views need (n, 2S, 2S, 3) frames with S even, got shape {frames.shape}")
-    side = frames.shape[1] // 2
-    if name == FULL:
-        out = _pool2(_pool2(frames, 1), 2)
-    elif name == HFLIP:
-        out = _pool2(_pool2(frames, 1), 2)[:, :, ::-1]
+    if name not in ALL_VIEWS:
+        raise ValueError(f"unknown view {name!r}; known: {ALL_VIEWS}")
+    if frames.ndim != 4 or frames.shape[1] != frames.shape[2] or frames.shape[3] != 3:
+        raise ValueError(f"views need (n, 2S, 2S, 3) or (n, S, S, 3) frames, got shape {frames.shape}")
+    side = frames.shape[1] // 2 if side is None else side
+    whole = None
+    if frames.shape[1] == side and name in WHOLE_FRAME_VIEWS:
+        whole = frames
+    elif frames.shape[1] != 2 * side or side % 2:
+        raise ValueError(f"the {name!r} view needs (n, 2S, 2S, 3) frames with S even (S={side}), got shape "
+                         f"{frames.shape}")
+    if name in WHOLE_FRAME_VIEWS:
+        if whole is None:
+            whole = _pool2(_pool2(frames, 1), 2)
+        out = whole if name == FULL else whole[:, :, ::-1]
     elif name in ("left", "right"):
         cols = slice(0, side) if name == "left" else slice(side, 2 * side)
         out = _pool2(frames[:, :, cols], 1)
@@ -75,10 +95,8 @@ def make_view(frames: np.ndarray, name: str, box: Box | None = None) -> np.ndarr
         if box is None:
             raise ValueError("the inset view needs the box to cut out (InsetFinder.find)")
         out = crop_resize(frames, box, side)
-    elif name in WINDOWS:
+    else:  # a window
         i, j = int(name[3]), int(name[4])
         y, x = i * side // 2, j * side // 2
         out = frames[:, y:y + side, x:x + side]
-    else:
-        raise ValueError(f"unknown view {name!r}; known: {ALL_VIEWS}")
     return np.ascontiguousarray(out)

@@ -11,6 +11,7 @@ import pytest
 from sora_search import Library
 from sora_search.errors import EmptyIndex, EncoderMismatch, IndexLocked, IndexNotFound
 from sora_search.library import LOCK_NAME, _WriteLock
+from sora_search.views import FULL, HALVES, HFLIP, WINDOWS
 
 
 @pytest.fixture
@@ -146,3 +147,55 @@ def test_inset_alone_finds_the_inset_first_and_nothing_without_one(lib, library_
     with_inset = lib.query(media_dir / "probe_pip.mp4", views=["inset"], min_score=-1)
     assert with_inset.matches, "the inset of probe_pip.mp4 was not found or not searched"
     assert lib.query(media_dir / "probe_other.mp4", views=["inset"], min_score=-1).matches == ()
+
+
+def test_a_probe_seen_whole_is_decoded_as_the_library_was(lib, library_copy):
+    """Whole and mirrored views come from frames decoded at the encoder's side, so an indexed file queried as it is
+    gives exactly its indexed vectors; a region pass decodes at twice the side."""
+    from sora_search.decode import DecodeWorker
+
+    lib.index([library_copy])
+    path = library_copy / "pan_a.mp4"
+    worker = lib._decode_worker(60)
+    _, ts, indexed = lib._embed_file(worker, path)
+    _, ts2, views = lib._embed_views(worker, path, ["full", "hflip"])
+    np.testing.assert_array_equal(ts2, ts)
+    np.testing.assert_array_equal(views["full"], indexed)
+    assert not np.allclose(views["hflip"], indexed)
+
+    sides = []
+    real_open = DecodeWorker.open
+
+    def spy(self, p, **kw):
+        sides.append(kw["size"])
+        return real_open(self, p, **kw)
+
+    size = lib._get_encoder().identity.input_size
+    try:
+        DecodeWorker.open = spy
+        lib._embed_views(worker, path, ["full", "left"])
+        lib._embed_views(worker, path, ["hflip"])
+    finally:
+        DecodeWorker.open = real_open
+    assert sides == [2 * size, size]
+
+
+@pytest.mark.parametrize("escalate_below, expected", [
+    (-1.0, [[FULL]]),
+    (2.0, [[FULL], [HFLIP], [*HALVES, *WINDOWS]]),
+])
+def test_auto_views_escalate_one_step_at_a_time(lib, library_copy, media_dir, monkeypatch, escalate_below, expected):
+    import sora_search.library as library_module
+
+    lib.index([library_copy])
+    seen = []
+    real = library_module.Library._embed_views
+
+    def spy(self, worker, path, views, **kw):
+        seen.append(list(views))
+        return real(self, worker, path, views, **kw)
+
+    monkeypatch.setattr(library_module, "ESCALATE_BELOW", escalate_below)
+    monkeypatch.setattr(library_module.Library, "_embed_views", spy)
+    lib.query(media_dir / "probe_a.mp4")
+    assert seen[:len(expected)] == expected  # then the inset, where the finder reports one

@@ -1,11 +1,11 @@
-"""Query views: exact S x S cuts of a probe decoded at 2S."""
+"""Query views: exact S x S cuts of a probe decoded at 2S, or whole frames decoded at S."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from sora_search.views import FULL, HALVES, HFLIP, INSET, VIEW_SETS, WINDOWS, make_view
+from sora_search.views import FULL, HALVES, HFLIP, INSET, VIEW_SETS, WINDOWS, decode_side, make_view
 
 
 @pytest.fixture
@@ -24,6 +24,16 @@ def test_full_is_the_2x2_mean_and_hflip_its_mirror(frames: np.ndarray) -> None:
     full = make_view(frames, FULL)
     assert np.abs(full - expected).max() <= 1.0
     np.testing.assert_array_equal(make_view(frames, HFLIP), full[:, :, ::-1])
+
+
+def test_frames_at_s_give_the_whole_views_as_they_are(frames: np.ndarray) -> None:
+    small = frames[:, :8, :8]
+    np.testing.assert_array_equal(make_view(small, FULL, side=8), small)
+    np.testing.assert_array_equal(make_view(small, HFLIP, side=8), small[:, :, ::-1])
+    with pytest.raises(ValueError, match="'left' view needs"):
+        make_view(small, "left", side=8)
+    assert decode_side([FULL, HFLIP], 8) == 8
+    assert decode_side([FULL, "win11"], 8) == decode_side([INSET], 8) == 16
 
 
 def test_halves_recover_the_two_parts_of_a_stack() -> None:
