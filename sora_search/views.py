@@ -75,15 +75,12 @@ def make_view(frames: np.ndarray, name: str, box: Box | None = None, *, side: in
     if frames.ndim != 4 or frames.shape[1] != frames.shape[2] or frames.shape[3] != 3:
         raise ValueError(f"views need (n, 2S, 2S, 3) or (n, S, S, 3) frames, got shape {frames.shape}")
     side = frames.shape[1] // 2 if side is None else side
-    whole = None
-    if frames.shape[1] == side and name in WHOLE_FRAME_VIEWS:
-        whole = frames
-    elif frames.shape[1] != 2 * side or side % 2:
+    at_side = frames.shape[1] == side
+    if not (at_side and name in WHOLE_FRAME_VIEWS) and (frames.shape[1] != 2 * side or side % 2):
         raise ValueError(f"the {name!r} view needs (n, 2S, 2S, 3) frames with S even (S={side}), got shape "
                          f"{frames.shape}")
     if name in WHOLE_FRAME_VIEWS:
-        if whole is None:
-            whole = _pool2(_pool2(frames, 1), 2)
+        whole = frames if at_side else _pool2(_pool2(frames, 1), 2)
         out = whole if name == FULL else whole[:, :, ::-1]
     elif name in ("left", "right"):
         cols = slice(0, side) if name == "left" else slice(side, 2 * side)

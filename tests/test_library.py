@@ -149,7 +149,7 @@ def test_inset_alone_finds_the_inset_first_and_nothing_without_one(lib, library_
     assert lib.query(media_dir / "probe_other.mp4", views=["inset"], min_score=-1).matches == ()
 
 
-def test_a_probe_seen_whole_is_decoded_as_the_library_was(lib, library_copy):
+def test_a_probe_seen_whole_is_decoded_as_the_library_was(lib, library_copy, monkeypatch):
     """Whole and mirrored views come from frames decoded at the encoder's side, so an indexed file queried as it is
     gives exactly its indexed vectors; a region pass decodes at twice the side."""
     from sora_search.decode import DecodeWorker
@@ -158,10 +158,10 @@ def test_a_probe_seen_whole_is_decoded_as_the_library_was(lib, library_copy):
     path = library_copy / "pan_a.mp4"
     worker = lib._decode_worker(60)
     _, ts, indexed = lib._embed_file(worker, path)
-    _, ts2, views = lib._embed_views(worker, path, ["full", "hflip"])
+    _, ts2, views = lib._embed_views(worker, path, [FULL, HFLIP])
     np.testing.assert_array_equal(ts2, ts)
-    np.testing.assert_array_equal(views["full"], indexed)
-    assert not np.allclose(views["hflip"], indexed)
+    np.testing.assert_array_equal(views[FULL], indexed)
+    assert not np.allclose(views[HFLIP], indexed)
 
     sides = []
     real_open = DecodeWorker.open
@@ -170,13 +170,10 @@ def test_a_probe_seen_whole_is_decoded_as_the_library_was(lib, library_copy):
         sides.append(kw["size"])
         return real_open(self, p, **kw)
 
+    monkeypatch.setattr(DecodeWorker, "open", spy)
+    lib._embed_views(worker, path, [FULL, "left"])
+    lib._embed_views(worker, path, [HFLIP])
     size = lib._get_encoder().identity.input_size
-    try:
-        DecodeWorker.open = spy
-        lib._embed_views(worker, path, ["full", "left"])
-        lib._embed_views(worker, path, ["hflip"])
-    finally:
-        DecodeWorker.open = real_open
     assert sides == [2 * size, size]
 
 
