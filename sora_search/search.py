@@ -4,9 +4,12 @@ Each probe vector's neighbours vote for (video, reference time). Per video, temp
 hits that move forward in both clips at a plausible relative speed (a temporal network, as in Tan et al. 2009:
 the maximum-weight chain by dynamic programming). A chain tolerates speed changes (0.5x-2x by default), dropped
 or edited frames (gaps) and partial overlap, and several chains per video give several segments (a clip cut into
-other footage, or one that repeats). The score of a segment is a shrunk mean similarity, ``sum(sim) / (n + 1)``:
-it stays near the per-frame similarity for long, consistent segments and falls for a chance match of a frame or
-two, so one threshold means the same thing for short and long probes.
+other footage, or one that repeats). The score of a segment is a shrunk weighted mean similarity,
+``sum(w * sim) / (sum(w) + 1)``: it stays near the per-frame similarity for long, consistent segments and falls for
+a chance match of a frame or two, so one threshold means the same thing for short and long probes. The weight ``w``
+of a probe second is its novelty (:func:`novelty_weights`): how much it changed from the second before. A held
+frame or a fixed camera on a still room adds little new evidence each second, and same-scene footage (another
+recording from the same camera) otherwise scores like a copy.
 
 Similarities are first normalised against the library as a background set (as in the VSC2022 baseline, which
 normalises against a separate background set of unrelated videos): from each probe vector's similarity to a
@@ -35,6 +38,11 @@ BACKGROUND_TAKE = 5
 # 0.005) and takes the demo's unrelated clip from 0.36 to 0.22, below the default threshold.
 BACKGROUND_FLOOR = 0.2
 SPEED_PENALTY = 0.005  # chain weight lost per second of drift from real-time speed (a tie-breaker, see _best_chain)
+# Novelty: a probe second counts in a segment's score by how much it changed from the second before (cosine distance
+# of the projected vectors): not at all up to NOVELTY_FLOOR (what re-encoding noise moves a still frame), fully from
+# NOVELTY_FULL on. A still held for ten seconds is one second of evidence, not ten. None: every second counts fully.
+NOVELTY_FLOOR = 0.02
+NOVELTY_FULL: float | None = 0.04
 
 
 @dataclass(frozen=True)
@@ -59,11 +67,13 @@ class Hits:
         query_s: (n,) float64 probe timestamps.
         ref_s: (n,) float64 reference timestamps.
         sim: (n,) float32 similarities (inner products of L2-normalised vectors).
+        weight: (n,) float64 weight of each hit's probe second (:func:`novelty_weights`); None: all 1.
     """
 
     query_s: np.ndarray
     ref_s: np.ndarray
     sim: np.ndarray
+    weight: np.ndarray | None = None
 
 
 def background_similarity(video_ids: np.ndarray, sims: np.ndarray, n_videos: int, *,
@@ -118,7 +128,22 @@ def background_similarity(video_ids: np.ndarray, sims: np.ndarray, n_videos: int
     return out
 
 
-def group_hits(probe_s: np.ndarray, video_ids: np.ndarray, ref_s: np.ndarray, sims: np.ndarray) -> dict[int, Hits]:
+def novelty_weights(vectors: np.ndarray) -> np.ndarray:
+    """(m,) weight of each probe second: how far its vector moved from the second before, from 0 (a held frame) to 1.
+
+    ``vectors`` are the probe's L2-normalised vectors in time order; the first second always weighs 1, so a probe
+    that never changes still counts as one second of evidence.
+    """
+    w = np.ones(len(vectors))
+    if NOVELTY_FULL is None or len(vectors) < 2:
+        return w
+    dist = 1.0 - np.einsum("ij,ij->i", vectors[1:], vectors[:-1])
+    w[1:] = np.clip((dist - NOVELTY_FLOOR) / (NOVELTY_FULL - NOVELTY_FLOOR), 0.0, 1.0)
+    return w
+
+
+def group_hits(probe_s: np.ndarray, video_ids: np.ndarray, ref_s: np.ndarray, sims: np.ndarray,
+               weights: np.ndarray | None = None) -> dict[int, Hits]:
     """Split k-NN results by video, keeping each (probe frame, reference frame) pair once.
 
     Args:
@@ -126,16 +151,19 @@ def group_hits(probe_s: np.ndarray, video_ids: np.ndarray, ref_s: np.ndarray, si
         video_ids: (m, k) int64 video of each neighbour, -1 for none.
         ref_s: (m, k) float64 timestamp of each neighbour in its video.
         sims: (m, k) float32 similarity of each neighbour.
+        weights: (m,) weight of each probe vector (:func:`novelty_weights`), or None.
     """
     m, k = video_ids.shape
     q = np.repeat(probe_s, k)
+    w = np.repeat(np.ones(m) if weights is None else np.asarray(weights, np.float64), k)
     vid, r, s = video_ids.ravel(), ref_s.ravel(), sims.ravel()
     valid = vid >= 0
-    q, vid, r, s = q[valid], vid[valid], r[valid], s[valid]
+    q, vid, r, s, w = q[valid], vid[valid], r[valid], s[valid], w[valid]
     out: dict[int, Hits] = {}
     for v in np.unique(vid):
         sel = vid == v
-        out[int(v)] = Hits(q[sel].astype(np.float64), r[sel].astype(np.float64), s[sel].astype(np.float32))
+        out[int(v)] = Hits(q[sel].astype(np.float64), r[sel].astype(np.float64), s[sel].astype(np.float32),
+                           None if weights is None else w[sel])
     return out
 
 
@@ -147,6 +175,7 @@ def align(hits: Hits, probe_duration_s: float, params: AlignParams = AlignParams
     """
     order = np.lexsort((hits.ref_s, hits.query_s))
     q, r, s = hits.query_s[order], hits.ref_s[order], hits.sim[order].astype(np.float64)
+    w = np.ones(len(q)) if hits.weight is None else hits.weight[order]
     alive = np.ones(len(q), dtype=bool)
     probe_frames = max(1, int(round(probe_duration_s / params.interval_s)))
     min_hits = min(params.min_hits, probe_frames)
@@ -155,9 +184,10 @@ def align(hits: Hits, probe_duration_s: float, params: AlignParams = AlignParams
         chain = _best_chain(q, r, s, alive, params)
         if len(chain) == 0:
             break
-        cq, cr, cs = q[chain], r[chain], s[chain]
+        cq, cr, cs, cw = q[chain], r[chain], s[chain], w[chain].copy()
+        cw[0] = 1.0  # the segment's first second is new evidence whatever came before it
         n_frames = len(chain)  # a chain moves strictly forward in the probe: one hit per probe frame
-        score = float(cs.sum() / (n_frames + 1))
+        score = float((cw * cs).sum() / (cw.sum() + 1))
         # Whatever the chain covers in the probe is used up, so a later segment is a different part of the probe.
         lo, hi = cq.min(), cq.max()
         alive &= ~((q >= lo) & (q <= hi))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sora_search.search import AlignParams, Hits, align, background_similarity, group_hits
+from sora_search import search
+from sora_search.search import AlignParams, Hits, align, background_similarity, group_hits, novelty_weights
 
 
 def _hits(pairs, sim=0.9, noise=0, seed=0, probe_len=20, ref_len=120):
@@ -127,3 +128,46 @@ def test_background_never_falls_below_the_floor():
     vid = np.array([[7, 1, 2, 3]])
     sims = np.array([[0.9, 0.5, 0.4, 0.3]], np.float32)
     assert background_similarity(vid, sims, n_videos=4, floor=0.2)[0] == pytest.approx(0.4)  # above it: unchanged
+
+
+def _unit(rows):
+    v = np.asarray(rows, np.float64)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_novelty_is_how_far_a_second_moved_from_the_one_before():
+    a, b = [1.0, 0.0], [0.0, 1.0]
+    w = novelty_weights(_unit([a, a, b, b, a, [1.0, 0.25]]))
+    # first second: 1; a held frame: 0; a cut: 1; a change between NOVELTY_FLOOR and NOVELTY_FULL: in between.
+    dist = 1 - 1 / np.sqrt(1 + 0.25 ** 2)
+    assert search.NOVELTY_FLOOR < dist < search.NOVELTY_FULL
+    expected = (dist - search.NOVELTY_FLOOR) / (search.NOVELTY_FULL - search.NOVELTY_FLOOR)
+    np.testing.assert_allclose(w, [1, 0, 1, 0, 1, expected], atol=1e-12)
+
+
+def test_novelty_off_weighs_every_second_fully(monkeypatch):
+    monkeypatch.setattr(search, "NOVELTY_FULL", None)
+    np.testing.assert_array_equal(novelty_weights(_unit([[1.0, 0.0]] * 4)), np.ones(4))
+
+
+def test_a_held_frame_counts_as_one_second_of_evidence():
+    pairs = [(t, t + 30) for t in range(10)]
+    moving = align(_hits(pairs, sim=0.6), 10)[0]
+    held = Hits(*[np.array(x) for x in zip(*[(q, r, 0.6) for q, r in pairs])], weight=np.array([1.0] + [0.0] * 9))
+    still = align(held, 10)[0]
+    assert moving.score == pytest.approx(0.6 * 10 / 11)
+    assert still.score == pytest.approx(0.6 / 2)
+    assert (still.ref_start_s, still.ref_end_s) == (moving.ref_start_s, moving.ref_end_s) == (30, 40)
+
+
+def test_a_segment_starting_inside_a_held_stretch_counts_its_first_second():
+    # Weight 0 everywhere (a chain that starts after the probe's first second, inside a still): not a score of 0.
+    hits = Hits(np.arange(5.0, 10.0), np.arange(35.0, 40.0), np.full(5, 0.6, np.float32), weight=np.zeros(5))
+    assert align(hits, 10)[0].score == pytest.approx(0.6 / 2)
+
+
+def test_group_hits_carries_each_probe_seconds_weight():
+    groups = group_hits(np.array([0.0, 1.0]), np.array([[1, 2], [1, -1]]), np.array([[5.0, 7.0], [6.0, np.nan]]),
+                        np.array([[0.9, 0.8], [0.7, 0.0]], np.float32), weights=np.array([1.0, 0.25]))
+    np.testing.assert_array_equal(groups[1].weight, [1.0, 0.25])
+    np.testing.assert_array_equal(groups[2].weight, [1.0])
