@@ -30,7 +30,7 @@ from ._faults import fault_point
 from .errors import (EmptyIndex, EncoderMismatch, IndexLocked, IndexNotFound, SoraSearchError, StoreError,
                      VideoError)
 from .inset import Box, InsetFinder
-from .search import AlignParams, align, background_similarity, group_hits
+from .search import AlignParams, align, background_similarity, group_hits, novelty_weights
 from .types import (CheckReport, FailedFile, IndexSummary, LibraryInfo, Match, Progress, QueryResult, Span,
                     VideoInfo)
 from .views import FULL, HFLIP, INSET, REGION_VIEWS, VIEW_SETS, decode_side, make_view
@@ -337,15 +337,17 @@ class Library:
             k: at most this many videos, best first.
             min_score: drop matches scoring below this (see DEFAULT_MIN_SCORE).
             views: how the probe is looked at (:mod:`sora_search.views`). ``auto``: the whole frame; then, only
-                while no video scores ``ESCALATE_BELOW`` or more, the mirrored frame; then halves and half-size
-                windows (stacked and picture-in-picture copies) and, where :class:`~sora_search.inset.InsetFinder`
+                while no video scores ``ESCALATE_BELOW`` or more, the mirrored frame; then the frame turned by 90,
+                180 and 270 degrees, halves and half-size windows (rotated, stacked and picture-in-picture copies)
+                and, where :class:`~sora_search.inset.InsetFinder`
                 finds one, the picture-in-picture inset cut out; a set name from ``VIEW_SETS`` (``fast``, ``standard``,
                 ``thorough``); or a sequence of view names. Each video keeps its best-scoring view; a region view
                 (half or window) scores ``REGION_PENALTY`` less, the inset ``INSET_PENALTY`` less.
 
         A score is the shrunk mean, over the aligned probe seconds, of each second's similarity to the video minus
-        its background similarity to the library's next best other videos (:mod:`sora_search.search`); every match
-        but the best then loses ``RUNNER_UP_GAP`` of its gap to the best.
+        its background similarity to the library's next best other videos, each second weighted by how much it
+        changed from the one before (:mod:`sora_search.search`); every match but the best then loses
+        ``RUNNER_UP_GAP`` of its gap to the best.
 
         Raises:
             VideoError: the clip cannot be decoded. EmptyIndex: nothing is indexed yet.
@@ -379,7 +381,9 @@ class Library:
             for i, name in enumerate(names):
                 rows = slice(i * n, (i + 1) * n)
                 penalty = VIEW_PENALTY.get(name, 0.0)
-                for video_id, video_hits in group_hits(ts, video_ids[rows], ref_s[rows], scores[rows]).items():
+                weights = novelty_weights(probe[rows])
+                for video_id, video_hits in group_hits(ts, video_ids[rows], ref_s[rows], scores[rows],
+                                                       weights).items():
                     spans = [replace(sp, score=sp.score - penalty) for sp in align(video_hits, duration, params)]
                     if spans and (video_id not in best or spans[0].score > best[video_id][0].score):
                         best[video_id] = spans

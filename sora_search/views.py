@@ -23,6 +23,8 @@ from .inset import Box, crop_resize
 
 FULL = "full"
 HFLIP = "hflip"
+# The whole frame turned back by a quarter, a half and three quarters (copies rotated by a multiple of 90 degrees).
+ROTATIONS = ("rot90", "rot180", "rot270")
 # Halves: side-by-side (left/right) and top-bottom (top/bottom) stacks.
 HALVES = ("left", "right", "top", "bottom")
 # Half-size windows on a 3 x 3 grid with a stride of a quarter frame: an inset of a third to a half of the frame
@@ -32,15 +34,15 @@ WINDOWS = tuple(f"win{i}{j}" for i in range(3) for j in range(3))
 INSET = "inset"
 
 # Views of the whole frame: a pass of only these decodes the probe at S, not 2S (see decode_side).
-WHOLE_FRAME_VIEWS = frozenset((FULL, HFLIP))
+WHOLE_FRAME_VIEWS = frozenset((FULL, HFLIP) + ROTATIONS)
 # Views that look at part of the frame (scored with a penalty by the library, see library.REGION_PENALTY).
 REGION_VIEWS = frozenset(HALVES + WINDOWS)
 
-ALL_VIEWS = (FULL, HFLIP) + HALVES + WINDOWS + (INSET,)
+ALL_VIEWS = (FULL, HFLIP) + ROTATIONS + HALVES + WINDOWS + (INSET,)
 VIEW_SETS: dict[str, tuple[str, ...]] = {
     "fast": (FULL,),
     "standard": (FULL, HFLIP),
-    "regions": HALVES + WINDOWS + (INSET,),
+    "regions": ROTATIONS + HALVES + WINDOWS + (INSET,),
     "thorough": ALL_VIEWS,
 }
 
@@ -61,8 +63,10 @@ def make_view(frames: np.ndarray, name: str, box: Box | None = None, *, side: in
     """One view of probe frames decoded at the encoder's side S or at twice that.
 
     Args:
-        frames: (n, 2S, 2S, 3) uint8 RGB, or (n, S, S, 3) for the whole-frame views (``full``, ``hflip``).
-        name: ``full``, ``hflip``, ``left``/``right``/``top``/``bottom``, ``winIJ`` (I, J in 0..2: row and column
+        frames: (n, 2S, 2S, 3) uint8 RGB, or (n, S, S, 3) for the whole-frame views (``full``, ``hflip``,
+            ``rotK``).
+        name: ``full``, ``hflip``, ``rot90``/``rot180``/``rot270`` (the frame turned counter-clockwise by K
+            degrees), ``left``/``right``/``top``/``bottom``, ``winIJ`` (I, J in 0..2: row and column
             of the half-size window, offset I/4 and J/4 of the frame) or ``inset``.
         box: the rectangle the ``inset`` view cuts out (fractions of the frame); only for ``inset``.
         side: S, the encoder's input side; by default half the frames' side (frames decoded at 2S).
@@ -81,7 +85,12 @@ def make_view(frames: np.ndarray, name: str, box: Box | None = None, *, side: in
                          f"{frames.shape}")
     if name in WHOLE_FRAME_VIEWS:
         whole = frames if at_side else _pool2(_pool2(frames, 1), 2)
-        out = whole if name == FULL else whole[:, :, ::-1]
+        if name == FULL:
+            out = whole
+        elif name == HFLIP:
+            out = whole[:, :, ::-1]
+        else:
+            out = np.rot90(whole, int(name[3:]) // 90, axes=(1, 2))
     elif name in ("left", "right"):
         cols = slice(0, side) if name == "left" else slice(side, 2 * side)
         out = _pool2(frames[:, :, cols], 1)

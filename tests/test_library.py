@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from sora_search import Library
 from sora_search.errors import EmptyIndex, EncoderMismatch, IndexLocked, IndexNotFound
 from sora_search.library import LOCK_NAME, _WriteLock
-from sora_search.views import FULL, HALVES, HFLIP, WINDOWS
+from sora_search.views import FULL, HALVES, HFLIP, ROTATIONS, WINDOWS
 
 
 @pytest.fixture
@@ -179,7 +180,7 @@ def test_a_probe_seen_whole_is_decoded_as_the_library_was(lib, library_copy, mon
 
 @pytest.mark.parametrize("escalate_below, expected", [
     (-1.0, [[FULL]]),
-    (2.0, [[FULL], [HFLIP], [*HALVES, *WINDOWS]]),
+    (2.0, [[FULL], [HFLIP], [*ROTATIONS, *HALVES, *WINDOWS]]),
 ])
 def test_auto_views_escalate_one_step_at_a_time(lib, library_copy, media_dir, monkeypatch, escalate_below, expected):
     import sora_search.library as library_module
@@ -196,3 +197,16 @@ def test_auto_views_escalate_one_step_at_a_time(lib, library_copy, media_dir, mo
     monkeypatch.setattr(library_module.Library, "_embed_views", spy)
     lib.query(media_dir / "probe_a.mp4")
     assert seen[:len(expected)] == expected  # then the inset, where the finder reports one
+
+
+def test_a_copy_turned_a_quarter_is_found_turned_back(lib, library_copy, media_dir, tmp_path):
+    from tests.media import cut
+
+    lib.index([library_copy])
+    probe = cut(library_copy / "pan_a.mp4", tmp_path / "turned.mp4", 5, 6, scale=0.5, extra_vf="transpose=clock")
+    whole = {Path(m.path).name: m.score for m in lib.query(probe, views=[FULL], min_score=-1).matches}
+    turned = lib.query(probe, views=["rot90"], min_score=-1).matches
+    assert Path(turned[0].path).name == "pan_a.mp4"
+    assert turned[0].score > whole.get("pan_a.mp4", -1.0) + 0.2, (turned[0].score, whole)
+    seg = turned[0].segments[0]
+    assert abs(seg.ref_start_s - 5) <= 1 and abs(seg.ref_end_s - 11) <= 1

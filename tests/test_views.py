@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sora_search.views import FULL, HALVES, HFLIP, INSET, VIEW_SETS, WINDOWS, decode_side, make_view
+from sora_search.views import FULL, HALVES, HFLIP, INSET, ROTATIONS, VIEW_SETS, WINDOWS, decode_side, make_view
 
 
 @pytest.fixture
@@ -14,7 +14,7 @@ def frames() -> np.ndarray:
 
 
 def test_every_view_is_s_by_s(frames: np.ndarray) -> None:
-    for name in (FULL, HFLIP) + HALVES + WINDOWS:
+    for name in (FULL, HFLIP) + ROTATIONS + HALVES + WINDOWS:
         v = make_view(frames, name)
         assert v.shape == (3, 8, 8, 3) and v.dtype == np.uint8 and v.flags.c_contiguous, name
 
@@ -32,8 +32,18 @@ def test_frames_at_s_give_the_whole_views_as_they_are(frames: np.ndarray) -> Non
     np.testing.assert_array_equal(make_view(small, HFLIP, side=8), small[:, :, ::-1])
     with pytest.raises(ValueError, match="'left' view needs"):
         make_view(small, "left", side=8)
-    assert decode_side([FULL, HFLIP], 8) == 8
+    assert decode_side([FULL, HFLIP], 8) == decode_side(ROTATIONS, 8) == 8
     assert decode_side([FULL, "win11"], 8) == decode_side([INSET], 8) == 16
+
+
+def test_rotations_turn_the_whole_frame_back_counter_clockwise(frames: np.ndarray) -> None:
+    small = frames[:, :8, :8]
+    turned_clockwise = np.rot90(small, -1, axes=(1, 2))  # what ffmpeg's transpose=clock does to a square frame
+    np.testing.assert_array_equal(make_view(turned_clockwise, "rot90", side=8), small)
+    np.testing.assert_array_equal(make_view(small, "rot180", side=8), small[:, ::-1, ::-1])
+    np.testing.assert_array_equal(make_view(make_view(small, "rot270", side=8), "rot90", side=8), small)
+    full = make_view(frames, FULL)
+    np.testing.assert_array_equal(make_view(frames, "rot270"), np.rot90(full, 3, axes=(1, 2)))
 
 
 def test_halves_recover_the_two_parts_of_a_stack() -> None:
@@ -63,6 +73,6 @@ def test_bad_shapes_and_names_are_named(frames: np.ndarray) -> None:
 
 
 def test_view_sets_name_known_views() -> None:
-    known = {FULL, HFLIP, *HALVES, *WINDOWS, INSET}
+    known = {FULL, HFLIP, *ROTATIONS, *HALVES, *WINDOWS, INSET}
     for name, views in VIEW_SETS.items():
         assert set(views) <= known, name
