@@ -35,7 +35,8 @@ BACKGROUND_TAKE = 5
 # The background is never taken below this (a prior for libraries too small or too varied to be their own background:
 # six unrelated videos say little about what footage in general looks like). On the accuracy benchmark's 57-video
 # library 10% of probe seconds have a background below 0.19; a floor of 0.2 cost 0.002 micro-AP there (0.25 cost
-# 0.005) and takes the demo's unrelated clip from 0.36 to 0.22, below the default threshold.
+# 0.005) and takes the demo's unrelated clip from 0.36 to 0.22, below the default threshold (0.095 since novelty
+# weighting).
 BACKGROUND_FLOOR = 0.2
 SPEED_PENALTY = 0.005  # chain weight lost per second of drift from real-time speed (a tie-breaker, see _best_chain)
 # Novelty: a probe second counts in a segment's score by how much it changed from the second before (cosine distance
