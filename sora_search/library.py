@@ -52,7 +52,8 @@ DEFAULT_K = 10
 DEFAULT_MIN_SCORE = 0.25
 DEFAULT_DECODE_TIMEOUT_S = 120.0
 DEFAULT_VIEWS = "auto"
-# views="auto" looks at the mirrored frame, and after it at halves and windows, only when nothing scores this much.
+# views="auto" looks at the mirrored frame, and after it at the turned frame, halves and windows, only when nothing
+# scores this much.
 # Measured on the accuracy benchmark (cached probes): looking at the mirror only below 0.3 changed micro-AP by -0.001
 # and nothing else, and spares a probe that matches well seen whole half of its encoding. A region view (a half or a
 # window) scores REGION_PENALTY less than the same match seen whole: 13 region views are 13 more chances for footage
