@@ -340,10 +340,10 @@ class Library:
             views: how the probe is looked at (:mod:`sora_search.views`). ``auto``: the whole frame; then, only
                 while no video scores ``ESCALATE_BELOW`` or more, the mirrored frame; then the frame turned by 90,
                 180 and 270 degrees, halves and half-size windows (rotated, stacked and picture-in-picture copies)
-                and, where :class:`~sora_search.inset.InsetFinder`
-                finds one, the picture-in-picture inset cut out; a set name from ``VIEW_SETS`` (``fast``, ``standard``,
-                ``thorough``); or a sequence of view names. Each video keeps its best-scoring view; a region view
-                (half or window) scores ``REGION_PENALTY`` less, the inset ``INSET_PENALTY`` less.
+                and, where :class:`~sora_search.inset.InsetFinder` finds one, the picture-in-picture inset cut out;
+                a set name from ``VIEW_SETS`` (``fast``, ``standard``, ``thorough``); or a sequence of view names.
+                Each video keeps its best-scoring view; a region view (half or window) scores ``REGION_PENALTY``
+                less, the inset ``INSET_PENALTY`` less.
 
         A score is the shrunk mean, over the aligned probe seconds, of each second's similarity to the video minus
         its background similarity to the library's next best other videos, each second weighted by how much it

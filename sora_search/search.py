@@ -152,19 +152,18 @@ def group_hits(probe_s: np.ndarray, video_ids: np.ndarray, ref_s: np.ndarray, si
         video_ids: (m, k) int64 video of each neighbour, -1 for none.
         ref_s: (m, k) float64 timestamp of each neighbour in its video.
         sims: (m, k) float32 similarity of each neighbour.
-        weights: (m,) weight of each probe vector (:func:`novelty_weights`), or None.
+        weights: (m,) weight of each probe vector (:func:`novelty_weights`); None: all 1.
     """
     m, k = video_ids.shape
     q = np.repeat(probe_s, k)
-    w = np.repeat(np.ones(m) if weights is None else np.asarray(weights, np.float64), k)
+    w = np.repeat(np.ones(m) if weights is None else np.asarray(weights, np.float64), k)  # all 1: unweighted
     vid, r, s = video_ids.ravel(), ref_s.ravel(), sims.ravel()
     valid = vid >= 0
     q, vid, r, s, w = q[valid], vid[valid], r[valid], s[valid], w[valid]
     out: dict[int, Hits] = {}
     for v in np.unique(vid):
         sel = vid == v
-        out[int(v)] = Hits(q[sel].astype(np.float64), r[sel].astype(np.float64), s[sel].astype(np.float32),
-                           None if weights is None else w[sel])
+        out[int(v)] = Hits(q[sel].astype(np.float64), r[sel].astype(np.float64), s[sel].astype(np.float32), w[sel])
     return out
 
 

@@ -1,16 +1,17 @@
 """Query-time views of a probe frame: the frame, its mirror image, the frame turned by quarter turns, its halves,
 half-size windows and a found inset.
 
-A copy is not always the whole probe frame. It may be mirrored, rotated by a multiple of 90 degrees, one half of a side-by-side or top-bottom stack, or
-an inset (picture-in-picture) over other footage. A global descriptor of the whole probe frame mixes the copy with
-everything around it, so the probe is also described through views that isolate each candidate layout, and every
-library video keeps the best-scoring view. The library is indexed once, from whole frames; only the probe pays.
+A copy is not always the whole probe frame. It may be mirrored, rotated by a multiple of 90 degrees, one half of a
+side-by-side or top-bottom stack, or an inset (picture-in-picture) over other footage. A global descriptor of the
+whole probe frame mixes the copy with everything around it, so the probe is also described through views that
+isolate each candidate layout, and every library video keeps the best-scoring view. The library is indexed once,
+from whole frames; only the probe pays.
 
 A probe seen only whole, mirrored or turned is decoded at the encoder's input side S, as the library was: those
 views are the frame as decoded, its mirror image and its quarter turns (frames are square, so a turn keeps the
-shape). For any other view the probe is decoded at twice that side (2S x 2S), so
-every view is an exact S x S array with no second resize: the whole frame is a 2x2 mean, a half is a crop averaged
-by 2 along one axis, and a half-size window is a plain crop. The ``inset`` view is the rectangle
+shape). For any other view the probe is decoded at twice that side (2S x 2S), so every view is an exact S x S array
+with no second resize: the whole frame is a 2x2 mean, a half is a crop averaged by 2 along one axis, and a
+half-size window is a plain crop. The ``inset`` view is the rectangle
 :class:`sora_search.inset.InsetFinder` found in the probe (a picture-in-picture inset), cut out and resampled to
 S x S. NumPy only.
 """
