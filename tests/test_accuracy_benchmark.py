@@ -54,3 +54,19 @@ def test_engine_through_the_runner(bench: tuple[Path, dict], tmp_path: Path) -> 
     assert result["n_queries"] == len(truth["queries"])
     assert set(result["recall_at_1_by_family"]) == {q["family"] for q in truth["queries"] if q["positive"]}
     assert "sora" in run.table([result])
+
+
+def test_a_photo_that_is_a_frame_of_a_packaged_video_is_found(tmp_path: Path) -> None:
+    """Background clips must not show a reference's frames: a still cut from a package's video (JPEG, so not
+    bit-exact) is found; an unrelated photo of the same package is not."""
+    from tests.media import ffmpeg, make_testsrc
+
+    media = tmp_path / "media"
+    (media / "video_real" / "pkg").mkdir(parents=True)
+    (media / "photos" / "pkg").mkdir(parents=True)
+    video = make_testsrc(media / "video_real" / "pkg" / "clip.mp4", 4, pattern="testsrc2")
+    ffmpeg("-ss", "2.1", "-i", str(video), "-frames:v", "1", "-q:v", "5", str(media / "photos" / "pkg" / "still.jpg"))
+    other = make_testsrc(tmp_path / "m.mp4", 1, pattern="mandelbrot")
+    ffmpeg("-i", str(other), "-frames:v", "1", str(media / "photos" / "pkg" / "unrelated.png"))
+    found = generate.video_stills(media, sorted((media / "photos").rglob("*.*")))
+    assert found == {media / "photos" / "pkg" / "still.jpg": "video_real/pkg/clip.mp4"}

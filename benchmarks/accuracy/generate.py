@@ -15,7 +15,8 @@ reference across a cut; every other real or animated video of at least 4 s is a 
 pieces of 15-30 s); ~24 more are camera-motion clips that pan and zoom across 2-3 photos with crossfades. Each is
 re-encoded (libx264) at its own size, aspect ratio and frame rate. Files that duplicate others (the film's trailer
 and samples, a re-save of Megamind.avi, a sample that is the start of another, ``video_derived/``) are left out,
-so the truth has no hidden copies; they are listed under ``excluded`` in truth.json.
+and so are photos that are frames of a video (:func:`video_stills`: node-opencv's ``coin1.jpg`` is a frame of its
+``motion.mov``), so the truth has no hidden copies; they are listed under ``excluded`` in truth.json.
 
 **Positive queries** (~114; 6 per family in ``edits.FAMILIES``) copy a 5-30 s segment cut from a reference file
 itself (so reference times are exact), scaled to at most 640 px a side, and edit it; half are *embedded*: 2-15 s
@@ -495,6 +496,58 @@ def photo_groups(media: Path) -> list[list[Path]]:
     return sorted(groups.values(), key=lambda g: str(g[0]))
 
 
+def _thumb(grey: np.ndarray) -> np.ndarray:
+    """A 16x16 grey thumbnail, centred and scaled to unit length (correlations are inner products)."""
+    g = grey.astype(np.float32).ravel()
+    g = g - g.mean()
+    return g / (np.linalg.norm(g) + 1e-6)
+
+
+def video_thumbs(path: Path, fps: float = 4.0) -> np.ndarray:
+    """(n, 256) thumbnails (:func:`_thumb`) of a video's frames at ``fps``; empty if ffmpeg cannot read it."""
+    proc = subprocess.run([_tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path),
+                           "-vf", f"fps={fps},scale=16:16:flags=bilinear,format=gray", "-f", "rawvideo", "-"],
+                          capture_output=True)
+    frames = np.frombuffer(proc.stdout, np.uint8)
+    frames = frames[: len(frames) // 256 * 256].reshape(-1, 16, 16)
+    return np.stack([_thumb(f) for f in frames]) if len(frames) else np.empty((0, 256), np.float32)
+
+
+def video_stills(media: Path, photos: Sequence[Path], threshold: float = 0.9) -> dict[Path, str]:
+    """Photos that are frames of a video of the media folder: {photo: that video, relative to ``media``}.
+
+    Packages ship stills cut from their own test videos (node-opencv's ``coin1.jpg`` is frame 11 of its
+    ``motion.mov``); such a photo in a background or negative clip would be a copy of a reference the truth does not
+    list. A photo is compared with the frames (4 per second) of the videos in the folders of the same package
+    (``photos/PKG`` and ``video_*/PKG``); a thumbnail correlating above ``threshold`` with a frame's makes it a still
+    (the threshold that makes two photos near-duplicates in :func:`photo_groups`).
+    """
+    by_package: dict[str, list[Path]] = {}
+    for p in photos:
+        by_package.setdefault(p.relative_to(media / "photos").parts[0], []).append(p)
+    found: dict[Path, str] = {}
+    for package, members in sorted(by_package.items()):
+        videos = [v for d in (*VIDEO_DIRS, DERIVED_DIR) if (media / d / package).is_dir()
+                  for v in sorted((media / d / package).rglob("*")) if v.is_file() and v.suffix.lower() in VIDEO_EXTS]
+        if not videos:
+            continue
+        thumbs = []
+        for p in members:
+            with Image.open(p) as im:
+                im.draft("L", (64, 64))
+                thumbs.append(_thumb(np.asarray(im.convert("L").resize((16, 16), Image.Resampling.BILINEAR))))
+        stack = np.stack(thumbs)
+        for v in videos:
+            frames = video_thumbs(v)
+            if not len(frames):
+                continue
+            best = (stack @ frames.T).max(axis=1)
+            for p, corr in zip(members, best):
+                if corr > threshold and p not in found:
+                    found[p] = v.relative_to(media).as_posix()
+    return found
+
+
 # --- the plan ---------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -725,8 +778,17 @@ class Planner:
 
         groups = photo_groups(media)
         # One photo per group, groups in random order: the library never holds two near-duplicate photos, and
-        # nothing outside it repeats a photo in it.
-        picks = [groups[i][int(rng.integers(len(groups[i])))] for i in rng.permutation(len(groups))]
+        # nothing outside it repeats a photo in it. A group holding a frame of a video (a reference, or footage
+        # that copies one) is left out whole; it is dropped after the draw, so the random draws stay as they were.
+        stills = video_stills(media, [p for g in groups for p in g])
+        order = rng.permutation(len(groups))
+        picks = [groups[i][int(rng.integers(len(groups[i])))] for i in order]
+        left_out = {i for i, g in enumerate(groups) if any(p in stills for p in g)}
+        picks = [p for i, p in zip(order, picks) if i not in left_out]
+        for i in sorted(left_out):
+            video = next(stills[p] for p in groups[i] if p in stills)
+            self.excluded += [{"source": p.relative_to(media).as_posix(),
+                               "reason": f"a frame of {video}, or a near-duplicate of one"} for p in groups[i]]
         ref_counts = rng.integers(2, 4, size=sc.photo_refs)
         pool_counts = rng.integers(4, 6, size=sc.pool_clips)
         if len(picks) < ref_counts.sum() + pool_counts.sum():
