@@ -33,7 +33,7 @@ from .inset import Box, InsetFinder
 from .search import AlignParams, align, background_similarity, group_hits, novelty_weights
 from .types import (CheckReport, FailedFile, IndexSummary, LibraryInfo, Match, Progress, QueryResult, Span,
                     VideoInfo)
-from .views import FULL, HFLIP, INSET, REGION_VIEWS, VIEW_SETS, decode_side, make_view
+from .views import FULL, HFLIP, INSET, REGION_VIEWS, VIEW_SETS, blank_frames, decode_side, make_view
 
 if TYPE_CHECKING:
     from .decode import DecodeWorker
@@ -53,13 +53,14 @@ DEFAULT_MIN_SCORE = 0.25
 DEFAULT_DECODE_TIMEOUT_S = 120.0
 DEFAULT_VIEWS = "auto"
 # views="auto" looks at the mirrored frame, and after it at the turned frame, halves and windows, only when nothing
-# scores this much.
+# scores this much: the default threshold, so the probe is looked at harder only while it would report nothing.
 # Measured on the accuracy benchmark (cached probes): looking at the mirror only below 0.3 changed micro-AP by -0.001
-# and nothing else, and spares a probe that matches well seen whole half of its encoding. A region view (a half or a
-# window) scores REGION_PENALTY less than the same match seen whole: 13 region views are 13 more chances for footage
-# that only resembles the probe, and a copy seen whole should win over a chance match of a part. Both measured on the
-# accuracy benchmark (benchmarks/accuracy; README, "Accuracy").
-ESCALATE_BELOW = 0.3
+# and nothing else, and spares a probe that matches well seen whole half of its encoding; 0.25 instead of 0.3
+# (session 8) changed micro-AP by +0.0002 and nothing else but the probes that reach the region pass (82 -> 71 of
+# 154). A region view (a half or a window) scores REGION_PENALTY less than the same match seen whole: 13 region views
+# are 13 more chances for footage that only resembles the probe, and a copy seen whole should win over a chance match
+# of a part. Both measured on the accuracy benchmark (benchmarks/accuracy; README, "Accuracy").
+ESCALATE_BELOW = DEFAULT_MIN_SCORE
 REGION_PENALTY = 0.1
 # A found inset (sora_search.inset) is one more region, but one the probe itself points at: it pays half.
 INSET_PENALTY = 0.05
@@ -368,22 +369,26 @@ class Library:
         params = AlignParams(interval_s=1.0 / self._fps)
         best: dict[int, list[Span]] = {}
 
-        def score(info: VideoInfo, ts: np.ndarray, per_view: dict[str, np.ndarray]) -> None:
-            names = list(per_view)
+        def score(info: VideoInfo, ts: np.ndarray, per_view: dict[str, np.ndarray],
+                  blank: dict[str, np.ndarray]) -> None:
+            # Blank seconds of a view (black, fades, uniform colour) are not searched: they match any black frame.
+            names = [v for v in per_view if not blank[v].all()]
             if not names or not len(ts):
                 return
             duration = max(info.duration_s, float(ts[-1]) + params.interval_s)
-            probe = projection.apply(np.concatenate([per_view[v] for v in names]))
+            keep = [np.flatnonzero(~blank[v]) for v in names]
+            probe = projection.apply(np.concatenate([per_view[v][rows] for v, rows in zip(names, keep)]))
             scores, ids = index.search(probe, min(NEIGHBOURS, max(1, index.ntotal)))
             video_ids, ref_s = self._store.locate(ids.ravel())
             video_ids, ref_s = video_ids.reshape(ids.shape), ref_s.reshape(ids.shape)
             scores = scores - background_similarity(video_ids, scores, n_videos)[:, None]
-            n = len(ts)
-            for i, name in enumerate(names):
-                rows = slice(i * n, (i + 1) * n)
+            start = 0
+            for name, kept in zip(names, keep):
+                rows = slice(start, start + len(kept))
+                start += len(kept)
                 penalty = VIEW_PENALTY.get(name, 0.0)
                 weights = novelty_weights(probe[rows])
-                for video_id, video_hits in group_hits(ts, video_ids[rows], ref_s[rows], scores[rows],
+                for video_id, video_hits in group_hits(ts[kept], video_ids[rows], ref_s[rows], scores[rows],
                                                        weights).items():
                     spans = [replace(sp, score=sp.score - penalty) for sp in align(video_hits, duration, params)]
                     if spans and (video_id not in best or spans[0].score > best[video_id][0].score):
@@ -573,7 +578,7 @@ class Library:
 
     def _embed_file(self, worker, path: str | Path):
         """Decode and encode one file: (VideoInfo, timestamps (n,) float64, raw vectors (n, raw_dim) float32)."""
-        info, ts, per_view = self._embed_views(worker, path, None)
+        info, ts, per_view, _ = self._embed_views(worker, path, None)
         return info, ts, per_view[FULL]
 
     def _embed_views(self, worker, path: str | Path, views: Sequence[str] | None, *,
@@ -586,8 +591,13 @@ class Library:
         the rectangle the ``inset`` view cuts out. With no views and a finder, the probe is only decoded for the
         finder.
 
+        A probe's blank frames (:func:`sora_search.views.blank_frames`: black, fades, uniform colour) are left out
+        of their neighbours' temporal pooling, so a cut to black does not leak into the seconds around it; the library
+        side is pooled as it was indexed.
+
         Returns:
-            (VideoInfo, timestamps (n,) float64, {view: raw vectors (n, raw_dim) float32, temporally pooled}).
+            (VideoInfo, timestamps (n,) float64, {view: raw vectors (n, raw_dim) float32, temporally pooled},
+            {view: (n,) bool, which frames of the view are blank; all False when indexing}).
         """
         from .encoder import temporal_pool
 
@@ -596,6 +606,7 @@ class Library:
         names = [FULL] if views is None else list(views)
         ts_parts: list[np.ndarray] = []
         vec_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
+        blank_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
         if views is None:
             side = size
         elif finder is not None:  # the finder looks at 2S frames
@@ -621,19 +632,24 @@ class Library:
                 with self._timed("encode"):
                     if views is None:
                         vec_parts[FULL].append(encoder.embed(batch.frames))
+                        blank_parts[FULL].append(np.zeros(len(batch.frames), dtype=bool))
                     else:
                         stacked = np.concatenate([make_view(batch.frames, v, box, side=size) for v in names])
                         vecs = encoder.embed(stacked).reshape(len(names), len(batch.frames), -1)
-                        for v, part in zip(names, vecs):
+                        masks = blank_frames(stacked).reshape(len(names), len(batch.frames))
+                        for v, part, mask in zip(names, vecs, masks):
                             vec_parts[v].append(part)
+                            blank_parts[v].append(mask)
                 fault_point("encode")
         if not ts_parts:
             from .errors import NoFramesError
 
             raise NoFramesError(path, "no decodable frame")
         ts = np.concatenate(ts_parts)
-        pooled = {v: temporal_pool(np.concatenate(parts), radius=TEMPORAL_RADIUS) for v, parts in vec_parts.items()}
-        return info, ts, pooled
+        blank = {v: np.concatenate(parts) for v, parts in blank_parts.items()}
+        pooled = {v: temporal_pool(np.concatenate(parts), radius=TEMPORAL_RADIUS, skip=blank[v])
+                  for v, parts in vec_parts.items()}
+        return info, ts, pooled, blank
 
     # FAISS bookkeeping: the store is the truth; the in-memory index follows every store change and is saved with
     # the store generation it reflects. On open, a file whose generation lags the store is rebuilt from vectors.

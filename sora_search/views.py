@@ -50,6 +50,21 @@ VIEW_SETS: dict[str, tuple[str, ...]] = {
 }
 
 
+# A view whose luma varies less than this (standard deviation, 0-255 scale) is blank: black, a fade, a uniform colour,
+# a letterbox bar. Its descriptor says nothing about content, but black resembles every black frame of the library.
+# Real footage of a bare wall or floor stays well above (a coin on a floor: 10-19; fades at their darkest: 0-8).
+BLANK_STD = 5.0
+
+
+def blank_frames(frames: np.ndarray) -> np.ndarray:
+    """(n,) bool: which of ``frames`` ((n, H, W, 3) uint8 RGB) are blank (luma standard deviation < ``BLANK_STD``)."""
+    if frames.ndim != 4 or frames.shape[3] != 3:
+        raise ValueError(f"blank_frames needs (n, H, W, 3) frames, got shape {frames.shape}")
+    small = frames[:, ::4, ::4].astype(np.float32)  # every 16th pixel: enough for a standard deviation
+    luma = small @ np.array([0.299, 0.587, 0.114], np.float32)
+    return luma.reshape(len(frames), -1).std(axis=1) < BLANK_STD
+
+
 def decode_side(views: Iterable[str], side: int) -> int:
     """The side to decode a probe at for these views: ``side`` (S) when all are whole-frame views, else 2S."""
     return side if set(views) <= WHOLE_FRAME_VIEWS else 2 * side

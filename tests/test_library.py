@@ -159,7 +159,7 @@ def test_a_probe_seen_whole_is_decoded_as_the_library_was(lib, library_copy, mon
     path = library_copy / "pan_a.mp4"
     worker = lib._decode_worker(60)
     _, ts, indexed = lib._embed_file(worker, path)
-    _, ts2, views = lib._embed_views(worker, path, [FULL, HFLIP])
+    _, ts2, views, blank = lib._embed_views(worker, path, [FULL, HFLIP])
     np.testing.assert_array_equal(ts2, ts)
     np.testing.assert_array_equal(views[FULL], indexed)
     assert not np.allclose(views[HFLIP], indexed)
@@ -210,3 +210,37 @@ def test_a_copy_turned_a_quarter_is_found_turned_back(lib, library_copy, media_d
     assert turned[0].score > whole.get("pan_a.mp4", -1.0) + 0.2, (turned[0].score, whole)
     seg = turned[0].segments[0]
     assert abs(seg.ref_start_s - 5) <= 1 and abs(seg.ref_end_s - 11) <= 1
+
+
+def _black_then(pattern: str, dst: Path, black_s: int, pattern_s: int, *, black_first: bool = True) -> Path:
+    """``black_s`` seconds of black and ``pattern_s`` seconds of a lavfi pattern, in one 320x240 clip."""
+    from tests.media import ffmpeg
+
+    parts = ["color=c=black:size=320x240:rate=25", f"{pattern}=size=320x240:rate=25"]
+    durations = [black_s, pattern_s]
+    if not black_first:
+        parts, durations = parts[::-1], durations[::-1]
+    ffmpeg("-f", "lavfi", "-t", str(durations[0]), "-i", parts[0], "-f", "lavfi", "-t", str(durations[1]),
+           "-i", parts[1], "-filter_complex", "[0][1]concat=n=2:v=1[v]", "-map", "[v]", "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", str(dst))
+    return dst
+
+
+@pytest.mark.parametrize("blank_std, matched", [(None, False), (-1.0, True)])
+def test_black_seconds_of_a_probe_match_nothing(lib, library_copy, tmp_path, monkeypatch, blank_std, matched):
+    """A probe's black stretch would match any black stretch of the library (a fade, an intro); blank seconds are
+    not searched. With blank detection off (``BLANK_STD`` -1) the same probe matches the faded video on black alone,
+    so the test can fail."""
+    import sora_search.views as views_module
+
+    _black_then("mandelbrot", library_copy / "fades.mp4", 5, 5, black_first=False)
+    lib.index([library_copy])
+    probe = _black_then("life", tmp_path / "black_then_life.mp4", 6, 4)
+    if blank_std is not None:
+        monkeypatch.setattr(views_module, "BLANK_STD", blank_std)
+    found = {Path(m.path).name: m for m in lib.query(probe, views=[FULL], min_score=-1).matches}
+    on_black = [seg for m in found.values() for seg in m.segments if seg.query_start_s < 5]
+    if matched:
+        assert "fades.mp4" in found and found["fades.mp4"].score > 0.2, found
+    else:
+        assert on_black == [], on_black

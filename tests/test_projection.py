@@ -138,3 +138,20 @@ def test_temporal_pool_matches_naive_and_edges() -> None:
     np.testing.assert_allclose(np.linalg.norm(temporal_pool(v[:1], 3), axis=1), 1.0, rtol=1e-6)
     with pytest.raises(ValueError):
         temporal_pool(v[0])
+
+
+def test_temporal_pool_leaves_skipped_rows_out_of_their_neighbours() -> None:
+    rng = np.random.default_rng(2)
+    v = rng.standard_normal((6, 5)).astype(np.float32)
+    skip = np.array([False, False, True, False, False, False])
+    r = 2
+    expected = []
+    for i in range(6):
+        acc = sum((r + 1 - abs(j)) * v[i + j].astype(np.float64) for j in range(-r, r + 1)
+                  if 0 <= i + j < 6 and (j == 0 or not skip[i + j]))
+        expected.append(acc / np.linalg.norm(acc))
+    out = temporal_pool(v, r, skip=skip)
+    np.testing.assert_allclose(out, np.array(expected), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(temporal_pool(v, r, skip=np.zeros(6, bool)), temporal_pool(v, r), rtol=1e-6)
+    with pytest.raises(ValueError, match="skip has 5 rows"):
+        temporal_pool(v, r, skip=skip[:5])

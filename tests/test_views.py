@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sora_search.views import FULL, HALVES, HFLIP, INSET, ROTATIONS, VIEW_SETS, WINDOWS, decode_side, make_view
+from sora_search.views import (
+    FULL, HALVES, HFLIP, INSET, ROTATIONS, VIEW_SETS, WINDOWS, blank_frames, decode_side, make_view,
+)
 
 
 @pytest.fixture
@@ -76,3 +78,16 @@ def test_view_sets_name_known_views() -> None:
     known = {FULL, HFLIP, *ROTATIONS, *HALVES, *WINDOWS, INSET}
     for name, views in VIEW_SETS.items():
         assert set(views) <= known, name
+
+
+def test_blank_frames_are_black_uniform_or_nearly_so() -> None:
+    rng = np.random.default_rng(1)
+    black = np.zeros((16, 16, 3), np.uint8)
+    teal = np.broadcast_to(np.array([20, 90, 110], np.uint8), (16, 16, 3))
+    grain = np.clip(40 + rng.normal(0, 3, (16, 16, 3)), 0, 255).astype(np.uint8)  # a dark frame with codec noise
+    ramp = np.broadcast_to(np.linspace(0, 60, 16, dtype=np.uint8)[None, :, None], (16, 16, 3))  # a dim gradient
+    noise = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(blank_frames(np.stack([black, teal, grain, ramp, noise])),
+                                  [True, True, True, False, False])
+    with pytest.raises(ValueError, match="blank_frames needs"):
+        blank_frames(black)

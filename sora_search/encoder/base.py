@@ -155,7 +155,7 @@ class Encoder(ABC):
         """One batch: (b, S, S, 3) uint8 tensor on ``self.device`` -> (b, dim) float tensor (un-normalised ok)."""
 
 
-def temporal_pool(vectors: np.ndarray, radius: int = 1) -> np.ndarray:
+def temporal_pool(vectors: np.ndarray, radius: int = 1, skip: np.ndarray | None = None) -> np.ndarray:
     """Smooth per-frame vectors over their temporal neighbours ("pooled again over time").
 
     Row i becomes the triangular-weighted mean of rows i-radius..i+radius (weight ``radius + 1 - |j|`` for
@@ -164,6 +164,7 @@ def temporal_pool(vectors: np.ndarray, radius: int = 1) -> np.ndarray:
     Args:
         vectors: (n, d) float per-frame vectors in time order.
         radius: half-width of the window in frames; 0 only L2-normalises.
+        skip: (n,) bool, rows left out of their neighbours' windows (blank frames); each row still keeps itself.
 
     Returns:
         (n, d) float32, L2-normalised rows.
@@ -176,13 +177,16 @@ def temporal_pool(vectors: np.ndarray, radius: int = 1) -> np.ndarray:
     n = v.shape[0]
     if radius == 0 or n <= 1:
         return l2_normalize(v)
+    use = np.ones((n, 1)) if skip is None else (~np.asarray(skip, dtype=bool)).astype(np.float64)[:, None]
+    if use.shape[0] != n:
+        raise ValueError(f"skip has {use.shape[0]} rows for {n} vectors")
     acc = np.zeros_like(v)
     wsum = np.zeros((n, 1), dtype=np.float64)
     for j in range(-radius, radius + 1):
-        w = float(radius + 1 - abs(j))
         lo, hi = max(0, -j), min(n, n - j)  # rows i whose neighbour i+j exists
         if lo >= hi:
             continue
+        w = float(radius + 1 - abs(j)) * (1.0 if j == 0 else use[lo + j:hi + j])
         acc[lo:hi] += w * v[lo + j:hi + j]
         wsum[lo:hi] += w
     return l2_normalize(acc / wsum)
