@@ -157,7 +157,7 @@ def _print_summary(summary: Any, *, timings: bool = False) -> None:
               help="How hard to look: fast = whole frames; standard = also mirrored; thorough = also turned by "
                    "90, 180 and 270 degrees, halves, half-size windows and any picture-in-picture inset found, cut "
                    "out (rotated, stacked and inset copies); "
-                   "auto = whole frames, then mirrored, then thorough, each step only when nothing scores 0.3.")
+                   "auto = whole frames, then mirrored, then thorough, each step only when nothing scores 0.25.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def query(clip: Path, index_dir: Path | None, device: str | None, k: int, min_score: float | None,
           views: str, as_json: bool) -> None:

@@ -44,6 +44,12 @@ SPEED_PENALTY = 0.005  # chain weight lost per second of drift from real-time sp
 # NOVELTY_FULL on. A still held for ten seconds is one second of evidence, not ten. None: every second counts fully.
 NOVELTY_FLOOR = 0.02
 NOVELTY_FULL: float | None = 0.04
+# A chain hit on the same reference second as the hit before it weighs this much (None: like any other): the probe
+# moved on and the reference did not, so it is no new evidence of a copy. A copy slowed to 0.5x shows each reference
+# second twice and counts it once; footage that holds on one reference frame (a photo, a still room) while the probe
+# changes no longer builds a long chain on it. On the accuracy benchmark's cached probes: micro-AP 0.960 -> 0.965,
+# recall@1 0.965 -> 0.974 (0.5: 0.963 and 0.965).
+REPEAT_WEIGHT: float | None = 0.0
 
 
 @dataclass(frozen=True)
@@ -186,6 +192,8 @@ def align(hits: Hits, probe_duration_s: float, params: AlignParams = AlignParams
             break
         cq, cr, cs, cw = q[chain], r[chain], s[chain], w[chain].copy()
         cw[0] = 1.0  # the segment's first second is new evidence whatever came before it
+        if REPEAT_WEIGHT is not None:
+            cw[1:][cr[1:] == cr[:-1]] *= REPEAT_WEIGHT
         n_frames = len(chain)  # a chain moves strictly forward in the probe: one hit per probe frame
         score = float((cw * cs).sum() / (cw.sum() + 1))
         # Whatever the chain covers in the probe is used up, so a later segment is a different part of the probe.

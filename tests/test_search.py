@@ -171,3 +171,13 @@ def test_group_hits_carries_each_probe_seconds_weight():
                         np.array([[0.9, 0.8], [0.7, 0.0]], np.float32), weights=np.array([1.0, 0.25]))
     np.testing.assert_array_equal(groups[1].weight, [1.0, 0.25])
     np.testing.assert_array_equal(groups[2].weight, [1.0])
+
+
+@pytest.mark.parametrize("repeat_weight, distinct", [(0.0, 5), (None, 10)])
+def test_a_reference_second_seen_twice_counts_once(monkeypatch, repeat_weight, distinct):
+    # A copy slowed to 0.5x: probe seconds 0..9 show reference seconds 30, 30, 31, 31, ... 34, 34.
+    monkeypatch.setattr(search, "REPEAT_WEIGHT", repeat_weight)
+    pairs = [(float(t), float(30 + t // 2)) for t in range(10)]
+    top = align(_hits(pairs, sim=0.6), 10)[0]
+    assert (top.query_start_s, top.query_end_s, top.ref_start_s, top.ref_end_s) == (0, 10, 30, 35)
+    assert top.score == pytest.approx(0.6 * distinct / (distinct + 1))
