@@ -28,7 +28,7 @@ LIBRARY = {
     "sierpinski": "sierpinski=seed=4:jump=10",
     "testsrc": "testsrc2",
 }
-UNRELATED = "zoneplate=ku=60:kv=40:kt2=2"
+UNRELATED = "zoneplate=k0=60:kx2=40:ky2=40:kt=5"  # moving rings (ku/kv alone give a flat, flickering frame)
 
 
 def write_video(dst: Path, source: str, *, start_s: float = 0.0, seconds: float = 40.0, scale: float = 1.0,

@@ -9,7 +9,8 @@ other footage, or one that repeats). The score of a segment is a shrunk weighted
 a chance match of a frame or two, so one threshold means the same thing for short and long probes. The weight ``w``
 of a probe second is its novelty (:func:`novelty_weights`): how much it changed from the second before. A held
 frame or a fixed camera on a still room adds little new evidence each second, and same-scene footage (another
-recording from the same camera) otherwise scores like a copy.
+recording from the same camera) otherwise scores like a copy. For the same reason a hit on the same reference second
+as the chain's hit before it weighs ``REPEAT_WEIGHT`` (0): the probe changed, the reference did not.
 
 Similarities are first normalised against the library as a background set (as in the VSC2022 baseline, which
 normalises against a separate background set of unrelated videos): from each probe vector's similarity to a
@@ -35,8 +36,8 @@ BACKGROUND_TAKE = 5
 # The background is never taken below this (a prior for libraries too small or too varied to be their own background:
 # six unrelated videos say little about what footage in general looks like). On the accuracy benchmark's 57-video
 # library 10% of probe seconds have a background below 0.19; a floor of 0.2 cost 0.002 micro-AP there (0.25 cost
-# 0.005) and takes the demo's unrelated clip from 0.36 to 0.22, below the default threshold (0.095 since novelty
-# weighting).
+# 0.005) and took the demo's unrelated clip of the time (a flat, flickering frame, since replaced) from 0.36 to 0.22,
+# below the default threshold.
 BACKGROUND_FLOOR = 0.2
 SPEED_PENALTY = 0.005  # chain weight lost per second of drift from real-time speed (a tie-breaker, see _best_chain)
 # Novelty: a probe second counts in a segment's score by how much it changed from the second before (cosine distance
