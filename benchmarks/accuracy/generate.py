@@ -446,6 +446,24 @@ def _name_key(stem: str) -> str:
     return key
 
 
+# Two 16x16 grey thumbnails that correlate above this show the same picture (re-saves, resizes, stereo pairs, a photo
+# and the video frame it was cut from).
+NEAR_DUPLICATE_CORR = 0.9
+
+
+def _thumb(grey: np.ndarray) -> np.ndarray:
+    """A 16x16 grey thumbnail, centred and scaled to unit length (correlations are inner products)."""
+    g = grey.astype(np.float32).ravel()
+    g = g - g.mean()
+    return g / (np.linalg.norm(g) + 1e-6)
+
+
+def _photo_thumb(im: Image.Image) -> np.ndarray:
+    """:func:`_thumb` of an open photo."""
+    im.draft("L", (64, 64))
+    return _thumb(np.asarray(im.convert("L").resize((16, 16), Image.Resampling.BILINEAR)))
+
+
 def photo_groups(media: Path) -> list[list[Path]]:
     """Usable photos (at least 320x240) grouped so that near-duplicates share a group.
 
@@ -462,12 +480,9 @@ def photo_groups(media: Path) -> list[list[Path]]:
                 w, h = im.size
                 if max(w, h) < 320 or min(w, h) < 240:
                     continue
-                im.draft("L", (64, 64))
-                g = np.asarray(im.convert("L").resize((16, 16), Image.Resampling.BILINEAR), np.float32).ravel()
+                thumbs.append(_photo_thumb(im))
         except (OSError, ValueError):
             continue
-        g = g - g.mean()
-        thumbs.append(g / (np.linalg.norm(g) + 1e-6))
         usable.append(p)
     parent = list(range(len(usable)))
 
@@ -488,19 +503,12 @@ def photo_groups(media: Path) -> list[list[Path]]:
                 union(i, j)
     if thumbs:
         sim = np.stack(thumbs) @ np.stack(thumbs).T
-        for i, j in zip(*np.nonzero(np.triu(sim, 1) > 0.9)):
+        for i, j in zip(*np.nonzero(np.triu(sim, 1) > NEAR_DUPLICATE_CORR)):
             union(int(i), int(j))
     groups: dict[int, list[Path]] = {}
     for i, p in enumerate(usable):
         groups.setdefault(find(i), []).append(p)
     return sorted(groups.values(), key=lambda g: str(g[0]))
-
-
-def _thumb(grey: np.ndarray) -> np.ndarray:
-    """A 16x16 grey thumbnail, centred and scaled to unit length (correlations are inner products)."""
-    g = grey.astype(np.float32).ravel()
-    g = g - g.mean()
-    return g / (np.linalg.norm(g) + 1e-6)
 
 
 def video_thumbs(path: Path, fps: float = 4.0) -> np.ndarray:
@@ -513,14 +521,13 @@ def video_thumbs(path: Path, fps: float = 4.0) -> np.ndarray:
     return np.stack([_thumb(f) for f in frames]) if len(frames) else np.empty((0, 256), np.float32)
 
 
-def video_stills(media: Path, photos: Sequence[Path], threshold: float = 0.9) -> dict[Path, str]:
+def video_stills(media: Path, photos: Sequence[Path], threshold: float = NEAR_DUPLICATE_CORR) -> dict[Path, str]:
     """Photos that are frames of a video of the media folder: {photo: that video, relative to ``media``}.
 
     Packages ship stills cut from their own test videos (node-opencv's ``coin1.jpg`` is frame 11 of its
     ``motion.mov``); such a photo in a background or negative clip would be a copy of a reference the truth does not
     list. A photo is compared with the frames (4 per second) of the videos in the folders of the same package
-    (``photos/PKG`` and ``video_*/PKG``); a thumbnail correlating above ``threshold`` with a frame's makes it a still
-    (the threshold that makes two photos near-duplicates in :func:`photo_groups`).
+    (``photos/PKG`` and ``video_*/PKG``); a thumbnail correlating above ``threshold`` with a frame's makes it a still.
     """
     by_package: dict[str, list[Path]] = {}
     for p in photos:
@@ -534,8 +541,7 @@ def video_stills(media: Path, photos: Sequence[Path], threshold: float = 0.9) ->
         thumbs = []
         for p in members:
             with Image.open(p) as im:
-                im.draft("L", (64, 64))
-                thumbs.append(_thumb(np.asarray(im.convert("L").resize((16, 16), Image.Resampling.BILINEAR))))
+                thumbs.append(_photo_thumb(im))
         stack = np.stack(thumbs)
         for v in videos:
             frames = video_thumbs(v)
