@@ -26,7 +26,8 @@ index_option = click.option(
     help="Index folder. Default: $SORA_SEARCH_INDEX, else ./.sora-search")
 device_option = click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), default=None, envvar="SORA_SEARCH_DEVICE",
-    help="Where the encoder runs. Default: $SORA_SEARCH_DEVICE, else CUDA when available, else CPU.")
+    help="Where the encoder runs, and FAISS with a GPU build of faiss. Default: $SORA_SEARCH_DEVICE, else CUDA "
+         "when available, else CPU.")
 
 
 def _debug() -> bool:

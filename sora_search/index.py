@@ -14,6 +14,11 @@ directory)::
 The JSON header holds ``generation`` (the store generation the file reflects), the payload length and its
 CRC-32, so truncation and bit rot are detected before FAISS parses anything.
 
+On a machine with a GPU build of faiss (``faiss-gpu-cu12`` in place of ``faiss-cpu``), :meth:`VectorIndex.use_gpu`
+moves searching to a GPU copy of the index and :meth:`VectorIndex.build` runs the IVF's k-means there; the CPU
+index stays the one that is added to, removed from and saved, so the file format and every other path are the
+same with or without a GPU. faiss-cpu (CI, this project's default install) has no GPU support: it searches on CPU.
+
 faiss is imported lazily, so importing this module is cheap.
 """
 
@@ -45,8 +50,12 @@ MAX_NLIST = 65536
 FP16_MIN_VECTORS = 100_000
 ENCODINGS = ("flat", "fp16")
 _REPAIR_HINT = "run `sora-search check --repair` to rebuild it from the database"
+# faiss's GPU k-selection handles k (and nprobe) up to 2048; a larger k searches the CPU index.
+GPU_MAX_K = 2048
 
 _faiss_module: Any = None
+# One StandardGpuResources per GPU for the process: each one reserves scratch memory on its device.
+_gpu_resources: dict[int, Any] = {}
 
 
 def _faiss() -> Any:
@@ -63,6 +72,56 @@ def _faiss() -> Any:
             faiss.omp_set_num_threads(available)
         _faiss_module = faiss
     return _faiss_module
+
+
+def faiss_gpu_count() -> int:
+    """GPUs the installed faiss can use: 0 with faiss-cpu (built without GPU support) or when none is visible."""
+    faiss = _faiss()
+    if not hasattr(faiss, "StandardGpuResources"):
+        return 0
+    try:
+        return int(faiss.get_num_gpus())
+    except (AttributeError, RuntimeError):
+        return 0
+
+
+def faiss_gpu_for(device: str | None) -> int | None:
+    """The GPU FAISS should use for a device setting (the encoder's ``--device``), or None for the CPU.
+
+    ``None`` (auto) takes GPU 0 when the faiss build has GPU support and sees a GPU. ``"cuda"`` / ``"cuda:N"``
+    take GPU 0 / N when faiss can use it and otherwise fall back to the CPU (logged, not an error: faiss-cpu is
+    the default install, and the encoder may still run on CUDA). ``"cpu"`` keeps FAISS on the CPU.
+
+    Raises:
+        ValueError: ``device`` is not ``cpu``, ``cuda`` or ``cuda:N``.
+    """
+    text = None if device is None else device.strip().lower()
+    if text == "cpu":
+        return None
+    if text is None or text == "cuda":
+        gpu = 0
+    elif text.startswith("cuda:") and text[5:].isdigit():
+        gpu = int(text[5:])
+    else:
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'")
+    count = faiss_gpu_count()
+    if gpu < count:
+        return gpu
+    if text is not None:
+        why = "this faiss build has no GPU support (faiss-cpu)" if count == 0 else f"faiss sees {count} GPU(s)"
+        logger.info("FAISS searches on the CPU although device %r was asked for: %s", device, why)
+    return None
+
+
+def _gpu_clone(index: Any, gpu: int) -> Any:
+    """A copy of the CPU ``index`` on GPU ``gpu`` (faiss's own kernels; 64-bit ids as on the CPU)."""
+    faiss = _faiss()
+    if gpu not in _gpu_resources:
+        _gpu_resources[gpu] = faiss.StandardGpuResources()
+    options = faiss.GpuClonerOptions()
+    if hasattr(options, "use_cuvs"):
+        options.use_cuvs = False  # cuVS has no IVF-SQ; one implementation for both encodings
+    return faiss.index_cpu_to_gpu(_gpu_resources[gpu], gpu, index, options)
 
 
 # Lists visited per query at the smallest sizes, and the lists-per-probe ratio above them; see choose_nprobe.
@@ -127,6 +186,13 @@ def choose_encoding(n: int | None) -> str:
     return "fp16" if n is not None and n >= FP16_MIN_VECTORS else "flat"
 
 
+def _check_gpu(gpu: int) -> None:
+    count = faiss_gpu_count()
+    if not 0 <= gpu < count:
+        raise ValueError(f"faiss cannot use GPU {gpu}: it sees {count} GPU(s)"
+                         + (" (faiss-cpu is installed; install faiss-gpu-cu12 in its place)" if count == 0 else ""))
+
+
 def _as_vectors(x: np.ndarray, dim: int, name: str) -> np.ndarray:
     arr = np.ascontiguousarray(x, dtype=np.float32)
     if arr.ndim != 2 or arr.shape[1] != dim:
@@ -177,17 +243,19 @@ class VectorIndex:
     """An IVF inner-product FAISS index (IVF-Flat, or IVF-SQfp16) whose ids are the store's vector ids.
 
     With L2-normalised vectors the scores are cosine similarities. Build with :meth:`build`, or
-    :meth:`load` a saved one.
+    :meth:`load` a saved one. Searches run on the CPU unless :meth:`use_gpu` says otherwise.
     """
 
     def __init__(self, index: Any, quantizer: Any = None) -> None:
         self._index = index
         # Keeps a quantizer that the IVF index borrows (built here) alive as long as the index.
         self._quantizer = quantizer
+        self._gpu: int | None = None
+        self._gpu_index: Any = None  # made at the first search after use_gpu or a change; see _searcher
 
     @classmethod
     def build(cls, dim: int, train: np.ndarray, *, nlist: int | None = None, expected_n: int | None = None,
-              encoding: str | None = None) -> VectorIndex:
+              encoding: str | None = None, gpu: int | None = None) -> VectorIndex:
         """Train an empty IVF (inner product) index.
 
         Args:
@@ -197,6 +265,7 @@ class VectorIndex:
             expected_n: size of the corpus the index is built for, when ``train`` is only a sample of it; picks
                 the encoding (:func:`choose_encoding`).
             encoding: ``"flat"`` (float32) or ``"fp16"``; default ``choose_encoding(expected_n)``.
+            gpu: run k-means on this GPU (see :func:`faiss_gpu_for`) and search there (:meth:`use_gpu`).
         """
         faiss = _faiss()
         x = _as_vectors(train, dim, "train")
@@ -221,9 +290,23 @@ class VectorIndex:
         index.cp.min_points_per_centroid = 1
         index.cp.seed = 1234
         index.cp.verbose = False
-        index.train(x)
+        if gpu is not None:
+            _check_gpu(gpu)
+            # k-means assigns every training vector to its nearest centroid each iteration: that search runs on
+            # the GPU; the centroids it finds go to the CPU quantizer as usual.
+            clustering = _gpu_clone(faiss.IndexFlatIP(dim), gpu)
+            index.clustering_index = clustering
+            try:
+                index.train(x)
+            finally:
+                index.clustering_index = None
+            del clustering
+        else:
+            index.train(x)
         index.nprobe = choose_nprobe(nlist)
-        return cls(index, quantizer)
+        built = cls(index, quantizer)
+        built.use_gpu(gpu)
+        return built
 
     @property
     def ntotal(self) -> int:
@@ -246,6 +329,33 @@ class VectorIndex:
         if not 1 <= int(value) <= self.nlist:
             raise ValueError(f"nprobe must be between 1 and nlist ({self.nlist}), got {value}")
         self._index.nprobe = int(value)
+        self._gpu_index = None
+
+    @property
+    def search_device(self) -> str:
+        """Where :meth:`search` runs: ``"cpu"`` or ``"cuda:N"``."""
+        return "cpu" if self._gpu is None else f"cuda:{self._gpu}"
+
+    def use_gpu(self, gpu: int | None) -> None:
+        """Search on GPU ``gpu`` (a faiss GPU build is needed; see :func:`faiss_gpu_for`), or on the CPU with None.
+
+        The GPU holds a copy of the index, made at the next search and again after any add, remove or nprobe
+        change; the CPU index stays the one that changes and is saved. A search with k > ``GPU_MAX_K`` runs on the CPU.
+
+        Raises:
+            ValueError: faiss cannot use GPU ``gpu``.
+        """
+        if gpu is not None:
+            _check_gpu(gpu)
+        self._gpu = gpu
+        self._gpu_index = None
+
+    def _searcher(self, k: int) -> Any:
+        if self._gpu is None or k > GPU_MAX_K or self._index.nprobe > GPU_MAX_K:
+            return self._index
+        if self._gpu_index is None:
+            self._gpu_index = _gpu_clone(self._index, self._gpu)
+        return self._gpu_index
 
     @property
     def encoding(self) -> str:
@@ -276,13 +386,17 @@ class VectorIndex:
         if (i < 0).any():
             raise ValueError("vector ids must be non-negative (-1 is FAISS's 'no result')")
         self._index.add_with_ids(x, i)
+        self._gpu_index = None
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove vectors by id; unknown ids are ignored. Returns how many were removed. ids: (n,) int64."""
         i = _as_ids(ids)
         if i.size == 0:
             return 0
-        return int(self._index.remove_ids(i))
+        removed = int(self._index.remove_ids(i))
+        if removed:
+            self._gpu_index = None
+        return removed
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """k nearest vectors by inner product.
@@ -299,7 +413,7 @@ class VectorIndex:
         q = _as_vectors(queries, self.dim, "queries")
         if q.shape[0] == 0:
             return np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64)
-        scores, ids = self._index.search(q, k)
+        scores, ids = self._searcher(k).search(q, k)
         scores = np.asarray(scores, dtype=np.float32)
         ids = np.asarray(ids, dtype=np.int64)
         scores[ids < 0] = -np.inf

@@ -27,8 +27,8 @@ import numpy as np
 
 from . import scan
 from ._faults import fault_point
-from .errors import (EmptyIndex, EncoderMismatch, IndexLocked, IndexNotFound, SoraSearchError, StoreError,
-                     VideoError)
+from .errors import (EmptyIndex, EncoderError, EncoderMismatch, IndexLocked, IndexNotFound, SoraSearchError,
+                     StoreError, VideoError)
 from .inset import Box, InsetFinder
 from .search import AlignParams, align, background_similarity, group_hits, novelty_weights
 from .types import (CheckReport, FailedFile, IndexSummary, LibraryInfo, Match, Progress, QueryResult, Span,
@@ -145,6 +145,8 @@ class Library:
         self._index: VectorIndex | None = None
         self._projection: Projection | None = None
         self._index_generation = -1
+        self._faiss_gpu: int | None = None
+        self._faiss_gpu_resolved = False
         self._worker: DecodeWorker | None = None
         self._timings: defaultdict[str, float] = defaultdict(float)
 
@@ -550,6 +552,20 @@ class Library:
             self._encoder = load_encoder(self._encoder_name, device=self._device)
         return self._encoder
 
+    def _gpu(self) -> int | None:
+        """The GPU FAISS uses (same device setting as the encoder; CPU when faiss has no GPU support)."""
+        if not self._faiss_gpu_resolved:
+            from .encoder import DEVICE_ENV
+            from .index import faiss_gpu_for
+
+            device = self._device if self._device is not None else (os.environ.get(DEVICE_ENV) or None)
+            try:
+                self._faiss_gpu = faiss_gpu_for(device)
+            except ValueError as exc:
+                raise EncoderError(str(exc)) from None
+            self._faiss_gpu_resolved = True
+        return self._faiss_gpu
+
     def _ensure_meta(self) -> IndexMeta:
         from .store import IndexMeta
 
@@ -672,6 +688,7 @@ class Library:
         if index is None or generation != meta.generation or index.ntotal != self._store.vector_count():
             self._rebuild_index()
             return
+        index.use_gpu(self._gpu())
         self._index, self._index_generation = index, generation
 
     def _load_index_for_read(self) -> tuple[VectorIndex, Projection]:
@@ -692,6 +709,7 @@ class Library:
             if generation != meta.generation:
                 # A writer is mid-run (or died): search what was last saved; ids it no longer knows are dropped.
                 logger.info("FAISS file is at generation %d, store at %d", generation, meta.generation)
+            index.use_gpu(self._gpu())
             self._index, self._projection, self._index_generation = index, projection, generation
         assert self._projection is not None
         return self._index, self._projection
@@ -736,7 +754,8 @@ class Library:
         # The sample comes in id order (oldest videos first): fit on rows spread across all of it, not a prefix.
         spread = np.linspace(0, len(sample) - 1, min(len(sample), PROJECTION_SAMPLE)).astype(np.int64)
         projection = Projection.fit(sample[spread], PROJECTION_DIM, min_vectors=PCA_MIN_VECTORS)
-        index = VectorIndex.build(projection.out_dim, projection.apply(sample), nlist=nlist, expected_n=total)
+        index = VectorIndex.build(projection.out_dim, projection.apply(sample), nlist=nlist, expected_n=total,
+                                  gpu=self._gpu())
         del sample
         for ids, raw in self._store.iter_vectors():
             index.add(ids, projection.apply(raw))
@@ -745,7 +764,8 @@ class Library:
         self._store.set_meta(replace(meta, projection=projection.to_bytes(), projection_name=projection.name,
                                      dim=projection.out_dim, index_trained_n=total, generation=meta.generation + 1))
         self._index, self._projection = index, projection
-        logger.info("rebuilt %s over %d vectors (%s)", FAISS_NAME, total, index.describe())
+        logger.info("rebuilt %s over %d vectors (%s, searched on %s)", FAISS_NAME, total, index.describe(),
+                    index.search_device)
         self._save_index()
 
     def _save_index(self) -> None:

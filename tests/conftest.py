@@ -42,3 +42,63 @@ def library_copy(media_dir, tmp_path) -> Path:
     dst = tmp_path / "library"
     shutil.copytree(media_dir / "library", dst)
     return dst
+
+
+class FakeGpuFaiss:
+    """faiss's GPU API (``StandardGpuResources``, ``GpuClonerOptions``, ``index_cpu_to_gpu``) over CPU copies.
+
+    faiss-cpu has none of it, so this is how the logic around a GPU index (when copies are made, which copy a
+    search reads, what is saved) is tested without a GPU; ``-m gpu`` tests run the real thing. Each IVF "GPU copy"
+    is a ``faiss.clone_index`` of the CPU index at copy time, wrapped to count its searches; a flat index (the
+    k-means assigner) is returned as the clone itself, since faiss takes it as an ``Index``.
+    """
+
+    def __init__(self) -> None:
+        self.copies: list[object] = []
+        self.searches = 0
+        self.resources = 0
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeGpuFaiss:
+        import faiss
+
+        fake = self
+
+        class StandardGpuResources:
+            def __init__(self) -> None:
+                fake.resources += 1
+
+        class GpuClonerOptions:
+            use_cuvs = True
+
+        class GpuCopy:
+            def __init__(self, index: object) -> None:
+                self.index = index
+
+            def search(self, x: object, k: int) -> object:
+                fake.searches += 1
+                return self.index.search(x, k)  # type: ignore[attr-defined]
+
+        def index_cpu_to_gpu(res: object, gpu: int, index: object, options: object = None) -> object:
+            assert isinstance(res, StandardGpuResources) and gpu == 0
+            assert options is None or options.use_cuvs is False  # type: ignore[attr-defined]
+            clone = faiss.clone_index(index)
+            copy = GpuCopy(clone) if isinstance(clone, faiss.IndexIVF) else clone
+            fake.copies.append(copy)
+            return copy
+
+        monkeypatch.setattr(faiss, "StandardGpuResources", StandardGpuResources, raising=False)
+        monkeypatch.setattr(faiss, "GpuClonerOptions", GpuClonerOptions, raising=False)
+        monkeypatch.setattr(faiss, "index_cpu_to_gpu", index_cpu_to_gpu, raising=False)
+        monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+        monkeypatch.setattr("sora_search.index._gpu_resources", {})
+        return self
+
+    def ivf_copies(self) -> list[object]:
+        import faiss
+
+        return [c for c in self.copies if not isinstance(c, faiss.Index)]
+
+
+@pytest.fixture
+def fake_gpu_faiss(monkeypatch: pytest.MonkeyPatch) -> FakeGpuFaiss:
+    return FakeGpuFaiss().install(monkeypatch)

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from sora_search.errors import IndexNotFound, StoreError
-from sora_search.index import FP16_MIN_VECTORS, VectorIndex, choose_encoding, choose_nlist, choose_nprobe
+from sora_search.index import (FP16_MIN_VECTORS, GPU_MAX_K, VectorIndex, choose_encoding, choose_nlist,
+                                choose_nprobe, faiss_gpu_count, faiss_gpu_for)
+from tests.conftest import FakeGpuFaiss
 
 DIM = 32
 
@@ -227,3 +229,102 @@ def test_fp16_index_matches_exact_search(tmp_path: Path, data: tuple[np.ndarray,
     assert not set(ids[:10]) & set(loaded.search(corpus[:10], 5)[1].ravel())
     with pytest.raises(ValueError):
         VectorIndex.build(DIM, corpus, nlist=16, encoding="pq")
+
+
+# --- GPU ---------------------------------------------------------------------------------------------------------
+
+
+def test_without_a_gpu_faiss_build_everything_stays_on_the_cpu(data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    # faiss-cpu, as installed here and in CI.
+    assert faiss_gpu_count() == 0
+    assert faiss_gpu_for(None) is None and faiss_gpu_for("cuda") is None and faiss_gpu_for("cuda:1") is None
+    assert faiss_gpu_for("cpu") is None
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        faiss_gpu_for("tpu")
+    corpus, ids, _ = data
+    index = _built(corpus, ids)
+    assert index.search_device == "cpu"
+    with pytest.raises(ValueError, match="faiss-gpu-cu12"):
+        index.use_gpu(0)
+    with pytest.raises(ValueError, match="faiss-gpu-cu12"):
+        VectorIndex.build(DIM, corpus, nlist=16, gpu=0)
+
+
+def test_gpu_device_choice(fake_gpu_faiss: FakeGpuFaiss) -> None:
+    assert faiss_gpu_count() == 1
+    assert faiss_gpu_for(None) == 0 and faiss_gpu_for("cuda") == 0 and faiss_gpu_for(" CUDA:0 ") == 0
+    assert faiss_gpu_for("cpu") is None
+    assert faiss_gpu_for("cuda:1") is None  # a GPU faiss cannot see: searched on the CPU, not an error
+
+
+@pytest.mark.parametrize("encoding", ["flat", "fp16"])
+def test_gpu_searches_a_copy_kept_in_step_with_the_cpu_index(
+        tmp_path: Path, data: tuple[np.ndarray, np.ndarray, np.ndarray], fake_gpu_faiss: FakeGpuFaiss,
+        encoding: str) -> None:
+    corpus, ids, queries = data
+    cpu = VectorIndex.build(DIM, corpus, nlist=16, encoding=encoding)
+    gpu = VectorIndex.build(DIM, corpus, nlist=16, encoding=encoding, gpu=0)
+    # k-means ran through the "GPU" flat index, and only the centroids stayed: same quantizer as on the CPU.
+    assert len(fake_gpu_faiss.copies) == 1 and fake_gpu_faiss.ivf_copies() == []
+    assert gpu.search_device == "cuda:0"
+    cpu.add(ids, corpus)
+    gpu.add(ids, corpus)
+    assert fake_gpu_faiss.ivf_copies() == []  # copies are made for searching, not on every add
+
+    def same(k: int = 10) -> None:
+        for a, b in zip(cpu.search(queries, k), gpu.search(queries, k)):
+            np.testing.assert_array_equal(a, b)
+
+    same()
+    same()
+    assert len(fake_gpu_faiss.ivf_copies()) == 1 and fake_gpu_faiss.searches == 2
+    extra = _unit(_corpus(5, seed=9))
+    for index in (cpu, gpu):
+        index.add(np.arange(5000, 5005, dtype=np.int64), extra)
+    assert set(gpu.search(extra, 1)[1].ravel()) == set(range(5000, 5005))  # a new copy holds the new vectors
+    for index in (cpu, gpu):
+        assert index.remove(ids[:100]) == 100
+    assert not set(ids[:100]) & set(gpu.search(corpus[:100], 5)[1].ravel())
+    for index in (cpu, gpu):
+        index.nprobe = 16
+    same()
+    assert len(fake_gpu_faiss.ivf_copies()) == 4 and fake_gpu_faiss.searches == 5
+    assert gpu.remove(np.array([10**9], dtype=np.int64)) == 0  # nothing removed: the copy is kept
+    same(k=GPU_MAX_K + 1)  # beyond faiss's GPU k-selection: searched on the CPU
+    assert len(fake_gpu_faiss.ivf_copies()) == 4 and fake_gpu_faiss.searches == 5
+
+    # The CPU index is what is saved; a loaded index searches on the CPU until told otherwise.
+    gpu.save(tmp_path / "vectors.faiss", generation=3)
+    loaded, _ = VectorIndex.load(tmp_path / "vectors.faiss")
+    assert loaded.search_device == "cpu" and loaded.encoding == encoding
+    np.testing.assert_array_equal(loaded.search(queries, 10)[1], cpu.search(queries, 10)[1])
+    gpu.use_gpu(None)
+    assert gpu.search_device == "cpu"
+    same()
+    assert fake_gpu_faiss.searches == 5 and fake_gpu_faiss.resources == 1
+
+
+@pytest.mark.gpu
+def test_faiss_gpu_search_matches_cpu(data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    # Fails, not skips: a `-m gpu` run must prove the GPU path.
+    assert faiss_gpu_count() > 0, "faiss sees no GPU: install faiss-gpu-cu12 in place of faiss-cpu on a CUDA machine"
+    corpus = _corpus(50_000, seed=3)
+    ids = np.arange(50_000, dtype=np.int64) * 3
+    queries = _unit(_corpus(500, seed=4) + 0.05)
+    for encoding in ("flat", "fp16"):
+        cpu = VectorIndex.build(DIM, corpus, nlist=64, encoding=encoding)
+        gpu = VectorIndex.build(DIM, corpus, nlist=64, encoding=encoding, gpu=0)
+        for index in (cpu, gpu):
+            index.add(ids, corpus)
+            index.nprobe = 64  # every list: both must equal exact search
+        want_scores, want = _exact(corpus, ids, queries, 10)
+        scores, got = gpu.search(queries, 10)
+        assert gpu.search_device == "cuda:0"
+        np.testing.assert_allclose(scores, want_scores, atol=2e-3)
+        assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want)]) >= 0.99
+        gpu.remove(ids[:1000])
+        assert not set(ids[:1000]) & set(gpu.search(corpus[:1000], 5)[1].ravel())
+        cpu.nprobe = gpu.nprobe = 8
+        overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(cpu.search(queries, 10)[1],
+                                                                      gpu.search(queries, 10)[1])])
+        assert overlap >= 0.9  # different k-means (GPU float sums), same quality

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sora_search import Library
-from sora_search.errors import EmptyIndex, EncoderMismatch, IndexLocked, IndexNotFound
+from sora_search.errors import EmptyIndex, EncoderError, EncoderMismatch, IndexLocked, IndexNotFound
 from sora_search.library import LOCK_NAME, _WriteLock
 from sora_search.views import FULL, HALVES, HFLIP, ROTATIONS, WINDOWS
 
@@ -244,3 +244,26 @@ def test_black_seconds_of_a_probe_match_nothing(lib, library_copy, tmp_path, mon
         assert "fades.mp4" in found and found["fades.mp4"].score > 0.2, found
     else:
         assert on_black == [], on_black
+
+
+def test_faiss_follows_the_device_setting_onto_a_gpu(tmp_path, library_copy, media_dir, fake_gpu_faiss,
+                                                     monkeypatch):
+    monkeypatch.delenv("SORA_SEARCH_DEVICE", raising=False)
+    with Library.open(tmp_path / "gpu", encoder="tiny") as library:  # auto: the GPU faiss sees
+        library.index([library_copy])
+        on_gpu = library.query(media_dir / "probe_a.mp4", min_score=-1)
+        index, _ = library._load_index_for_read()
+        assert index.search_device == "cuda:0"
+    assert fake_gpu_faiss.searches > 0 and len(fake_gpu_faiss.copies) >= 2  # k-means, then a search copy
+    searches = fake_gpu_faiss.searches
+    monkeypatch.setenv("SORA_SEARCH_DEVICE", "cpu")
+    with Library.open(tmp_path / "gpu", create=False) as library:
+        on_cpu = library.query(media_dir / "probe_a.mp4", min_score=-1)
+        assert library._load_index_for_read()[0].search_device == "cpu"
+    assert fake_gpu_faiss.searches == searches
+    assert [(m.path, m.score) for m in on_gpu.matches] == [(m.path, m.score) for m in on_cpu.matches]
+    assert os.path.basename(on_gpu.matches[0].path) == "pan_a.mp4"
+    monkeypatch.setenv("SORA_SEARCH_DEVICE", "tpu")
+    with Library.open(tmp_path / "gpu", create=False) as library:
+        with pytest.raises(EncoderError, match="unknown device 'tpu'"):
+            library.query(media_dir / "probe_a.mp4")
