@@ -108,9 +108,14 @@ def faiss_gpu_for(device: str | None) -> int | None:
     if gpu < count:
         return gpu
     if text is not None:
-        why = "this faiss build has no GPU support (faiss-cpu)" if count == 0 else f"faiss sees {count} GPU(s)"
-        logger.info("FAISS searches on the CPU although device %r was asked for: %s", device, why)
+        logger.info("FAISS searches on the CPU although device %r was asked for: %s", device, _gpu_shortfall(count))
     return None
+
+
+def _gpu_shortfall(count: int) -> str:
+    if not hasattr(_faiss(), "StandardGpuResources"):
+        return "this faiss build has no GPU support (faiss-cpu); install faiss-gpu-cu12 in its place"
+    return f"faiss sees {count} GPU(s)" + (" (no CUDA device is visible)" if count == 0 else "")
 
 
 def _gpu_clone(index: Any, gpu: int) -> Any:
@@ -189,8 +194,7 @@ def choose_encoding(n: int | None) -> str:
 def _check_gpu(gpu: int) -> None:
     count = faiss_gpu_count()
     if not 0 <= gpu < count:
-        raise ValueError(f"faiss cannot use GPU {gpu}: it sees {count} GPU(s)"
-                         + (" (faiss-cpu is installed; install faiss-gpu-cu12 in its place)" if count == 0 else ""))
+        raise ValueError(f"faiss cannot use GPU {gpu}: {_gpu_shortfall(count)}")
 
 
 def _as_vectors(x: np.ndarray, dim: int, name: str) -> np.ndarray:

@@ -10,6 +10,8 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from tests.conftest import FakeGpuFaiss
+
 
 @pytest.fixture(scope="module")
 def faiss_scale() -> ModuleType:
@@ -46,10 +48,38 @@ def test_tiny_run_reports_recall_and_ratios(faiss_scale: ModuleType) -> None:
     gen = faiss_scale.Generator(_seeds(), clip_len=60, seed=0)
     args = argparse.Namespace(queries=50, single=5, single_flat=3, seed=0, sweep=True, compressed=["IVF,SQfp16"],
                               compressed_min_n=4000, compressed_nprobe=[8], k_factor=[1], nprobe=[8, 16],
-                              nlist_factors_for=lambda n: [16])
+                              nlist_factors_for=lambda n: [16], gpu=False)
     out = faiss_scale.run_size(gen, 4000, args)
     d = out["default"]
     assert d["nlist"] == 64 and d["nprobe"] == 8 and d["describe"].startswith("IVF64,Flat")
     assert 0.5 <= d["recall_at_10"] <= 1.0 and d["speedup_vs_flat"] > 0 and d["index_bytes"] > 0
     assert {(r["nlist"], r["nprobe"]) for r in out["sweep"]} == {(16, 8), (64, 8)}  # nprobe > nlist / 8 skipped
     assert out["compressed"][0]["factory"] == "IVF64,SQfp16"
+    assert "gpu" not in out
+
+
+def test_tiny_gpu_run_through_a_fake_gpu_faiss(faiss_scale: ModuleType, fake_gpu_faiss: FakeGpuFaiss) -> None:
+    gen = faiss_scale.Generator(_seeds(), clip_len=60, seed=0)
+    args = argparse.Namespace(queries=50, single=5, single_flat=3, seed=0, sweep=False, compressed=[],
+                              nlist_factors_for=lambda n: [], gpu=True)
+    g = faiss_scale.run_size(gen, 4000, args)["gpu"]
+    assert g["search_device"] == "cuda:0" and g["describe"] == "IVF64,Flat (inner product), nprobe 8"
+    assert g["gpu_flat"]["recall_vs_cpu_exact"] == 1.0 and 0.5 <= g["recall_at_10"] <= 1.0
+    # Every IVF search went to the GPU copy: 1 (the copy) + 2 batches + 5 single + 2 x 3 calls of 20 rows.
+    assert fake_gpu_faiss.searches == 14 and g["speedup_vs_cpu_ivf"] > 0
+
+
+def test_encoder_throughput_runs_and_reports_a_ratio(tmp_path: Path) -> None:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "speed" / "encoder_throughput.py"
+    spec = importlib.util.spec_from_file_location("encoder_throughput", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "enc.json"
+    result = module.main(["--device", "cpu", "--batch", "2", "3", "--cpu-batch", "3", "--seconds", "0",
+                          "--cpu-seconds", "0", "--out", str(out)])
+    assert result["device"] == "cpu" and result["precision"] == "float32"
+    assert [r["batch"] for r in result["batches"]] == [2, 3] and all(r["frames"] >= 4 for r in result["batches"])
+    assert result["cpu_baseline"] is result["batches"][1]  # the CPU run is its own baseline
+    assert result["speedup_vs_cpu"] > 0 and "fp16_vs_cpu_cosine" not in result
+    assert out.exists()

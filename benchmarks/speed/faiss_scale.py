@@ -23,6 +23,10 @@ Run (about 4 minutes on 2 cores; a few GB of RAM at 1M)::
 
     python benchmarks/speed/faiss_scale.py --index /path/to/idx            # or --media /work/media-cache/media
     python benchmarks/speed/faiss_scale.py --index IDX --sizes 100000 --no-sweep   # quick
+    python benchmarks/speed/faiss_scale.py --index IDX --sizes 1000000 --no-sweep --compressed --gpu  # GPU too
+
+With ``--gpu`` (a GPU build of faiss), the default index is built again with k-means on GPU 0 and searched there
+(``VectorIndex.use_gpu``); it is timed against exact search on the GPU and against the CPU figures of the run.
 
 Writes ``benchmarks/results/faiss_scale-<timestamp>.json`` and prints tables to stdout.
 """
@@ -42,7 +46,7 @@ from typing import Any
 import numpy as np
 
 import sora_search
-from sora_search.index import VectorIndex, choose_encoding, choose_nlist, choose_nprobe
+from sora_search.index import VectorIndex, choose_encoding, choose_nlist, choose_nprobe, faiss_gpu_count
 
 DIM = 256
 K = 10
@@ -206,10 +210,11 @@ def train_sample(base: np.ndarray, seed: int) -> np.ndarray:
     return base[np.sort(np.random.default_rng(seed).choice(n, LIBRARY_TRAIN_SAMPLE, replace=False))]
 
 
-def build_vector_index(base: np.ndarray, train: np.ndarray, nlist: int) -> tuple[VectorIndex, float, float]:
+def build_vector_index(base: np.ndarray, train: np.ndarray, nlist: int,
+                       gpu: int | None = None) -> tuple[VectorIndex, float, float]:
     t0 = time.perf_counter()
     # expected_n as Library._rebuild_index should pass it (it trains on a sample of the corpus).
-    index = VectorIndex.build(DIM, train, nlist=nlist, expected_n=base.shape[0])
+    index = VectorIndex.build(DIM, train, nlist=nlist, expected_n=base.shape[0], gpu=gpu)
     t_train = time.perf_counter() - t0
     ids = np.arange(base.shape[0], dtype=np.int64)
     for lo in range(0, base.shape[0], 200_000):
@@ -290,9 +295,59 @@ def run_size(gen: Generator, n: int, args: argparse.Namespace) -> dict[str, Any]
     out["sweep"] = sweep
     del index
 
+    if args.gpu:
+        out["gpu"] = measure_gpu(base, train, queries, truth, out, nlist, args)
+
     if args.compressed and n >= args.compressed_min_n:
         out["compressed"] = compare_compressed(base, train, queries, truth, flat_s, nlist, args)
     return out
+
+
+def measure_gpu(base: np.ndarray, train: np.ndarray, queries: np.ndarray, truth: np.ndarray, out: dict[str, Any],
+                nlist: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The default index with k-means and search on GPU 0 (VectorIndex.use_gpu), against exact search on the GPU
+    (faiss GpuIndexFlatIP) and against the CPU figures of the same run."""
+    import faiss
+
+    res = faiss.StandardGpuResources()
+    gflat = faiss.index_cpu_to_gpu(res, 0, faiss.IndexFlatIP(DIM))
+    gflat.add(base)
+    timed_batch(gflat.search, queries[:10], 1)  # warm-up (kernels, scratch memory)
+    gflat_s, gtruth = timed_batch(gflat.search, queries)
+    exact = {"batch_s": gflat_s, "per_query_ms": gflat_s / len(queries) * 1e3,
+             "recall_vs_cpu_exact": recall(gtruth, truth),
+             "single": single_latency(gflat.search, queries, args.single_flat),
+             "probe_batches": timed_probes(gflat.search, queries)}
+    del gflat
+    index, t_train, t_add = build_vector_index(base, train, nlist, gpu=0)
+    index.nprobe = choose_nprobe(nlist)
+    t0 = time.perf_counter()
+    index.search(queries[:1], K)  # makes the GPU copy
+    copy_s = time.perf_counter() - t0
+    batch_s, found = timed_batch(index.search, queries)
+    single = single_latency(index.search, queries, args.single)
+    probes = timed_probes(index.search, queries)
+    cpu = out["default"]
+    g = {"describe": index.describe(), "search_device": index.search_device, "train_s": t_train, "add_s": t_add,
+         "copy_to_gpu_s": copy_s, "recall_at_10": recall(found, truth), "batch_s": batch_s,
+         "per_query_ms": batch_s / len(queries) * 1e3, "single": single, "probe_batches": probes,
+         "speedup_vs_gpu_flat": gflat_s / batch_s, "speedup_vs_cpu_flat": out["flat"]["batch_s"] / batch_s,
+         "speedup_vs_cpu_ivf": cpu["batch_s"] / batch_s,
+         "probe_batches_speedup_vs_cpu_ivf": cpu["probe_batches"]["total_s"] / probes["total_s"],
+         "train_speedup_vs_cpu": cpu["train_s"] / t_train, "gpu_flat": exact,
+         "gpu_name": _gpu_name()}
+    print(f"[{len(base)}] GPU {g['describe']}: recall@10 {g['recall_at_10']:.3f}, {g['speedup_vs_gpu_flat']:.1f}x "
+          f"GPU flat, {g['speedup_vs_cpu_ivf']:.1f}x CPU IVF", file=sys.stderr, flush=True)
+    return g
+
+
+def _gpu_name() -> str:
+    try:
+        import torch
+
+        return str(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else "unknown"
+    except ImportError:
+        return "unknown"
 
 
 def compare_compressed(base: np.ndarray, train: np.ndarray, queries: np.ndarray, truth: np.ndarray, flat_s: float,
@@ -354,6 +409,18 @@ def print_tables(result: dict[str, Any]) -> None:
         print(f"  in calls of {pb['size']} (one 10 s probe, whole and mirrored): {pb['per_query_ms']:.3f} ms/query "
               f"against exact {flat['probe_batches']['per_query_ms']:.3f} = "
               f"{d['probe_batches_speedup_vs_flat']:.1f}x flat")
+        if size.get("gpu"):
+            g, gf = size["gpu"], size["gpu"]["gpu_flat"]
+            print(f"GPU ({g['gpu_name']}) {g['describe']}: k-means {g['train_s']:.1f}s "
+                  f"({g['train_speedup_vs_cpu']:.1f}x the CPU's), add {g['add_s']:.1f}s, copy to GPU "
+                  f"{g['copy_to_gpu_s']:.2f}s")
+            print(f"  recall@10 {g['recall_at_10']:.3f}; batch {g['per_query_ms']:.4f} ms/query = "
+                  f"{g['speedup_vs_gpu_flat']:.1f}x exact search on the GPU ({gf['per_query_ms']:.4f} ms/query), "
+                  f"{g['speedup_vs_cpu_ivf']:.1f}x the CPU IVF, {g['speedup_vs_cpu_flat']:.0f}x CPU exact")
+            print(f"  single p50/p95 {g['single']['p50_ms']:.2f}/{g['single']['p95_ms']:.2f} ms (GPU exact "
+                  f"{gf['single']['p50_ms']:.2f}); calls of {g['probe_batches']['size']}: "
+                  f"{g['probe_batches']['per_query_ms']:.4f} ms/query = {g['probe_batches_speedup_vs_cpu_ivf']:.1f}x "
+                  f"the CPU IVF")
         if size["sweep"]:
             print(f"{'nlist':>6} {'nprobe':>6} {'recall@10':>9} {'copy':>6} {'novel':>6} {'ms/q':>7} {'x flat':>7} "
                   f"{'build s':>7}")
@@ -391,9 +458,14 @@ def main(argv: list[str] | None = None) -> int:
                          "e.g. IVF,PQ64 or IVF,PQ32,RFlat (slow to train: minutes at 1M)")
     ap.add_argument("--compressed-nprobe", type=int, nargs="+", default=[8, 16])
     ap.add_argument("--k-factor", type=int, nargs="+", default=[4, 16])
+    ap.add_argument("--gpu", action="store_true",
+                    help="also measure the default index on GPU 0 (needs a GPU build of faiss: faiss-gpu-cu12)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "results")
     args = ap.parse_args(argv)
     args.compressed_min_n = max(args.sizes)
+    if args.gpu and faiss_gpu_count() == 0:
+        raise SystemExit("--gpu: faiss sees no GPU (faiss-cpu is installed, or no CUDA device is visible); "
+                         "install faiss-gpu-cu12 in place of faiss-cpu on a CUDA machine")
 
     def nlist_factors_for(n: int) -> list[int]:
         return [max(1, min(int(f * choose_nlist(n)), n // 39)) for f in args.nlist_factor]
