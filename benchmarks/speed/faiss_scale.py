@@ -281,7 +281,7 @@ def run_size(gen: Generator, n: int, args: argparse.Namespace) -> dict[str, Any]
                 idx, tt, ta = index, t_train, t_add
             else:
                 idx, tt, ta = build_vector_index(base, train, nl)
-            # Scanning more than 1/8 of the lists cannot beat exact search 20x (measured); skip it to keep the sweep short.
+            # Scanning more than 1/8 of the lists cannot beat exact search 20x (measured): skipped, for a short sweep.
             for p in args.nprobe:
                 if p <= max(8, nl // 8):
                     row = measure(idx, p, repeat=1)

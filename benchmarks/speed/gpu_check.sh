@@ -29,7 +29,7 @@ run)
         .whl/*.whl || exit 1
     export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
     nvidia-smi -L
-    python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))'
+    python3 -c 'import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())'
     status=0
     timeout 120 python3 -m pytest -p no:cacheprovider -q -m gpu tests/test_encoder.py 2>&1 | tee "$out/pytest_gpu.log" \
         || status=1
