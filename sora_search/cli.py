@@ -209,7 +209,7 @@ def info(index_dir: Path | None, as_json: bool) -> None:
         ("vectors", f"{data.vectors} ({data.sampling_fps:g} per second)"),
         ("encoder", f"{data.encoder} v{data.encoder_version}, {data.raw_dim}-d raw"),
         ("projection", f"{data.projection or 'not fitted yet'} -> {data.dim}-d"),
-        ("faiss", f"{data.index_type}, {data.index_bytes / 2**20:.1f} MiB"),
+        ("faiss", f"{data.index_type}, {data.index_bytes / 2**20:.1f} MiB, searched on {data.index_device}"),
         ("store", f"SQLite, {data.store_bytes / 2**20:.1f} MiB, schema {data.schema_revision}"),
     ]
     for key, value in rows:

@@ -448,7 +448,7 @@ class Library:
             projection=meta.projection_name if meta else "", index_type=index_type, index_nlist=nlist,
             index_nprobe=nprobe, index_bytes=faiss_path.stat().st_size if faiss_path.exists() else 0,
             store_bytes=(self.location / DB_NAME).stat().st_size, schema_revision=self._store.revision(),
-            extra={"schema_head": head_revision()})
+            extra={"schema_head": head_revision()}, index_device=self._index_device())
 
     # ------------------------------------------------------------------ consistency
     def check(self, *, repair: bool = False) -> CheckReport:
@@ -565,6 +565,10 @@ class Library:
                 raise EncoderError(str(exc)) from None
             self._faiss_gpu_resolved = True
         return self._faiss_gpu
+
+    def _index_device(self) -> str:
+        gpu = self._gpu()
+        return "cpu" if gpu is None else f"cuda:{gpu}"
 
     def _ensure_meta(self) -> IndexMeta:
         from .store import IndexMeta

@@ -137,6 +137,8 @@ class LibraryInfo:
     store_bytes: int
     schema_revision: str
     extra: dict[str, Any] = field(default_factory=dict)
+    # Where FAISS searches run for this process: "cpu" or "cuda:N" (a GPU build of faiss and a GPU).
+    index_device: str = "cpu"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -114,7 +114,9 @@ def test_query_json_shape_and_table(runner, tiny_index, library_copy):
 
 def test_info_and_remove(runner, tiny_index, library_copy):
     info = runner.invoke(cli, ["info", "--index", str(tiny_index), "--json"])
-    assert json.loads(info.output)["videos"] == 4
+    assert json.loads(info.output)["videos"] == 4 and json.loads(info.output)["index_device"] == "cpu"
+    text = runner.invoke(cli, ["info", "--index", str(tiny_index)]).output
+    assert [line for line in text.splitlines() if line.startswith("faiss ")][0].endswith("MiB, searched on cpu")
     removed = runner.invoke(cli, ["remove", str(library_copy / "bars.mp4"), "--index", str(tiny_index)])
     assert removed.exit_code == 0 and removed.output.strip() == f"removed {library_copy / 'bars.mp4'}"
     again = runner.invoke(cli, ["remove", str(library_copy / "bars.mp4"), "--index", str(tiny_index)])

@@ -267,3 +267,12 @@ def test_faiss_follows_the_device_setting_onto_a_gpu(tmp_path, library_copy, med
     with Library.open(tmp_path / "gpu", create=False) as library:
         with pytest.raises(EncoderError, match="unknown device 'tpu'"):
             library.query(media_dir / "probe_a.mp4")
+
+
+def test_info_says_where_faiss_searches(lib, library_copy, fake_gpu_faiss, monkeypatch):
+    monkeypatch.delenv("SORA_SEARCH_DEVICE", raising=False)
+    lib.index([library_copy])
+    assert lib.info().index_device == "cuda:0"
+    monkeypatch.setenv("SORA_SEARCH_DEVICE", "cpu")
+    with Library.open(lib.location, create=False) as again:
+        assert again.info().index_device == "cpu"
