@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -107,7 +108,7 @@ def test_cuda_without_cuda_raises(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_env_device_and_batch_size(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SORA_SEARCH_DEVICE", "cpu")
     enc = load_encoder("sora-lite0-gap")
-    assert enc.device == "cpu" and enc.batch_size == 32
+    assert enc.device == "cpu" and enc.batch_size == 8
     assert enc.identity == EncoderIdentity("sora-lite0-gap", "1", 1280, 224)
 
 
@@ -312,3 +313,18 @@ def test_cuda_fp16_matches_cpu(frames: dict[str, np.ndarray]) -> None:
         np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-4)
         cos = (a * b).sum(axis=1)
         assert cos.min() > 0.99, (name, cos)
+
+
+@pytest.mark.parametrize("before, expected", [("", "1"), ("THP_MEM_ALLOC_ENABLE=0", "0"), ("import torch", None)])
+def test_torch_starts_with_huge_pages_unless_told_otherwise(before: str, expected: str | None) -> None:
+    # torch reads THP_MEM_ALLOC_ENABLE once, at its first allocation: load_encoder sets it only before torch is in.
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    setup = ""
+    if before.startswith("THP"):
+        env["THP_MEM_ALLOC_ENABLE"] = before.split("=")[1]
+    else:
+        setup = before
+    code = (f"{setup}\nimport os\nfrom sora_search.encoder import load_encoder\n"
+            "load_encoder('sora-lite0', device='cpu')\nprint(os.environ.get('THP_MEM_ALLOC_ENABLE'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip() == str(expected)

@@ -52,25 +52,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--encoder", default="sora-lite0")
     ap.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available)")
     ap.add_argument("--batch", type=int, nargs="+", default=None,
-                    help="batch sizes to time (default: 32 64 on CPU, 64 128 256 512 on CUDA)")
+                    help="batch sizes to time (default: 8 16 32 on CPU, 64 128 256 512 on CUDA)")
     ap.add_argument("--seconds", type=float, default=5.0, help="time each batch size for at least this long")
     ap.add_argument("--cpu-seconds", type=float, default=5.0, help="time the CPU baseline for at least this long")
-    ap.add_argument("--cpu-batch", type=int, default=32, help="the CPU baseline's batch size (the CPU default)")
+    ap.add_argument("--cpu-batch", type=int, default=8, help="the CPU baseline's batch size (the CPU default)")
     ap.add_argument("--cudnn-benchmark", action="store_true", help="set torch.backends.cudnn.benchmark first")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "results"
                     / "encoder_throughput.json")
     args = ap.parse_args(argv)
 
-    import torch
-
     from sora_search.encoder import encoder_identity, load_encoder
+
+    # Loaded before this script imports torch, so that torch starts with the library's settings (see load_encoder).
+    encoder = load_encoder(args.encoder, device=args.device)
+    import torch
 
     if args.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
-    encoder = load_encoder(args.encoder, device=args.device)
     on_cuda = encoder.device.startswith("cuda")
-    batches = args.batch or ([64, 128, 256, 512] if on_cuda else [32, 64])
+    batches = args.batch or ([64, 128, 256, 512] if on_cuda else [8, 16, 32])
     side = encoder_identity(args.encoder).input_size
     rng = np.random.default_rng(args.seed)
     frames = rng.integers(0, 256, (max(batches + [args.cpu_batch]), side, side, 3), dtype=np.uint8)

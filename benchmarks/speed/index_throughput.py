@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--media", type=Path, required=True, help="the media/ folder made by fetch_media.sh")
     ap.add_argument("--subset", choices=sorted(SUBSETS), default="all")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ffmpeg threads for the floor")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                    help="where the encoder (and a GPU build of faiss) runs; default CUDA when available")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/index_throughput.json"))
     args = ap.parse_args()
 
@@ -50,17 +52,21 @@ def main() -> None:
     files = [Path(f.path) for f in walk(roots).files]
     floor_s = ffmpeg_floor(files, args.threads)
 
-    with tempfile.TemporaryDirectory() as tmp, Library.open(Path(tmp) / "idx") as lib:
+    with tempfile.TemporaryDirectory() as tmp, Library.open(Path(tmp) / "idx", device=args.device) as lib:
         start = time.perf_counter()
         summary = lib.index(roots)
         index_s = time.perf_counter() - start
         info = lib.info()
+    import torch
+
+    encoder_device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")  # as load_encoder picks it
     video_s = info.duration_s
     rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # decode worker, ffmpeg
     result = {
         "files": len(files), "indexed": info.videos, "failed": len(summary.failed), "video_s": video_s,
-        "vectors": info.vectors, "cpu_count": os.cpu_count(),
+        "vectors": info.vectors, "cpu_count": os.cpu_count(), "encoder_device": encoder_device,
+        "faiss_device": info.index_device,
         "decode_floor_s": floor_s, "index_s": index_s,
         "floor_video_s_per_s": video_s / floor_s, "index_video_s_per_s": video_s / index_s,
         "index_over_floor": index_s / floor_s,
@@ -69,7 +75,8 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    print(f"{len(files)} files, {video_s:.0f} s of video, {info.vectors} vectors ({len(summary.failed)} failed)")
+    print(f"{len(files)} files, {video_s:.0f} s of video, {info.vectors} vectors ({len(summary.failed)} failed); "
+          f"encoder on {encoder_device}, FAISS on {info.index_device}")
     print(f"decode floor (ffmpeg -threads {args.threads} -f null): {floor_s:7.1f} s  "
           f"{video_s / floor_s:6.1f} video-s/s")
     print(f"sora-search index:                       {index_s:7.1f} s  {video_s / index_s:6.1f} video-s/s")
