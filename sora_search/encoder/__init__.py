@@ -38,8 +38,8 @@ logger = logging.getLogger(__name__)
 ENCODERS: tuple[str, ...] = ("sora-lite0", "sora-lite0-gap", "tiny")
 DEFAULT_ENCODER = "sora-lite0"
 DEVICE_ENV = "SORA_SEARCH_DEVICE"
-# CPU: 8, not 32: as fast (indexing the fetch_media.sh footage, two interleaved runs each: 58.4 / 55.5 s against
-# 55.7 / 60.2 s) with 40% less peak RSS (502 against 866 MiB); each layer's activations for 8 frames stay in cache.
+# CPU: 8, not 32: as fast in the indexing pipeline (the fetch_media.sh footage, two interleaved runs each: 58.4 /
+# 55.5 s against 55.7 / 60.2 s) with 40% less peak RSS (502 against 866 MiB); descriptors are bit-identical.
 _DEFAULT_BATCH = {"cpu": 8, "cuda": 128}
 _THREADS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")
 THP_ENV = "THP_MEM_ALLOC_ENABLE"
