@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,8 +28,8 @@ import numpy as np
 
 from . import scan
 from ._faults import fault_point
-from .errors import (EmptyIndex, EncoderError, EncoderMismatch, IndexLocked, IndexNotFound, SoraSearchError,
-                     StoreError, VideoError)
+from .errors import (EmptyIndex, EncoderMismatch, IndexLocked, IndexNotFound, SoraSearchError, StoreError,
+                     VideoError)
 from .inset import Box, InsetFinder
 from .search import AlignParams, align, background_similarity, group_hits, novelty_weights
 from .types import (CheckReport, FailedFile, IndexSummary, LibraryInfo, Match, Progress, QueryResult, Span,
@@ -145,8 +146,6 @@ class Library:
         self._index: VectorIndex | None = None
         self._projection: Projection | None = None
         self._index_generation = -1
-        self._faiss_gpu: int | None = None
-        self._faiss_gpu_resolved = False
         self._worker: DecodeWorker | None = None
         self._timings: defaultdict[str, float] = defaultdict(float)
 
@@ -552,23 +551,16 @@ class Library:
             self._encoder = load_encoder(self._encoder_name, device=self._device)
         return self._encoder
 
-    def _gpu(self) -> int | None:
-        """The GPU FAISS uses (same device setting as the encoder; CPU when faiss has no GPU support)."""
-        if not self._faiss_gpu_resolved:
-            from .encoder import DEVICE_ENV
-            from .index import faiss_gpu_for
+    @cached_property
+    def _faiss_gpu(self) -> int | None:
+        """The GPU FAISS uses: the encoder's device setting, or the CPU when faiss cannot use that GPU."""
+        from .encoder import device_setting
+        from .index import faiss_gpu_for
 
-            device = self._device if self._device is not None else (os.environ.get(DEVICE_ENV) or None)
-            try:
-                self._faiss_gpu = faiss_gpu_for(device)
-            except ValueError as exc:
-                raise EncoderError(str(exc)) from None
-            self._faiss_gpu_resolved = True
-        return self._faiss_gpu
+        return faiss_gpu_for(device_setting(self._device)[0])
 
     def _index_device(self) -> str:
-        gpu = self._gpu()
-        return "cpu" if gpu is None else f"cuda:{gpu}"
+        return "cpu" if self._faiss_gpu is None else f"cuda:{self._faiss_gpu}"
 
     def _ensure_meta(self) -> IndexMeta:
         from .store import IndexMeta
@@ -692,7 +684,7 @@ class Library:
         if index is None or generation != meta.generation or index.ntotal != self._store.vector_count():
             self._rebuild_index()
             return
-        index.use_gpu(self._gpu())
+        index.use_gpu(self._faiss_gpu)
         self._index, self._index_generation = index, generation
 
     def _load_index_for_read(self) -> tuple[VectorIndex, Projection]:
@@ -713,7 +705,7 @@ class Library:
             if generation != meta.generation:
                 # A writer is mid-run (or died): search what was last saved; ids it no longer knows are dropped.
                 logger.info("FAISS file is at generation %d, store at %d", generation, meta.generation)
-            index.use_gpu(self._gpu())
+            index.use_gpu(self._faiss_gpu)
             self._index, self._projection, self._index_generation = index, projection, generation
         assert self._projection is not None
         return self._index, self._projection
@@ -759,7 +751,7 @@ class Library:
         spread = np.linspace(0, len(sample) - 1, min(len(sample), PROJECTION_SAMPLE)).astype(np.int64)
         projection = Projection.fit(sample[spread], PROJECTION_DIM, min_vectors=PCA_MIN_VECTORS)
         index = VectorIndex.build(projection.out_dim, projection.apply(sample), nlist=nlist, expected_n=total,
-                                  gpu=self._gpu())
+                                  gpu=self._faiss_gpu)
         del sample
         for ids, raw in self._store.iter_vectors():
             index.add(ids, projection.apply(raw))

@@ -57,9 +57,9 @@ def main() -> None:
         summary = lib.index(roots)
         index_s = time.perf_counter() - start
         info = lib.info()
-    import torch
+    from sora_search.encoder import resolve_device
 
-    encoder_device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")  # as load_encoder picks it
+    encoder_device = resolve_device(args.device)
     video_s = info.duration_s
     rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # decode worker, ffmpeg

@@ -27,9 +27,11 @@ __all__ = [
     "Encoder",
     "EncoderIdentity",
     "Projection",
+    "device_setting",
     "l2_normalize",
     "encoder_identity",
     "load_encoder",
+    "resolve_device",
     "temporal_pool",
 ]
 
@@ -89,7 +91,7 @@ def load_encoder(name: str = DEFAULT_ENCODER, *, device: str | None = None, batc
         return TinyEncoder() if batch_size is None else TinyEncoder(batch_size=batch_size)
 
     _allocator_env()
-    resolved = _resolve_device(device)
+    resolved = resolve_device(device)
     _limit_threads()
     bs = batch_size if batch_size is not None else _DEFAULT_BATCH["cuda" if resolved.startswith("cuda") else "cpu"]
 
@@ -119,30 +121,50 @@ def _allocator_env() -> None:
         os.environ.setdefault(THP_ENV, "1")
 
 
-def _resolve_device(device: str | None) -> str:
-    """Flag, then env var, then CUDA if available, then CPU; validated against what torch can do."""
-    import torch
+def device_setting(device: str | None) -> tuple[str | None, str]:
+    """The device asked for, before asking torch what it has: the argument, else ``$SORA_SEARCH_DEVICE``.
 
+    Returns:
+        (``"cpu"``, ``"cuda"``, ``"cuda:N"`` or None for "choose", where it came from: ``"argument"`` or
+        ``"$SORA_SEARCH_DEVICE"``).
+
+    Raises:
+        EncoderError: anything else.
+    """
     source = "argument"
     if device is None:
         device = os.environ.get(DEVICE_ENV) or None
         source = f"${DEVICE_ENV}"
     if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return None, source
     device = device.strip().lower()
+    if device in ("cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()):
+        return device, source
+    raise EncoderError(f"unknown device {device!r} (from {source}); use 'cpu', 'cuda' or 'cuda:N'")
+
+
+def resolve_device(device: str | None) -> str:
+    """Where :func:`load_encoder` runs a torch encoder: :func:`device_setting`, else CUDA if available, else CPU.
+
+    Raises:
+        EncoderError: a malformed setting, or a CUDA device torch does not have.
+    """
+    import torch
+
+    device, source = device_setting(device)
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         return device
-    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise EncoderError(
-                f"device {device!r} (from {source}) was requested but CUDA is not available to torch "
-                f"{torch.__version__}; use device='cpu' or install a CUDA build of torch"
-            )
-        if ":" in device and int(device[5:]) >= torch.cuda.device_count():
-            raise EncoderError(f"device {device!r} (from {source}) does not exist: "
-                               f"{torch.cuda.device_count()} CUDA device(s) visible")
-        return device
-    raise EncoderError(f"unknown device {device!r} (from {source}); use 'cpu', 'cuda' or 'cuda:N'")
+    if not torch.cuda.is_available():
+        raise EncoderError(
+            f"device {device!r} (from {source}) was requested but CUDA is not available to torch "
+            f"{torch.__version__}; use device='cpu' or install a CUDA build of torch"
+        )
+    if ":" in device and int(device[5:]) >= torch.cuda.device_count():
+        raise EncoderError(f"device {device!r} (from {source}) does not exist: "
+                           f"{torch.cuda.device_count()} CUDA device(s) visible")
+    return device
 
 
 def _limit_threads() -> None:
