@@ -109,10 +109,15 @@ class InsetFinder:
             np.maximum(self._horizontal, horizontal, out=self._horizontal)
 
 
+def luma(frames: np.ndarray) -> np.ndarray:
+    """(..., 3) uint8 RGB -> (...) float32 grey, BT.601 luma on the 0-255 scale."""
+    f = frames.astype(np.float32)
+    return f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114
+
+
 def _grey_half(frames: np.ndarray) -> np.ndarray:
     """(n, 2S, 2S, 3) uint8 -> (n, S, S) float32 grey (BT.601 luma), each pixel the mean of a 2 x 2 block."""
-    f = frames.astype(np.float32)
-    grey = f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114
+    grey = luma(frames)
     n, side = grey.shape[0], grey.shape[1] // 2
     return grey.reshape(n, side, 2, side, 2).mean(axis=(2, 4))
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .inset import Box, crop_resize
+from .inset import Box, crop_resize, luma
 
 FULL = "full"
 HFLIP = "hflip"
@@ -60,9 +60,8 @@ def blank_frames(frames: np.ndarray) -> np.ndarray:
     """(n,) bool: which of ``frames`` ((n, H, W, 3) uint8 RGB) are blank (luma standard deviation < ``BLANK_STD``)."""
     if frames.ndim != 4 or frames.shape[3] != 3:
         raise ValueError(f"blank_frames needs (n, H, W, 3) frames, got shape {frames.shape}")
-    small = frames[:, ::4, ::4].astype(np.float32)  # every 16th pixel: enough for a standard deviation
-    luma = small @ np.array([0.299, 0.587, 0.114], np.float32)
-    return luma.reshape(len(frames), -1).std(axis=1) < BLANK_STD
+    grey = luma(frames[:, ::4, ::4])  # every 16th pixel: enough for a standard deviation
+    return grey.reshape(len(frames), -1).std(axis=1) < BLANK_STD
 
 
 def decode_side(views: Iterable[str], side: int) -> int:
