@@ -25,11 +25,16 @@ def ffmpeg(*args: str) -> None:
 def make_testsrc(path: Path, duration_s: float, *, size: tuple[int, int] = (320, 240), fps: int = 25,
                  pattern: str = "testsrc2", codec: str = "libx264") -> Path:
     """A lavfi test pattern clip (``testsrc2``, ``mandelbrot``, ``smptebars``, ``life``…)."""
-    w, h = size
-    src = f"{pattern}=size={w}x{h}:rate={fps}" if pattern != "life" else f"life=size={w}x{h}:rate={fps}:seed=7"
-    ffmpeg("-f", "lavfi", "-i", src, "-t", f"{duration_s}", "-c:v", codec, "-pix_fmt", "yuv420p",
+    ffmpeg("-f", "lavfi", "-i", lavfi_source(pattern, size, fps), "-t", f"{duration_s}", "-c:v", codec, "-pix_fmt", "yuv420p",
            "-g", str(fps * 2), str(path))
     return path
+
+
+def lavfi_source(pattern: str, size: tuple[int, int], fps: int, *, seed: int = 7) -> str:
+    """An ffmpeg lavfi source; ``life`` starts from a random grid, so it gets a fixed ``seed`` (ffmpeg's default is
+    a new one each run)."""
+    w, h = size
+    return f"{pattern}=size={w}x{h}:rate={fps}" + (f":seed={seed}" if pattern == "life" else "")
 
 
 def save_photo(path: Path, image: np.ndarray) -> Path:
@@ -80,19 +85,31 @@ def cut(src: Path, dst: Path, start_s: float, duration_s: float, *, scale: float
 
 
 def picture_in_picture(copy: Path, dst: Path, start_s: float, duration_s: float, *, frac: float, x: float,
-                       y: float, background: str = "life", size: tuple[int, int] = (320, 240)) -> Path:
+                       y: float, background: str = "life", seed: int = 7,
+                       size: tuple[int, int] = (320, 240)) -> Path:
     """``duration_s`` seconds of ``copy`` from ``start_s``, scaled to ``frac`` of the frame, over a lavfi pattern.
 
-    ``x`` and ``y`` place the inset's top-left corner as fractions of the free space (0: left/top, 1: right/bottom).
+    ``x`` and ``y`` place the inset's top-left corner as fractions of the free space (0: left/top, 1: right/bottom);
+    :func:`inset_box` gives where that puts it.
     """
-    w, h = size
-    cw, ch = int(w * frac) // 2 * 2, int(h * frac) // 2 * 2
-    graph = (f"{background}=size={w}x{h}:rate=25,format=yuv420p[bg];"
+    (w, h), (cw, ch) = size, inset_size(size, frac)
+    graph = (f"{lavfi_source(background, size, 25, seed=seed)},format=yuv420p[bg];"
              f"[0:v]setpts=PTS-STARTPTS,scale={cw}:{ch},fps=25[ins];"
              f"[bg][ins]overlay={int((w - cw) * x)}:{int((h - ch) * y)}:shortest=1,format=yuv420p[out]")
     ffmpeg("-ss", f"{start_s}", "-t", f"{duration_s}", "-i", str(copy), "-filter_complex", graph, "-map", "[out]",
            "-t", f"{duration_s}", "-c:v", "libx264", "-crf", "23", "-pix_fmt", "yuv420p", "-an", str(dst))
     return dst
+
+
+def inset_size(size: tuple[int, int], frac: float) -> tuple[int, int]:
+    """The inset's width and height in pixels (even, for yuv420p)."""
+    return int(size[0] * frac) // 2 * 2, int(size[1] * frac) // 2 * 2
+
+
+def inset_box(frac: float, x: float, y: float, size: tuple[int, int] = (320, 240)) -> tuple[float, ...]:
+    """(x, y, w, h) in fractions of the frame of the inset that :func:`picture_in_picture` makes."""
+    (w, h), (cw, ch) = size, inset_size(size, frac)
+    return int((w - cw) * x) / w, int((h - ch) * y) / h, cw / w, ch / h
 
 
 def skimage_photos(dst_dir: Path, names: Sequence[str] = ("chelsea", "astronaut", "coffee", "rocket",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sora_search.inset import Box, InsetFinder, crop_resize
+from sora_search.inset import Box, InsetFinder, best_rectangle, crop_resize
 from sora_search.views import INSET, make_view
+from tests.media import inset_box, picture_in_picture
 
 SIDE = 224  # the finder works at S; frames come at 2S
 
@@ -69,6 +70,43 @@ def test_three_frames_are_enough_and_fewer_find_nothing() -> None:
     assert _find(_probe(3, Box(0.2, 0.2, 0.5, 0.5))) is not None
     assert _find(_probe(2, Box(0.2, 0.2, 0.5, 0.5))) is None  # in two frames every edge persists
     assert InsetFinder().find() is None
+
+
+def test_an_inset_beats_the_rectangle_from_its_corner_to_the_frame_s_edges() -> None:
+    # Contrast maps with only an inset's sides: top and right 60, left and bottom 40. The rectangle from its top-right
+    # corner out to the left and bottom edges has two sides, each the inset's strong one run on a little (about 49):
+    # its weakest side beats the inset's, and only the discount for its two uncounted sides puts it behind.
+    vertical, horizontal = np.zeros((SIDE, SIDE - 1), np.float32), np.zeros((SIDE - 1, SIDE), np.float32)
+    x0, y0, x1, y1 = 15, 140, 85, 210
+    vertical[y0:y1, x0 - 1], vertical[y0:y1, x1 - 1] = 40, 60
+    horizontal[y0 - 1, x0:x1], horizontal[y1 - 1, x0:x1] = 60, 40
+    found = best_rectangle(vertical, horizontal)
+    assert found is not None and found.pixels(SIDE, SIDE) == (x0, y0, x1, y1) and found.strength == 40, found
+    corner = best_rectangle(vertical, horizontal, border_discount=1.0)
+    assert corner is not None and corner.pixels(SIDE, SIDE) == (0, y0, x1, SIDE), corner
+
+
+@pytest.mark.parametrize("clip, frac, x, y, seed", [
+    ("pan_a.mp4", 0.3, 0.1, 0.9, 9),     # near the bottom-left corner
+    ("pan_a.mp4", 0.45, 0.5, 0.5, 2),    # in the middle
+    ("bars.mp4", 0.45, 0.5, 0.5, 42),
+    ("pan_a.mp4", 0.25, 0.0, 0.0, 15),   # in the corner itself: two sides only
+])
+def test_an_inset_over_game_of_life_is_found(media_dir, tmp_path, clip, frac, x, y, seed) -> None:
+    # Life leaves still, sharp-edged cells all over the frame, and the inset's own content is dark along some sides.
+    # Each case made the earlier finder (coarse grid, no discount) pick a rectangle out to the frame's edges.
+    from sora_search.decode import DecodeWorker
+
+    probe = picture_in_picture(media_dir / "library" / clip, tmp_path / "pip.mp4", 2, 8, frac=frac, x=x, y=y,
+                               seed=seed)
+    finder = InsetFinder()
+    with DecodeWorker() as worker, worker.open(probe, fps=1.0, size=2 * SIDE) as video:
+        for batch in video:
+            finder.add(batch.frames)
+    found = finder.find()
+    assert found is not None
+    for got, want in zip((found.x, found.y, found.w, found.h), inset_box(frac, x, y)):
+        assert abs(got - want) <= 2 / SIDE, (found, inset_box(frac, x, y))
 
 
 def test_crop_resize_is_exact_at_scale_one_and_keeps_flat_colour() -> None:
