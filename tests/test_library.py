@@ -214,9 +214,9 @@ def test_a_copy_turned_a_quarter_is_found_turned_back(lib, library_copy, media_d
 
 def _black_then(pattern: str, dst: Path, black_s: int, pattern_s: int, *, black_first: bool = True) -> Path:
     """``black_s`` seconds of black and ``pattern_s`` seconds of a lavfi pattern, in one 320x240 clip."""
-    from tests.media import ffmpeg
+    from tests.media import ffmpeg, lavfi_source
 
-    parts = ["color=c=black:size=320x240:rate=25", f"{pattern}=size=320x240:rate=25"]
+    parts = ["color=c=black:size=320x240:rate=25", lavfi_source(pattern, (320, 240), 25)]
     durations = [black_s, pattern_s]
     if not black_first:
         parts, durations = parts[::-1], durations[::-1]
