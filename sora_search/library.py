@@ -31,7 +31,8 @@ from ._faults import fault_point
 from .errors import (EmptyIndex, EncoderMismatch, IndexLocked, IndexNotFound, SoraSearchError, StoreError,
                      VideoError)
 from .inset import Box, InsetFinder
-from .search import AlignParams, align, background_similarity, group_hits, novelty_weights
+from .search import (BACKGROUND_SKIP, BACKGROUND_TAKE, AlignParams, align, background_similarity, group_hits,
+                     novelty_weights)
 from .types import (CheckReport, FailedFile, IndexSummary, LibraryInfo, Match, Progress, QueryResult, Span,
                     VideoInfo)
 from .views import FULL, HFLIP, INSET, REGION_VIEWS, VIEW_SETS, blank_frames, decode_side, make_view
@@ -72,6 +73,7 @@ VIEW_PENALTY: dict[str, float] = {**{v: REGION_PENALTY for v in REGION_VIEWS}, I
 # at the default threshold 0.89 -> 0.92 for recall 0.84 -> 0.83; a weight of 1.0 gave 0.923.
 RUNNER_UP_GAP = 0.5
 NEIGHBOURS = 64            # k-NN per probe vector, before grouping by video
+BACKGROUND_MAX_K = 4096    # the most neighbours a probe vector's background is looked for in (Library._background)
 TEMPORAL_RADIUS = 1        # "pooled again over time": each vector averages its +-1 s neighbours
 PROJECTION_DIM = 256
 PCA_MIN_VECTORS = 1000     # below this the projection only centres (too few vectors for principal axes)
@@ -382,7 +384,7 @@ class Library:
             scores, ids = index.search(probe, min(NEIGHBOURS, max(1, index.ntotal)))
             video_ids, ref_s = self._store.locate(ids.ravel())
             video_ids, ref_s = video_ids.reshape(ids.shape), ref_s.reshape(ids.shape)
-            scores = scores - background_similarity(video_ids, scores, n_videos)[:, None]
+            scores = scores - self._background(index, probe, video_ids, scores, n_videos)[:, None]
             start = 0
             for name, kept in zip(names, keep):
                 rows = slice(start, start + len(kept))
@@ -418,6 +420,32 @@ class Library:
         paths = self._store.video_paths(v for _, v, _ in ranked)
         matches = tuple(Match(path=paths[v], score=round(s, 4), segments=tuple(spans)) for s, v, spans in ranked)
         return QueryResult(query=str(clip), matches=matches)
+
+    def _background(self, index: VectorIndex, probe: np.ndarray, video_ids: np.ndarray, scores: np.ndarray,
+                    n_videos: int) -> np.ndarray:
+        """:func:`~sora_search.search.background_similarity` of each probe row, from enough neighbours to see it.
+
+        A row whose neighbours all come from fewer videos than the background ranks (a fixed camera's video fills
+        every slot with its own seconds) would take its unseen ranks at the row's smallest similarity, a loose upper
+        bound; such rows are searched again with 4x the neighbours, up to ``BACKGROUND_MAX_K``.
+        """
+        background = background_similarity(video_ids, scores, n_videos)
+        wanted = min(BACKGROUND_SKIP + BACKGROUND_TAKE, n_videos)
+        k = video_ids.shape[1]
+
+        def saturated(vids: np.ndarray) -> np.ndarray:
+            full = (vids >= 0).all(axis=1)
+            distinct = np.array([len(np.unique(row)) for row in vids])
+            return full & (distinct < wanted)
+
+        rows = np.flatnonzero(saturated(video_ids))
+        while len(rows) and k < min(index.ntotal, BACKGROUND_MAX_K):
+            k = min(4 * k, index.ntotal, BACKGROUND_MAX_K)
+            more_scores, ids = index.search(probe[rows], k)
+            more_videos = self._store.locate(ids.ravel())[0].reshape(ids.shape)
+            background[rows] = background_similarity(more_videos, more_scores, n_videos)
+            rows = rows[saturated(more_videos)]
+        return background
 
     # ------------------------------------------------------------------ info
     def info(self) -> LibraryInfo:
