@@ -276,3 +276,25 @@ def test_info_says_where_faiss_searches(lib, library_copy, fake_gpu_faiss, monke
     monkeypatch.setenv("SORA_SEARCH_DEVICE", "cpu")
     with Library.open(lib.location, create=False) as again:
         assert again.info().index_device == "cpu"
+
+
+def test_background_is_looked_for_past_a_video_that_fills_every_neighbour(lib, library_copy, media_dir, monkeypatch):
+    """A fixed camera's video fills all 64 neighbours of a probe second with its own seconds; 4 neighbours do the same
+    here. The other videos' similarity is then looked for among more neighbours, so the score is the one plenty of
+    neighbours give. With that search off (``BACKGROUND_MAX_K`` 4) the background is the row's smallest similarity, a
+    loose upper bound, and the copy scores lower."""
+    import sora_search.library as library_module
+
+    lib.index([library_copy])
+
+    def top_score() -> float:
+        top = lib.query(media_dir / "probe_a.mp4", views=[FULL], min_score=-1.0).matches[0]
+        assert top.path.endswith("pan_a.mp4"), top
+        return top.score
+
+    plenty = top_score()
+    monkeypatch.setattr(library_module, "NEIGHBOURS", 4)
+    few = top_score()
+    monkeypatch.setattr(library_module, "BACKGROUND_MAX_K", 4)
+    bounded = top_score()
+    assert few == pytest.approx(plenty, abs=0.01) and bounded < plenty - 0.3, (plenty, few, bounded)
