@@ -25,8 +25,8 @@ def ffmpeg(*args: str) -> None:
 def make_testsrc(path: Path, duration_s: float, *, size: tuple[int, int] = (320, 240), fps: int = 25,
                  pattern: str = "testsrc2", codec: str = "libx264") -> Path:
     """A lavfi test pattern clip (``testsrc2``, ``mandelbrot``, ``smptebars``, ``life``…)."""
-    ffmpeg("-f", "lavfi", "-i", lavfi_source(pattern, size, fps), "-t", f"{duration_s}", "-c:v", codec, "-pix_fmt", "yuv420p",
-           "-g", str(fps * 2), str(path))
+    ffmpeg("-f", "lavfi", "-i", lavfi_source(pattern, size, fps), "-t", f"{duration_s}", "-c:v", codec,
+           "-pix_fmt", "yuv420p", "-g", str(fps * 2), str(path))
     return path
 
 
@@ -92,24 +92,26 @@ def picture_in_picture(copy: Path, dst: Path, start_s: float, duration_s: float,
     ``x`` and ``y`` place the inset's top-left corner as fractions of the free space (0: left/top, 1: right/bottom);
     :func:`inset_box` gives where that puts it.
     """
-    (w, h), (cw, ch) = size, inset_size(size, frac)
+    ox, oy, cw, ch = _inset_pixels(size, frac, x, y)
     graph = (f"{lavfi_source(background, size, 25, seed=seed)},format=yuv420p[bg];"
              f"[0:v]setpts=PTS-STARTPTS,scale={cw}:{ch},fps=25[ins];"
-             f"[bg][ins]overlay={int((w - cw) * x)}:{int((h - ch) * y)}:shortest=1,format=yuv420p[out]")
+             f"[bg][ins]overlay={ox}:{oy}:shortest=1,format=yuv420p[out]")
     ffmpeg("-ss", f"{start_s}", "-t", f"{duration_s}", "-i", str(copy), "-filter_complex", graph, "-map", "[out]",
            "-t", f"{duration_s}", "-c:v", "libx264", "-crf", "23", "-pix_fmt", "yuv420p", "-an", str(dst))
     return dst
 
 
-def inset_size(size: tuple[int, int], frac: float) -> tuple[int, int]:
-    """The inset's width and height in pixels (even, for yuv420p)."""
-    return int(size[0] * frac) // 2 * 2, int(size[1] * frac) // 2 * 2
+def _inset_pixels(size: tuple[int, int], frac: float, x: float, y: float) -> tuple[int, int, int, int]:
+    """(left, top, width, height) in pixels of :func:`picture_in_picture`'s inset; its sides even, for yuv420p."""
+    w, h = size
+    cw, ch = int(w * frac) // 2 * 2, int(h * frac) // 2 * 2
+    return int((w - cw) * x), int((h - ch) * y), cw, ch
 
 
 def inset_box(frac: float, x: float, y: float, size: tuple[int, int] = (320, 240)) -> tuple[float, ...]:
     """(x, y, w, h) in fractions of the frame of the inset that :func:`picture_in_picture` makes."""
-    (w, h), (cw, ch) = size, inset_size(size, frac)
-    return int((w - cw) * x) / w, int((h - ch) * y) / h, cw / w, ch / h
+    ox, oy, cw, ch = _inset_pixels(size, frac, x, y)
+    return ox / size[0], oy / size[1], cw / size[0], ch / size[1]
 
 
 def skimage_photos(dst_dir: Path, names: Sequence[str] = ("chelsea", "astronaut", "coffee", "rocket",
