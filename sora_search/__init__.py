@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Library", "Match", "QueryResult", "Span", "IndexSummary", "LibraryInfo", "__version__"]
+__all__ = ["Library", "IndexParams", "QueryParams", "AlignParams", "Match", "QueryResult", "Span", "IndexSummary",
+           "LibraryInfo", "__version__"]
 
 if TYPE_CHECKING:
     from .library import Library
+    from .params import AlignParams, IndexParams, QueryParams
     from .types import IndexSummary, LibraryInfo, Match, QueryResult, Span
 
 
@@ -18,6 +20,10 @@ def __getattr__(name: str) -> Any:
         from .library import Library
 
         return Library
+    if name in ("IndexParams", "QueryParams", "AlignParams"):
+        from . import params
+
+        return getattr(params, name)
     if name in ("Match", "QueryResult", "Span", "IndexSummary", "LibraryInfo"):
         from . import types
 

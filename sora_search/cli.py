@@ -1,43 +1,71 @@
 """The ``sora-search`` command: a thin adapter over :class:`sora_search.library.Library`.
 
-Each command parses its arguments, makes one library call and renders the result. Results go to stdout, progress
-and logs to stderr. Library errors become one-line messages (exit 1); bad arguments exit 2; an index run that
-finished but could not read some files exits 3. ``SORA_SEARCH_DEBUG=1`` shows tracebacks.
+Each command parses its arguments, makes one library call and renders the result. Defaults and the figures in
+help texts come from :mod:`sora_search.params`. Results go to stdout, progress and logs to stderr (a bar on a
+terminal, one line per finished file elsewhere). Library errors become one-line messages (exit 1); bad arguments
+exit 2; an index run that finished but could not read some files exits 3. ``SORA_SEARCH_DEBUG=1`` shows tracebacks.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
+from click.core import ParameterSource
 
 from . import __version__
-from .errors import SoraSearchError
+from .errors import EncoderError, SoraSearchError, debug_wanted
+from .params import VIEW_CHOICES, IndexParams, QueryParams
 
 EXIT_PARTIAL = 3
+# The documented defaults, read for option defaults and the figures in help texts.
+_INDEX = IndexParams()
+_QUERY = QueryParams()
+
+
+class _FiniteFloat(click.FloatRange):
+    """A FloatRange that also refuses NaN and infinity (NaN passes every range comparison)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+def _check_device(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--device or $SORA_SEARCH_DEVICE, checked by the library's own parser (which imports no torch)."""
+    if value is None:
+        return None
+    from .encoder import device_setting
+
+    from_env = ctx.get_parameter_source(param.name or "") is ParameterSource.ENVIRONMENT
+    try:
+        # Given None, the parser reads the variable itself and names it in its message.
+        return device_setting(None if from_env else value)[0]
+    except EncoderError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
 
 index_option = click.option(
     "--index", "index_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="Index folder. Default: $SORA_SEARCH_INDEX, else ./.sora-search")
 device_option = click.option(
-    "--device", type=click.Choice(["cpu", "cuda"]), default=None, envvar="SORA_SEARCH_DEVICE",
+    "--device", metavar="cpu|cuda|cuda:N", default=None, envvar="SORA_SEARCH_DEVICE", callback=_check_device,
     help="Where the encoder runs, and FAISS with a GPU build of faiss. Default: $SORA_SEARCH_DEVICE, else CUDA "
          "when available, else CPU.")
 
 
-def _debug() -> bool:
-    return os.environ.get("SORA_SEARCH_DEBUG", "") not in ("", "0")
-
-
-def _open(index_dir: Path | None, *, create: bool, device: str | None = None) -> Any:
+def _open(index_dir: Path | None, *, create: bool, **options: Any) -> Any:
     from .library import Library
 
-    return Library.open(index_dir, create=create, device=device)
+    return Library.open(index_dir, create=create, **options)
 
 
 class _Group(click.Group):
@@ -47,14 +75,14 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SoraSearchError as exc:
-            if _debug():
+            if debug_wanted():
                 raise
             raise click.ClickException(str(exc)) from exc
         except BrokenPipeError:
             # The reader of our output went away (`| head`): click's main quiets the streams and exits 1, silently.
             raise
         except OSError as exc:  # disk full, read-only folder, permissions: say which file and why
-            if _debug():
+            if debug_wanted():
                 raise
             where = f"{exc.filename}: " if exc.filename else ""
             raise click.ClickException(f"{where}{exc.strerror or exc}") from exc
@@ -83,7 +111,8 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 @index_option
 @device_option
 @click.option("--retry-failed", is_flag=True, help="Try again files that failed before and have not changed.")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=120.0, show_default=True,
+@click.option("--timeout", "timeout_s", type=_FiniteFloat(min=1), default=_INDEX.decode_timeout_s,
+              show_default=True,
               help="Seconds a decoder may stall on one file before it is stopped and the file skipped.")
 @click.pass_context
 def index(ctx: click.Context, paths: tuple[Path, ...], index_dir: Path | None, device: str | None,
@@ -97,32 +126,42 @@ def index(ctx: click.Context, paths: tuple[Path, ...], index_dir: Path | None, d
     if missing:
         raise click.BadParameter(f"no such file or folder: {', '.join(missing)}", param_hint="PATHS")
     quiet = ctx.obj["quiet"]
-    with _open(index_dir, create=True, device=device) as lib:
-        bar = _ProgressBar(disabled=quiet)
+    with _open(index_dir, create=True, device=device, params=IndexParams(decode_timeout_s=timeout_s)) as lib:
+        display = None if quiet else _progress_display(sys.stderr)
+        progress = None if display is None else display.update
         try:
-            summary = lib.index(paths, progress=bar.update, retry_failed=retry_failed, timeout_s=timeout_s)
+            summary = lib.index(paths, progress=progress, retry_failed=retry_failed)
         finally:
-            bar.close()
+            if display is not None:
+                display.close()
     if not quiet:
         _print_summary(summary, timings=ctx.obj["verbose"] > 0)
     if summary.failed:
         ctx.exit(EXIT_PARTIAL)
 
 
-class _ProgressBar:
-    """A tqdm bar on stderr over the bytes to decode, created on the first progress event."""
+def _progress_display(stream: TextIO) -> _ProgressBar | _ProgressLines:
+    """How indexing progress is shown on ``stream``: a live bar on a terminal; elsewhere (a log file, CI) a bar's
+    redraws would be noise, so one plain line per finished file."""
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        terminal = False
+    return _ProgressBar(stream) if terminal else _ProgressLines(stream)
 
-    def __init__(self, disabled: bool) -> None:
-        self.disabled = disabled
+
+class _ProgressBar:
+    """A tqdm bar over the bytes to decode, created on the first progress event."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
         self._bar: Any = None
 
     def update(self, p: Any) -> None:
-        if self.disabled:
-            return
         if self._bar is None:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=p.bytes_total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+            self._bar = tqdm(total=p.bytes_total, unit="B", unit_scale=True, unit_divisor=1024, file=self.stream,
                              desc="indexing", dynamic_ncols=True, leave=False)
         self._bar.update(p.bytes_done - self._bar.n)
         self._bar.set_postfix_str(f"{p.done}/{p.total} files, {os.path.basename(p.path)}", refresh=True)
@@ -130,6 +169,23 @@ class _ProgressBar:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+class _ProgressLines:
+    """One line per finished file (``added   3/61  path``, ``failed  4/61  path: reason``); nothing while one
+    decodes."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def update(self, p: Any) -> None:
+        if p.status == "decoding":
+            return
+        line = f"{p.status:<7} {p.done:>{len(str(p.total))}}/{p.total}  {p.path}"
+        click.echo(f"{line}: {p.reason}" if p.reason else line, file=self.stream)
+
+    def close(self) -> None:
+        pass
 
 
 def _print_summary(summary: Any, *, timings: bool = False) -> None:
@@ -151,27 +207,29 @@ def _print_summary(summary: Any, *, timings: bool = False) -> None:
 @click.argument("clip", type=click.Path(path_type=Path))
 @index_option
 @device_option
-@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("-k", "k", type=click.IntRange(min=1), default=_QUERY.k, show_default=True,
               help="Most library videos to list.")
-@click.option("--min-score", type=click.FloatRange(min=-1, max=1), default=None,
-              help="Hide matches scoring below this. Default 0.25 (scores are similarity above the library's "
-                   "background): edited copies mostly score above it, footage that only looks alike below.")
-@click.option("--views", type=click.Choice(["auto", "fast", "standard", "thorough"]), default="auto",
-              show_default=True,
+@click.option("--min-score", type=_FiniteFloat(min=-1, max=1), default=_QUERY.min_score,
+              help=f"Hide matches scoring below this. Default {_QUERY.min_score:g} (scores are similarity above the "
+                   "library's background): edited copies mostly score above it, footage that only looks alike "
+                   "below.")
+@click.option("--views", type=click.Choice(VIEW_CHOICES), default=_QUERY.views, show_default=True,
               help="How hard to look: fast = whole frames; standard = also mirrored; thorough = also turned by "
                    "90, 180 and 270 degrees, halves, half-size windows and any picture-in-picture inset found, cut "
                    "out (rotated, stacked and inset copies); "
-                   "auto = whole frames, then mirrored, then thorough, each step only when nothing scores 0.25.")
+                   "auto = whole frames, then mirrored, then thorough, each step only when nothing scores "
+                   f"{_QUERY.escalate_below:g}.")
+@click.option("--timeout", "timeout_s", type=_FiniteFloat(min=1), default=_QUERY.decode_timeout_s,
+              show_default=True, help="Seconds the decoder may stall on CLIP before it is stopped.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-def query(clip: Path, index_dir: Path | None, device: str | None, k: int, min_score: float | None,
-          views: str, as_json: bool) -> None:
+def query(clip: Path, index_dir: Path | None, device: str | None, k: int, min_score: float, views: str,
+          timeout_s: float, as_json: bool) -> None:
     """Find library videos that contain CLIP, with scores and matching time spans."""
-    from .library import DEFAULT_MIN_SCORE
-
     if not clip.exists():
         raise click.BadParameter(f"no such file: {clip}", param_hint="CLIP")
+    params = QueryParams(k=k, min_score=min_score, views=views, decode_timeout_s=timeout_s)
     with _open(index_dir, create=False, device=device) as lib:
-        result = lib.query(clip, k=k, min_score=DEFAULT_MIN_SCORE if min_score is None else min_score, views=views)
+        result = lib.query(clip, params=params)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -265,13 +323,9 @@ def check(index_dir: Path | None, repair: bool, as_json: bool) -> None:
 @index_option
 def upgrade(index_dir: Path | None) -> None:
     """Upgrade an index made by an older sora-search to this version's schema."""
-    from .library import DB_NAME, default_location
-    from .store import upgrade as upgrade_db
+    from .library import Library
 
-    db = (index_dir or default_location()) / DB_NAME
-    if not db.exists():
-        raise click.ClickException(f"no index at {db.parent}")
-    before, after = upgrade_db(db)
+    before, after = Library.upgrade(index_dir)
     click.echo(f"schema {before} -> {after}" if before != after else f"schema already at {after}")
 
 
@@ -279,8 +333,8 @@ def run() -> None:
     """The ``sora-search`` command (and ``python -m sora_search``): :func:`main`, then a fast exit.
 
     When a command returns, its library is closed and its output written; what is left of the process is the
-    interpreter's teardown, which only frees memory and, once torch is imported, takes about a second (measured:
-    ``python -c "import torch"`` 3.1-3.3 s against 2.0-2.5 s ending in ``os._exit``). So the command flushes its
+    interpreter's teardown, which only frees memory and, once torch is imported, takes about a second. So the
+    command flushes its
     streams and leaves with ``os._exit`` and the exit status :func:`main` chose. An exception that escapes main
     (only with SORA_SEARCH_DEBUG=1) takes the normal way out, traceback and all.
     """
@@ -312,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as exc:  # noqa: BLE001 — the last resort: a line, not a traceback
-        if _debug():
+        if debug_wanted():
             raise
         click.echo(f"Error: {type(exc).__name__}: {exc} (SORA_SEARCH_DEBUG=1 shows the traceback)", err=True)
         sys.exit(1)

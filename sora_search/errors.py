@@ -13,11 +13,22 @@
     ├── IndexNotFound              no index at that location yet
     ├── EmptyIndex                 the index exists but holds no vectors
     └── IndexLocked                another process is writing to this index
+
+:func:`debug_wanted` reads ``SORA_SEARCH_DEBUG``, the one switch from one-line errors to full tracebacks.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+DEBUG_ENV = "SORA_SEARCH_DEBUG"
+
+
+def debug_wanted() -> bool:
+    """Whether ``$SORA_SEARCH_DEBUG`` (set and not ``0``) asks for full detail: tracebacks instead of one-line
+    errors, and the decoder processes' own stderr."""
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
 class SoraSearchError(Exception):

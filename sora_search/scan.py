@@ -13,11 +13,12 @@ import hashlib
 import logging
 import os
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from .containers import HEAD_BYTES, sniff_video
 from .types import FailedFile
 
 logger = logging.getLogger(__name__)
@@ -27,37 +28,9 @@ VIDEO_EXTENSIONS = frozenset({
     ".m2v", ".m4v", ".mj2", ".mjpeg", ".mkv", ".mov", ".mp4", ".mpe", ".mpeg", ".mpg", ".mts", ".mxf", ".nut",
     ".ogv", ".qt", ".rm", ".rmvb", ".ts", ".vob", ".webm", ".wmv", ".y4m",
 })
-# ISO-BMFF major brands that mean audio only: an .m4a is not a video even though it has an ftyp box.
-_AUDIO_BRANDS = frozenset({b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "})
-_SNIFF_BYTES = 512
 _SPECIAL_FILES = {stat.S_IFIFO: "named pipe", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character device",
                   stat.S_IFBLK: "block device"}
 _FINGERPRINT_BLOCK = 256 * 1024
-
-
-def sniff_video(head: bytes) -> bool:
-    """Whether the first bytes of a file look like a video container.
-
-    Args:
-        head: the file's first bytes (at least 12; up to 512 are used for MPEG-TS sync checks).
-    """
-    if len(head) >= 12 and head[4:8] == b"ftyp":
-        return head[8:12] not in _AUDIO_BRANDS
-    if len(head) >= 8 and head[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip"):
-        return True  # QuickTime files that start without an ftyp box
-    if head.startswith(b"\x1a\x45\xdf\xa3"):  # EBML: Matroska / WebM
-        return True
-    if head.startswith(b"RIFF") and head[8:12] in (b"AVI ", b"AVIX"):
-        return True
-    if head.startswith((b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3")):  # MPEG program stream / video elementary
-        return True
-    if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):  # ASF / WMV
-        return True
-    if head.startswith((b"FLV\x01", b".RMF", b"YUV4MPEG2", b"nut/multimedia container")):
-        return True
-    if len(head) >= 3 * 188 + 1 and all(head[i] == 0x47 for i in (0, 188, 376)):  # MPEG transport stream
-        return True
-    return False
 
 
 @dataclass(frozen=True)
@@ -80,7 +53,7 @@ def _looks_like_video(path: str) -> bool:
         return True
     try:
         with open(path, "rb") as f:
-            return sniff_video(f.read(_SNIFF_BYTES))
+            return sniff_video(f.read(HEAD_BYTES))
     except OSError:
         return False
 
@@ -207,39 +180,45 @@ class Plan:
         return self.new + [(entry, fp) for entry, fp, _ in self.changed]
 
 
-def plan(found: WalkResult, known_under_roots: Sequence[KnownVideo], known_by_fingerprint: dict[str, list[KnownVideo]],
-         *, retry_failed: bool = False) -> Plan:
+def plan(found: WalkResult, known: Sequence[KnownVideo], roots: Sequence[str], *,
+         retry_failed: bool = False) -> Plan:
     """Compare the files found with what the store knows.
 
     Args:
-        found: the result of :func:`walk`.
-        known_under_roots: stored videos whose paths lie under the walked roots (candidates for removal).
-        known_by_fingerprint: every stored video grouped by fingerprint (to recognise moves from anywhere).
+        found: the result of :func:`walk` over ``roots``.
+        known: every stored video. Those at or under a root are candidates for removal; any of them can be the
+            origin of a moved file.
+        roots: the absolute paths that were walked.
         retry_failed: re-attempt files that failed before even if they have not changed.
     """
+    by_id = sorted({v.id: v for v in known}.values(), key=lambda v: v.id)
+    known_under_roots = under_roots(by_id, roots)
+    known_by_fingerprint: dict[str, list[KnownVideo]] = {}
+    for v in by_id:
+        known_by_fingerprint.setdefault(v.fingerprint, []).append(v)
     result = Plan(problems=list(found.problems))
     by_path = {v.path: v for v in known_under_roots}
     seen: set[str] = set()
     claimed: set[int] = set()
     for entry in found.files:
         seen.add(entry.path)
-        known = by_path.get(entry.path)
-        if known is not None and known.size == entry.size and known.mtime == entry.mtime:
-            if known.status == "failed" and not retry_failed:
-                result.failed_before.append(known)
-            elif known.status == "failed":
-                result.changed.append((entry, _safe_fingerprint(entry, result), known))
+        stored = by_path.get(entry.path)
+        if stored is not None and stored.size == entry.size and stored.mtime == entry.mtime:
+            if stored.status == "failed" and not retry_failed:
+                result.failed_before.append(stored)
+            elif stored.status == "failed":
+                result.changed.append((entry, _safe_fingerprint(entry, result), stored))
             else:
-                result.unchanged.append(known)
+                result.unchanged.append(stored)
             continue
         fp = _safe_fingerprint(entry, result)
         if not fp:
             continue
-        if known is not None:
-            if known.fingerprint == fp and known.status == "indexed":
-                result.touched.append((entry, known))
+        if stored is not None:
+            if stored.fingerprint == fp and stored.status == "indexed":
+                result.touched.append((entry, stored))
             else:
-                result.changed.append((entry, fp, known))
+                result.changed.append((entry, fp, stored))
             continue
         origin = next((v for v in known_by_fingerprint.get(fp, ())
                        if v.status == "indexed" and v.id not in claimed and not os.path.exists(v.path)), None)
@@ -252,6 +231,18 @@ def plan(found: WalkResult, known_under_roots: Sequence[KnownVideo], known_by_fi
     result.removed = [v for v in known_under_roots
                       if v.path not in seen and v.id not in claimed and not os.path.exists(v.path)]
     return result
+
+
+def under_roots(known: Iterable[KnownVideo], roots: Sequence[str]) -> list[KnownVideo]:
+    """The videos whose path is one of ``roots`` (absolute paths) or lies inside one, once each, in id order.
+
+    The prefix is exact and case-sensitive and ends in a separator, so ``/a/b`` holds ``/a/b/x.mp4`` but not
+    ``/a/bc/x.mp4``.
+    """
+    exact = set(roots)
+    prefixes = tuple(r if r.endswith(("/", os.sep)) else r + os.sep for r in roots)
+    inside = {v.id: v for v in known if v.path in exact or v.path.startswith(prefixes)}
+    return [inside[i] for i in sorted(inside)]
 
 
 def _safe_fingerprint(entry: FileEntry, result: Plan) -> str:

@@ -147,7 +147,8 @@ class LibraryInfo:
 @dataclass(frozen=True)
 class Progress:
     """A progress event from ``Library.index``: ``done`` of ``total`` files to decode, ``bytes_done`` of
-    ``bytes_total`` (the ETA basis: known before decoding, unlike durations), and what happened to ``path``."""
+    ``bytes_total`` (the ETA basis: known before decoding, unlike durations), what happened to ``path``
+    (``decoding``, ``added``, ``updated`` or ``failed``) and, for a failure, why."""
 
     done: int
     total: int
@@ -155,6 +156,7 @@ class Progress:
     bytes_total: int
     path: str
     status: str
+    reason: str = ""
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,7 @@ class FakeGpuFaiss:
         monkeypatch.setattr(faiss, "GpuClonerOptions", GpuClonerOptions, raising=False)
         monkeypatch.setattr(faiss, "index_cpu_to_gpu", index_cpu_to_gpu, raising=False)
         monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
-        monkeypatch.setattr("sora_search.index._gpu_resources", {})
+        monkeypatch.setattr("sora_search.index.gpu._gpu_resources", {})
         return self
 
     def ivf_copies(self) -> list[object]:

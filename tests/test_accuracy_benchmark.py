@@ -1,7 +1,7 @@
 """The accuracy benchmark end to end at its small size: generator, engine through the runner, evaluator.
 
-Keeps ``benchmarks/accuracy/generate.py`` and ``run.py`` working (the full benchmark needs fetch_media.sh's media
-and ~15 minutes). Synthetic footage, the real encoder, a few videos.
+Keeps ``benchmarks/accuracy/generate.py`` and ``run.py`` working (the full benchmark needs the media of
+``benchmarks/fetch_media.sh`` and ~15 minutes). Synthetic footage, the real encoder, a few videos.
 """
 
 from __future__ import annotations

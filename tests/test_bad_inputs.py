@@ -22,6 +22,7 @@ from sora_search import Library
 from sora_search.cli import cli
 from sora_search.decode import available_backends, open_video
 from sora_search.errors import VideoError
+from sora_search.params import IndexParams
 from tests.media import ffmpeg, make_testsrc
 
 # The hang is simulated by a reader that decodes like backend="auto" but sleeps forever on "*hang*" files, passed to
@@ -140,9 +141,10 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def runs(corpus: Path, tmp_path_factory: pytest.TempPathFactory):
     """Two index runs over the corpus with the tiny encoder: (index folder, library, first, second summary)."""
     idx = tmp_path_factory.mktemp("bad-inputs-index") / "idx"
-    with Library.open(idx, encoder="tiny", decode_backend=HANG_READER) as lib:
-        first = lib.index([corpus], timeout_s=HANG_TIMEOUT_S)
-        second = lib.index([corpus], timeout_s=HANG_TIMEOUT_S)
+    with Library.open(idx, encoder="tiny", decode_backend=HANG_READER,
+                      params=IndexParams(decode_timeout_s=HANG_TIMEOUT_S)) as lib:
+        first = lib.index([corpus])
+        second = lib.index([corpus])
         yield idx, lib, first, second
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -11,8 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from sora_search import Library
-from sora_search.cli import cli
-from sora_search.errors import SoraSearchError
+from sora_search.cli import _progress_display, _ProgressBar, _ProgressLines, cli
+from sora_search.errors import IndexNotFound, SoraSearchError
+from sora_search.params import VIEW_CHOICES, IndexParams, QueryParams
+from sora_search.types import FailedFile, IndexSummary, Progress, QueryResult
 
 
 @pytest.fixture
@@ -148,11 +151,12 @@ def test_older_schema_is_one_line_then_upgrade_fixes_it(runner, tmp_path, script
 
 
 def test_query_help_states_the_library_defaults():
-    from sora_search.library import DEFAULT_MIN_SCORE, ESCALATE_BELOW
-
+    defaults = QueryParams()
     text = " ".join(CliRunner().invoke(cli, ["query", "--help"], terminal_width=200).output.split())
-    assert f"Default {DEFAULT_MIN_SCORE:g} " in text
-    assert f"when nothing scores {ESCALATE_BELOW:g}." in text
+    assert f"Default {defaults.min_score:g} " in text
+    assert f"when nothing scores {defaults.escalate_below:g}." in text
+    assert f"[default: {defaults.k}; x>=1]" in text and f"[default: {defaults.decode_timeout_s}; x>=1]" in text
+    assert "[auto|fast|standard|thorough]" in text and tuple(VIEW_CHOICES) == ("auto", "fast", "standard", "thorough")
 
 
 def test_a_reader_that_goes_away_is_not_an_error_message(tiny_index, media_dir):
@@ -166,3 +170,132 @@ def test_a_reader_that_goes_away_is_not_an_error_message(tiny_index, media_dir):
     finally:
         os.close(write_end)
     assert done.returncode == 1 and done.stderr == ""
+
+
+class _FakeLibrary:
+    """Stands in for Library behind the CLI: records how it was opened and called, and plays an index run."""
+
+    def __init__(self, **opened):
+        self.opened = opened
+        self.calls = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def index(self, paths, *, progress=None, retry_failed=False):
+        self.calls.append(("index", paths, retry_failed))
+        a, b = "/lib/a.mp4", "/lib/b.mp4"
+        events = [Progress(0, 2, 0, 30, a, "decoding"), Progress(1, 2, 10, 30, a, "added"),
+                  Progress(1, 2, 10, 30, b, "decoding"), Progress(2, 2, 30, 30, b, "failed", "not a video (PNG image)")]
+        for event in events if progress is not None else ():
+            progress(event)
+        return IndexSummary(added=(a,), failed=(FailedFile(b, "not a video (PNG image)"),), seconds=1.0)
+
+    def query(self, clip, *, params):
+        self.calls.append(("query", str(clip), params))
+        return QueryResult(str(clip))
+
+
+@pytest.fixture
+def fake_library(monkeypatch):
+    """The CLI over a recording stand-in for Library: checks the adapter alone."""
+    opened = []
+
+    def fake_open(index_dir, *, create, **options):
+        opened.append(_FakeLibrary(index_dir=index_dir, create=create, **options))
+        return opened[-1]
+
+    monkeypatch.setattr("sora_search.cli._open", fake_open)
+    return opened
+
+
+def test_index_passes_its_params_and_prints_a_line_per_file_off_a_terminal(fake_library, tmp_path):
+    result = CliRunner().invoke(cli, ["index", str(tmp_path), "--timeout", "30", "--device", " CUDA:1 "])
+    assert result.exit_code == 3
+    lib = fake_library[0]
+    assert lib.opened["params"] == IndexParams(decode_timeout_s=30.0) and lib.opened["device"] == "cuda:1"
+    assert result.stderr.splitlines()[:2] == ["added   1/2  /lib/a.mp4",
+                                              "failed  2/2  /lib/b.mp4: not a video (PNG image)"]
+    assert "decoding" not in result.stderr and "indexing" not in result.stderr
+    assert "1 added" in result.stderr and result.stdout == ""
+
+
+def test_index_default_timeout_is_the_params_default(fake_library, tmp_path):
+    CliRunner().invoke(cli, ["index", str(tmp_path)])
+    assert fake_library[0].opened["params"] == IndexParams()
+
+
+def test_quiet_index_prints_nothing(fake_library, tmp_path):
+    result = CliRunner().invoke(cli, ["-q", "index", str(tmp_path)])
+    assert result.exit_code == 3 and result.output == ""
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    class Closed(io.StringIO):
+        def isatty(self):
+            raise ValueError("I/O operation on closed file")
+
+    terminal = Terminal()
+    bar = _progress_display(terminal)
+    assert isinstance(bar, _ProgressBar)
+    bar.update(Progress(1, 2, 10, 30, "/lib/a.mp4", "added"))
+    bar.close()
+    assert "indexing" in terminal.getvalue() and "1/2 files, a.mp4" in terminal.getvalue()
+    assert isinstance(_progress_display(io.StringIO()), _ProgressLines)
+    assert isinstance(_progress_display(Closed()), _ProgressLines)
+
+
+def test_query_passes_params_built_from_its_options(fake_library, tmp_path):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    assert CliRunner().invoke(cli, ["query", str(clip)]).exit_code == 0
+    assert fake_library[0].calls == [("query", str(clip), QueryParams())]
+    args = ["query", str(clip), "-k", "3", "--min-score", "-0.5", "--views", "thorough", "--timeout", "9"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert fake_library[1].calls[0][2] == QueryParams(k=3, min_score=-0.5, views="thorough", decode_timeout_s=9.0)
+
+
+@pytest.mark.parametrize("args", [
+    ["query", "clip.mp4", "--min-score", "nan"],
+    ["query", "clip.mp4", "--min-score", "inf"],
+    ["query", "clip.mp4", "--timeout", "nan"],
+    ["index", ".", "--timeout", "inf"],
+    ["index", ".", "--timeout", "nan"],
+])
+def test_numbers_that_are_not_finite_are_usage_errors(fake_library, args):
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "Invalid value for" in result.output and not fake_library
+
+
+def test_device_is_checked_by_the_library_parser(fake_library):
+    bad = CliRunner().invoke(cli, ["index", ".", "--device", "gpu"])
+    assert bad.exit_code == 2 and "unknown device 'gpu'" in bad.output and "'cuda:N'" in bad.output
+    from_env = CliRunner().invoke(cli, ["index", "."], env={"SORA_SEARCH_DEVICE": "cuda:x"})
+    assert from_env.exit_code == 2 and "unknown device 'cuda:x' (from $SORA_SEARCH_DEVICE)" in from_env.output
+    assert not fake_library
+    assert CliRunner().invoke(cli, ["-q", "index", "."], env={"SORA_SEARCH_DEVICE": "cpu"}).exit_code == 3
+    assert fake_library[0].opened["device"] == "cpu"
+
+
+def test_upgrade_goes_through_the_library(monkeypatch, tmp_path):
+    asked = []
+
+    def upgrade(path):
+        asked.append(path)
+        if path is None:
+            raise IndexNotFound("no index at ./.sora-search")
+        return "0001", "0002"
+
+    monkeypatch.setattr(Library, "upgrade", staticmethod(upgrade), raising=False)
+    done = CliRunner().invoke(cli, ["upgrade", "--index", str(tmp_path)])
+    assert done.exit_code == 0 and done.output == "schema 0001 -> 0002\n"
+    missing = CliRunner().invoke(cli, ["upgrade"])
+    assert missing.exit_code == 1 and missing.output == "Error: no index at ./.sora-search\n"
+    assert asked == [tmp_path, None]

@@ -31,7 +31,9 @@ from tests.media import ffmpeg, make_testsrc
 
 BACKENDS = available_backends()
 HELPERS = "tests.decode_helpers_hang"
-V2S = Path("/work/media-cache/media/video_derived/pypi_perception/v2s.mov")
+# A file of the media/ folder that benchmarks/fetch_media.sh makes; the slow test finds it via $SORA_SEARCH_MEDIA.
+V2S = Path("video_derived/pypi_perception/v2s.mov")
+FETCH_HINT = "bash benchmarks/fetch_media.sh, then set SORA_SEARCH_MEDIA to its media/ folder"
 
 # The VFR clip: 30 frames at 10 fps (0.0 .. 2.9 s), then 90 frames at 30 fps (3.0 .. 5.967 s).
 VFR_PTS = np.concatenate([np.arange(30) / 10, 3 + np.arange(90) / 30])
@@ -485,12 +487,21 @@ def test_errors_are_video_errors() -> None:
     assert issubclass(DecodeTimeout, VideoError) and issubclass(NoFramesError, VideoError)
 
 
+@pytest.fixture
+def v2s() -> Path:
+    root = os.environ.get("SORA_SEARCH_MEDIA")
+    if not root:
+        pytest.skip(f"SORA_SEARCH_MEDIA is not set ({FETCH_HINT})")
+    path = Path(root) / V2S
+    if not path.is_file():
+        pytest.skip(f"{path} not found ({FETCH_HINT})")
+    return path
+
+
 @pytest.mark.slow
-def test_worker_decodes_v2s_that_hangs_old_decord() -> None:
-    if not V2S.exists():
-        pytest.skip(f"{V2S} not downloaded (shared/media/fetch_media.sh)")
+def test_worker_decodes_v2s_that_hangs_old_decord(v2s: Path) -> None:
     with DecodeWorker(timeout_s=60) as w:
-        with w.open(V2S, fps=1.0) as video:
+        with w.open(v2s, fps=1.0) as video:
             frames, ts = _all(video)
             backend = video.backend
     assert len(frames) > 0 and frames.shape[1:] == (DEFAULT_SIZE, DEFAULT_SIZE, 3)

@@ -1,7 +1,7 @@
-"""The README is the front door: its CLI reference matches --help, its test command is what CI runs and its demo
-gives the output it describes.
+"""The documents stay true: docs/cli.md matches --help, the README's test command is what CI runs, its library
+example runs and its demo gives the output it describes, and links between the documents resolve.
 
-``python -m tests.test_docs`` rewrites the README's CLI reference from the current --help.
+``python -m tests.test_docs`` rewrites the CLI reference in docs/cli.md from the current --help.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from sora_search.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+CLI_DOC = ROOT / "docs" / "cli.md"
+# The documents a user reads; their relative links must resolve.
+DOCUMENTS = [README, ROOT / "CHANGELOG.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 COMMANDS = ["index", "query", "info", "remove", "check", "upgrade"]
 BEGIN, END = "<!-- cli-reference:begin -->", "<!-- cli-reference:end -->"
 
@@ -32,12 +35,34 @@ def cli_reference() -> str:
 
 def _section(text: str) -> re.Match[str]:
     match = re.search(re.escape(BEGIN) + r"\n(.*)\n" + re.escape(END), text, re.S)
-    assert match, f"README.md lacks the {BEGIN} ... {END} section"
+    assert match, f"docs/cli.md lacks the {BEGIN} ... {END} section"
     return match
 
 
-def test_readme_cli_reference_matches_help():
-    assert _section(README.read_text()).group(1) == cli_reference(), "run `python -m tests.test_docs` to refresh README"
+def test_cli_reference_matches_help():
+    assert _section(CLI_DOC.read_text()).group(1) == cli_reference(), \
+        "run `python -m tests.test_docs` to refresh docs/cli.md"
+
+
+def test_readme_links_the_cli_reference():
+    assert "(docs/cli.md)" in README.read_text()
+
+
+def test_relative_links_in_documents_resolve():
+    broken = []
+    for doc in DOCUMENTS:
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+            path = target.split("#", 1)[0]
+            if path and not re.match(r"[a-z]+:", path) and not (doc.parent / path).exists():
+                broken.append(f"{doc.relative_to(ROOT)}: {target}")
+    assert not broken, broken
+
+
+def test_documents_hold_no_development_journal():
+    journal = re.compile(r"\bsession \d|/work/|today's machine|lent to this work", re.I)
+    lines = [f"{doc.relative_to(ROOT)}:{n}: {line}" for doc in DOCUMENTS
+             for n, line in enumerate(doc.read_text().splitlines(), 1) if journal.search(line)]
+    assert not lines, lines
 
 
 def test_readme_test_command_is_what_ci_runs():
@@ -84,7 +109,7 @@ def test_readme_demo_finds_the_clip_and_nothing_for_the_unrelated_probe(tmp_path
 
 
 if __name__ == "__main__" and sys.argv[1:] != ["--check"]:
-    text = README.read_text()
+    text = CLI_DOC.read_text()
     m = _section(text)
-    README.write_text(text[:m.start(1)] + cli_reference() + text[m.end(1):])
-    print("README.md CLI reference refreshed")
+    CLI_DOC.write_text(text[:m.start(1)] + cli_reference() + text[m.end(1):])
+    print("docs/cli.md CLI reference refreshed")

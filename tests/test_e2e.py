@@ -8,7 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from sora_search.cli import cli
-from sora_search.library import DEFAULT_MIN_SCORE
+from sora_search.params import QueryParams
+
+DEFAULT_MIN_SCORE = QueryParams().min_score
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,7 @@ def test_unrelated_clip_scores_clearly_lower(indexed, media_dir):
 
 def test_picture_in_picture_is_found_through_its_inset(indexed, media_dir):
     from sora_search import Library
-    from sora_search.views import INSET, VIEW_SETS
+    from sora_search.embed.views import INSET, VIEW_SETS
 
     probe = media_dir / "probe_pip.mp4"        # seconds 2-10 of pan_a at 0.35 of the frame, top right, over "life"
     top = _query(indexed, probe)["matches"][0]

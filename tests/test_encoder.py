@@ -112,6 +112,36 @@ def test_env_device_and_batch_size(monkeypatch: pytest.MonkeyPatch) -> None:
     assert enc.identity == EncoderIdentity("sora-lite0-gap", "1", 1280, 224)
 
 
+def test_torch_threads_are_capped_at_the_cpus_available_and_never_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sora_search.encoder as enc
+
+    def limit(cpus: int) -> int:
+        monkeypatch.setattr(enc, "available_cpus", lambda: cpus)
+        monkeypatch.setattr(enc, "_threads_checked", False)
+        enc._limit_threads()
+        return torch.get_num_threads()
+
+    before = torch.get_num_threads()
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    try:
+        assert limit(before + 4) == before
+        torch.set_num_threads(2)
+        monkeypatch.setenv("TORCH_NUM_THREADS", "2")
+        assert limit(1) == 2  # the caller chose a count
+        monkeypatch.delenv("TORCH_NUM_THREADS")
+        assert limit(1) == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_default_encoder_is_the_params_one() -> None:
+    from sora_search import encoder, params
+
+    assert encoder.DEFAULT_ENCODER == params.DEFAULT_ENCODER and encoder.DEFAULT_ENCODER in ENCODERS
+    assert "DEFAULT_ENCODER" in encoder.__all__
+
+
 # --- backbone -------------------------------------------------------------------------------------------------
 
 

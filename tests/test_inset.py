@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sora_search.inset import Box, InsetFinder, best_rectangle, crop_resize
-from sora_search.views import INSET, make_view
+from sora_search.embed.images import crop_resize
+from sora_search.embed.inset import Box, InsetFinder, best_rectangle
+from sora_search.embed.views import INSET, make_view
 from tests.media import inset_box, picture_in_picture
 
 SIDE = 224  # the finder works at S; frames come at 2S

@@ -11,8 +11,9 @@ import pytest
 
 from sora_search import Library
 from sora_search.errors import EmptyIndex, EncoderError, EncoderMismatch, IndexLocked, IndexNotFound
-from sora_search.library import LOCK_NAME, _WriteLock
-from sora_search.views import FULL, HALVES, HFLIP, ROTATIONS, WINDOWS
+from sora_search.library import write_lock
+from sora_search.params import QueryParams
+from sora_search.embed.views import FULL, HALVES, HFLIP, ROTATIONS, WINDOWS
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def test_changed_moved_and_deleted_files(lib, library_copy, media_dir, monkeypat
     paths = {os.path.basename(v.path) for v in lib._store.videos()}
     assert paths == {"pan_a.mp4", "pan_b.mp4", "renamed_bars.mp4"}
     # The FAISS index follows the store: every stored vector is searchable, nothing else.
-    index, _ = lib._load_index_for_read()
+    index, _ = lib._keeper.searchable()
     assert index.ntotal == lib._store.vector_count()
 
 
@@ -108,7 +109,7 @@ def test_index_remembers_its_encoder(tmp_path, library_copy):
 
 
 def test_second_writer_is_refused(lib, library_copy):
-    with _WriteLock(lib.location / LOCK_NAME):
+    with write_lock(lib.location):
         with pytest.raises(IndexLocked, match="wait"):
             lib.index([library_copy])
 
@@ -117,25 +118,22 @@ def test_stale_faiss_file_is_rebuilt_from_the_store(lib, library_copy, monkeypat
     lib.index([library_copy])
     (lib.location / "vectors.faiss").write_bytes(b"corrupt")
     _forbid_decoding(monkeypatch)
-    lib._index = None
-    lib.index([library_copy])  # nothing changed on disk: the FAISS file is rebuilt from stored vectors
-    lib._index = None
-    index, projection = lib._load_index_for_read()
+    with Library.open(lib.location) as writer:
+        writer.index([library_copy])  # nothing changed on disk: the FAISS file is rebuilt from stored vectors
+    with Library.open(lib.location) as reader:
+        index, projection = reader._keeper.searchable()
     assert index.ntotal == lib._store.vector_count()
     ids, raw = next(lib._store.iter_vectors())
     _, found = index.search(projection.apply(raw), 1)
     assert set(found.ravel().tolist()) <= set(ids.tolist())
 
 
-def test_matches_behind_the_best_lose_part_of_their_gap(lib, library_copy, media_dir, monkeypatch):
-    import sora_search.library as library_module
-
+def test_matches_behind_the_best_lose_part_of_their_gap(lib, library_copy, media_dir):
     lib.index([library_copy])
     probe = media_dir / "probe_a.mp4"
-    monkeypatch.setattr(library_module, "RUNNER_UP_GAP", 0.0)
-    raw = {m.path: m.score for m in lib.query(probe, min_score=-1, views="standard").matches}
-    monkeypatch.setattr(library_module, "RUNNER_UP_GAP", 0.5)
-    adjusted = lib.query(probe, min_score=-1, views="standard").matches
+    raw = {m.path: m.score for m in lib.query(probe, params=QueryParams(runner_up_gap=0.0, min_score=-1,
+                                                                      views="standard")).matches}
+    adjusted = lib.query(probe, params=QueryParams(runner_up_gap=0.5, min_score=-1, views="standard")).matches
     top = max(raw.values())
     assert len(adjusted) >= 2 and adjusted[0].score == pytest.approx(top, abs=1e-4)
     for m in adjusted:
@@ -154,15 +152,18 @@ def test_a_probe_seen_whole_is_decoded_as_the_library_was(lib, library_copy, mon
     """Whole and mirrored views come from frames decoded at the encoder's side, so an indexed file queried as it is
     gives exactly its indexed vectors; a region pass decodes at twice the side."""
     from sora_search.decode import DecodeWorker
+    from sora_search.embed import Embedder
 
     lib.index([library_copy])
     path = library_copy / "pan_a.mp4"
-    worker = lib._decode_worker(60)
-    _, ts, indexed = lib._embed_file(worker, path)
-    _, ts2, views, blank = lib._embed_views(worker, path, [FULL, HFLIP])
-    np.testing.assert_array_equal(ts2, ts)
-    np.testing.assert_array_equal(views[FULL], indexed)
-    assert not np.allclose(views[HFLIP], indexed)
+    embedder = Embedder("tiny", device=None, fps=1.0, temporal_radius=lib.params.temporal_radius)
+    indexed = embedder.file(path, timeout_s=60)
+    probe = embedder.probe(path, [FULL, HFLIP], timeout_s=60, blank_std=QueryParams().blank_std)
+    np.testing.assert_array_equal(probe.timestamps_s, indexed.timestamps_s)
+    np.testing.assert_array_equal(probe.vectors[FULL], indexed.vectors[FULL])
+    assert not np.allclose(probe.vectors[HFLIP], indexed.vectors[FULL])
+    _, _, stored = lib._store.vectors_of_video(lib._store.video_by_path(str(path)).id)
+    np.testing.assert_allclose(stored, indexed.vectors[FULL], atol=1e-3)  # float16 in the store
 
     sides = []
     real_open = DecodeWorker.open
@@ -172,10 +173,11 @@ def test_a_probe_seen_whole_is_decoded_as_the_library_was(lib, library_copy, mon
         return real_open(self, p, **kw)
 
     monkeypatch.setattr(DecodeWorker, "open", spy)
-    lib._embed_views(worker, path, [FULL, "left"])
-    lib._embed_views(worker, path, [HFLIP])
-    size = lib._get_encoder().identity.input_size
+    embedder.probe(path, [FULL, "left"], timeout_s=60, blank_std=5.0)
+    embedder.probe(path, [HFLIP], timeout_s=60, blank_std=5.0)
+    size = embedder.encoder.identity.input_size
     assert sides == [2 * size, size]
+    embedder.close()
 
 
 @pytest.mark.parametrize("escalate_below, expected", [
@@ -183,19 +185,18 @@ def test_a_probe_seen_whole_is_decoded_as_the_library_was(lib, library_copy, mon
     (2.0, [[FULL], [HFLIP], [*ROTATIONS, *HALVES, *WINDOWS]]),
 ])
 def test_auto_views_escalate_one_step_at_a_time(lib, library_copy, media_dir, monkeypatch, escalate_below, expected):
-    import sora_search.library as library_module
+    from sora_search.embed import Embedder
 
     lib.index([library_copy])
     seen = []
-    real = library_module.Library._embed_views
+    real = Embedder.probe
 
-    def spy(self, worker, path, views, **kw):
+    def spy(self, path, views, **kw):
         seen.append(list(views))
-        return real(self, worker, path, views, **kw)
+        return real(self, path, views, **kw)
 
-    monkeypatch.setattr(library_module, "ESCALATE_BELOW", escalate_below)
-    monkeypatch.setattr(library_module.Library, "_embed_views", spy)
-    lib.query(media_dir / "probe_a.mp4")
+    monkeypatch.setattr(Embedder, "probe", spy)
+    lib.query(media_dir / "probe_a.mp4", params=QueryParams(escalate_below=escalate_below))
     assert seen[:len(expected)] == expected  # then the inset, where the finder reports one
 
 
@@ -227,18 +228,16 @@ def _black_then(pattern: str, dst: Path, black_s: int, pattern_s: int, *, black_
 
 
 @pytest.mark.parametrize("blank_std, matched", [(None, False), (-1.0, True)])
-def test_black_seconds_of_a_probe_match_nothing(lib, library_copy, tmp_path, monkeypatch, blank_std, matched):
+def test_black_seconds_of_a_probe_match_nothing(lib, library_copy, tmp_path, blank_std, matched):
     """A probe's black stretch would match any black stretch of the library (a fade, an intro); blank seconds are
-    not searched. With blank detection off (``BLANK_STD`` -1) the same probe matches the faded video on black alone,
+    not searched. With blank detection off (``blank_std`` -1) the same probe matches the faded video on black alone,
     so the test can fail."""
-    import sora_search.views as views_module
-
     _black_then("mandelbrot", library_copy / "fades.mp4", 5, 5, black_first=False)
     lib.index([library_copy])
     probe = _black_then("life", tmp_path / "black_then_life.mp4", 6, 4)
-    if blank_std is not None:
-        monkeypatch.setattr(views_module, "BLANK_STD", blank_std)
-    found = {Path(m.path).name: m for m in lib.query(probe, views=[FULL], min_score=-1).matches}
+    params = QueryParams(views=(FULL,), min_score=-1) if blank_std is None else \
+        QueryParams(views=(FULL,), min_score=-1, blank_std=blank_std)
+    found = {Path(m.path).name: m for m in lib.query(probe, params=params).matches}
     on_black = [seg for m in found.values() for seg in m.segments if seg.query_start_s < 5]
     if matched:
         assert "fades.mp4" in found and found["fades.mp4"].score > 0.2, found
@@ -252,14 +251,14 @@ def test_faiss_follows_the_device_setting_onto_a_gpu(tmp_path, library_copy, med
     with Library.open(tmp_path / "gpu", encoder="tiny") as library:  # auto: the GPU faiss sees
         library.index([library_copy])
         on_gpu = library.query(media_dir / "probe_a.mp4", min_score=-1)
-        index, _ = library._load_index_for_read()
+        index, _ = library._keeper.searchable()
         assert index.search_device == "cuda:0"
     assert fake_gpu_faiss.searches > 0 and len(fake_gpu_faiss.copies) >= 2  # k-means, then a search copy
     searches = fake_gpu_faiss.searches
     monkeypatch.setenv("SORA_SEARCH_DEVICE", "cpu")
     with Library.open(tmp_path / "gpu", create=False) as library:
         on_cpu = library.query(media_dir / "probe_a.mp4", min_score=-1)
-        assert library._load_index_for_read()[0].search_device == "cpu"
+        assert library._keeper.searchable()[0].search_device == "cpu"
     assert fake_gpu_faiss.searches == searches
     assert [(m.path, m.score) for m in on_gpu.matches] == [(m.path, m.score) for m in on_cpu.matches]
     assert os.path.basename(on_gpu.matches[0].path) == "pan_a.mp4"
@@ -278,23 +277,20 @@ def test_info_says_where_faiss_searches(lib, library_copy, fake_gpu_faiss, monke
         assert again.info().index_device == "cpu"
 
 
-def test_background_is_looked_for_past_a_video_that_fills_every_neighbour(lib, library_copy, media_dir, monkeypatch):
+def test_background_is_looked_for_past_a_video_that_fills_every_neighbour(lib, library_copy, media_dir):
     """A fixed camera's video fills all 64 neighbours of a probe second with its own seconds; 4 neighbours do the same
     here. The other videos' similarity is then looked for among more neighbours, so the score is the one plenty of
-    neighbours give. With that search off (``BACKGROUND_MAX_K`` 4) the background is the row's smallest similarity, a
+    neighbours give. With that search off (``background_max_k`` 4) the background is the row's smallest similarity, a
     loose upper bound, and the copy scores lower."""
-    import sora_search.library as library_module
-
     lib.index([library_copy])
 
-    def top_score() -> float:
-        top = lib.query(media_dir / "probe_a.mp4", views=[FULL], min_score=-1.0).matches[0]
+    def top_score(**knobs: int) -> float:
+        params = QueryParams(views=(FULL,), min_score=-1.0, **knobs)
+        top = lib.query(media_dir / "probe_a.mp4", params=params).matches[0]
         assert top.path.endswith("pan_a.mp4"), top
         return top.score
 
     plenty = top_score()
-    monkeypatch.setattr(library_module, "NEIGHBOURS", 4)
-    few = top_score()
-    monkeypatch.setattr(library_module, "BACKGROUND_MAX_K", 4)
-    bounded = top_score()
+    few = top_score(neighbours=4)
+    bounded = top_score(neighbours=4, background_max_k=4)
     assert few == pytest.approx(plenty, abs=0.01) and bounded < plenty - 0.3, (plenty, few, bounded)

@@ -1,6 +1,8 @@
-"""On real footage from shared/media/fetch_media.sh: 10 s excerpts re-encoded at half size come back first.
+"""On real footage from benchmarks/fetch_media.sh: 10 s excerpts re-encoded at half size come back first.
 
-Run with ``SORA_SEARCH_MEDIA=/path/to/media-cache/media pytest -m slow tests/test_real_media.py``.
+Run ``bash benchmarks/fetch_media.sh`` once, then
+``SORA_SEARCH_MEDIA=media-cache/media pytest -m slow tests/test_real_media.py``; asked to run without it, the
+tests fail rather than pass unseen.
 """
 
 from __future__ import annotations
@@ -34,8 +36,11 @@ EXCERPTS = [
 @pytest.fixture(scope="module")
 def media() -> Path:
     root = os.environ.get("SORA_SEARCH_MEDIA")
-    if not root or not (Path(root) / "video_real").is_dir():
-        pytest.fail("set SORA_SEARCH_MEDIA to the media/ folder made by shared/media/fetch_media.sh")
+    hint = "set SORA_SEARCH_MEDIA to the media/ folder made by bash benchmarks/fetch_media.sh"
+    if not root:
+        pytest.fail(f"SORA_SEARCH_MEDIA is not set: {hint}")
+    if not (Path(root) / "video_real").is_dir():
+        pytest.fail(f"SORA_SEARCH_MEDIA={root} has no video_real/: {hint}")
     return Path(root)
 
 

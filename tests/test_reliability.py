@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from sora_search import Library
 from sora_search.cli import cli
-from sora_search.library import LOCK_NAME, _WriteLock
+from sora_search.library import write_lock
 
 
 def _run(*args: str, fault: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -142,7 +142,7 @@ def test_a_second_writer_is_refused_with_a_clear_message(half_indexed, tmp_path)
     _, lib_dir, idx0, _ = half_indexed
     idx = tmp_path / "idx"
     shutil.copytree(idx0, idx)
-    with _WriteLock(idx / LOCK_NAME):
+    with write_lock(idx):
         second = _run("index", str(lib_dir), "--index", str(idx))
     assert second.returncode == 1
     assert second.stderr.strip().splitlines() == [

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sora_search import scan
+from sora_search import containers, scan
 from tests.media import make_testsrc
 
 
@@ -26,6 +26,18 @@ def test_sniff_recognises_containers():
     assert scan.sniff_video(bytes([0x47] + [0] * 187) * 3 + b"\x47")
     assert not scan.sniff_video(b"\x89PNG\r\n\x1a\n" + b"\x00" * 8)
     assert not scan.sniff_video(b"hello world, not a video")
+
+
+def test_one_signature_table_decides_video_and_names_the_rest():
+    pad = b"\x00" * 16
+    for magic, _ in containers.VIDEO_MAGIC:
+        assert scan.sniff_video(magic + pad) and containers.not_video_kind(magic + pad) is None
+    for magic, kind in containers.STILL_IMAGES + containers.OTHER_KINDS:
+        assert not scan.sniff_video(magic + pad) and containers.not_video_kind(magic + pad) == kind
+    for form in (b"WEBP", b"WAVE"):
+        assert not scan.sniff_video(b"RIFF\x00\x00\x00\x00" + form + pad)
+    assert containers.still_image(b"RIFF\x00\x00\x00\x00WEBP" + pad) == "WebP image"
+    assert containers.iso_bmff(b"\x00\x00\x00\x18ftypM4A ") and not scan.sniff_video(b"\x00\x00\x00\x18ftypM4A ")
 
 
 def test_walk_finds_videos_by_content_and_extension(tmp_path, clip):
@@ -85,10 +97,7 @@ def test_plan_classifies_every_kind_of_change(tmp_path, clip):
         Known(3, str(tmp_path / "old_name.mp4"), st.st_size, 0.0, fp),   # gone from disk: renamed.mp4 is it
         Known(4, str(tmp_path / "deleted.mp4"), 10, 0.0, "b2:gone"),
     ]
-    by_fp: dict[str, list] = {}
-    for k in known:
-        by_fp.setdefault(k.fingerprint, []).append(k)
-    p = scan.plan(scan.walk([tmp_path]), known, by_fp)
+    p = scan.plan(scan.walk([tmp_path]), known, [str(tmp_path)])
     assert [k.id for k in p.unchanged] == [1]
     assert [(e.path, k.id) for e, _, k in p.changed] == [(str(edited), 2)]
     assert [(e.path, k.id) for e, k in p.moved] == [(str(moved_to), 3)]
@@ -101,6 +110,53 @@ def test_plan_skips_unchanged_failures_unless_asked(tmp_path):
     bad.write_bytes(b"garbage")
     st = bad.stat()
     known = [Known(1, str(bad), st.st_size, st.st_mtime, scan.fingerprint(bad), status="failed")]
-    assert [k.id for k in scan.plan(scan.walk([tmp_path]), known, {}).failed_before] == [1]
-    again = scan.plan(scan.walk([tmp_path]), known, {}, retry_failed=True)
+    assert [k.id for k in scan.plan(scan.walk([tmp_path]), known, [str(tmp_path)]).failed_before] == [1]
+    again = scan.plan(scan.walk([tmp_path]), known, [str(tmp_path)], retry_failed=True)
     assert [e.path for e, _, _ in again.changed] == [str(bad)]
+
+
+def test_plan_removes_only_at_or_under_the_roots_and_moves_from_anywhere(tmp_path, clip):
+    lib, sibling, elsewhere = tmp_path / "lib", tmp_path / "libx", tmp_path / "elsewhere"
+    lib.mkdir()
+    moved_to = Path(shutil.copy(clip, lib / "renamed.mp4"))
+    fp = scan.fingerprint(clip)
+    known = [
+        Known(5, str(sibling / "gone.mp4"), 10, 0.0, "b2:x"),            # /lib is not a prefix of /libx/...
+        Known(4, str(elsewhere / "old_name.mp4"), 10, 0.0, fp),          # outside the root, gone: the move's origin
+        Known(3, str(lib / "sub" / "gone.mp4"), 10, 0.0, "b2:y"),
+        Known(2, str(lib / "gone.mp4"), 10, 0.0, "b2:z"),
+        Known(2, str(lib / "gone.mp4"), 10, 0.0, "b2:z"),                # the same record twice counts once
+    ]
+    p = scan.plan(scan.walk([lib]), known, [str(lib)])
+    assert [(e.path, k.id) for e, k in p.moved] == [(str(moved_to), 4)]
+    assert [k.id for k in p.removed] == [2, 3]                           # id order, whatever order came in
+    assert p.new == [] and p.changed == [] and p.unchanged == []
+
+
+def test_plan_counts_a_root_that_is_a_stored_file(tmp_path, clip):
+    root = Path(shutil.copy(clip, tmp_path / "one.mp4"))
+    st = root.stat()
+    known = [Known(7, str(root), st.st_size, st.st_mtime - 100, "b2:older")]
+    p = scan.plan(scan.walk([root]), known, [str(root)])
+    assert [(e.path, k.id) for e, _, k in p.changed] == [(str(root), 7)]
+    assert p.new == [] and p.removed == []
+
+
+def test_plan_over_several_roots_lists_removals_in_id_order(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    known = [Known(1, str(b / "x.mp4"), 1, 0.0, "b2:1"), Known(2, str(a / "y.mp4"), 1, 0.0, "b2:2"),
+             Known(3, str(b / "z.mp4"), 1, 0.0, "b2:3")]
+    p = scan.plan(scan.walk([b, a]), known, [str(b), str(a)])
+    assert [k.id for k in p.removed] == [1, 2, 3]
+
+
+def test_under_roots_is_an_exact_prefix_or_the_root_itself():
+    known = [Known(4, "/a/bc/x.mp4", 1, 0.0, "b2:4"), Known(3, "/a/b/c/y.mp4", 1, 0.0, "b2:3"),
+             Known(2, "/a/b", 1, 0.0, "b2:2"), Known(1, "/a/b/x.mp4", 1, 0.0, "b2:1"),
+             Known(5, "/A/b/z.mp4", 1, 0.0, "b2:5")]
+    assert [v.id for v in scan.under_roots(known, ["/a/b"])] == [1, 2, 3]
+    assert [v.id for v in scan.under_roots(known, ["/a/b/x.mp4", "/a/b/"])] == [1, 3]
+    assert [v.id for v in scan.under_roots(known, ["/"])] == [1, 2, 3, 4, 5]
+    assert scan.under_roots(known, []) == []

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sora_search.views import (
+from sora_search.embed.views import (
     FULL, HALVES, HFLIP, INSET, ROTATIONS, VIEW_SETS, WINDOWS, blank_frames, decode_side, make_view,
 )
+from sora_search.params import QueryParams
 
 
 @pytest.fixture
@@ -87,7 +88,7 @@ def test_blank_frames_are_black_uniform_or_nearly_so() -> None:
     grain = np.clip(40 + rng.normal(0, 3, (16, 16, 3)), 0, 255).astype(np.uint8)  # a dark frame with codec noise
     ramp = np.broadcast_to(np.linspace(0, 60, 16, dtype=np.uint8)[None, :, None], (16, 16, 3))  # a dim gradient
     noise = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(blank_frames(np.stack([black, teal, grain, ramp, noise])),
+    np.testing.assert_array_equal(blank_frames(np.stack([black, teal, grain, ramp, noise]), QueryParams().blank_std),
                                   [True, True, True, False, False])
     with pytest.raises(ValueError, match="blank_frames needs"):
-        blank_frames(black)
+        blank_frames(black, QueryParams().blank_std)

@@ -24,7 +24,8 @@ from typing import ClassVar, Generic, Iterator, TypeVar
 
 import numpy as np
 
-from sora_search.decode.diagnose import read_head, still_image
+from sora_search.containers import still_image
+from sora_search.decode.diagnose import read_head
 from sora_search.errors import VideoDecodeError
 from sora_search.types import FrameBatch, VideoInfo
 

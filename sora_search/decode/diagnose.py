@@ -14,40 +14,15 @@ import os
 import struct
 from typing import BinaryIO
 
-_HEAD_BYTES = 512
+from sora_search.containers import HEAD_BYTES, iso_bmff, not_video_kind, sniff_video
+
 _MAX_MOOV_BYTES = 64 * 1024 * 1024  # a moov box this large is corrupt; do not read it into memory
 
-# Still images FFmpeg would happily open as a one-frame "video". Rejected before any decoder runs.
-_STILL_IMAGES = (
-    (b"\x89PNG\r\n\x1a\n", "PNG image"),
-    (b"\xff\xd8\xff", "JPEG image"),
-    (b"II*\x00", "TIFF image"),
-    (b"MM\x00*", "TIFF image"),
-)
-# Other content that is recognisably not a video, only named when decoding has already failed.
-_OTHER_KINDS = (
-    (b"GIF87a", "GIF image"),
-    (b"GIF89a", "GIF image"),
-    (b"%PDF", "PDF document"),
-    (b"PK\x03\x04", "ZIP archive"),
-    (b"ID3", "MP3 audio"),
-    (b"fLaC", "FLAC audio"),
-)
-# Top-level box types an ISO-BMFF (MP4, MOV, M4A) file may start with.
-_ISO_FIRST_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide")
 
-
-def read_head(path: str, n: int = _HEAD_BYTES) -> bytes:
+def read_head(path: str, n: int = HEAD_BYTES) -> bytes:
     """The first ``n`` bytes of ``path`` (fewer if it is shorter). Raises OSError if it cannot be read."""
     with open(path, "rb") as f:
         return f.read(n)
-
-
-def still_image(head: bytes) -> str | None:
-    """``"PNG image"``, ``"JPEG image"``... if ``head`` starts a still image format, else None."""
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WebP image"
-    return next((kind for magic, kind in _STILL_IMAGES if head.startswith(magic)), None)
 
 
 def _looks_like_text(head: bytes) -> bool:
@@ -64,9 +39,7 @@ def _looks_like_text(head: bytes) -> bool:
 
 def _content_kind(head: bytes) -> str | None:
     """What the bytes are when they are recognisably not a video, else None."""
-    kind = still_image(head) or next((k for magic, k in _OTHER_KINDS if head.startswith(magic)), None)
-    if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        kind = "WAV audio"
+    kind = not_video_kind(head)
     if kind is None and _looks_like_text(head):
         kind = "text file"
     return kind
@@ -145,8 +118,6 @@ def why_unreadable(path: str, detail: str) -> str:
         "empty file (0 bytes)", "not a video (<kind>)", "truncated or corrupt: <where or detail>", or
         "cannot read: <OS error>".
     """
-    from sora_search.scan import sniff_video
-
     try:
         size = os.path.getsize(path)
         head = read_head(path)
@@ -157,7 +128,7 @@ def why_unreadable(path: str, detail: str) -> str:
     kind = _content_kind(head)
     if kind is not None:
         return f"not a video ({kind})"
-    if head[4:8] in _ISO_FIRST_BOXES:
+    if iso_bmff(head):
         try:
             where = _iso_truncation(path, size)
         except OSError:
@@ -177,7 +148,7 @@ def mp4_rotation(path: str) -> int:
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            if read_head(path, 8)[4:8] not in _ISO_FIRST_BOXES:
+            if not iso_bmff(read_head(path, 8)):
                 return 0
             moov = next((b for b in _boxes(f, 0, size) if b[0] == b"moov"), None)
             if moov is None or moov[3] > _MAX_MOOV_BYTES or moov[1] + moov[3] > size:

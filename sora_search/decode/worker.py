@@ -39,15 +39,15 @@ from typing import Any, Generator, Iterator
 import numpy as np
 
 from sora_search.decode.base import DEFAULT_SIZE, check_sample_args
-from sora_search.errors import DecodeTimeout, NoFramesError, VideoDecodeError, VideoError
+from sora_search.errors import DecodeTimeout, NoFramesError, VideoDecodeError, VideoError, debug_wanted
 from sora_search.types import FrameBatch, VideoInfo
 
 logger = logging.getLogger(__name__)
 
 # A stopping child gets this long to exit on its own before it is killed.
 _STOP_GRACE_S = 2.0
-# Starting the child imports Python and numpy; on a loaded 2-core machine that can take seconds, which must not
-# count against a per-file decode timeout of a few seconds.
+# Starting the child imports Python and numpy; on a loaded machine that can take seconds, which must not count
+# against a per-file decode timeout of a few seconds.
 _STARTUP_TIMEOUT_S = 60.0
 
 
@@ -55,7 +55,7 @@ def _child_stderr_wanted() -> bool:
     """decord and FFmpeg print native log lines (seeks, damaged packets) that would land under the progress bar;
     every failure reaches the parent through the protocol anyway, so the child's stderr is only shown when
     debugging (SORA_SEARCH_DEBUG=1 or debug logging for this module)."""
-    return os.environ.get("SORA_SEARCH_DEBUG", "") not in ("", "0") or logger.isEnabledFor(logging.DEBUG)
+    return debug_wanted() or logger.isEnabledFor(logging.DEBUG)
 
 
 class DecodeWorker:

@@ -20,6 +20,8 @@ import sys
 from sora_search.encoder.base import Encoder, EncoderIdentity, l2_normalize, temporal_pool
 from sora_search.encoder.projection import Projection
 from sora_search.errors import EncoderError
+from sora_search.params import DEFAULT_ENCODER
+from sora_search.threads import available_cpus
 
 __all__ = [
     "ENCODERS",
@@ -38,10 +40,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ENCODERS: tuple[str, ...] = ("sora-lite0", "sora-lite0-gap", "tiny")
-DEFAULT_ENCODER = "sora-lite0"
 DEVICE_ENV = "SORA_SEARCH_DEVICE"
-# CPU: 8, not 32: as fast in the indexing pipeline (the fetch_media.sh footage, two interleaved runs each: 58.4 /
-# 55.5 s against 55.7 / 60.2 s) with 40% less peak RSS (502 against 866 MiB); descriptors are bit-identical.
+# Frames per encoder batch: on a CPU 8 is as fast as 32 in the pipeline with less memory (docs/tuning.md).
 _DEFAULT_BATCH = {"cpu": 8, "cuda": 128}
 _THREADS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")
 THP_ENV = "THP_MEM_ALLOC_ENABLE"
@@ -114,8 +114,7 @@ def _allocator_env() -> None:
     torch's CPU allocator maps every large tensor afresh and unmaps it when freed, so each activation of each batch
     faults its pages in again, 4 KiB at a time; on a virtual machine those faults cost as much as the convolutions.
     With huge pages (2 MiB) there are 512x fewer. torch reads the variable once, at its first allocation, so it is
-    set only when torch is not imported yet. Measured on the 2-core machine (embedding 64 frames at batch 32, three
-    times in a fresh process): system time 7.6 -> 3.1 s, wall 11.7 -> 9.0 s.
+    set only when torch is not imported yet (the measurements are in docs/tuning.md).
     """
     if "torch" not in sys.modules:
         os.environ.setdefault(THP_ENV, "1")
@@ -181,10 +180,7 @@ def _limit_threads() -> None:
         return
     import torch
 
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        available = os.cpu_count() or 1
+    available = available_cpus()
     if torch.get_num_threads() > available:
         logger.debug("limiting torch to %d threads (was %d)", available, torch.get_num_threads())
         torch.set_num_threads(available)

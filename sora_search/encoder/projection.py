@@ -76,11 +76,8 @@ class Projection:
             shrinkage: float = DEFAULT_SHRINKAGE) -> Projection:
         """Fit PCA (optionally whitening) on the library's own descriptors.
 
-        The default is plain PCA: centre, rotate onto the top ``out_dim`` principal axes, L2. Measured on 952
-        vectors of the real footage of shared/media (8 half-size excerpts vs 12 never-indexed clips), the lowest
-        copy score / highest negative score was 0.84 / 0.72 for PCA-256, 0.79 / 0.69 for centring alone, and
-        0.49 / 0.62 for full whitening (``whiten=0.5``), which fitted on a library this size overfits and pushes
-        true copies under any useful threshold. Whitening stays available for the accuracy benchmark to revisit.
+        The default is plain PCA: centre, rotate onto the top ``out_dim`` principal axes, L2. Whitening separated
+        copies from non-copies worse on real footage (docs/tuning.md) and stays available to revisit.
 
         Args:
             vectors: (n, in_dim) float32 raw descriptors from the library.
@@ -184,5 +181,5 @@ class Projection:
         except (ValueError, KeyError, OSError, EOFError, TypeError, zipfile.BadZipFile) as exc:
             raise EncoderError(
                 f"stored projection could not be read ({type(exc).__name__}: {exc}); "
-                "rebuild the index with `sora-search index --rebuild`"
+                "move the index folder away and run `sora-search index PATH` again to rebuild it"
             ) from exc

@@ -4,8 +4,7 @@ The FAISS file is derived from it (see :mod:`sora_search.index`) and can always 
 :meth:`Store.iter_vectors`. Vector row ids are the ids FAISS holds; they come from an
 ``INTEGER PRIMARY KEY AUTOINCREMENT`` column, so an id is never handed out twice, even after deletes.
 
-Vectors are stored as float16, little-endian (``'<f2'``), ``raw_dim * 2`` bytes per row, and come back as
-float32. Every change of the set of vectors bumps ``IndexMeta.generation`` in the same transaction; the FAISS
+Vectors are stored as float16 (:mod:`sora_search.store.records`). Every change of the set of vectors bumps ``IndexMeta.generation`` in the same transaction; the FAISS
 file records the generation it reflects, so a stale file is detected by comparing the two.
 
 Concurrency: SQLite in WAL mode, so readers never block the writer nor the writer the readers. Write
@@ -16,12 +15,10 @@ transactions start with ``BEGIN IMMEDIATE`` and wait up to 30 s (``busy_timeout`
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,146 +31,17 @@ from sora_search._faults import fault_point
 from sora_search.errors import IndexNotFound, StoreError
 from sora_search.store import migrate
 from sora_search.store.models import IndexMetaRow, RunRow, VectorRow, VideoRow
+from sora_search.store.records import (STATUSES, VECTOR_DTYPE, IndexMeta, RunRecord, VideoRecord, ids_array,
+                                       in_batches, meta_record, video_record)
+from sora_search.store.vectors import VectorReads
 
 if TYPE_CHECKING:
     from sora_search.types import IndexSummary
 
 logger = logging.getLogger(__name__)
 
-VECTOR_DTYPE = np.dtype("<f2")
-# Stays well under SQLite's bound-variable limit (999 on old builds, 32766 since 3.32).
-_IN_BATCH = 500
-STATUSES = ("indexed", "failed")
 
-
-@dataclass(frozen=True)
-class VideoRecord:
-    """One file the index has seen. ``status`` is ``"indexed"`` or ``"failed"``; times are unix seconds."""
-
-    id: int
-    path: str
-    size: int
-    mtime: float
-    fingerprint: str
-    duration_s: float
-    fps: float
-    width: int
-    height: int
-    status: str
-    error: str | None
-    n_vectors: int
-    indexed_at: float
-
-
-@dataclass(frozen=True)
-class IndexMeta:
-    """The index's identity (one row): encoder, sampling, projection and FAISS bookkeeping.
-
-    ``projection`` is an opaque blob serialised by the engine (None = not fitted yet); ``dim`` is the
-    dimension after projection (what FAISS holds); ``index_trained_n`` is the number of stored vectors when
-    the FAISS index was last trained (0 = never); ``generation`` is bumped by the store on every committed
-    change of the vectors.
-    """
-
-    encoder_name: str
-    encoder_version: str
-    raw_dim: int
-    input_size: int
-    sampling_fps: float
-    projection: bytes | None
-    projection_name: str
-    dim: int
-    index_trained_n: int = 0
-    generation: int = 0
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.raw_dim <= 0:
-            problems.append(f"raw_dim={self.raw_dim}")
-        if self.dim <= 0:
-            problems.append(f"dim={self.dim}")
-        if self.input_size <= 0:
-            problems.append(f"input_size={self.input_size}")
-        if not (self.sampling_fps > 0 and math.isfinite(self.sampling_fps)):
-            problems.append(f"sampling_fps={self.sampling_fps}")
-        if self.index_trained_n < 0:
-            problems.append(f"index_trained_n={self.index_trained_n}")
-        if self.generation < 0:
-            problems.append(f"generation={self.generation}")
-        if problems:
-            raise ValueError(f"IndexMeta needs positive sizes and non-negative counters, got {', '.join(problems)}")
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """Counters of one index run; times are unix seconds."""
-
-    id: int
-    started_at: float
-    finished_at: float
-    added: int
-    updated: int
-    unchanged: int
-    removed: int
-    failed: int
-
-
-def _video_record(row: VideoRow) -> VideoRecord:
-    return VideoRecord(
-        id=row.id,
-        path=row.path,
-        size=row.size,
-        mtime=row.mtime,
-        fingerprint=row.fingerprint,
-        duration_s=row.duration_s,
-        fps=row.fps,
-        width=row.width,
-        height=row.height,
-        status=row.status,
-        error=row.error,
-        n_vectors=row.n_vectors,
-        indexed_at=row.indexed_at,
-    )
-
-
-def _meta_record(row: IndexMetaRow) -> IndexMeta:
-    return IndexMeta(
-        encoder_name=row.encoder_name,
-        encoder_version=row.encoder_version,
-        raw_dim=row.raw_dim,
-        input_size=row.input_size,
-        sampling_fps=row.sampling_fps,
-        projection=row.projection,
-        projection_name=row.projection_name,
-        dim=row.dim,
-        index_trained_n=row.index_trained_n,
-        generation=row.generation,
-    )
-
-
-def _decode(blobs: Sequence[bytes], dim: int | None = None) -> np.ndarray:
-    """float16 blobs -> (n, dim) float32."""
-    if not blobs:
-        return np.zeros((0, dim or 0), dtype=np.float32)
-    width = len(blobs[0]) // VECTOR_DTYPE.itemsize
-    if dim is not None and width != dim:
-        raise StoreError(f"stored vectors have {width} dimensions but the index meta says raw_dim={dim}")
-    joined = b"".join(blobs)
-    if len(joined) != len(blobs) * width * VECTOR_DTYPE.itemsize:
-        raise StoreError("stored vectors have inconsistent lengths; run `sora-search check --repair`")
-    return np.frombuffer(joined, dtype=VECTOR_DTYPE).reshape(len(blobs), width).astype(np.float32)
-
-
-def _batches(values: Sequence[int], size: int = _IN_BATCH) -> Iterator[list[int]]:
-    for start in range(0, len(values), size):
-        yield list(values[start : start + size])
-
-
-def _ids_array(ids: Iterable[int]) -> np.ndarray:
-    return np.asarray(list(ids), dtype=np.int64)
-
-
-class Store:
+class Store(VectorReads):
     """The sora-search SQLite store. Open with :meth:`Store.open`; close with :meth:`close` or ``with``."""
 
     def __init__(self, db_path: Path, engine: Engine) -> None:
@@ -274,7 +142,7 @@ class Store:
         """The index identity, or None before :meth:`set_meta` was first called."""
         with self._read() as s:
             row = s.get(IndexMetaRow, 1)
-            return None if row is None else _meta_record(row)
+            return None if row is None else meta_record(row)
 
     def set_meta(self, meta: IndexMeta) -> None:
         """Write the index identity.
@@ -294,7 +162,7 @@ class Store:
                 if row.raw_dim != meta.raw_dim and s.scalar(select(VectorRow.id).limit(1)) is not None:
                     raise ValueError(
                         f"cannot change raw_dim from {row.raw_dim} to {meta.raw_dim} while vectors are stored; "
-                        "rebuild the index (`sora-search index --rebuild`)"
+                        "move the index folder away and run `sora-search index` again"
                     )
                 row.generation = max(row.generation, meta.generation)
             row.encoder_name = meta.encoder_name
@@ -316,19 +184,19 @@ class Store:
     def video_by_path(self, path: str) -> VideoRecord | None:
         with self._read() as s:
             row = s.scalar(select(VideoRow).where(VideoRow.path == path))
-            return None if row is None else _video_record(row)
+            return None if row is None else video_record(row)
 
     def video(self, video_id: int) -> VideoRecord | None:
         """The video with this id, or None."""
         with self._read() as s:
             row = s.get(VideoRow, int(video_id))
-            return None if row is None else _video_record(row)
+            return None if row is None else video_record(row)
 
     def videos_by_fingerprint(self, fingerprint: str) -> list[VideoRecord]:
         """Every video with this content fingerprint, by id."""
         with self._read() as s:
             rows = s.scalars(select(VideoRow).where(VideoRow.fingerprint == fingerprint).order_by(VideoRow.id))
-            return [_video_record(r) for r in rows]
+            return [video_record(r) for r in rows]
 
     def videos(self, *, under: str | None = None, status: str | None = None) -> list[VideoRecord]:
         """Videos by id, optionally only those inside directory ``under`` and/or with ``status``.
@@ -346,16 +214,16 @@ class Store:
             # substr() is an exact comparison, unlike LIKE (wildcards, ASCII case folding).
             stmt = stmt.where(func.substr(VideoRow.path, 1, len(prefix)) == prefix)
         with self._read() as s:
-            return [_video_record(r) for r in s.scalars(stmt)]
+            return [video_record(r) for r in s.scalars(stmt)]
 
     def _drop_vectors(self, s: Session, video_ids: Sequence[int]) -> np.ndarray:
         removed: list[int] = []
-        for batch in _batches(list(video_ids)):
+        for batch in in_batches(list(video_ids)):
             removed.extend(
                 s.scalars(select(VectorRow.id).where(VectorRow.video_id.in_(batch)).order_by(VectorRow.id))
             )
             s.execute(delete(VectorRow).where(VectorRow.video_id.in_(batch)))
-        return np.sort(_ids_array(removed))
+        return np.sort(ids_array(removed))
 
     def _row_for_path(self, s: Session, path: str) -> tuple[VideoRow, np.ndarray]:
         """The row for ``path`` (created if new) with its old vectors dropped; returns (row, dropped ids)."""
@@ -436,7 +304,7 @@ class Store:
                 result = s.execute(
                     insert(VectorRow).returning(VectorRow.id, sort_by_parameter_order=True), params
                 )
-                new_ids = _ids_array(result.scalars())
+                new_ids = ids_array(result.scalars())
             self._bump_generation(s)
             fault_point("store")
         return video_id, new_ids, removed
@@ -510,7 +378,7 @@ class Store:
         with self._write() as s:
             removed = self._drop_vectors(s, ids)
             deleted = 0
-            for batch in _batches(ids):
+            for batch in in_batches(ids):
                 deleted += int(s.scalar(select(func.count()).select_from(VideoRow).where(VideoRow.id.in_(batch))) or 0)
                 s.execute(delete(VideoRow).where(VideoRow.id.in_(batch)))
             if deleted or removed.size:
@@ -522,7 +390,7 @@ class Store:
         ids = sorted({int(v) for v in video_ids})
         out: dict[int, str] = {}
         with self._read() as s:
-            for batch in _batches(ids):
+            for batch in in_batches(ids):
                 for vid, path in s.execute(select(VideoRow.id, VideoRow.path).where(VideoRow.id.in_(batch))):
                     out[vid] = path
         return out
@@ -553,130 +421,11 @@ class Store:
                 problems.append("vectors are stored but the index identity (index_meta) is missing")
         return problems
 
-    def all_vector_ids(self) -> np.ndarray:
-        """(n,) int64 ids of every stored vector, ascending."""
-        with self._read() as s:
-            return _ids_array(s.scalars(select(VectorRow.id).order_by(VectorRow.id)))
-
     def indexed_video_count(self) -> int:
         """Videos that have vectors in the index."""
         with self._read() as s:
             return int(s.scalar(select(func.count()).select_from(VideoRow)
                                 .where(VideoRow.status == "indexed", VideoRow.n_vectors > 0)) or 0)
-
-    def vector_count(self) -> int:
-        with self._read() as s:
-            return int(s.scalar(select(func.count()).select_from(VectorRow)) or 0)
-
-    def iter_vectors(self, batch_size: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Every stored vector, ordered by id, in batches.
-
-        Yields:
-            (ids (b,) int64, vectors (b, raw_dim) float32). Each batch is its own short read, so a long
-            iteration does not hold a snapshot open; rows added meanwhile with higher ids are included.
-        """
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        last = -1
-        while True:
-            with self._read() as s:
-                rows = s.execute(
-                    select(VectorRow.id, VectorRow.data)
-                    .where(VectorRow.id > last)
-                    .order_by(VectorRow.id)
-                    .limit(batch_size)
-                ).all()
-            if not rows:
-                return
-            ids = _ids_array(r[0] for r in rows)
-            yield ids, _decode([r[1] for r in rows])
-            last = int(ids[-1])
-            if len(rows) < batch_size:
-                return
-
-    def sample_vectors(self, n: int, seed: int = 0) -> np.ndarray:
-        """A deterministic uniform sample without replacement (for training PCA / IVF).
-
-        Returns:
-            (min(n, total), raw_dim) float32, rows in id order.
-        """
-        with self._read() as s:
-            all_ids = _ids_array(s.scalars(select(VectorRow.id).order_by(VectorRow.id)))
-            meta = s.get(IndexMetaRow, 1)
-            raw_dim = meta.raw_dim if meta is not None else 0
-            if n <= 0 or all_ids.size == 0:
-                return np.zeros((0, raw_dim), dtype=np.float32)
-            if n < all_ids.size:
-                rng = np.random.default_rng(seed)
-                chosen = np.sort(rng.choice(all_ids, size=n, replace=False))
-            else:
-                chosen = all_ids
-            parts = []
-            for batch in _batches(chosen.tolist()):
-                blobs = s.scalars(select(VectorRow.data).where(VectorRow.id.in_(batch)).order_by(VectorRow.id))
-                parts.append(_decode(list(blobs)))
-        return np.concatenate(parts, axis=0)
-
-    def vectors_of_video(self, video_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """A video's vectors by id.
-
-        Returns:
-            (ids (n,) int64, timestamps_s (n,) float64, vectors (n, raw_dim) float32); empty if unknown.
-        """
-        with self._read() as s:
-            rows = s.execute(
-                select(VectorRow.id, VectorRow.timestamp_s, VectorRow.data)
-                .where(VectorRow.video_id == int(video_id))
-                .order_by(VectorRow.id)
-            ).all()
-            meta = s.get(IndexMetaRow, 1)
-        raw_dim = meta.raw_dim if meta is not None else 0
-        return (
-            _ids_array(r[0] for r in rows),
-            np.asarray([r[1] for r in rows], dtype=np.float64),
-            _decode([r[2] for r in rows], raw_dim if rows else raw_dim),
-        )
-
-    def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Map vector ids (as FAISS returns them) to their video and time.
-
-        Args:
-            ids: (m,) int64; -1 (FAISS padding) and unknown ids are allowed.
-
-        Returns:
-            (video_ids (m,) int64 with -1 where unknown, timestamps_s (m,) float64 with nan where unknown).
-        """
-        arr = np.asarray(ids, dtype=np.int64)
-        if arr.ndim != 1:
-            raise ValueError(f"locate needs ids of shape (m,), got {arr.shape}")
-        video_ids = np.full(arr.shape, -1, dtype=np.int64)
-        times = np.full(arr.shape, np.nan, dtype=np.float64)
-        wanted = np.unique(arr[arr >= 0])
-        if wanted.size == 0:
-            return video_ids, times
-        found_id: list[int] = []
-        found_video: list[int] = []
-        found_t: list[float] = []
-        with self._read() as s:
-            for batch in _batches(wanted.tolist()):
-                for vid, video, t in s.execute(
-                    select(VectorRow.id, VectorRow.video_id, VectorRow.timestamp_s).where(VectorRow.id.in_(batch))
-                ):
-                    found_id.append(vid)
-                    found_video.append(video)
-                    found_t.append(t)
-        if not found_id:
-            return video_ids, times
-        keys = _ids_array(found_id)
-        order = np.argsort(keys)
-        keys = keys[order]
-        vals_video = _ids_array(found_video)[order]
-        vals_t = np.asarray(found_t, dtype=np.float64)[order]
-        pos = np.clip(np.searchsorted(keys, arr), 0, keys.size - 1)
-        hit = keys[pos] == arr
-        video_ids[hit] = vals_video[pos[hit]]
-        times[hit] = vals_t[pos[hit]]
-        return video_ids, times
 
     # -- runs ------------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ views are the frame as decoded, its mirror image and its quarter turns (frames a
 shape). For any other view the probe is decoded at twice that side (2S x 2S), so every view is an exact S x S array
 with no second resize: the whole frame is a 2x2 mean, a half is a crop averaged by 2 along one axis, and a
 half-size window is a plain crop. The ``inset`` view is the rectangle
-:class:`sora_search.inset.InsetFinder` found in the probe (a picture-in-picture inset), cut out and resampled to
+:class:`sora_search.embed.inset.InsetFinder` found in the probe (a picture-in-picture inset), cut out and resampled to
 S x S. NumPy only.
 """
 
@@ -22,7 +22,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .inset import Box, crop_resize, luma
+from sora_search.embed.images import crop_resize, luma, pool2
+from sora_search.embed.inset import Box
 
 FULL = "full"
 HFLIP = "hflip"
@@ -38,7 +39,7 @@ INSET = "inset"
 
 # Views of the whole frame: a pass of only these decodes the probe at S, not 2S (see decode_side).
 WHOLE_FRAME_VIEWS = frozenset((FULL, HFLIP) + ROTATIONS)
-# Views that look at part of the frame (scored with a penalty by the library, see library.REGION_PENALTY).
+# Views that look at part of the frame (scored with a penalty: QueryParams.region_penalty).
 REGION_VIEWS = frozenset(HALVES + WINDOWS)
 
 ALL_VIEWS = (FULL, HFLIP) + ROTATIONS + HALVES + WINDOWS + (INSET,)
@@ -50,30 +51,18 @@ VIEW_SETS: dict[str, tuple[str, ...]] = {
 }
 
 
-# A view whose luma varies less than this (standard deviation, 0-255 scale) is blank: black, a fade, a uniform colour,
-# a letterbox bar. Its descriptor says nothing about content, but black resembles every black frame of the library.
-# Real footage of a bare wall or floor stays well above (a coin on a floor: 10-19; fades at their darkest: 0-8).
-BLANK_STD = 5.0
-
-
-def blank_frames(frames: np.ndarray) -> np.ndarray:
-    """(n,) bool: which of ``frames`` ((n, H, W, 3) uint8 RGB) are blank (luma standard deviation < ``BLANK_STD``)."""
+def blank_frames(frames: np.ndarray, max_std: float) -> np.ndarray:
+    """(n,) bool: which of ``frames`` ((n, H, W, 3) uint8 RGB) are blank: black, a fade, a uniform colour, whose
+    luma standard deviation (0-255 scale) is below ``max_std`` (``QueryParams.blank_std``)."""
     if frames.ndim != 4 or frames.shape[3] != 3:
         raise ValueError(f"blank_frames needs (n, H, W, 3) frames, got shape {frames.shape}")
     grey = luma(frames[:, ::4, ::4])  # every 16th pixel: enough for a standard deviation
-    return grey.reshape(len(frames), -1).std(axis=1) < BLANK_STD
+    return grey.reshape(len(frames), -1).std(axis=1) < max_std
 
 
 def decode_side(views: Iterable[str], side: int) -> int:
     """The side to decode a probe at for these views: ``side`` (S) when all are whole-frame views, else 2S."""
     return side if set(views) <= WHOLE_FRAME_VIEWS else 2 * side
-
-
-def _pool2(x: np.ndarray, axis: int) -> np.ndarray:
-    """Mean of neighbouring pairs along ``axis`` (uint8 in, uint8 out, rounded)."""
-    a = x.take(np.arange(0, x.shape[axis], 2), axis=axis).astype(np.uint16)
-    b = x.take(np.arange(1, x.shape[axis], 2), axis=axis)
-    return ((a + b + 1) >> 1).astype(np.uint8)
 
 
 def make_view(frames: np.ndarray, name: str, box: Box | None = None, *, side: int | None = None) -> np.ndarray:
@@ -101,7 +90,7 @@ def make_view(frames: np.ndarray, name: str, box: Box | None = None, *, side: in
         raise ValueError(f"the {name!r} view needs (n, 2S, 2S, 3) frames with S even (S={side}), got shape "
                          f"{frames.shape}")
     if name in WHOLE_FRAME_VIEWS:
-        whole = frames if at_side else _pool2(_pool2(frames, 1), 2)
+        whole = frames if at_side else pool2(pool2(frames, 1), 2)
         if name == FULL:
             out = whole
         elif name == HFLIP:
@@ -110,10 +99,10 @@ def make_view(frames: np.ndarray, name: str, box: Box | None = None, *, side: in
             out = np.rot90(whole, int(name[3:]) // 90, axes=(1, 2))
     elif name in ("left", "right"):
         cols = slice(0, side) if name == "left" else slice(side, 2 * side)
-        out = _pool2(frames[:, :, cols], 1)
+        out = pool2(frames[:, :, cols], 1)
     elif name in ("top", "bottom"):
         rows = slice(0, side) if name == "top" else slice(side, 2 * side)
-        out = _pool2(frames[:, rows], 2)
+        out = pool2(frames[:, rows], 2)
     elif name == INSET:
         if box is None:
             raise ValueError("the inset view needs the box to cut out (InsetFinder.find)")

@@ -5,7 +5,7 @@ its four sides (two or three where it touches the frame's edge) are edges in mos
 or stop short; a rectangle of persistent, straight edges on every side is rare. The finder looks at the probe in
 short stretches (the inset may cover only part of it), keeps each stretch's persistent edges, and searches every
 rectangle for the one whose weakest side is strongest (a side on the frame's edge shows nothing, and a rectangle
-with fewer sides to show ranks lower). Fixed quarter-grid windows (:mod:`sora_search.views`) see an inset
+with fewer sides to show ranks lower). Fixed quarter-grid windows (:mod:`sora_search.embed.views`) see an inset
 mixed with the footage around it; the found rectangle cuts it out exactly, which is what lets a small inset match.
 
 Everything here is NumPy on grey frames at the encoder's side S: a few milliseconds a probe frame, and about 0.1 s
@@ -14,9 +14,9 @@ for the search once the probe has been seen.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+
+from sora_search.embed.images import Box, luma
 
 # An inset is 0.2-0.9 of the frame on each side (smaller ones hold too few pixels to describe) and has the frame's
 # shape, give or take SHAPE_SLACK pixels of the S grid (a scaled-down copy keeps its aspect ratio; its sides are
@@ -39,32 +39,6 @@ MIN_FRAMES = 3
 # (boxes drawn over the video and blocks of overlaid text also reach 15-56: they are rectangles too).
 MIN_STRENGTH = 15.0
 _NEIGHBOUR = 2  # an edge must stand out against the edges this many pixels to either side (a line, not texture)
-
-
-@dataclass(frozen=True)
-class Box:
-    """A rectangle in fractions of the frame: top-left corner ``x``, ``y``, size ``w``, ``h``.
-
-    ``strength`` is how clearly its sides stand out (the weakest side's edge contrast in grey levels).
-    """
-
-    x: float
-    y: float
-    w: float
-    h: float
-    strength: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not (0 <= self.x < 1 and 0 <= self.y < 1 and 0 < self.w <= 1 - self.x + 1e-9
-                and 0 < self.h <= 1 - self.y + 1e-9):
-            raise ValueError(f"Box must lie inside the unit frame, got x={self.x} y={self.y} w={self.w} h={self.h}")
-
-    def pixels(self, width: int, height: int) -> tuple[int, int, int, int]:
-        """(x0, y0, x1, y1) on a ``width`` x ``height`` frame, at least one pixel each way."""
-        x0, y0 = int(round(self.x * width)), int(round(self.y * height))
-        x1 = max(x0 + 1, min(width, int(round((self.x + self.w) * width))))
-        y1 = max(y0 + 1, min(height, int(round((self.y + self.h) * height))))
-        return x0, y0, x1, y1
 
 
 class InsetFinder:
@@ -115,12 +89,6 @@ class InsetFinder:
         else:
             np.maximum(self._vertical, vertical, out=self._vertical)
             np.maximum(self._horizontal, horizontal, out=self._horizontal)
-
-
-def luma(frames: np.ndarray) -> np.ndarray:
-    """(..., 3) uint8 RGB -> (...) float32 grey, BT.601 luma on the 0-255 scale."""
-    f = frames.astype(np.float32)
-    return f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114
 
 
 def _grey_half(frames: np.ndarray) -> np.ndarray:
@@ -197,30 +165,3 @@ def _inf_border(runs: np.ndarray, axis: int) -> np.ndarray:
     pad = [(0, 0), (0, 0)]
     pad[axis] = (1, 1)
     return np.pad(runs, pad, constant_values=np.inf)
-
-
-def crop_resize(frames: np.ndarray, box: Box, size: int) -> np.ndarray:
-    """Cut ``box`` out of each frame and resample it to ``size`` x ``size`` (triangle filter, antialiased).
-
-    Args:
-        frames: (n, H, W, 3) uint8.
-
-    Returns:
-        (n, size, size, 3) uint8, C-contiguous.
-    """
-    x0, y0, x1, y1 = box.pixels(frames.shape[2], frames.shape[1])
-    crop = frames[:, y0:y1, x0:x1].astype(np.float32)
-    rows, cols = _resample_matrix(y1 - y0, size), _resample_matrix(x1 - x0, size)
-    out = np.einsum("ij,njkc->nikc", rows, crop, optimize=True)
-    out = np.einsum("ij,nkjc->nkic", cols, out, optimize=True)
-    return np.ascontiguousarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))
-
-
-def _resample_matrix(src: int, dst: int) -> np.ndarray:
-    """(dst, src) weights of a triangle filter, widened when shrinking so that every source pixel counts."""
-    scale = src / dst
-    support = max(1.0, scale)
-    centres = (np.arange(dst) + 0.5) * scale - 0.5
-    weights = np.clip(1.0 - np.abs(np.arange(src)[None, :] - centres[:, None]) / support, 0, None)
-    weights /= weights.sum(axis=1, keepdims=True)
-    return weights.astype(np.float32)

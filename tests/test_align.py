@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sora_search import search
-from sora_search.search import AlignParams, Hits, align, background_similarity, group_hits, novelty_weights
+from sora_search.params import AlignParams, QueryParams
+from sora_search.query.align import Hits, align, group_hits, novelty_weights
+from sora_search.query.background import background_similarity
 
 
 def _hits(pairs, sim=0.9, noise=0, seed=0, probe_len=20, ref_len=120):
@@ -140,14 +141,14 @@ def test_novelty_is_how_far_a_second_moved_from_the_one_before():
     w = novelty_weights(_unit([a, a, b, b, a, [1.0, 0.25]]))
     # first second: 1; a held frame: 0; a cut: 1; a change between NOVELTY_FLOOR and NOVELTY_FULL: in between.
     dist = 1 - 1 / np.sqrt(1 + 0.25 ** 2)
-    assert search.NOVELTY_FLOOR < dist < search.NOVELTY_FULL
-    expected = (dist - search.NOVELTY_FLOOR) / (search.NOVELTY_FULL - search.NOVELTY_FLOOR)
+    floor, full = QueryParams().novelty_floor, QueryParams().novelty_full
+    assert full is not None and floor < dist < full
+    expected = (dist - floor) / (full - floor)
     np.testing.assert_allclose(w, [1, 0, 1, 0, 1, expected], atol=1e-12)
 
 
-def test_novelty_off_weighs_every_second_fully(monkeypatch):
-    monkeypatch.setattr(search, "NOVELTY_FULL", None)
-    np.testing.assert_array_equal(novelty_weights(_unit([[1.0, 0.0]] * 4)), np.ones(4))
+def test_novelty_off_weighs_every_second_fully():
+    np.testing.assert_array_equal(novelty_weights(_unit([[1.0, 0.0]] * 4), full=None), np.ones(4))
 
 
 def test_a_held_frame_counts_as_one_second_of_evidence():
@@ -174,10 +175,9 @@ def test_group_hits_carries_each_probe_seconds_weight():
 
 
 @pytest.mark.parametrize("repeat_weight, distinct", [(0.0, 5), (None, 10)])
-def test_a_reference_second_seen_twice_counts_once(monkeypatch, repeat_weight, distinct):
+def test_a_reference_second_seen_twice_counts_once(repeat_weight, distinct):
     # A copy slowed to 0.5x: probe seconds 0..9 show reference seconds 30, 30, 31, 31, ... 34, 34.
-    monkeypatch.setattr(search, "REPEAT_WEIGHT", repeat_weight)
     pairs = [(float(t), float(30 + t // 2)) for t in range(10)]
-    top = align(_hits(pairs, sim=0.6), 10)[0]
+    top = align(_hits(pairs, sim=0.6), 10, AlignParams(repeat_weight=repeat_weight))[0]
     assert (top.query_start_s, top.query_end_s, top.ref_start_s, top.ref_end_s) == (0, 10, 30, 35)
     assert top.score == pytest.approx(0.6 * distinct / (distinct + 1))

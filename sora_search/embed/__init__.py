@@ -1,0 +1,181 @@
+"""Embedding one file: decode (in the worker process), cut views, encode, pool over time.
+
+A library file is embedded whole, at the encoder's side S. A probe is embedded through views
+(:mod:`sora_search.embed.views`): decoded at S when only whole-frame views are asked for and at 2S otherwise, every
+view encoded in one batch with the others, and its blank frames (black, fades, uniform colour) marked and left out of
+their neighbours' temporal pooling so that a cut to black does not leak into the seconds around it. An
+:class:`~sora_search.embed.inset.InsetFinder` may watch the probe's frames as they pass.
+
+The decode worker and the encoder are made on first use and kept until :meth:`Embedder.close`, so a warm query pays
+no start-up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sora_search._faults import fault_point
+from sora_search.embed.views import FULL, blank_frames, decode_side, make_view
+from sora_search.errors import NoFramesError
+from sora_search.types import VideoInfo
+
+if TYPE_CHECKING:
+    from sora_search.decode import DecodeWorker
+    from sora_search.embed.inset import Box, InsetFinder
+    from sora_search.encoder import Encoder
+
+
+@dataclass(frozen=True, eq=False)
+class Embedded:
+    """One file's vectors, per view.
+
+    Attributes:
+        info: what the decoder learned about the file.
+        timestamps_s: (n,) float64 seconds of the sampled frames.
+        vectors: {view: (n, raw_dim) float32 raw vectors, temporally pooled}; empty when only a finder watched.
+        blank: {view: (n,) bool, which frames of the view are blank}; all False for a library file.
+    """
+
+    info: VideoInfo
+    timestamps_s: np.ndarray
+    vectors: dict[str, np.ndarray]
+    blank: dict[str, np.ndarray]
+
+
+class Embedder:
+    """Decodes and encodes files for one index: its encoder, sampling rate and temporal pooling.
+
+    Args:
+        encoder_name: an encoder of :data:`sora_search.encoder.ENCODERS`.
+        device: a device setting for the encoder (None: ``$SORA_SEARCH_DEVICE``, else CUDA when available).
+        fps: frames sampled per second.
+        temporal_radius: each vector averages its +-radius neighbours.
+        decode_backend: ``auto``, ``decord``, ``pyav`` or ``module:Class`` (see :mod:`sora_search.decode`).
+    """
+
+    def __init__(self, encoder_name: str, *, device: str | None, fps: float, temporal_radius: int,
+                 decode_backend: str = "auto") -> None:
+        self.encoder_name = encoder_name
+        self.fps = fps
+        self.temporal_radius = temporal_radius
+        self._device = device
+        self._decode_backend = decode_backend
+        self._encoder: Encoder | None = None
+        self._worker: DecodeWorker | None = None
+        # Seconds per stage since the last reset: decode (waiting for frames), encode, and what callers add.
+        self.timings: defaultdict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Add the time spent in the block to ``timings[stage]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] += time.perf_counter() - start
+
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder, loaded on first use."""
+        if self._encoder is None:
+            from sora_search.encoder import load_encoder
+
+            self._encoder = load_encoder(self.encoder_name, device=self._device)
+        return self._encoder
+
+    def worker(self, timeout_s: float) -> DecodeWorker:
+        """The decode child, started on first use; a decoder silent for ``timeout_s`` is killed."""
+        if self._worker is None:
+            from sora_search.decode import DecodeWorker
+
+            self._worker = DecodeWorker(backend=self._decode_backend, timeout_s=timeout_s)
+        self._worker.timeout_s = float(timeout_s)
+        return self._worker
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
+
+    def file(self, path: str | Path, *, timeout_s: float) -> Embedded:
+        """A library file, whole, at the encoder's side: ``vectors[FULL]`` (n, raw_dim) float32.
+
+        Raises:
+            VideoError: the file cannot be decoded, or yields no frame.
+        """
+        return self._embed(path, [FULL], self.encoder.identity.input_size, timeout_s=timeout_s)
+
+    def probe(self, path: str | Path, views: Sequence[str], *, timeout_s: float, blank_std: float,
+              finder: InsetFinder | None = None, box: Box | None = None) -> Embedded:
+        """A probe through ``views`` (names of :mod:`sora_search.embed.views`).
+
+        Args:
+            blank_std: a view frame whose luma standard deviation is below this is blank.
+            finder: also sees every frame, decoded at 2S; with no views the probe is decoded only for it.
+            box: the rectangle the ``inset`` view cuts out.
+
+        Raises:
+            VideoError: the probe cannot be decoded, or yields no frame.
+        """
+        size = self.encoder.identity.input_size
+        side = 2 * size if finder is not None else decode_side(views, size)
+        return self._embed(path, list(views), side, timeout_s=timeout_s, probe_views=(blank_std, finder, box))
+
+    def _embed(self, path: str | Path, names: list[str], side: int, *, timeout_s: float,
+               probe_views: tuple[float, InsetFinder | None, Box | None] | None = None) -> Embedded:
+        from sora_search.encoder import temporal_pool
+
+        encoder = self.encoder
+        size = encoder.identity.input_size
+        ts_parts: list[np.ndarray] = []
+        vec_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
+        blank_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
+        worker = self.worker(timeout_s)
+        with self.timed("decode"):
+            video = worker.open(path, fps=self.fps, size=side)
+        with video:
+            info = video.info
+            batches = iter(video)
+            while True:
+                with self.timed("decode"):  # waiting for the worker; it decodes ahead while we encode
+                    batch = next(batches, None)
+                if batch is None:
+                    break
+                fault_point("decode")
+                ts_parts.append(batch.timestamps_s)
+                if probe_views is None:
+                    with self.timed("encode"):
+                        vec_parts[FULL].append(encoder.embed(batch.frames))
+                    blank_parts[FULL].append(np.zeros(len(batch.frames), dtype=bool))
+                else:
+                    blank_std, finder, box = probe_views
+                    if finder is not None:
+                        finder.add(batch.frames)
+                    if names:
+                        with self.timed("encode"):
+                            self._encode_views(batch.frames, names, box, size, blank_std, vec_parts, blank_parts)
+                fault_point("encode")
+        if not ts_parts:
+            raise NoFramesError(path, "no decodable frame")
+        blank = {v: np.concatenate(parts) for v, parts in blank_parts.items()}
+        pooled = {v: temporal_pool(np.concatenate(parts), radius=self.temporal_radius, skip=blank[v])
+                  for v, parts in vec_parts.items()}
+        return Embedded(info, np.concatenate(ts_parts), pooled, blank)
+
+    def _encode_views(self, frames: np.ndarray, names: list[str], box: Box | None, size: int, blank_std: float,
+                      vec_parts: dict[str, list[np.ndarray]], blank_parts: dict[str, list[np.ndarray]]) -> None:
+        """Cut every view of ``frames`` and encode them all in one batch."""
+        stacked = np.concatenate([make_view(frames, v, box, side=size) for v in names])
+        vecs = self.encoder.embed(stacked).reshape(len(names), len(frames), -1)
+        masks = blank_frames(stacked, blank_std).reshape(len(names), len(frames))
+        for v, part, mask in zip(names, vecs, masks):
+            vec_parts[v].append(part)
+            blank_parts[v].append(mask)

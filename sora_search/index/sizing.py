@@ -1,0 +1,56 @@
+"""How big the IVF index is for a corpus: lists, lists visited per query, and how vectors are stored.
+
+The measurements behind each rule are in ``docs/tuning.md`` (``benchmarks/speed/faiss_scale.py`` reproduces them).
+"""
+
+from __future__ import annotations
+
+import math
+
+# faiss warns (on stderr) below 39 training points per centroid, and k-means is poor there anyway.
+MIN_POINTS_PER_LIST = 39
+MAX_NLIST = 65536
+# From this corpus size on, IVF lists hold float16 vectors (IVF-SQfp16); see choose_encoding.
+FP16_MIN_VECTORS = 100_000
+ENCODINGS = ("flat", "fp16")
+# Lists visited per query at the smallest sizes, and the lists-per-probe ratio above them; see choose_nprobe.
+MIN_NPROBE = 8
+LISTS_PER_PROBE = 256
+
+
+def choose_nlist(n: int) -> int:
+    """Number of IVF lists for a corpus of ``n`` vectors: ``sqrt(8 * n)`` rounded to a power of two.
+
+    A query costs about ``nlist`` centroid products plus ``nprobe * n / nlist`` scanned vectors; with the 8
+    probes :func:`choose_nprobe` uses up to 2048 lists this is smallest at ``nlist = sqrt(8 * n)`` (1024 at
+    100k vectors, 2048 at 1M, 8192 at 10M). Capped so every list gets at least 39 training points (below that
+    faiss warns and k-means is poor), and at 65536. Non-decreasing in ``n``; 1 for tiny corpora.
+    """
+    if n < 2 * MIN_POINTS_PER_LIST:
+        return 1
+    target = 2 ** round(math.log2(math.sqrt(MIN_NPROBE * n)))
+    cap = 2 ** int(math.floor(math.log2(n // MIN_POINTS_PER_LIST)))
+    return int(max(1, min(target, cap, MAX_NLIST)))
+
+
+def choose_nprobe(nlist: int) -> int:
+    """Number of lists to visit per query: ``min(nlist, max(8, nlist // 256))``.
+
+    recall@10 at a fixed nprobe falls as lists get finer and holds roughly where ``nprobe / nlist`` is constant;
+    8 is the smallest that keeps recall@10 >= 0.95 at 1M vectors, and the floor keeps small indexes above 0.98.
+    """
+    if nlist < 1:
+        raise ValueError(f"nlist must be >= 1, got {nlist}")
+    return int(min(nlist, max(MIN_NPROBE, nlist // LISTS_PER_PROBE)))
+
+
+def choose_encoding(n: int | None) -> str:
+    """How the IVF lists store vectors for a corpus of ``n``: ``"flat"`` (float32) or ``"fp16"`` (float16).
+
+    IVF search is bound by scanning the lists' memory, so halving it speeds search up as well as halving the
+    index; float16 keeps about 3 significant digits of a cosine, far below the gaps between neighbours. Smaller
+    corpora keep float32: the index is small, a query fast, and scores exact.
+    ``None`` (size unknown) is ``"flat"``.
+    """
+    return "fp16" if n is not None and n >= FP16_MIN_VECTORS else "flat"
+

@@ -1,0 +1,107 @@
+"""Every tuning knob of the engine, with its default: frozen dataclasses passed in, never module globals.
+
+:class:`IndexParams` shapes index runs (``Library.open(..., params=)``); :class:`QueryParams` shapes queries
+(``Library.query(..., params=)``); :class:`AlignParams` is the temporal alignment inside a query. The CLI reads its
+defaults and help figures from these objects. What each default rests on is in ``docs/tuning.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+DEFAULT_ENCODER = "sora-lite0"
+DEFAULT_FPS = 1.0
+# Names accepted by QueryParams.views besides an explicit sequence of view names (sora_search.query.views).
+VIEW_CHOICES = ("auto", "fast", "standard", "thorough")
+
+
+def _problems(obj: object, rules: dict[str, bool]) -> None:
+    """Raise ValueError naming every field whose rule failed, with its value."""
+    bad = [f"{name}={getattr(obj, name)!r}" for name, ok in rules.items() if not ok]
+    if bad:
+        raise ValueError(f"{type(obj).__name__}: out of range: {', '.join(bad)}")
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """How an index run decodes, pools, projects and saves. Times in seconds."""
+
+    decode_timeout_s: float = 120.0    # a decoder silent this long on one file is killed; the file is recorded failed
+    temporal_radius: int = 1           # "pooled again over time": each vector averages its +-radius seconds
+    projection_dim: int = 256          # dimension FAISS holds once the library is large enough for PCA
+    pca_min_vectors: int = 1000        # below this the projection only centres (too few vectors for principal axes)
+    projection_sample: int = 100_000   # vectors the projection is fitted on
+    retrain_growth: float = 4.0        # refit projection and IVF once the corpus has grown this many times
+    save_every_s: float = 60.0         # during long runs, persist the FAISS file at least this often
+
+    def __post_init__(self) -> None:
+        _problems(self, {
+            "decode_timeout_s": self.decode_timeout_s > 0, "temporal_radius": self.temporal_radius >= 0,
+            "projection_dim": self.projection_dim > 0, "pca_min_vectors": self.pca_min_vectors >= 1,
+            "projection_sample": self.projection_sample >= 1, "retrain_growth": self.retrain_growth > 1,
+            "save_every_s": self.save_every_s > 0})
+
+
+@dataclass(frozen=True)
+class AlignParams:
+    """Temporal alignment of one probe against one video (:func:`sora_search.query.align.align`)."""
+
+    interval_s: float = 1.0            # sampling interval, 1 / fps (the Library sets it from the index)
+    min_speed: float = 0.5             # slowest and fastest copy speed a chain may follow
+    max_speed: float = 2.0
+    max_gap_s: float = 5.0             # longest stretch of the probe with no supporting hit inside one segment
+    max_segments: int = 5
+    min_hits: int = 2                  # fewer hits than this only count when the probe itself is that short
+    segment_keep_ratio: float = 0.5    # extra segments must score at least this share of the best one
+    hit_threshold: float = 0.05        # a hit adds (sim - hit_threshold) to a chain: weak hits cost, strong ones pay
+    speed_penalty: float = 0.005       # chain weight lost per second of drift from real-time speed (a tie-breaker)
+    repeat_weight: float | None = 0.0  # weight of a hit on the reference second of the hit before it (None: 1)
+
+    def __post_init__(self) -> None:
+        _problems(self, {
+            "interval_s": self.interval_s > 0, "min_speed": 0 < self.min_speed <= self.max_speed,
+            "max_gap_s": self.max_gap_s > 0, "max_segments": self.max_segments >= 1, "min_hits": self.min_hits >= 1,
+            "segment_keep_ratio": 0 <= self.segment_keep_ratio <= 1,
+            "repeat_weight": self.repeat_weight is None or 0 <= self.repeat_weight <= 1})
+
+
+@dataclass(frozen=True)
+class QueryParams:
+    """How a probe is looked at, searched, normalised, aligned and ranked.
+
+    ``views``: ``auto`` (whole frames; then, only while nothing scores ``escalate_below``, mirrored; then every region
+    view and the inset), a set name from ``VIEW_CHOICES``, or a tuple of view names (:mod:`sora_search.query.views`).
+    """
+
+    k: int = 10                        # at most this many videos, best first
+    min_score: float = 0.25            # matches scoring below this are not reported
+    views: str | tuple[str, ...] = "auto"
+    decode_timeout_s: float = 120.0    # a decoder silent this long on the probe is killed
+    escalate_below: float = 0.25       # views="auto" looks harder only while no video scores this much
+    region_penalty: float = 0.1        # a half or window view scores this much less than the same match seen whole
+    inset_penalty: float = 0.05        # a found inset is a region the probe points at: it pays half
+    runner_up_gap: float = 0.5         # every match but the best loses this share of its gap to the best
+    neighbours: int = 64               # k-NN per probe vector, before grouping by video
+    background_max_k: int = 4096       # the most neighbours a probe vector's background is looked for in
+    background_skip: int = 1           # background: mean similarity of the videos ranked skip+1 .. skip+take
+    background_take: int = 5
+    background_floor: float = 0.2      # the least background a probe vector gets (a prior for small libraries)
+    novelty_floor: float = 0.02        # a probe second that moved less than this (cosine distance) weighs 0 ...
+    novelty_full: float | None = 0.04  # ... and from this on 1 (None: every second weighs 1)
+    blank_std: float = 5.0             # a probe frame with luma std below this is blank and not searched
+    inset_min_strength: float = 15.0   # the weakest side's contrast an inset must reach to be cut out
+    align: AlignParams = field(default_factory=AlignParams)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.views, str):
+            object.__setattr__(self, "views", tuple(self.views))
+        _problems(self, {
+            **{f.name: math.isfinite(getattr(self, f.name)) for f in fields(self)
+               if isinstance(getattr(self, f.name), float)},
+            "k": self.k >= 1, "min_score": math.isfinite(self.min_score) and -1 <= self.min_score <= 1,
+            "views": (self.views in VIEW_CHOICES) if isinstance(self.views, str) else len(self.views) > 0,
+            "decode_timeout_s": self.decode_timeout_s > 0, "neighbours": self.neighbours >= 1,
+            "background_max_k": self.background_max_k >= self.neighbours,
+            "background_skip": self.background_skip >= 0, "background_take": self.background_take >= 1,
+            "novelty_full": self.novelty_full is None or self.novelty_full > self.novelty_floor})

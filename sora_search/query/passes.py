@@ -1,0 +1,150 @@
+"""A query: the probe seen through passes of views, each view searched, normalised and aligned per video; then ranked.
+
+``views="auto"`` looks at the whole frame first; only while no video scores ``escalate_below`` does it look at the
+mirrored frame, and after that at the turned frame, halves, windows and a found inset. Each video keeps its best
+view; a region view scores ``region_penalty`` less, the inset ``inset_penalty`` less. Every match but the best then
+loses ``runner_up_gap`` of its gap to the best: a video far behind the probe's best match more likely shows the same
+kind of scene than the clip.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sora_search.embed.inset import InsetFinder
+from sora_search.embed.views import FULL, HFLIP, INSET, REGION_VIEWS, VIEW_SETS
+from sora_search.params import QueryParams
+from sora_search.query.align import align, group_hits, novelty_weights
+from sora_search.query.background import background
+from sora_search.types import Span
+
+if TYPE_CHECKING:
+    from sora_search.embed import Embedded, Embedder
+    from sora_search.encoder import Projection
+    from sora_search.index import VectorIndex
+    from sora_search.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A video that matched: its store id, its score and its spans, best first (span scores are final too)."""
+
+    video_id: int
+    score: float
+    spans: tuple[Span, ...]
+
+
+def view_passes(views: str | Sequence[str]) -> list[tuple[str, ...]]:
+    """The passes a probe is looked at in, in order, for ``QueryParams.views``.
+
+    Raises:
+        ValueError: an unknown view set name.
+    """
+    if not isinstance(views, str):
+        return [tuple(views)]
+    if views == "auto":
+        return [(FULL,), (HFLIP,), VIEW_SETS["regions"]]
+    if views not in VIEW_SETS:
+        raise ValueError(f"unknown view set {views!r}; choose auto or one of {sorted(VIEW_SETS)}")
+    return [VIEW_SETS[views]]
+
+
+class ProbeSearch:
+    """Searches one probe's views in one index and keeps, per video, the spans of its best-scoring view.
+
+    Args:
+        index, projection: the FAISS index and the projection its vectors went through.
+        store: maps the index's vector ids to videos and times.
+        n_videos: videos in the library (the background's ranks).
+        params: the query's knobs; ``params.align.interval_s`` must be the index's sampling interval.
+    """
+
+    def __init__(self, index: VectorIndex, projection: Projection, store: Store, n_videos: int,
+                 params: QueryParams) -> None:
+        self._index = index
+        self._projection = projection
+        self._store = store
+        self._n_videos = n_videos
+        self._params = params
+        self.best: dict[int, list[Span]] = {}
+
+    def top(self) -> float | None:
+        """The best score so far, or None before any match."""
+        return max((spans[0].score for spans in self.best.values()), default=None)
+
+    def add(self, probe: Embedded) -> None:
+        """Search every view of ``probe`` and keep each video's better spans. Blank seconds are not searched."""
+        p = self._params
+        names = [v for v in probe.vectors if not probe.blank[v].all()]
+        ts = probe.timestamps_s
+        if not names or not len(ts):
+            return
+        duration = max(probe.info.duration_s, float(ts[-1]) + p.align.interval_s)
+        keep = [np.flatnonzero(~probe.blank[v]) for v in names]
+        vectors = self._projection.apply(np.concatenate([probe.vectors[v][rows] for v, rows in zip(names, keep)]))
+        index = self._index
+        scores, ids = index.search(vectors, min(p.neighbours, max(1, index.ntotal)))
+        video_ids, ref_s = self._store.locate(ids.ravel())
+        video_ids, ref_s = video_ids.reshape(ids.shape), ref_s.reshape(ids.shape)
+        scores = scores - background(index.search, lambda i: self._store.locate(i)[0], index.ntotal, vectors,
+                                     video_ids, scores, self._n_videos, p)[:, None]
+        start = 0
+        for name, kept in zip(names, keep):
+            rows = slice(start, start + len(kept))
+            start += len(kept)
+            penalty = _penalty(name, p)
+            weights = novelty_weights(vectors[rows], p.novelty_floor, p.novelty_full)
+            for video_id, hits in group_hits(ts[kept], video_ids[rows], ref_s[rows], scores[rows], weights).items():
+                spans = [replace(sp, score=sp.score - penalty) for sp in align(hits, duration, p.align)]
+                if spans and (video_id not in self.best or spans[0].score > self.best[video_id][0].score):
+                    self.best[video_id] = spans
+
+    def ranked(self) -> list[Ranked]:
+        """Matches at or above ``min_score`` after the runner-up gap, best first (ties by video id), at most k."""
+        top = self.top()
+        if top is None:
+            return []
+        gap = self._params.runner_up_gap
+        adjusted = {v: [replace(sp, score=sp.score - gap * (top - spans[0].score)) for sp in spans]
+                    for v, spans in self.best.items()}
+        found = sorted(((spans[0].score, v, spans) for v, spans in adjusted.items()
+                        if spans[0].score >= self._params.min_score), key=lambda x: (-x[0], x[1]))
+        return [Ranked(v, s, tuple(spans)) for s, v, spans in found[:self._params.k]]
+
+
+def _penalty(view: str, params: QueryParams) -> float:
+    if view == INSET:
+        return params.inset_penalty
+    return params.region_penalty if view in REGION_VIEWS else 0.0
+
+
+def run(clip: str | Path, embedder: Embedder, search: ProbeSearch, params: QueryParams) -> list[Ranked]:
+    """Look at ``clip`` pass by pass (see :func:`view_passes`), stopping once a pass found a good enough match.
+
+    Raises:
+        VideoError: the clip cannot be decoded. ValueError: an unknown view or view set.
+    """
+    timeout_s, blank_std = params.decode_timeout_s, params.blank_std
+    for n_pass, view_names in enumerate(view_passes(params.views)):
+        top = search.top()
+        if n_pass and top is not None and top >= params.escalate_below:
+            break
+        # The inset view needs the whole probe seen first (InsetFinder), so it is encoded in a decode of its own,
+        # after the pass that found it, and only when there is an inset to cut out.
+        finder = InsetFinder() if INSET in view_names else None
+        plain = [v for v in view_names if v != INSET]
+        search.add(embedder.probe(clip, plain, timeout_s=timeout_s, blank_std=blank_std, finder=finder))
+        box = finder.find(params.inset_min_strength) if finder is not None else None
+        if box is not None:
+            logger.debug("%s: inset at x=%.2f y=%.2f w=%.2f h=%.2f (strength %.1f)", clip, box.x, box.y, box.w,
+                         box.h, box.strength)
+            search.add(embedder.probe(clip, [INSET], timeout_s=timeout_s, blank_std=blank_std, box=box))
+    return search.ranked()

@@ -1,0 +1,139 @@
+"""Reading stored vectors: all of them in batches, a sample, one video's, and where FAISS ids point."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from sora_search.store.models import IndexMetaRow, VectorRow
+from sora_search.store.records import decode_vectors, ids_array, in_batches
+
+
+class VectorReads:
+    """The vector-reading half of :class:`sora_search.store.Store` (which provides ``_read``)."""
+
+    def _read(self) -> AbstractContextManager[Session]:
+        raise NotImplementedError
+
+    def all_vector_ids(self) -> np.ndarray:
+        """(n,) int64 ids of every stored vector, ascending."""
+        with self._read() as s:
+            return ids_array(s.scalars(select(VectorRow.id).order_by(VectorRow.id)))
+
+    def vector_count(self) -> int:
+        with self._read() as s:
+            return int(s.scalar(select(func.count()).select_from(VectorRow)) or 0)
+
+    def iter_vectors(self, batch_size: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every stored vector, ordered by id, in batches.
+
+        Yields:
+            (ids (b,) int64, vectors (b, raw_dim) float32). Each batch is its own short read, so a long
+            iteration does not hold a snapshot open; rows added meanwhile with higher ids are included.
+        """
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        last = -1
+        while True:
+            with self._read() as s:
+                rows = s.execute(
+                    select(VectorRow.id, VectorRow.data)
+                    .where(VectorRow.id > last)
+                    .order_by(VectorRow.id)
+                    .limit(batch_size)
+                ).all()
+            if not rows:
+                return
+            ids = ids_array(r[0] for r in rows)
+            yield ids, decode_vectors([r[1] for r in rows])
+            last = int(ids[-1])
+            if len(rows) < batch_size:
+                return
+
+    def sample_vectors(self, n: int, seed: int = 0) -> np.ndarray:
+        """A deterministic uniform sample without replacement (for training PCA / IVF).
+
+        Returns:
+            (min(n, total), raw_dim) float32, rows in id order.
+        """
+        with self._read() as s:
+            all_ids = ids_array(s.scalars(select(VectorRow.id).order_by(VectorRow.id)))
+            meta = s.get(IndexMetaRow, 1)
+            raw_dim = meta.raw_dim if meta is not None else 0
+            if n <= 0 or all_ids.size == 0:
+                return np.zeros((0, raw_dim), dtype=np.float32)
+            if n < all_ids.size:
+                rng = np.random.default_rng(seed)
+                chosen = np.sort(rng.choice(all_ids, size=n, replace=False))
+            else:
+                chosen = all_ids
+            parts = []
+            for batch in in_batches(chosen.tolist()):
+                blobs = s.scalars(select(VectorRow.data).where(VectorRow.id.in_(batch)).order_by(VectorRow.id))
+                parts.append(decode_vectors(list(blobs)))
+        return np.concatenate(parts, axis=0)
+
+    def vectors_of_video(self, video_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A video's vectors by id.
+
+        Returns:
+            (ids (n,) int64, timestamps_s (n,) float64, vectors (n, raw_dim) float32); empty if unknown.
+        """
+        with self._read() as s:
+            rows = s.execute(
+                select(VectorRow.id, VectorRow.timestamp_s, VectorRow.data)
+                .where(VectorRow.video_id == int(video_id))
+                .order_by(VectorRow.id)
+            ).all()
+            meta = s.get(IndexMetaRow, 1)
+        raw_dim = meta.raw_dim if meta is not None else 0
+        return (
+            ids_array(r[0] for r in rows),
+            np.asarray([r[1] for r in rows], dtype=np.float64),
+            decode_vectors([r[2] for r in rows], raw_dim if rows else raw_dim),
+        )
+
+    def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Map vector ids (as FAISS returns them) to their video and time.
+
+        Args:
+            ids: (m,) int64; -1 (FAISS padding) and unknown ids are allowed.
+
+        Returns:
+            (video_ids (m,) int64 with -1 where unknown, timestamps_s (m,) float64 with nan where unknown).
+        """
+        arr = np.asarray(ids, dtype=np.int64)
+        if arr.ndim != 1:
+            raise ValueError(f"locate needs ids of shape (m,), got {arr.shape}")
+        video_ids = np.full(arr.shape, -1, dtype=np.int64)
+        times = np.full(arr.shape, np.nan, dtype=np.float64)
+        wanted = np.unique(arr[arr >= 0])
+        if wanted.size == 0:
+            return video_ids, times
+        found_id: list[int] = []
+        found_video: list[int] = []
+        found_t: list[float] = []
+        with self._read() as s:
+            for batch in in_batches(wanted.tolist()):
+                for vid, video, t in s.execute(
+                    select(VectorRow.id, VectorRow.video_id, VectorRow.timestamp_s).where(VectorRow.id.in_(batch))
+                ):
+                    found_id.append(vid)
+                    found_video.append(video)
+                    found_t.append(t)
+        if not found_id:
+            return video_ids, times
+        keys = ids_array(found_id)
+        order = np.argsort(keys)
+        keys = keys[order]
+        vals_video = ids_array(found_video)[order]
+        vals_t = np.asarray(found_t, dtype=np.float64)[order]
+        pos = np.clip(np.searchsorted(keys, arr), 0, keys.size - 1)
+        hit = keys[pos] == arr
+        video_ids[hit] = vals_video[pos[hit]]
+        times[hit] = vals_t[pos[hit]]
+        return video_ids, times
