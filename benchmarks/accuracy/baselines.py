@@ -2,14 +2,15 @@
 
 Installation (once per machine; idempotent; Debian, root or sudo)::
 
-    bash benchmarks/accuracy/install_baselines.sh            # MAIN_VENV=/work/venv BENCH_VENV=/work/bench-venv
+    bash benchmarks/accuracy/install_baselines.sh            # MAIN_VENV=.venv BENCH_VENV=benchmarks/results/bench-venv
 
 It apt-installs ffmpeg and the libav*-dev headers vpdq builds against, pip-installs ``vpdq`` and ``perception``
 into the engine's venv under constraints that pin numpy, torch, faiss-cpu, av, SQLAlchemy and Pillow at their
 installed versions (the install fails rather than move them), and puts ``videohash`` in a venv of its own
-(``BENCH_VENV``, ``SORA_BENCH_VENV`` here) with Pillow 9.5: videohash 3.0.1 calls ``PIL.Image.ANTIALIAS``, removed
-in Pillow 10, so it runs there as a subprocess (``videohash_worker.py``) that prints JSON. A baseline whose install
-failed is left out of :func:`available_baselines`, and :func:`unavailable_baselines` says why.
+(``BENCH_VENV``, ``SORA_BENCH_VENV`` here; by default ``benchmarks/results/bench-venv`` in the repository) with
+Pillow 9.5: videohash 3.0.1 calls ``PIL.Image.ANTIALIAS``, removed in Pillow 10, so it runs there as a subprocess
+(``videohash_worker.py``) that prints JSON. A baseline whose install failed is left out of
+:func:`available_baselines`, and :func:`unavailable_baselines` says why.
 
 The systems and their scores (hashes are kept in memory only; a file a baseline cannot hash is logged and skipped
 as a reference, or answered with ``[]`` as a query):
@@ -42,7 +43,7 @@ as a reference, or answered with ``[]`` as a query):
     Meta's and level 2 stays close to level 1 on clips of a few minutes.
     Both TMK ``threshold``s are Meta's 0.7, validated for TMK+PDQF frame features rather than PHashF. No spans.
 
-Hashing cost on 2 cores (loaded machine), seconds per video-second: videohash 0.08-0.34 (a fixed ~2.5 s of 13
+Hashing cost on 2 CPU cores under other load, seconds per video-second: videohash 0.08-0.34 (a fixed ~2.5 s of 13
 ffmpeg runs a video, then 1 frame/s), vpdq 0.02-0.03, tmk-l1 0.03-0.06, tmk-l2 0.04-0.07.
 """
 
@@ -72,8 +73,10 @@ from systems import Prediction, System  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-BENCH_VENV = Path(os.environ.get("SORA_BENCH_VENV", "/work/bench-venv"))
-"""The venv ``install_baselines.sh`` makes for baselines that cannot share the engine's (videohash)."""
+REPO_ROOT = HERE.parents[1]
+BENCH_VENV = Path(os.environ.get("SORA_BENCH_VENV") or REPO_ROOT / "benchmarks" / "results" / "bench-venv")
+"""The venv ``install_baselines.sh`` makes for baselines that cannot share the engine's (videohash):
+``$SORA_BENCH_VENV``, else ``benchmarks/results/bench-venv`` under the repository root (which git ignores)."""
 VIDEOHASH_WORKER = HERE / "videohash_worker.py"
 TOP_K = 20
 """Predictions per query: the best ``TOP_K`` references, as the runner asks of every system."""

@@ -740,8 +740,8 @@ class Planner:
         sc, rng = self.scale, self.rng
         film = media / FILM
         if not film.is_file():
-            raise FileNotFoundError(f"{film} not found: --media must be the media/ folder of fetch_media.sh "
-                                    f"(or use --synthetic)")
+            raise FileNotFoundError(f"{film} not found: --media must be the media/ folder of "
+                                    f"benchmarks/fetch_media.sh (or use --synthetic)")
         fp = probe(film)
         story_end = min(FILM_STORY_S[1], fp.usable_s)
         ref_pieces, free_pieces = self.split_film(story_end - FILM_STORY_S[0], FILM_STORY_S[0])
@@ -1018,8 +1018,8 @@ def generate(out_dir: Path, *, media: Path | None, seed: int = 0, small: bool = 
              progress: Callable[[str], None] | None = None) -> Path:
     """Make the benchmark in ``out_dir`` (refs/, queries/, truth.json) and return the truth.json path.
 
-    ``media`` is the media/ folder of fetch_media.sh, or None for synthetic footage only. Anything already in
-    refs/ and queries/ is removed first: the same seed always makes the same benchmark from scratch.
+    ``media`` is the media/ folder of ``benchmarks/fetch_media.sh``, or None for synthetic footage only. Anything
+    already in refs/ and queries/ is removed first: the same seed always makes the same benchmark from scratch.
     ``workers`` ffmpeg processes run at once (default: one per CPU); ``progress`` gets one line per file made.
     """
     out_dir = Path(out_dir)
@@ -1070,7 +1070,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_dir", type=Path, help="where refs/, queries/ and truth.json go")
     src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--media", type=Path, help="the media/ folder made by fetch_media.sh")
+    src.add_argument("--media", type=Path, help="the media/ folder made by benchmarks/fetch_media.sh")
     src.add_argument("--synthetic", action="store_true", help="no media: lavfi patterns and drawn photos")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--small", action="store_true", help="a tiny benchmark for the test suite")

@@ -2,22 +2,24 @@
 # Install the accuracy benchmark's baseline systems (benchmarks/accuracy/baselines.py says what each one is).
 #
 #   bash benchmarks/accuracy/install_baselines.sh
-#   MAIN_VENV=.venv BENCH_VENV=/opt/bench-venv bash benchmarks/accuracy/install_baselines.sh
+#   MAIN_VENV=/path/to/venv BENCH_VENV=/opt/bench-venv bash benchmarks/accuracy/install_baselines.sh
 #
 # Debian, as root or with sudo; safe to run again (it only installs what is missing, and retries what failed).
-#   MAIN_VENV   the engine's venv, which must exist (default /work/venv): vpdq and perception go here, under
-#               constraints that hold numpy, torch, faiss-cpu, av, SQLAlchemy and Pillow at their installed
-#               versions, so pip fails instead of moving them.
-#   BENCH_VENV  a venv of its own for videohash (default $SORA_BENCH_VENV, else /work/bench-venv): videohash 3.0.1
-#               calls PIL.Image.ANTIALIAS, which Pillow 10 removed, and the engine's Pillow must not change.
+#   MAIN_VENV   the engine's venv, which must exist (default .venv at the repository root): vpdq and perception
+#               go here, under constraints that hold numpy, torch, faiss-cpu, av, SQLAlchemy and Pillow at their
+#               installed versions, so pip fails instead of moving them.
+#   BENCH_VENV  a venv of its own for videohash (default $SORA_BENCH_VENV, else benchmarks/results/bench-venv in
+#               the repository, which git ignores): videohash 3.0.1 calls PIL.Image.ANTIALIAS, which Pillow 10
+#               removed, and the engine's Pillow must not change.
 #               baselines.py finds it through SORA_BENCH_VENV (same default).
 # A baseline that fails to install leaves its pip output's tail in $BENCH_VENV/install-failures/NAME.log, which
 # baselines.unavailable_baselines() quotes; the others are still installed, and the script exits 1.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
-MAIN_VENV="${MAIN_VENV:-/work/venv}"
-BENCH_VENV="${BENCH_VENV:-${SORA_BENCH_VENV:-/work/bench-venv}}"
+REPO_ROOT="$(cd "$HERE/../.." && pwd)"
+MAIN_VENV="${MAIN_VENV:-$REPO_ROOT/.venv}"
+BENCH_VENV="${BENCH_VENV:-${SORA_BENCH_VENV:-$REPO_ROOT/benchmarks/results/bench-venv}}"
 
 VPDQ="vpdq==0.2.5"
 PERCEPTION="perception==0.9.3"

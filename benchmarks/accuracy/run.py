@@ -1,7 +1,10 @@
 """Run the copy-detection benchmark: every system on the same generated library and queries, one evaluator.
 
-    python benchmarks/accuracy/generate.py /tmp/accbench --media DIR      # once: references, queries, truth.json
-    python benchmarks/accuracy/run.py /tmp/accbench                        # sora-search, its ablation, baselines
+    python benchmarks/accuracy/generate.py benchmarks/results/accbench --media media-cache/media   # once
+    python benchmarks/accuracy/run.py benchmarks/results/accbench          # sora-search, its ablation, baselines
+
+``generate.py`` makes the references, queries and truth.json; ``--media`` is the media/ folder that
+``bash benchmarks/fetch_media.sh`` makes (or use ``--synthetic``).
 
 Each system indexes ``refs/`` and answers every query in ``queries/`` with scored references (and spans when it
 localises). The evaluator (:mod:`metrics`) ranks all (query, reference, score) predictions globally for micro-AP
@@ -53,10 +56,10 @@ class SoraSystem:
     """
 
     def __init__(self, name: str, encoder: str, work: Path, views: str = "auto") -> None:
-        from sora_search.library import DEFAULT_MIN_SCORE
+        from sora_search.params import QueryParams
 
         self.name = name
-        self.threshold: float | None = DEFAULT_MIN_SCORE
+        self.threshold: float | None = QueryParams().min_score
         self._encoder = encoder
         self._location = work / name
         self._views = views

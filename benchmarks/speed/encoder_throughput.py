@@ -10,7 +10,7 @@ L2 normalisation. After two warm-up batches, batches run until ``--seconds`` hav
 encoder on the CPU at its default batch size, timed in the same run; on CUDA the run also reports how close the fp16
 descriptors are to the CPU's float32 ones (cosine of each frame's two vectors).
 
-Issue 5's GPU target is >= 3,000 frames/s in fp16. Writes ``benchmarks/results/encoder_throughput.json``.
+The GPU target is >= 3,000 frames/s in fp16 on one GPU. Writes ``benchmarks/results/encoder_throughput.json``.
 """
 
 from __future__ import annotations

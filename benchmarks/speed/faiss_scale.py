@@ -1,7 +1,8 @@
 """FAISS at scale: build time, memory, latency and recall@10 of the default VectorIndex at 100k and 1M vectors.
 
 Vectors have the structure of real ones: they are generated from the projected (256-d, L2-normalised) descriptors
-of a real sora-search index (``--index DIR``; or one is built from ``--media DIR``, the fetch_media.sh output).
+of a real sora-search index (``--index DIR``; or one is built from ``--media DIR``, the media/ folder that
+``benchmarks/fetch_media.sh`` makes).
 Ground truth is exact search (``faiss.IndexFlatIP``) over the same vectors, timed in the same run, so every speed
 figure is also a ratio against exact search. recall@10 is faiss ``contrib.evaluation.knn_intersection_measure``
 (the 10-NN sets' overlap). Search is timed three ways, each against exact search timed the same way: all queries in
@@ -21,7 +22,7 @@ near, but not in, the library).
 
 Run (about 4 minutes on 2 cores; a few GB of RAM at 1M)::
 
-    python benchmarks/speed/faiss_scale.py --index /path/to/idx            # or --media /work/media-cache/media
+    python benchmarks/speed/faiss_scale.py --index /path/to/idx            # or --media media-cache/media
     python benchmarks/speed/faiss_scale.py --index IDX --sizes 100000 --no-sweep   # quick
     python benchmarks/speed/faiss_scale.py --index IDX --sizes 1000000 --no-sweep --compressed --gpu  # GPU too
 
@@ -64,7 +65,8 @@ def load_seeds(index_dir: Path | None, media_dir: Path | None, work_dir: Path) -
 
     if index_dir is None:
         if media_dir is None:
-            raise SystemExit("give --index DIR (a sora-search index) or --media DIR (fetch_media.sh output)")
+            raise SystemExit("give --index DIR (a sora-search index) or --media DIR "
+                             "(the media/ folder made by benchmarks/fetch_media.sh)")
         index_dir = work_dir / "real-idx"
         folders = [p for p in (media_dir / "video_real", media_dir / "video_animated") if p.is_dir()] or [media_dir]
         with sora_search.Library.open(index_dir, create=True) as lib:
@@ -441,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--index", type=Path, help="a sora-search index whose stored vectors seed the generator")
-    ap.add_argument("--media", type=Path, help="without --index: build one from this fetch_media.sh folder")
+    ap.add_argument("--media", type=Path, help="without --index: build one from this media/ folder "
+                    "(made by benchmarks/fetch_media.sh)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--single", type=int, default=300, help="single-query latency samples (IVF)")

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Issue 5's GPU checks as one run on a lent GPU machine (the `device` tool; see benchmarks/README.md).
+# GPU checks for the encoder in one run: that CUDA fp16 descriptors agree with the CPU's, and how many frames/s the
+# encoder reaches on one GPU (target: >= 3,000 frames/s in fp16).
 #
-#   bash benchmarks/speed/gpu_check.sh fetch    # here, once: wheels the GPU image lacks, into .whl/ (git-ignored)
-#   bash benchmarks/speed/gpu_check.sh run      # there: run(command=..., carry=[".whl"], timeout_s=420)
+#   bash benchmarks/speed/gpu_check.sh fetch    # on a machine with package access, once: wheels into .whl/
+#   bash benchmarks/speed/gpu_check.sh run      # on the GPU machine, in a copy of this checkout that includes .whl/
 #
-# The GPU image has Python 3.12, a CUDA build of torch, numpy, scikit-image and pytest, and no package index; it
-# lacks the encoder's weights package and SQLAlchemy (pytest's config names its warning class). Those two wheels are
-# 22 MB of the 64 MiB a call may carry. What "run" does, each step's output under $OUT:
+# The GPU machine (x86_64 Linux) needs Python 3.12, a CUDA build of torch, numpy, scikit-image and pytest, and no
+# package index. "fetch" downloads the two other wheels "run" installs there (about 22 MB, into .whl/, which it adds to
+# .git/info/exclude): the encoder's weights package and SQLAlchemy (pytest's config names its warning class).
+# What "run" does, each step's output under $OUT (default benchmarks/results):
 #   1. the -m gpu encoder test: CUDA fp16 descriptors agree with the CPU's (cosine > 0.99);
 #   2. encoder frames/s through Encoder.embed in fp16 at batches 64-512, against the CPU in the same run, with and
-#      without cudnn.benchmark (issue 5's target: >= 3,000 frames/s).
-# Not here: FAISS on the GPU (faiss-gpu-cu12 needs CUDA 12's cuBLAS, hundreds of MB, and the image has CUDA 13's)
-# and indexing throughput (PyAV or decord2 plus faiss-cpu, weights and SQLAlchemy: about 68 MB of wheels).
+#      without cudnn.benchmark (target: >= 3,000 frames/s).
+# Not checked here: FAISS on the GPU (a GPU build of faiss brings its own CUDA libraries, hundreds of MB;
+# benchmarks/speed/faiss_scale.py --gpu times it) and indexing throughput (benchmarks/speed/index_throughput.py
+# --device cuda).
 set -uo pipefail
 
 case "${1:-}" in

@@ -37,7 +37,7 @@ def ffmpeg_floor(files: list[Path], threads: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--media", type=Path, required=True, help="the media/ folder made by fetch_media.sh")
+    ap.add_argument("--media", type=Path, required=True, help="the media/ folder made by benchmarks/fetch_media.sh")
     ap.add_argument("--subset", choices=sorted(SUBSETS), default="all")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ffmpeg threads for the floor")
     ap.add_argument("--device", choices=["cpu", "cuda"], default=None,

@@ -7,8 +7,8 @@ IDX is an index of the media (for example the one `index_throughput.py` or `sora
 10 s excerpts of indexed videos re-encoded at half size (made with ffmpeg, deleted afterwards). For each probe:
 "floor" decodes and encodes it with the library's own worker and encoder (the work a query cannot avoid), "warm"
 is ``Library.query`` on an already-open library, "cold" is a whole ``sora-search query`` process. "right video
-first" counts the probe's source video only: in the fetch_media.sh library the Big Buck Bunny trailer's shots are
-also in the film, so a trailer probe may rightly list the film first.
+first" counts the probe's source video only: in the library of ``benchmarks/fetch_media.sh`` the Big Buck Bunny
+trailer's shots are also in the film, so a trailer probe may rightly list the film first.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--index", type=Path, required=True)
-    ap.add_argument("--media", type=Path, required=True, help="the media/ folder made by fetch_media.sh")
+    ap.add_argument("--media", type=Path, required=True, help="the media/ folder made by benchmarks/fetch_media.sh")
     ap.add_argument("--probes", type=int, default=8)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/query_latency.json"))
     args = ap.parse_args()
