@@ -2,8 +2,9 @@
 
 ``SORA_SEARCH_FAULT=POINT[:N]`` kills this process with SIGKILL the N-th time (default 1) it reaches
 ``fault_point(POINT)``. The points sit where a real crash would hurt most: ``decode`` (a batch received),
-``encode`` (a batch embedded), ``store`` (vectors written, transaction not yet committed) and ``faiss`` (the new
-FAISS file written to its temporary name, not yet renamed). Unset, a point costs one string comparison.
+``encode`` (a batch embedded), ``store`` (vectors written, transaction not yet committed), ``faiss`` (the new
+FAISS file written to its temporary name, not yet renamed) and ``retrain`` (a retrained FAISS file saved, the store
+not yet switched to its projection). Unset, a point costs one string comparison.
 """
 
 from __future__ import annotations

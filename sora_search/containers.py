@@ -1,11 +1,13 @@
 """What a file holds, judged from its first bytes: the one table of container and file signatures.
 
 ``scan`` asks :func:`sniff_video` which files an index run should try; ``decode.diagnose`` asks
-:func:`not_video_kind` and :func:`iso_bmff` to name why a file no decoder could open failed. Nothing here reads a
+:func:`not_video_kind` and :func:`iso_bmff` to name why a file no decoder could open failed. Nothing here opens a
 file or imports anything heavy.
 """
 
 from __future__ import annotations
+
+from typing import BinaryIO
 
 # Enough of a file's start for every check here, the MPEG transport stream's sync bytes included.
 HEAD_BYTES = 512
@@ -76,6 +78,45 @@ def sniff_video(head: bytes) -> bool:
         return True
     sync = (0, TS_PACKET_BYTES, 2 * TS_PACKET_BYTES)
     return len(head) >= 3 * TS_PACKET_BYTES + 1 and all(head[i] == 0x47 for i in sync)
+
+
+GIF_MAGIC = (b"GIF87a", b"GIF89a")
+
+
+def animated_gif(f: BinaryIO) -> bool:
+    """Whether the GIF read from ``f`` (at its start) holds more than one image: an animation, which is a video.
+
+    Walks the GIF blocks only as far as the second image descriptor; a truncated or malformed file is not animated.
+    """
+    head = f.read(13)
+    if len(head) < 13 or not head.startswith(GIF_MAGIC):
+        return False
+    if head[10] & 0x80:  # a global colour table follows the screen descriptor
+        f.seek(3 * 2 ** ((head[10] & 0x07) + 1), 1)
+    images = 0
+    while True:
+        kind = f.read(1)
+        if kind == b"\x2c":  # an image descriptor
+            images += 1
+            if images > 1:
+                return True
+            desc = f.read(9)
+            if len(desc) < 9:
+                return False
+            if desc[8] & 0x80:  # a local colour table
+                f.seek(3 * 2 ** ((desc[8] & 0x07) + 1), 1)
+            f.read(1)  # LZW minimum code size, then the data sub-blocks
+        elif kind == b"\x21":  # an extension: its label, then sub-blocks
+            f.read(1)
+        else:  # the trailer, or not a GIF after all
+            return False
+        while True:
+            size = f.read(1)
+            if not size:
+                return False
+            if size == b"\x00":
+                break
+            f.seek(size[0], 1)
 
 
 def still_image(head: bytes) -> str | None:

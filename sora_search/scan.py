@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .containers import HEAD_BYTES, sniff_video
+from .containers import GIF_MAGIC, HEAD_BYTES, animated_gif, sniff_video
 from .types import FailedFile
 
 logger = logging.getLogger(__name__)
@@ -31,6 +31,8 @@ VIDEO_EXTENSIONS = frozenset({
 _SPECIAL_FILES = {stat.S_IFIFO: "named pipe", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character device",
                   stat.S_IFBLK: "block device"}
 _FINGERPRINT_BLOCK = 256 * 1024
+# The kernel's virtual file systems: files there are not media, and some never end when read.
+VIRTUAL_FILE_SYSTEMS = ("/proc", "/sys", "/dev")
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,11 @@ def _looks_like_video(path: str) -> bool:
         return True
     try:
         with open(path, "rb") as f:
-            return sniff_video(f.read(HEAD_BYTES))
+            head = f.read(HEAD_BYTES)
+            if head.startswith(GIF_MAGIC):
+                f.seek(0)
+                return animated_gif(f)
+            return sniff_video(head)
     except OSError:
         return False
 
@@ -84,20 +90,26 @@ def _named_like_video(path: str) -> bool:
     return os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS
 
 
-def walk(paths: Sequence[str | Path], *, exclude: Iterable[str | Path] = ()) -> WalkResult:
+def walk(paths: Sequence[str | Path], *, exclude: Iterable[str | Path] = (), follow_links: bool = True) -> WalkResult:
     """Recursively list candidate video files under ``paths`` (files or directories), in sorted order.
 
-    Directory symlinks are not followed (no loops); file symlinks are followed and keep their own name.
-    Hidden directories are skipped. ``exclude`` names directories never to descend into (the index itself).
+    Directory symlinks are not followed (no loops). File symlinks are followed and keep their own name; with
+    ``follow_links=False`` a link whose target lies outside every one of ``paths`` is left out. Hidden directories
+    and the kernel's virtual file systems (``/proc``, ``/sys``, ``/dev``) are skipped. ``exclude`` names directories
+    never to descend into (the index itself).
 
     Raises:
         FileNotFoundError: a given path does not exist.
     """
-    excluded = {os.path.abspath(p) for p in exclude}
+    excluded = {os.path.abspath(p) for p in exclude} | set(VIRTUAL_FILE_SYSTEMS)
+    roots = [os.path.realpath(p) for p in paths]
     files: dict[str, FileEntry] = {}
     problems: dict[str, FailedFile] = {}
 
     def consider(path: str) -> None:
+        if not follow_links and os.path.islink(path) and not _inside(os.path.realpath(path), roots):
+            logger.info("not following %s: its target is outside the folders indexed", path)
+            return
         found = _entry(path)
         if isinstance(found, FileEntry):
             files[path] = found
@@ -121,6 +133,10 @@ def walk(paths: Sequence[str | Path], *, exclude: Iterable[str | Path] = ()) -> 
                 if os.path.islink(full):  # os.walk lists directory links in dirnames but won't enter them
                     consider(full)
     return WalkResult(tuple(files[p] for p in sorted(files)), tuple(problems[p] for p in sorted(problems)))
+
+
+def _inside(path: str, roots: Sequence[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
 def _log_walk_error(exc: OSError) -> None:

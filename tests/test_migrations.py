@@ -1,7 +1,7 @@
 """Schema versions: new DBs are stamped head, the ORM matches the migrations, old/new DBs are detected on open,
 ``upgrade()`` migrates frozen databases and their data stays usable, and the wheel ships the scripts.
 
-Frozen databases: ``tests/data/rev<REV>.db``, one per revision, written by ``python -m tests.test_migrations
+Frozen databases: ``tests/data/rev<REV>.db``, one per revision, written once by ``python -m tests.test_migrations
 freeze`` with that revision's scripts and raw SQL (never the live models), so they stay what that revision wrote.
 """
 
@@ -27,22 +27,23 @@ from sora_search.store.models import Base
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
-FROZEN_0001 = DATA / "rev0001.db"
+FROZEN = {"0001": DATA / "rev0001.db", "0002": DATA / "rev0002.db"}
+FROZEN_UID = "f0" * 16
 RAW_DIM = 4
 
 
 # -- frozen fixtures -------------------------------------------------------------------------------------
 
 
-def freeze_0001(db: Path) -> None:
-    """Write the revision-0001 fixture: schema from the 0001 script, rows by raw SQL."""
+def freeze(db: Path, revision: str) -> None:
+    """Write the fixture of ``revision``: schema from the scripts up to it, rows by raw SQL."""
     from alembic import command
 
     db.unlink(missing_ok=True)
     db.touch()
     engine = migrate.make_engine(db, foreign_keys=False)
     with engine.connect() as conn:
-        command.upgrade(migrate.alembic_config(conn), "0001")
+        command.upgrade(migrate.alembic_config(conn), revision)
         if conn.in_transaction():
             conn.commit()
     engine.dispose()
@@ -52,6 +53,8 @@ def freeze_0001(db: Path) -> None:
         " projection_name, dim, index_trained_n, generation) VALUES (1, 'demo', '1', 4, 224, 1.0, NULL,"
         " 'identity', 4, 0, 2)"
     )
+    if revision >= "0002":
+        con.execute("UPDATE index_meta SET index_uid = ?", (FROZEN_UID,))
     videos = [("/lib/a.mp4", [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]), ("/lib/b.mp4", [[0, 0, 0, 1], [0.5, 0.5, 0.5, 0.5]])]
     for path, vecs in videos:
         cur = con.execute(
@@ -80,9 +83,9 @@ def freeze_0001(db: Path) -> None:
     con.close()
 
 
-def _copy_frozen(tmp_path: Path, name: str = "index.db") -> Path:
+def _copy_frozen(tmp_path: Path, revision: str = "0002", name: str = "index.db") -> Path:
     target = tmp_path / name
-    shutil.copyfile(FROZEN_0001, target)
+    shutil.copyfile(FROZEN[revision], target)
     return target
 
 
@@ -136,7 +139,7 @@ def _schema_snapshot(db: Path) -> dict[str, object]:
 
 
 def test_head_is_single_and_new_db_is_stamped(tmp_path: Path) -> None:
-    assert head_revision() == "0001"
+    assert head_revision() == "0002"
     with Store.open(tmp_path / "new.db") as s:
         assert s.revision() == head_revision()
 
@@ -161,16 +164,29 @@ def test_orm_matches_migrations(tmp_path: Path) -> None:
     assert snap["autoincrement"] == ["runs", "vectors", "videos"]
 
 
-def test_frozen_0001_opens_and_is_usable(tmp_path: Path) -> None:
+def test_frozen_0002_opens_and_is_usable(tmp_path: Path) -> None:
     db = _copy_frozen(tmp_path)
     with Store.open(db, create=False) as s:
-        assert s.revision() == "0001"
+        assert s.revision() == "0002"
+        assert s.meta().index_uid == FROZEN_UID
         _check_frozen_data(s)
+
+
+def test_frozen_0001_is_outdated_then_upgraded_with_an_index_id(tmp_path: Path) -> None:
+    db = _copy_frozen(tmp_path, "0001")
+    with pytest.raises(SchemaOutdated, match="sora-search upgrade"):
+        Store.open(db)
+    assert upgrade(db) == ("0001", "0002")
+    with Store.open(db) as s:
+        uid = s.meta().index_uid
+        assert len(uid) == 32 and int(uid, 16) >= 0
+        _check_frozen_data(s)
+        assert s.meta().index_uid == uid  # written once, kept by every later write
 
 
 def test_upgrade_at_head_is_a_no_op(tmp_path: Path) -> None:
     db = _copy_frozen(tmp_path)
-    assert upgrade(db) == ("0001", "0001")
+    assert upgrade(db) == ("0002", "0002")
     with Store.open(db) as s:
         _check_frozen_data(s)
 
@@ -199,17 +215,17 @@ def test_sora_tables_without_revision_is_store_error(tmp_path: Path) -> None:
         upgrade(db)
 
 
-_REV_0002 = '''
+_REV_0003 = '''
 """Test-only revision: a nullable column on videos, forcing SQLite's copy-and-rename batch path.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
@@ -226,28 +242,28 @@ def downgrade() -> None:
 
 
 @pytest.fixture
-def scripts_with_0002(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """This checkout's migrations plus a test-only 0002, so 0001 becomes an outdated revision."""
+def scripts_with_0003(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This checkout's migrations plus a test-only 0003, so 0002 becomes an outdated revision."""
     location = tmp_path / "migrations"
     shutil.copytree(migrate.script_location(), location, ignore=shutil.ignore_patterns("__pycache__"))
-    (location / "versions" / "0002_test_note.py").write_text(textwrap.dedent(_REV_0002))
+    (location / "versions" / "0003_test_note.py").write_text(textwrap.dedent(_REV_0003))
     monkeypatch.setattr(migrate, "script_location", lambda: location)
     return location
 
 
-def test_older_revision_is_schema_outdated_then_upgrade(tmp_path: Path, scripts_with_0002: Path) -> None:
-    assert head_revision() == "0002"
+def test_older_revision_is_schema_outdated_then_upgrade(tmp_path: Path, scripts_with_0003: Path) -> None:
+    assert head_revision() == "0003"
     db = _copy_frozen(tmp_path)
     with pytest.raises(SchemaOutdated) as info:
         Store.open(db)
     message = str(info.value)
-    assert "0001" in message and "0002" in message
+    assert "0002" in message and "0003" in message
     assert f"sora-search upgrade --index {db.parent}" in message
 
-    assert upgrade(db) == ("0001", "0002")
-    assert upgrade(db) == ("0002", "0002")
+    assert upgrade(db) == ("0002", "0003")
+    assert upgrade(db) == ("0003", "0003")
     with Store.open(db) as s:
-        assert s.revision() == "0002"
+        assert s.revision() == "0003"
         # The videos table was copied and dropped with vectors pointing at it: nothing may cascade.
         _check_frozen_data(s)
     con = sqlite3.connect(db)
@@ -279,6 +295,7 @@ def test_wheel_ships_migrations_and_creates_a_store(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "sora_search/migrations/env.py" in names
     assert "sora_search/migrations/versions/0001_initial.py" in names
+    assert "sora_search/migrations/versions/0002_index_uid.py" in names
     assert "sora_search/migrations/script.py.mako" in names
     assert not any("__pycache__" in n for n in names)
 
@@ -296,7 +313,7 @@ def test_wheel_ships_migrations_and_creates_a_store(tmp_path: Path) -> None:
         assert all(p.startswith(site) for p in sora_search.__path__), sora_search.__path__
         assert str(migrate.script_location()).startswith(site), migrate.script_location()
         with Store.open("new.db") as s:
-            assert s.revision() == head_revision() == "0001", s.revision()
+            assert s.revision() == head_revision() == "0002", s.revision()
         print("ok")
         """
     )
@@ -310,6 +327,8 @@ def test_wheel_ships_migrations_and_creates_a_store(tmp_path: Path) -> None:
 if __name__ == "__main__":
     if sys.argv[1:] == ["freeze"]:
         DATA.mkdir(exist_ok=True)
-        freeze_0001(FROZEN_0001)
+        for rev, path in FROZEN.items():
+            if not path.exists():  # a fixture is what its revision wrote: never rewritten
+                freeze(path, rev)
     else:
         sys.exit("usage: python -m tests.test_migrations freeze")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import dataclasses
 import sqlite3
 import subprocess
@@ -100,7 +102,8 @@ def test_not_a_database(tmp_path: Path) -> None:
 
 def test_meta_round_trip_and_generation_never_decreases(store: Store) -> None:
     m = store.meta()
-    assert m == _meta()
+    assert len(m.index_uid) == 32  # given by the store on the first write
+    assert m == dataclasses.replace(_meta(), index_uid=m.index_uid)
     fitted = dataclasses.replace(m, projection=b"\x00\x01blob", projection_name="pca-whiten-4", dim=4, index_trained_n=5)
     store.set_meta(fitted)
     assert store.meta() == fitted
@@ -181,15 +184,31 @@ def test_record_failure(store: Store) -> None:
         store.videos(status="weird")
 
 
-def test_videos_under_is_an_exact_directory_prefix(store: Store) -> None:
+def test_videos_under_a_folder_is_an_exact_directory_prefix(store: Store) -> None:
+    from sora_search.scan import under_roots
+
     for p in ["/a/b/x.mp4", "/a/b/c/y.mp4", "/a/bc/z.mp4", "/A/b/w.mp4", "/a/b%/q.mp4", "/a/b_/r.mp4", "/a/x.mp4"]:
         _add(store, p, 1)
-    assert [r.path for r in store.videos(under="/a/b")] == ["/a/b/x.mp4", "/a/b/c/y.mp4"]
-    assert [r.path for r in store.videos(under="/a/b/")] == ["/a/b/x.mp4", "/a/b/c/y.mp4"]
-    assert [r.path for r in store.videos(under="/a/b%")] == ["/a/b%/q.mp4"]
-    assert [r.path for r in store.videos(under="/a/b_")] == ["/a/b_/r.mp4"]
-    assert len(store.videos(under="/a")) == 6
+
+    def under(root: str) -> list[str]:
+        return [r.path for r in under_roots(store.videos(), [root])]
+
+    assert under("/a/b") == ["/a/b/x.mp4", "/a/b/c/y.mp4"]
+    assert under("/a/b/") == ["/a/b/x.mp4", "/a/b/c/y.mp4"]
+    assert under("/a/b%") == ["/a/b%/q.mp4"]
+    assert under("/a/b_") == ["/a/b_/r.mp4"]
+    assert len(under("/a")) == 6
     assert len(store.videos()) == 7
+
+
+def test_a_path_that_is_not_utf8_is_stored_losslessly(store: Store) -> None:
+    odd = os.fsdecode(b"/v/caf\xe9-latin1.mp4")  # a Latin-1 name: not valid UTF-8, so it carries a surrogate escape
+    _add(store, odd, 2)
+    _add(store, "/v/plain.mp4", 1)
+    assert store.video_by_path(odd).path == odd
+    assert os.fsencode(store.video_by_path(odd).path) == b"/v/caf\xe9-latin1.mp4"
+    assert {v.path for v in store.videos()} == {odd, "/v/plain.mp4"}
+    assert store.video_paths([store.video_by_path(odd).id]) == {store.video_by_path(odd).id: odd}
 
 
 def test_fingerprint_move_touch(store: Store) -> None:

@@ -1,28 +1,37 @@
 """The FAISS file's life beside its store: load, follow every store change, retrain as the corpus grows, save.
 
-The store is the truth. The in-memory index follows each change the store commits, and is saved with the store
-generation it reflects; a file whose generation lags the store is rebuilt from the stored vectors (no decoding).
+The store is the truth. The in-memory index follows each change the store commits, and is saved with a
+:class:`Stamp` that ties the file to its store: the index's random id, the digest of the projection its vectors went
+through, and the store generation it reflects. A file that is only behind the store (a run is going on, or was
+killed before its save) is brought up to date from the stored vectors, so a query always answers from exactly what
+is committed. Nothing is searched through a file whose id or projection differ from the store's: a writer (holding
+the write lock) rebuilds such a file on disk, through the store's projection, without decoding; a reader builds the
+same index in memory and says so once.
+
 Retraining refits the projection and the IVF on the stored vectors once the corpus has grown ``retrain_growth``
-times since the last training.
+times. The new file is written before the store switches to the new projection: a crash in between leaves a file
+whose projection digest the store does not have, which is then rebuilt, never searched.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sora_search.errors import EmptyIndex, IndexNotFound, SoraSearchError
+from sora_search._faults import fault_point
+from sora_search.errors import EmptyIndex, SoraSearchError
 from sora_search.params import IndexParams
 
 if TYPE_CHECKING:
     from sora_search.encoder import Projection
     from sora_search.index.vectors import VectorIndex
-    from sora_search.store import Store
+    from sora_search.store import IndexMeta, Store
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +46,42 @@ class IndexDescription:
     nlist: int = 0
     nprobe: int = 0
     nbytes: int = 0
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What ties a FAISS file to its store: the index id, the projection's digest, the store generation."""
+
+    index_uid: str
+    projection: str
+    generation: int
+
+    @classmethod
+    def of(cls, meta: IndexMeta, projection: bytes | None = None, generation: int | None = None) -> Stamp:
+        """The stamp a file built from ``meta`` (or from another projection, at another generation) carries."""
+        blob = meta.projection if projection is None else projection
+        digest = hashlib.sha256(blob).hexdigest()[:16] if blob is not None else ""
+        return cls(meta.index_uid, digest, meta.generation if generation is None else generation)
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any]) -> Stamp:
+        return cls(str(header.get("index_uid", "")), str(header.get("projection", "")), int(header["generation"]))
+
+    def header(self) -> dict[str, str]:
+        return {"index_uid": self.index_uid, "projection": self.projection}
+
+    def belongs_to(self, meta: IndexMeta) -> str | None:
+        """Why a file with this stamp cannot serve ``meta``'s store, or None when it can (maybe behind it)."""
+        expected = Stamp.of(meta)
+        if not self.index_uid:
+            return "it was written by an older sora-search, before files carried their index's id"
+        if self.index_uid != expected.index_uid:
+            return "it belongs to another index"
+        if self.projection != expected.projection:
+            return "it was built with another projection (a retrain was interrupted)"
+        if self.generation > expected.generation:
+            return f"it is ahead of the store (generation {self.generation} > {expected.generation})"
+        return None
 
 
 class IndexKeeper:
@@ -57,7 +102,8 @@ class IndexKeeper:
         self._device = device
         self._index: VectorIndex | None = None
         self._projection: Projection | None = None
-        self._generation = -1
+        self._serves: Stamp | None = None  # for a reader: the store state the in-memory index answers for
+        self._said: set[str] = set()
 
     @cached_property
     def gpu(self) -> int | None:
@@ -75,28 +121,45 @@ class IndexKeeper:
     def search_device(self) -> str:
         return "cpu" if self.gpu is None else f"cuda:{self.gpu}"
 
+    def _load(self) -> tuple[VectorIndex, Stamp] | str:
+        """The FAISS file and its stamp, or why it cannot be read."""
+        from sora_search.index.vectors import VectorIndex
+
+        try:
+            index, header = VectorIndex.read(self.path)
+        except SoraSearchError as exc:
+            return str(exc).split(";")[0]
+        return index, Stamp.from_header(header)
+
+    def _say_once(self, message: str) -> None:
+        if message not in self._said:
+            self._said.add(message)
+            logger.warning("%s", message)
+
     # ------------------------------------------------------------------ writers (hold the write lock)
     def open_for_write(self) -> None:
-        """Load the FAISS file to follow the store's changes; rebuild it when it lags the store or is unreadable."""
+        """Load the FAISS file to follow the store's changes: one that is only behind the store is brought up to date
+        from the stored vectors; any other is rebuilt through the store's projection (no refit, no decoding)."""
         from sora_search.encoder import Projection
-        from sora_search.index.vectors import VectorIndex
 
         if self._index is not None:
             return
         meta = self._store.meta()
         if meta is None or meta.projection is None:
-            return
-        self._projection = Projection.from_bytes(meta.projection)
-        try:
-            index, generation = VectorIndex.load(self.path)
-        except SoraSearchError as exc:
-            logger.warning("rebuilding %s: %s", self.path, exc)
-            index, generation = None, -1
-        if index is None or generation != meta.generation or index.ntotal != self._store.vector_count():
-            self.rebuild()
-            return
+            return  # the first run was stopped before its first save: finish() fits and builds
+        projection = Projection.from_bytes(meta.projection)
+        loaded = self._load()
+        why = loaded if isinstance(loaded, str) else loaded[1].belongs_to(meta)
+        if why is None:
+            assert not isinstance(loaded, str)
+            index = loaded[0]
+            self._catch_up(index, projection)
+        else:
+            logger.warning("rebuilding %s from the stored vectors: %s", self.path.name, why)
+            index, _ = self._build(projection)
+            self._save(index, Stamp.of(meta))
         index.use_gpu(self.gpu)
-        self._index, self._generation = index, generation
+        self._index, self._projection = index, projection
 
     def remove(self, id_arrays: list[np.ndarray]) -> None:
         """Drop vectors the store no longer holds. id_arrays: (n,) int64 arrays of store vector ids."""
@@ -120,44 +183,73 @@ class IndexKeeper:
                 or total > self._params.retrain_growth * max(1, meta.index_trained_n):
             self.rebuild()
         else:
-            self._save()
+            self._save(self._index, Stamp.of(meta))
+
+    def checkpoint(self) -> None:
+        """Save the file as it stands, never retraining: a run's periodic saves come on a clock, and what an index
+        is fitted on must not depend on how fast it was built (only :meth:`finish`, at the end of a run, retrains)."""
+        meta = self._store.meta()
+        if self._index is not None and meta is not None:
+            self._save(self._index, Stamp.of(meta))
 
     def rebuild(self) -> None:
-        """Refit the projection and retrain the IVF on the stored vectors, add them all (no decoding), and save."""
-        from sora_search.encoder import Projection
-        from sora_search.index.sizing import MIN_POINTS_PER_LIST, choose_nlist
-        from sora_search.index.vectors import VectorIndex
-
+        """Refit the projection and retrain the IVF on the stored vectors, add them all (no decoding), save the file,
+        and only then switch the store to the new projection."""
         meta = self._store.meta()
         assert meta is not None
         total = self._store.vector_count()
         if total == 0:
             return
+        index, projection = self._build(None)
+        blob = projection.to_bytes()
+        # The file first: until the store names its projection, no reader pairs it with the old one, and a crash
+        # here leaves a file that is rebuilt rather than searched.
+        generation = meta.generation + 1
+        self._save(index, Stamp.of(meta, blob, generation))
+        fault_point("retrain")
+        self._store.set_meta(replace(meta, projection=blob, projection_name=projection.name, dim=projection.out_dim,
+                                     index_trained_n=total, generation=generation))
+        self._index, self._projection = index, projection
+        logger.info("rebuilt %s over %d vectors (%s, searched on %s)", self.path.name, total, index.describe(),
+                    index.search_device)
+
+    def repair(self) -> None:
+        """Make the FAISS file hold exactly the stored vectors, through the store's projection (fitting one only when
+        the first run never got to it): the answers are those of a run that was never interrupted."""
+        self._index = None
+        meta = self._store.meta()
+        if meta is None or self._store.vector_count() == 0:
+            return
+        if meta.projection is None:
+            self.rebuild()
+            return
+        self.open_for_write()
+        assert self._index is not None
+        self._save(self._index, Stamp.of(meta))
+
+    def _build(self, projection: Projection | None) -> tuple[VectorIndex, Projection]:
+        """A new IVF index over every stored vector, through ``projection`` (None: fit one on the stored vectors)."""
+        from sora_search.encoder import Projection
+        from sora_search.index.sizing import MIN_POINTS_PER_LIST, choose_nlist
+        from sora_search.index.vectors import VectorIndex
+
         p = self._params
+        total = self._store.vector_count()
         nlist = choose_nlist(total)
         sample = self._store.sample_vectors(max(p.projection_sample, MIN_POINTS_PER_LIST * nlist), seed=0)
-        # The sample comes in id order (oldest videos first): fit on rows spread across all of it, not a prefix.
-        spread = np.linspace(0, len(sample) - 1, min(len(sample), p.projection_sample)).astype(np.int64)
-        projection = Projection.fit(sample[spread], p.projection_dim, min_vectors=p.pca_min_vectors)
+        if projection is None:
+            # The sample comes in id order (oldest videos first): fit on rows spread across it, not a prefix.
+            spread = np.linspace(0, len(sample) - 1, min(len(sample), p.projection_sample)).astype(np.int64)
+            projection = Projection.fit(sample[spread], p.projection_dim, min_vectors=p.pca_min_vectors)
         index = VectorIndex.build(projection.out_dim, projection.apply(sample), nlist=nlist, expected_n=total,
                                   gpu=self.gpu)
         del sample
         for ids, raw in self._store.iter_vectors():
             index.add(ids, projection.apply(raw))
-        # A new projection invalidates any FAISS file on disk: bump the generation so a crash before the save
-        # below can never pair the old file with the new projection.
-        self._store.set_meta(replace(meta, projection=projection.to_bytes(), projection_name=projection.name,
-                                     dim=projection.out_dim, index_trained_n=total, generation=meta.generation + 1))
-        self._index, self._projection = index, projection
-        logger.info("rebuilt %s over %d vectors (%s, searched on %s)", self.path.name, total, index.describe(),
-                    index.search_device)
-        self._save()
+        return index, projection
 
-    def _save(self) -> None:
-        meta = self._store.meta()
-        assert meta is not None and self._index is not None
-        self._index.save(self.path, generation=meta.generation)
-        self._generation = meta.generation
+    def _save(self, index: VectorIndex, stamp: Stamp) -> None:
+        index.save(self.path, generation=stamp.generation, stamp=stamp.header())
 
     def leftovers(self) -> list[Path]:
         """Temporary files of FAISS saves that were killed midway."""
@@ -174,72 +266,94 @@ class IndexKeeper:
 
     # ------------------------------------------------------------------ readers
     def searchable(self) -> tuple[VectorIndex, Projection]:
-        """The index to search and the projection its vectors went through, reloaded when the store moved on.
+        """The index to search, answering for exactly the vectors the store has committed, and its projection.
 
         Raises:
-            EmptyIndex: no FAISS index was ever built for this store.
+            EmptyIndex: nothing is stored yet.
         """
         from sora_search.encoder import Projection
-        from sora_search.index.vectors import VectorIndex
 
         meta = self._store.meta()
-        if meta is None or meta.projection is None:
-            raise EmptyIndex(f"the index at {self.path.parent} was never finished: run `sora-search index` again")
-        if self._index is None or self._generation != meta.generation:
+        if meta is None or self._store.vector_count() == 0:
+            raise EmptyIndex(f"nothing is indexed in {self.path.parent} yet: run `sora-search index PATH` first")
+        now = Stamp.of(meta)
+        if self._index is not None and self._projection is not None and self._serves == now:
+            return self._index, self._projection
+        if meta.projection is None:
+            self._say_once(f"{self.path.name} is not built yet (the first index run is going on, or was stopped): "
+                           "searching the committed vectors from memory")
+            index, projection = self._build(None)
+        else:
             projection = Projection.from_bytes(meta.projection)
-            try:
-                index, generation = VectorIndex.load(self.path)
-            except IndexNotFound:
-                raise EmptyIndex(f"the index at {self.path.parent} has no FAISS file yet: "
-                                 "run `sora-search index` again") from None
-            if generation != meta.generation:
-                # A writer is mid-run (or died): search what was last saved; ids it no longer knows are dropped.
-                logger.info("FAISS file is at generation %d, store at %d", generation, meta.generation)
-            index.use_gpu(self.gpu)
-            self._index, self._projection, self._generation = index, projection, generation
-        assert self._projection is not None
-        return self._index, self._projection
+            loaded = self._load()
+            why = loaded if isinstance(loaded, str) else loaded[1].belongs_to(meta)
+            if why is None:
+                assert not isinstance(loaded, str)
+                index = loaded[0]
+                self._catch_up(index, projection)
+            else:
+                self._say_once(f"{self.path} is not used ({why}): searching a copy rebuilt in memory from the stored "
+                               "vectors; `sora-search check --repair` rebuilds the file")
+                index, _ = self._build(projection)
+        index.use_gpu(self.gpu)
+        self._index, self._projection, self._serves = index, projection, now
+        return index, projection
+
+    def _catch_up(self, index: VectorIndex, projection: Projection) -> None:
+        """Make ``index`` hold exactly the stored vectors: add those committed since its save, drop removed ones."""
+        stored, held = self._store.all_vector_ids(), index.ids()
+        gone = np.setdiff1d(held, stored)
+        if len(gone):
+            index.remove(gone)
+        ids, raw = self._store.vectors_by_id(np.setdiff1d(stored, held))
+        if len(ids):
+            index.add(ids, projection.apply(raw))
 
     def describe(self) -> IndexDescription:
         """The FAISS file as ``info`` shows it."""
-        from sora_search.index.vectors import VectorIndex
-
         if not self.path.exists():
             return IndexDescription("none (nothing indexed yet)")
-        try:
-            index, _ = VectorIndex.load(self.path)
-        except SoraSearchError as exc:
-            return IndexDescription(f"unreadable ({exc})", nbytes=self.path.stat().st_size)
+        loaded = self._load()
+        if isinstance(loaded, str):
+            return IndexDescription(f"unreadable ({loaded})", nbytes=self.path.stat().st_size)
+        index = loaded[0]
         return IndexDescription(index.describe(), index.nlist, index.nprobe, self.path.stat().st_size)
 
-    def problems(self) -> tuple[list[str], int]:
-        """How the FAISS file disagrees with the store, as sentences, and how many vectors it holds."""
-        from sora_search.index.vectors import VectorIndex
+    def problems(self) -> tuple[list[str], list[str], int]:
+        """How the FAISS file disagrees with the store: (problems, notes, vectors the file holds).
 
+        A file that is only behind the store, or not built yet, is a note, not a problem: queries search what is
+        committed from memory and the next index run saves it.
+        """
         meta = self._store.meta()
         stored = self._store.all_vector_ids()
         name = self.path.name
         if not len(stored) and not self.path.exists():
-            return [], 0
+            return [], [], 0
         if meta is None or meta.projection is None:
-            return [f"{len(stored)} vectors are stored but no FAISS index was ever built for them"], 0
-        try:
-            index, generation = VectorIndex.load(self.path)
-        except SoraSearchError as exc:
-            return [str(exc).split(";")[0]], 0
-        problems = []
-        if generation != meta.generation:
-            problems.append(f"{name} reflects store generation {generation}, the store is at "
-                            f"{meta.generation} (a run was interrupted before saving it)")
+            return [], [f"no {name} yet for the {len(stored)} stored vectors (the first index run was stopped): "
+                        "queries search them from memory, and the next index run builds it"], 0
+        loaded = self._load()
+        if isinstance(loaded, str):
+            return [loaded], [], 0
+        index, stamp = loaded
+        why = stamp.belongs_to(meta)
+        if why is not None:
+            return [f"{name} is not used: {why}"], [], index.ntotal
+        problems: list[str] = []
         if index.dim != meta.dim:
             problems.append(f"{name} holds {index.dim}-d vectors, the projection gives {meta.dim}-d")
         held = index.ids()
         uniq, counts = np.unique(held, return_counts=True)
-        missing, extra, dup = np.setdiff1d(stored, uniq), np.setdiff1d(uniq, stored), int((counts > 1).sum())
+        if int((counts > 1).sum()):
+            problems.append(f"{int((counts > 1).sum())} ids appear more than once in {name}")
+        if stamp.generation < meta.generation:
+            return problems, [f"{name} is behind the store by {meta.generation - stamp.generation} commits (an index "
+                              "run is going on or was stopped): queries add what it lacks in memory, and the next "
+                              "index run saves it"], len(held)
+        missing, extra = np.setdiff1d(stored, uniq), np.setdiff1d(uniq, stored)
         if len(missing):
             problems.append(f"{len(missing)} stored vectors are missing from {name}")
         if len(extra):
             problems.append(f"{name} holds {len(extra)} ids with no stored vector")
-        if dup:
-            problems.append(f"{dup} ids appear more than once in {name}")
-        return problems, len(held)
+        return problems, [], len(held)

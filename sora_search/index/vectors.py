@@ -231,21 +231,28 @@ class VectorIndex:
         per_value = 4 if self.encoding == "flat" else 2
         return int(self.ntotal * (self.dim * per_value + 8) + self.nlist * self.dim * 4)
 
-    def save(self, path: str | Path, *, generation: int) -> None:
-        """Write the index atomically, recording the store ``generation`` it reflects."""
+    def save(self, path: str | Path, *, generation: int, stamp: dict[str, str] | None = None) -> None:
+        """Write the index atomically, recording the store ``generation`` it reflects and ``stamp`` (strings that
+        tie the file to its store: see :class:`sora_search.index.keeper.Stamp`)."""
         if generation < 0:
             raise ValueError(f"generation must be >= 0, got {generation}")
         payload = memoryview(faiss().serialize_index(self._index)).cast("B")
-        header = {"generation": int(generation), "ntotal": self.ntotal, "dim": self.dim, "nlist": self.nlist,
-                  "nprobe": self.nprobe, "encoding": self.encoding}
+        header = {**(stamp or {}), "generation": int(generation), "ntotal": self.ntotal, "dim": self.dim,
+                  "nlist": self.nlist, "nprobe": self.nprobe, "encoding": self.encoding}
         fileformat.write(path, header, payload)
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[VectorIndex, int]:
+        """Read an index written by :meth:`save`: (index, generation it reflects). See :meth:`read`."""
+        index, header = cls.read(path)
+        return index, int(header["generation"])
+
+    @classmethod
+    def read(cls, path: str | Path) -> tuple[VectorIndex, dict[str, Any]]:
         """Read an index written by :meth:`save`.
 
         Returns:
-            (index, generation it reflects).
+            (index, the file's header: ``generation``, the stamp's fields, sizes).
 
         Raises:
             IndexNotFound: no file at ``path``.
@@ -261,4 +268,4 @@ class VectorIndex:
         if not (isinstance(index, fx.IndexIVFFlat) or fp16) or index.metric_type != fx.METRIC_INNER_PRODUCT:
             raise fileformat.corrupt(path, "expected an IVF-Flat or IVF-SQfp16 inner-product index, found "
                                      f"{type(index).__name__}")
-        return cls(index), int(header["generation"])
+        return cls(index), header

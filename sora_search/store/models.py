@@ -14,6 +14,8 @@ was at their revision. ``migrations/env.py`` imports it only for autogenerate.
 
 from __future__ import annotations
 
+import os
+
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -25,7 +27,9 @@ from sqlalchemy import (
     String,
     Text,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 # Stable constraint names so that batch migrations on SQLite can find and alter them.
 NAMING_CONVENTION = {
@@ -35,6 +39,30 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+class FsPath(TypeDecorator[str]):
+    """A file path, stored losslessly whatever its bytes.
+
+    A name that is not valid UTF-8 reaches Python as a str with surrogate escapes, which SQLite text cannot hold; such
+    a path is stored as its raw bytes (a BLOB value in the same column) and read back with ``os.fsdecode``. Every
+    other path is plain text, as before.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | bytes | None:
+        if value is None:
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return os.fsencode(value)
+        return value
+
+    def process_result_value(self, value: str | bytes | None, dialect: Dialect) -> str | None:
+        return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
 class Base(DeclarativeBase):
@@ -49,7 +77,7 @@ class VideoRow(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    path: Mapped[str] = mapped_column(String, nullable=False, unique=True)
+    path: Mapped[str] = mapped_column(FsPath, nullable=False, unique=True)
     size: Mapped[int] = mapped_column(BigInteger, nullable=False)
     mtime: Mapped[float] = mapped_column(Float, nullable=False)
     fingerprint: Mapped[str] = mapped_column(String, nullable=False, index=True)
@@ -90,6 +118,7 @@ class IndexMetaRow(Base):
     dim: Mapped[int] = mapped_column(Integer, nullable=False)
     index_trained_n: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     generation: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    index_uid: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class RunRow(Base):

@@ -45,7 +45,8 @@ class IndexMeta:
 
     ``projection`` is an opaque blob serialised by the engine (None = not fitted yet); ``dim`` is the
     dimension after projection (what FAISS holds); ``index_trained_n`` is the number of stored vectors when
-    the FAISS index was last trained (0 = never); ``generation`` is bumped by the store on every committed
+    the FAISS index was last trained (0 = never); ``index_uid`` is the index's random id, given by the store when
+    the identity is first written and never changed; ``generation`` is bumped by the store on every committed
     change of the vectors.
     """
 
@@ -59,6 +60,7 @@ class IndexMeta:
     dim: int
     index_trained_n: int = 0
     generation: int = 0
+    index_uid: str = ""
 
     def __post_init__(self) -> None:
         problems = []
@@ -122,6 +124,7 @@ def meta_record(row: IndexMetaRow) -> IndexMeta:
         dim=row.dim,
         index_trained_n=row.index_trained_n,
         generation=row.generation,
+        index_uid=row.index_uid or "",
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -108,6 +109,8 @@ class Store(VectorReads):
     def db_path(self) -> Path:
         return self._db_path
 
+    head_revision = staticmethod(migrate.head_revision)
+
     def revision(self) -> str:
         """The Alembic revision stamped in the database."""
         with self._connect() as conn:
@@ -156,7 +159,7 @@ class Store(VectorReads):
         with self._write() as s:
             row = s.get(IndexMetaRow, 1)
             if row is None:
-                row = IndexMetaRow(id=1, generation=meta.generation)
+                row = IndexMetaRow(id=1, generation=meta.generation, index_uid=meta.index_uid or uuid.uuid4().hex)
                 s.add(row)
             else:
                 if row.raw_dim != meta.raw_dim and s.scalar(select(VectorRow.id).limit(1)) is not None:
@@ -165,6 +168,7 @@ class Store(VectorReads):
                         "move the index folder away and run `sora-search index` again"
                     )
                 row.generation = max(row.generation, meta.generation)
+                row.index_uid = row.index_uid or uuid.uuid4().hex
             row.encoder_name = meta.encoder_name
             row.encoder_version = meta.encoder_version
             row.raw_dim = meta.raw_dim
@@ -198,21 +202,13 @@ class Store(VectorReads):
             rows = s.scalars(select(VideoRow).where(VideoRow.fingerprint == fingerprint).order_by(VideoRow.id))
             return [video_record(r) for r in rows]
 
-    def videos(self, *, under: str | None = None, status: str | None = None) -> list[VideoRecord]:
-        """Videos by id, optionally only those inside directory ``under`` and/or with ``status``.
-
-        ``under`` is compared as an exact, case-sensitive path prefix ending in a separator, so ``/a/b``
-        matches ``/a/b/x.mp4`` and ``/a/b/c/y.mp4`` but not ``/a/bc/x.mp4``.
-        """
+    def videos(self, *, status: str | None = None) -> list[VideoRecord]:
+        """Videos by id, optionally only those with ``status``."""
         if status is not None and status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         stmt = select(VideoRow).order_by(VideoRow.id)
         if status is not None:
             stmt = stmt.where(VideoRow.status == status)
-        if under is not None:
-            prefix = under if under.endswith(("/", os.sep)) else under + os.sep
-            # substr() is an exact comparison, unlike LIKE (wildcards, ASCII case folding).
-            stmt = stmt.where(func.substr(VideoRow.path, 1, len(prefix)) == prefix)
         with self._read() as s:
             return [video_record(r) for r in s.scalars(stmt)]
 
@@ -397,17 +393,26 @@ class Store(VectorReads):
 
     # -- vectors ---------------------------------------------------------------------------------------
 
+    def sqlite_problems(self) -> list[str]:
+        """What SQLite's ``quick_check`` finds wrong with the file's pages, as sentences; empty when sound."""
+        with self._read() as s:
+            return [f"SQLite integrity: {msg}" for (msg,) in s.execute(text("PRAGMA quick_check")) if msg != "ok"]
+
+    def refuse_if_damaged(self) -> None:
+        """Raise StoreError when :meth:`sqlite_problems` finds damage, before anything is written into it."""
+        damaged = self.sqlite_problems()
+        if damaged:
+            raise StoreError(f"{damaged[0]} in {self._db_path}: nothing was written; restore a backup of the index "
+                             "folder, or move it away and run `sora-search index` again")
+
     def integrity_problems(self) -> list[str]:
         """What is wrong inside the database itself, as sentences; empty when sound.
 
         SQLite's own ``quick_check`` and foreign-key check, then the store's invariants: each indexed video's
         ``n_vectors`` equals its vector rows, failed videos hold no vectors, vectors exist only with an identity.
         """
-        problems: list[str] = []
+        problems = self.sqlite_problems()
         with self._read() as s:
-            for (msg,) in s.execute(text("PRAGMA quick_check")):
-                if msg != "ok":
-                    problems.append(f"SQLite integrity: {msg}")
             for row in s.execute(text("PRAGMA foreign_key_check")):
                 problems.append(f"SQLite foreign key broken: {tuple(row)}")
             counts = (select(VideoRow.path, VideoRow.status, VideoRow.n_vectors, func.count(VectorRow.id))
@@ -481,13 +486,3 @@ class Store(VectorReads):
                 RunRecord(r.id, r.started_at, r.finished_at, r.added, r.updated, r.unchanged, r.removed, r.failed)
                 for r in s.scalars(stmt)
             ]
-
-
-def upgrade(db_path: str | Path) -> tuple[str, str]:
-    """Upgrade the database at ``db_path`` to this sora-search's schema; returns (from_rev, to_rev)."""
-    return migrate.upgrade(db_path)
-
-
-def head_revision() -> str:
-    """The schema revision this sora-search writes."""
-    return migrate.head_revision()

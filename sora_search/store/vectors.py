@@ -137,3 +137,17 @@ class VectorReads:
         video_ids[hit] = vals_video[pos[hit]]
         times[hit] = vals_t[pos[hit]]
         return video_ids, times
+
+    def vectors_by_id(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stored vectors with these ids: (ids found (m,) int64 ascending, vectors (m, raw_dim) float32)."""
+        wanted = np.unique(np.asarray(ids, dtype=np.int64))
+        found: list[int] = []
+        blobs: list[bytes] = []
+        with self._read() as s:
+            for batch in in_batches(wanted.tolist()):
+                for vid, data in s.execute(select(VectorRow.id, VectorRow.data).where(VectorRow.id.in_(batch))
+                                           .order_by(VectorRow.id)):
+                    found.append(vid)
+                    blobs.append(data)
+            meta = s.get(IndexMetaRow, 1)
+        return ids_array(found), decode_vectors(blobs, meta.raw_dim if meta is not None and not blobs else None)
