@@ -8,25 +8,32 @@ exit 2; an index run that finished but could not read some files exits 3. ``SORA
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import click
 from click.core import ParameterSource
 
 from . import __version__
 from .errors import EncoderError, SoraSearchError, debug_wanted
-from .params import VIEW_CHOICES, IndexParams, QueryParams
+from .params import KEEP_RULES, VIEW_CHOICES, DupesParams, IndexParams, QueryParams
+from .render import (DupesProgress, echo, hms, mmss, print_dupes, print_pairs_csv, print_summary, progress_display,
+                     shown)
 
 EXIT_PARTIAL = 3
+EXIT_TERMINATED = 128 + signal.SIGTERM
+_FULL_HINT = "; free some space and run the command again (what was committed before is kept)"
 # The documented defaults, read for option defaults and the figures in help texts.
 _INDEX = IndexParams()
 _QUERY = QueryParams()
+_DUPES = DupesParams()
 
 
 class _FiniteFloat(click.FloatRange):
@@ -77,7 +84,7 @@ class _Group(click.Group):
         except SoraSearchError as exc:
             if debug_wanted():
                 raise
-            raise click.ClickException(str(exc)) from exc
+            raise click.ClickException(shown(str(exc))) from exc
         except BrokenPipeError:
             # The reader of our output went away (`| head`): click's main quiets the streams and exits 1, silently.
             raise
@@ -85,7 +92,8 @@ class _Group(click.Group):
             if debug_wanted():
                 raise
             where = f"{exc.filename}: " if exc.filename else ""
-            raise click.ClickException(f"{where}{exc.strerror or exc}") from exc
+            hint = _FULL_HINT if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else ""
+            raise click.ClickException(shown(f"{where}{exc.strerror or exc}{hint}")) from exc
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -99,6 +107,8 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     \b
       sora-search index ./library      index (or update) every video under ./library
       sora-search query clip.mp4       ranked library videos with matching time spans
+      sora-search dupes                library videos that share footage, and which copy to keep
+      sora-search serve                a web page and JSON API on http://127.0.0.1:8765
     """
     level = logging.WARNING - 10 * verbose if not quiet else logging.ERROR
     logging.basicConfig(level=max(logging.DEBUG, level), format="%(levelname)s %(name)s: %(message)s",
@@ -111,12 +121,14 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 @index_option
 @device_option
 @click.option("--retry-failed", is_flag=True, help="Try again files that failed before and have not changed.")
+@click.option("--follow-links/--no-follow-links", default=True, show_default=True,
+              help="Index the targets of file symlinks that point outside PATHS (folder links are never followed).")
 @click.option("--timeout", "timeout_s", type=_FiniteFloat(min=1), default=_INDEX.decode_timeout_s,
               show_default=True,
               help="Seconds a decoder may stall on one file before it is stopped and the file skipped.")
 @click.pass_context
 def index(ctx: click.Context, paths: tuple[Path, ...], index_dir: Path | None, device: str | None,
-          retry_failed: bool, timeout_s: float) -> None:
+          retry_failed: bool, follow_links: bool, timeout_s: float) -> None:
     """Index the videos under PATHS (files or folders, recursive).
 
     Incremental: unchanged files are skipped, changed files re-indexed, moved or renamed files recognised without
@@ -127,80 +139,17 @@ def index(ctx: click.Context, paths: tuple[Path, ...], index_dir: Path | None, d
         raise click.BadParameter(f"no such file or folder: {', '.join(missing)}", param_hint="PATHS")
     quiet = ctx.obj["quiet"]
     with _open(index_dir, create=True, device=device, params=IndexParams(decode_timeout_s=timeout_s)) as lib:
-        display = None if quiet else _progress_display(sys.stderr)
+        display = None if quiet else progress_display(sys.stderr)
         progress = None if display is None else display.update
         try:
-            summary = lib.index(paths, progress=progress, retry_failed=retry_failed)
+            summary = lib.index(paths, progress=progress, retry_failed=retry_failed, follow_links=follow_links)
         finally:
             if display is not None:
                 display.close()
     if not quiet:
-        _print_summary(summary, timings=ctx.obj["verbose"] > 0)
+        print_summary(summary, timings=ctx.obj["verbose"] > 0)
     if summary.failed:
         ctx.exit(EXIT_PARTIAL)
-
-
-def _progress_display(stream: TextIO) -> _ProgressBar | _ProgressLines:
-    """How indexing progress is shown on ``stream``: a live bar on a terminal; elsewhere (a log file, CI) a bar's
-    redraws would be noise, so one plain line per finished file."""
-    try:
-        terminal = stream.isatty()
-    except (AttributeError, ValueError):  # no isatty, or a closed stream
-        terminal = False
-    return _ProgressBar(stream) if terminal else _ProgressLines(stream)
-
-
-class _ProgressBar:
-    """A tqdm bar over the bytes to decode, created on the first progress event."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self._bar: Any = None
-
-    def update(self, p: Any) -> None:
-        if self._bar is None:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=p.bytes_total, unit="B", unit_scale=True, unit_divisor=1024, file=self.stream,
-                             desc="indexing", dynamic_ncols=True, leave=False)
-        self._bar.update(p.bytes_done - self._bar.n)
-        self._bar.set_postfix_str(f"{p.done}/{p.total} files, {os.path.basename(p.path)}", refresh=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
-class _ProgressLines:
-    """One line per finished file (``added   3/61  path``, ``failed  4/61  path: reason``); nothing while one
-    decodes."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-
-    def update(self, p: Any) -> None:
-        if p.status == "decoding":
-            return
-        line = f"{p.status:<7} {p.done:>{len(str(p.total))}}/{p.total}  {p.path}"
-        click.echo(f"{line}: {p.reason}" if p.reason else line, file=self.stream)
-
-    def close(self) -> None:
-        pass
-
-
-def _print_summary(summary: Any, *, timings: bool = False) -> None:
-    parts = [f"{len(summary.added)} added", f"{len(summary.updated)} updated",
-             f"{len(summary.unchanged)} unchanged", f"{len(summary.moved)} moved", f"{len(summary.removed)} removed",
-             f"{len(summary.failed)} failed"]
-    click.echo(f"{', '.join(parts)} ({summary.vectors_added} vectors added, {summary.seconds:.1f} s)", err=True)
-    if timings and summary.timings:
-        click.echo("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(summary.timings.items())), err=True)
-    for old, new in summary.moved:
-        click.echo(f"  moved   {old} -> {new}", err=True)
-    for path in summary.removed:
-        click.echo(f"  removed {path}", err=True)
-    for f in summary.failed:
-        click.echo(f"  failed  {f.path}: {f.reason}", err=True)
 
 
 @cli.command()
@@ -222,33 +171,77 @@ def _print_summary(summary: Any, *, timings: bool = False) -> None:
 @click.option("--timeout", "timeout_s", type=_FiniteFloat(min=1), default=_QUERY.decode_timeout_s,
               show_default=True, help="Seconds the decoder may stall on CLIP before it is stopped.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a self-contained HTML report to this file: frames side by side, timelines.")
 def query(clip: Path, index_dir: Path | None, device: str | None, k: int, min_score: float, views: str,
-          timeout_s: float, as_json: bool) -> None:
-    """Find library videos that contain CLIP, with scores and matching time spans."""
+          timeout_s: float, as_json: bool, html_file: Path | None) -> None:
+    """Find library videos that contain CLIP, with scores and matching time spans.
+
+    CLIP may be an indexed video: it is left out of its own answer ("what else shares footage with this one?"), and
+    with --views auto or fast it is searched from its stored whole-frame vectors, nothing decoded.
+    """
     if not clip.exists():
         raise click.BadParameter(f"no such file: {clip}", param_hint="CLIP")
     params = QueryParams(k=k, min_score=min_score, views=views, decode_timeout_s=timeout_s)
     with _open(index_dir, create=False, device=device) as lib:
         result = lib.query(clip, params=params)
+        if html_file is not None:
+            from .report import render
+
+            html_file.write_text(render(result, clip, lib.location), encoding="utf-8")
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        echo(json.dumps(result.to_dict(), indent=2))
         return
     if not result.matches:
-        click.echo(f"no match for {clip}")
+        echo(f"no match for {clip}")
         return
-    click.echo(f"{'score':>6}  {'clip span':<13}  {'library span':<13}  video")
+    echo(f"{'score':>6}  {'clip span':<13}  {'library span':<13}  video")
     for m in result.matches:
         for i, s in enumerate(m.segments):
             score = f"{m.score:6.3f}" if i == 0 else " " * 6
             path = m.path if i == 0 else ""
-            click.echo(f"{score}  {_mmss(s.query_start_s)}-{_mmss(s.query_end_s):<7}  "
-                       f"{_mmss(s.ref_start_s)}-{_mmss(s.ref_end_s):<7}  {path}".rstrip())
+            echo(f"{score}  {mmss(s.query_start_s)}-{mmss(s.query_end_s):<7}  "
+                       f"{mmss(s.ref_start_s)}-{mmss(s.ref_end_s):<7}  {path}".rstrip())
 
 
-def _mmss(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    h, rem = divmod(seconds, 3600)
-    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60:02d}:{rem % 60:02d}"
+@cli.command(help=f"""Find library videos that share footage: copies, videos that contain others, shared parts.
+
+    Reads the stored vectors: nothing is decoded. Each pair gets a score, the matching spans in both videos and how
+    much of each the shared footage covers (0 to 1). Videos that are copies of one another (both covered at least
+    {_DUPES.same_video:g}) form a group, the copy to keep first. Intros, endings and black openings that two videos
+    merely share do not pair them. Nothing is deleted, moved or changed: the output is a plan for a person or a
+    script.
+    """)
+@index_option
+@device_option
+@click.option("--min-score", type=_FiniteFloat(min=-1, max=1), default=_DUPES.min_score, show_default=True,
+              help="Hide pairs scoring below this (a score means what it means in `query`).")
+@click.option("--keep", type=click.Choice(KEEP_RULES), default=_DUPES.keep, show_default=True,
+              help="Which copy of a group to keep: the highest resolution (then the longest), the longest, the "
+                   "largest file, the newest or the oldest file.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV, one row per pair, instead of a table.")
+@click.pass_context
+def dupes(ctx: click.Context, index_dir: Path | None, device: str | None, min_score: float, keep: str,
+          as_json: bool, as_csv: bool) -> None:
+    """The ``dupes`` command; its help text is given above, with the figures of DupesParams."""
+    if as_json and as_csv:
+        raise click.BadParameter("give --json or --csv, not both", param_hint="--csv")
+    quiet = ctx.obj["quiet"]
+    with _open(index_dir, create=False, device=device) as lib:
+        display = None if quiet else DupesProgress(sys.stderr)
+        try:
+            report = lib.duplicates(min_score=min_score, keep=keep,
+                                    progress=None if display is None else display.update)
+        finally:
+            if display is not None:
+                display.close()
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    elif as_csv:
+        print_pairs_csv(report)
+    else:
+        print_dupes(report, keep)
 
 
 @cli.command()
@@ -259,11 +252,11 @@ def info(index_dir: Path | None, as_json: bool) -> None:
     with _open(index_dir, create=False) as lib:
         data = lib.info()
     if as_json:
-        click.echo(json.dumps(data.to_dict(), indent=2))
+        echo(json.dumps(data.to_dict(), indent=2))
         return
     rows = [
         ("index", data.location),
-        ("videos", f"{data.videos} indexed ({_hms(data.duration_s)}), {data.failed} failed"),
+        ("videos", f"{data.videos} indexed ({hms(data.duration_s)}), {data.failed} failed"),
         ("vectors", f"{data.vectors} ({data.sampling_fps:g} per second)"),
         ("encoder", f"{data.encoder} v{data.encoder_version}, {data.raw_dim}-d raw"),
         ("projection", f"{data.projection or 'not fitted yet'} -> {data.dim}-d"),
@@ -271,12 +264,7 @@ def info(index_dir: Path | None, as_json: bool) -> None:
         ("store", f"SQLite, {data.store_bytes / 2**20:.1f} MiB, schema {data.schema_revision}"),
     ]
     for key, value in rows:
-        click.echo(f"{key:<11} {value}")
-
-
-def _hms(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+        echo(f"{key:<11} {value}")
 
 
 @cli.command()
@@ -287,7 +275,7 @@ def remove(paths: tuple[Path, ...], index_dir: Path | None) -> None:
     with _open(index_dir, create=False) as lib:
         removed = lib.remove(paths)
     for p in removed:
-        click.echo(f"removed {p}")
+        echo(f"removed {p}")
     if not removed:
         raise click.ClickException(f"nothing indexed under {', '.join(map(str, paths))}")
 
@@ -304,17 +292,19 @@ def check(index_dir: Path | None, repair: bool, as_json: bool) -> None:
     with _open(index_dir, create=False) as lib:
         report = lib.check(repair=repair)
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        echo(json.dumps(report.to_dict(), indent=2))
     else:
         for line in report.repaired:
-            click.echo(f"repaired: {line}")
+            echo(f"repaired: {line}")
         for line in report.problems:
-            click.echo(f"problem: {line}")
+            echo(f"problem: {line}")
+        for line in report.notes:
+            echo(f"note: {line}")
         state = "consistent" if report.ok else "NOT consistent"
-        click.echo(f"{state}: {report.videos} videos, {report.vectors} stored vectors, "
+        echo(f"{state}: {report.videos} videos, {report.vectors} stored vectors, "
                    f"{report.faiss_vectors} in FAISS")
         if not report.ok and not repair:
-            click.echo("run `sora-search check --repair` to rebuild the FAISS file from the stored vectors")
+            echo("run `sora-search check --repair` to rebuild the FAISS file from the stored vectors")
     if not report.ok:
         sys.exit(1)
 
@@ -326,7 +316,55 @@ def upgrade(index_dir: Path | None) -> None:
     from .library import Library
 
     before, after = Library.upgrade(index_dir)
-    click.echo(f"schema {before} -> {after}" if before != after else f"schema already at {after}")
+    echo(f"schema {before} -> {after}" if before != after else f"schema already at {after}")
+
+
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@cli.command()
+@index_option
+@device_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Any other than this machine's loopback needs --token or --no-auth.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port to listen on.")
+@click.option("--token", envvar="SORA_SEARCH_TOKEN", default=None,
+              help="Require 'Authorization: Bearer TOKEN' on /api (default: $SORA_SEARCH_TOKEN).")
+@click.option("--no-auth", is_flag=True, help="Serve a non-loopback --host without a token.")
+@click.option("--max-upload-mb", type=_FiniteFloat(min=0.001), default=512, show_default=True,
+              help="Largest probe clip accepted, in MiB.")
+@click.option("--max-queued", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Queries waiting or running at once; more get 503 with Retry-After.")
+@click.pass_context
+def serve(ctx: click.Context, index_dir: Path | None, device: str | None, host: str, port: int, token: str | None,
+          no_auth: bool, max_upload_mb: float, max_queued: int) -> None:
+    """Serve the index over HTTP: a web page at /, a JSON API under /api, OpenAPI docs at /docs.
+
+    Needs the serve extra: pip install 'sora-search[serve]'.
+    """
+    from .serve import INSTALL_HINT, missing
+
+    if missing():
+        raise click.ClickException(f"serve needs {', '.join(missing())}: {INSTALL_HINT}")
+    if host not in _LOCAL_HOSTS and not token and not no_auth:
+        raise click.BadParameter(f"{host} is reachable from other machines: pass --token TOKEN (or set "
+                                 "SORA_SEARCH_TOKEN), or --no-auth to serve without one", param_hint="--host")
+    from .serve.app import Settings
+    from .serve.app import serve as serve_app
+
+    if not ctx.obj["quiet"]:
+        logging.getLogger("sora_search.serve").setLevel(logging.INFO)
+    # uvicorn stops gracefully on SIGTERM and then re-raises it: the default action, not the index runs' message.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    serve_app(Settings(index=index_dir, device=device, token=token, max_upload_mb=max_upload_mb,
+                       max_queued=max_queued), host=host, port=port,
+              log_level="warning" if ctx.obj["quiet"] else "info")
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM ends the command as Ctrl-C does: open transactions roll back, locks and workers are released."""
+    sys.stderr.write("Aborted: terminated (SIGTERM); what was committed is kept and the next run carries on\n")
+    raise SystemExit(EXIT_TERMINATED)
 
 
 def run() -> None:
@@ -338,6 +376,7 @@ def run() -> None:
     streams and leaves with ``os._exit`` and the exit status :func:`main` chose. An exception that escapes main
     (only with SORA_SEARCH_DEBUG=1) takes the normal way out, traceback and all.
     """
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         main()
         code = 0
@@ -368,5 +407,5 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # noqa: BLE001 — the last resort: a line, not a traceback
         if debug_wanted():
             raise
-        click.echo(f"Error: {type(exc).__name__}: {exc} (SORA_SEARCH_DEBUG=1 shows the traceback)", err=True)
+        echo(f"Error: {type(exc).__name__}: {exc} (SORA_SEARCH_DEBUG=1 shows the traceback)", err=True)
         sys.exit(1)

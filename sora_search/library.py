@@ -16,16 +16,17 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sora_search import identity, scan
-from sora_search.errors import EmptyIndex, EncoderMismatch, IndexLocked, IndexNotFound, StoreError, VideoError
-from sora_search.params import DEFAULT_ENCODER, DEFAULT_FPS, IndexParams, QueryParams
-from sora_search.types import CheckReport, FailedFile, IndexSummary, LibraryInfo, Match, Progress, QueryResult
+from sora_search.errors import EmptyIndex, EncoderMismatch, IndexNotFound, StoreError, VideoError
+from sora_search.params import DEFAULT_ENCODER, DEFAULT_FPS, DupesParams, IndexParams, QueryParams
+from sora_search.store.lock import write_lock
+from sora_search.types import (CheckReport, DuplicatesProgress, DuplicatesReport, FailedFile, IndexSummary,
+                               LibraryInfo, Match, Progress, QueryResult)
 
 if TYPE_CHECKING:
     from sora_search.embed import Embedder
@@ -36,7 +37,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_LOCATION = ".sora-search"
 DB_NAME = "sora.db"
-LOCK_NAME = "write.lock"
 
 ProgressCallback = Callable[[Progress], None]
 
@@ -44,30 +44,6 @@ ProgressCallback = Callable[[Progress], None]
 def default_location() -> Path:
     """Where the index lives when no path is given: ``$SORA_SEARCH_INDEX``, else ``./.sora-search``."""
     return Path(os.environ.get("SORA_SEARCH_INDEX") or DEFAULT_LOCATION)
-
-
-@contextmanager
-def write_lock(location: Path) -> Iterator[None]:
-    """Hold the index folder's exclusive write lock (released by the OS if the process dies).
-
-    Raises:
-        IndexLocked: another process holds it.
-    """
-    import filelock
-
-    path = location / LOCK_NAME
-    lock = filelock.FileLock(path, timeout=0)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        holder = path.read_text().strip() or "another process"
-        raise IndexLocked(f"{location} is being written by {holder}; wait for it to finish "
-                          "(only one index or remove run at a time)") from None
-    try:
-        path.write_text(f"pid {os.getpid()}")  # for the message above; flock is on filelock's own descriptor
-        yield
-    finally:
-        lock.release()
 
 
 class Library:
@@ -156,7 +132,7 @@ class Library:
 
     # ------------------------------------------------------------------ indexing
     def index(self, paths: Sequence[str | Path], *, progress: ProgressCallback | None = None,
-              retry_failed: bool = False) -> IndexSummary:
+              retry_failed: bool = False, follow_links: bool = True) -> IndexSummary:
         """Bring the index up to date with the videos under ``paths`` (files or folders, recursive).
 
         New files are decoded and encoded, changed files re-encoded, moved files re-pathed without decoding,
@@ -166,15 +142,18 @@ class Library:
             progress: called before (status ``decoding``) and after (``added``, ``updated``, ``failed``) each file
                 that is decoded, with a :class:`Progress` (bytes are the ETA basis).
             retry_failed: attempt again files that failed before and have not changed.
+            follow_links: follow file symlinks whose target is outside ``paths`` (folder links: never).
 
         Raises:
             FileNotFoundError: a path does not exist. IndexLocked: another run is writing this index.
+            StoreError: the SQLite store is damaged (nothing is written to it).
         """
         started = time.monotonic()
         self._embedder.timings.clear()
         with write_lock(self.location):
+            self._store.refuse_if_damaged()
             self._keeper.remove_leftovers()
-            found = scan.walk(paths, exclude=[self.location])
+            found = scan.walk(paths, exclude=[self.location], follow_links=follow_links)
             todo = scan.plan(found, self._store.videos(), [os.path.abspath(p) for p in paths],
                              retry_failed=retry_failed)
             identity.ensure(self._store, self.location, self._embedder.encoder_name, self._fps)
@@ -241,7 +220,7 @@ class Library:
                 progress(Progress(n, len(work), bytes_done, bytes_total, entry.path, status, reason))
             if time.monotonic() - last_save > self.params.save_every_s:
                 with timed("index"):
-                    self._keeper.finish()
+                    self._keeper.checkpoint()
                 last_save = time.monotonic()
         return out
 
@@ -270,6 +249,9 @@ class Library:
             params: the query's knobs (:class:`~sora_search.params.QueryParams`); ``k``, ``min_score`` and
                 ``views`` override its fields of those names.
 
+        A clip that is an indexed video is left out of its own answer, and searched from its stored vectors
+        (nothing decoded) when its file is unchanged and ``views`` is ``auto`` or ``fast``.
+
         A score is the shrunk mean, over the aligned probe seconds, of each second's similarity to the video minus
         its background similarity to the library's next best other videos, each second weighted by how much it
         changed from the one before; every match but the best then loses ``runner_up_gap`` of its gap to the best
@@ -278,7 +260,7 @@ class Library:
         Raises:
             VideoError: the clip cannot be decoded. EmptyIndex: nothing is indexed yet.
         """
-        from sora_search.query import ProbeSearch, run
+        from sora_search.query import query_clip
 
         given: dict[str, Any] = {"k": k, "min_score": min_score, "views": views}
         p = replace(params or QueryParams(), **{f: v for f, v in given.items() if v is not None})
@@ -288,17 +270,32 @@ class Library:
             raise EmptyIndex(f"nothing is indexed in {self.location} yet: run `sora-search index PATH` first")
         identity.check_encoder(meta, self.location, self._embedder.encoder_name)
         index, projection = self._keeper.searchable()
-        search = ProbeSearch(index, projection, self._store, self._store.indexed_video_count(), p)
-        ranked = run(clip, self._embedder, search, p)
+        ranked = query_clip(clip, self._embedder, self._store, index, projection, p)
         paths = self._store.video_paths(r.video_id for r in ranked)
         matches = tuple(Match(path=paths[r.video_id], score=round(r.score, 4), segments=r.spans) for r in ranked)
         return QueryResult(query=str(clip), matches=matches)
 
+    def duplicates(self, *, min_score: float | None = None, keep: str | None = None,
+                   params: DupesParams | None = None,
+                   progress: Callable[[DuplicatesProgress], None] | None = None) -> DuplicatesReport:
+        """Pairs of library videos that share footage, and groups of same-video copies with the one to keep, from
+        the stored vectors: nothing is decoded, nothing changed (:mod:`sora_search.query.dupes`). ``min_score`` and
+        ``keep`` override the fields of ``params`` (:class:`~sora_search.params.DupesParams`) of those names.
+
+        Raises:
+            EmptyIndex: nothing is indexed yet.
+        """
+        from sora_search.query.dupes import find_duplicates
+
+        if self._store.vector_count() == 0:
+            raise EmptyIndex(f"nothing is indexed in {self.location} yet: run `sora-search index PATH` first")
+        given: dict[str, Any] = {"min_score": min_score, "keep": keep}
+        p = replace(params or DupesParams(), **{f: v for f, v in given.items() if v is not None})
+        return find_duplicates(self._store, *self._keeper.searchable(), p, 1.0 / self._fps, progress)
+
     # ------------------------------------------------------------------ info and consistency
     def info(self) -> LibraryInfo:
         """What is indexed, how, and how big it is."""
-        from sora_search.store import head_revision
-
         meta = self._store.meta()
         videos = self._store.videos()
         indexed = [v for v in videos if v.status == "indexed"]
@@ -312,7 +309,7 @@ class Library:
             sampling_fps=meta.sampling_fps if meta else self._fps,
             projection=meta.projection_name if meta else "", index_type=faiss.kind, index_nlist=faiss.nlist,
             index_nprobe=faiss.nprobe, index_bytes=faiss.nbytes, store_bytes=(self.location / DB_NAME).stat().st_size,
-            schema_revision=self._store.revision(), extra={"schema_head": head_revision()},
+            schema_revision=self._store.revision(), extra={"schema_head": self._store.head_revision()},
             index_device=self._keeper.search_device)
 
     def check(self, *, repair: bool = False) -> CheckReport:
@@ -327,22 +324,22 @@ class Library:
         """
         keeper = self._keeper
         store_problems = self._store.integrity_problems()
-        index_problems, faiss_vectors = keeper.problems()
+        index_problems, notes, faiss_vectors = keeper.problems()
         leftovers = keeper.leftovers()
         problems = store_problems + index_problems + [f"leftover temporary file {p.name} from an interrupted save"
                                                       for p in leftovers]
         repaired: list[str] = []
-        if repair and (index_problems or leftovers):
+        if repair and (index_problems or notes or leftovers):
             with write_lock(self.location):
                 repaired += [f"deleted {name}" for name in keeper.remove_leftovers()]
-                if index_problems and self._store.vector_count():
-                    keeper.rebuild()
+                if (index_problems or notes) and self._store.vector_count():
+                    keeper.repair()
                     repaired.append(f"rebuilt {keeper.path.name} from {self._store.vector_count()} stored vectors")
-            index_problems, faiss_vectors = keeper.problems()
+            index_problems, notes, faiss_vectors = keeper.problems()
             problems = store_problems + index_problems
         if store_problems:
             problems.append("the SQLite store itself is damaged: restore a backup of the index folder, or move it "
                             "away and run `sora-search index` again")
-        return CheckReport(ok=not problems, problems=tuple(problems), repaired=tuple(repaired),
+        return CheckReport(ok=not problems, problems=tuple(problems), repaired=tuple(repaired), notes=tuple(notes),
                            videos=len(self._store.videos(status="indexed")), vectors=self._store.vector_count(),
                            faiss_vectors=faiss_vectors)

@@ -1,8 +1,9 @@
 """Every tuning knob of the engine, with its default: frozen dataclasses passed in, never module globals.
 
 :class:`IndexParams` shapes index runs (``Library.open(..., params=)``); :class:`QueryParams` shapes queries
-(``Library.query(..., params=)``); :class:`AlignParams` is the temporal alignment inside a query. The CLI reads its
-defaults and help figures from these objects. What each default rests on is in ``docs/tuning.md``.
+(``Library.query(..., params=)``); :class:`AlignParams` is the temporal alignment inside a query;
+:class:`DupesParams` shapes ``Library.duplicates``. The CLI reads its defaults and help figures from these objects.
+What each default rests on is in ``docs/tuning.md``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ DEFAULT_ENCODER = "sora-lite0"
 DEFAULT_FPS = 1.0
 # Names accepted by QueryParams.views besides an explicit sequence of view names (sora_search.query.views).
 VIEW_CHOICES = ("auto", "fast", "standard", "thorough")
+# How `dupes` picks the copy to keep in a group of same-video copies (DupesParams.keep).
+KEEP_RULES = ("resolution", "duration", "size", "newest", "oldest")
 
 
 def _problems(obj: object, rules: dict[str, bool]) -> None:
@@ -105,3 +108,40 @@ class QueryParams:
             "background_max_k": self.background_max_k >= self.neighbours,
             "background_skip": self.background_skip >= 0, "background_take": self.background_take >= 1,
             "novelty_full": self.novelty_full is None or self.novelty_full > self.novelty_floor})
+
+
+@dataclass(frozen=True)
+class DupesParams:
+    """How ``dupes`` finds library videos that share footage (:mod:`sora_search.query.dupes`).
+
+    Searching, background, novelty weighting and alignment are ``query``'s own knobs, so a pair scores what a query
+    of one video against the rest of the library gives the other. ``query.min_score``, ``query.k`` and
+    ``query.views`` are not used: ``min_score`` here is the threshold, and only stored whole-frame vectors are
+    searched.
+    """
+
+    min_score: float = 0.1             # pairs scoring below this are not reported (lower than a query's: see
+                                       # docs/tuning.md, the library holds both copies and their look-alikes)
+    copy_bound: float = 0.25           # a video whose hits could score this much with a probe video's is one of its
+                                       # copies, and stands out of that video's background
+    keep: str = "resolution"           # the copy a group keeps: one of KEEP_RULES
+    same_video: float = 0.8            # both videos covered at least this much: the same video (one group)
+    cover_ratio: float = 0.5           # a second of a segment is covered when its hit reaches this share of the
+                                       # segment's strong level (its 90th-percentile second)
+    min_novel_s: float = 2.0           # a shared segment needs this many seconds of new evidence in both videos
+    edge_s: float = 2.0                # a segment this close to the start (or end) of both videos ...
+    opening_max_s: float = 30.0        # ... at most this long ...
+    opening_max_share: float = 0.5     # ... and covering less than this of each is an intro or ending, not a copy
+    runner_up_gap: float = 0.0         # the query's runner-up rule, per probe video (0: off; see docs/tuning.md)
+    batch_vectors: int = 16384         # vectors searched per k-NN call: bounds the memory a run holds
+    query: QueryParams = field(default_factory=QueryParams)
+
+    def __post_init__(self) -> None:
+        _problems(self, {
+            "min_score": math.isfinite(self.min_score) and -1 <= self.min_score <= 1,
+            "copy_bound": math.isfinite(self.copy_bound),
+            "keep": self.keep in KEEP_RULES, "same_video": 0 < self.same_video <= 1,
+            "cover_ratio": 0 <= self.cover_ratio <= 1,
+            "min_novel_s": self.min_novel_s >= 0, "edge_s": self.edge_s >= 0, "opening_max_s": self.opening_max_s >= 0,
+            "opening_max_share": 0 <= self.opening_max_share <= 1, "runner_up_gap": 0 <= self.runner_up_gap <= 1,
+            "batch_vectors": self.batch_vectors >= 1})

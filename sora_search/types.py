@@ -161,14 +161,88 @@ class Progress:
 
 @dataclass(frozen=True)
 class CheckReport:
-    """What ``Library.check`` found: ``problems`` as sentences (empty when consistent), what ``--repair`` fixed."""
+    """What ``Library.check`` found: ``problems`` as sentences (empty when consistent), ``notes`` on states that are
+    not problems (a FAISS file behind its store), what ``--repair`` fixed."""
 
     ok: bool
     problems: tuple[str, ...] = ()
     repaired: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
     videos: int = 0
     vectors: int = 0
     faiss_vectors: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class DuplicateSegment:
+    """Footage two library videos share: ``a_start_s..a_end_s`` of video ``a`` shows ``b_start_s..b_end_s`` of
+    ``b``."""
+
+    a_start_s: float
+    a_end_s: float
+    b_start_s: float
+    b_end_s: float
+    score: float
+
+    def __post_init__(self) -> None:
+        if self.a_end_s < self.a_start_s or self.b_end_s < self.b_start_s:
+            raise ValueError(f"DuplicateSegment ends before it starts: {self}")
+
+
+# How much of each video a pair's shared footage covers says what the pair is (DupesParams.same_video).
+RELATIONS = ("same", "a_contains_b", "b_contains_a", "partial")
+
+
+@dataclass(frozen=True)
+class DuplicatePair:
+    """Two library videos that share footage (``a`` sorts before ``b``): the score, how much of each the shared
+    footage covers (0..1), what that makes them (one of :data:`RELATIONS`) and the segments, best first."""
+
+    a: str
+    b: str
+    score: float
+    a_covered: float
+    b_covered: float
+    relation: str
+    segments: tuple[DuplicateSegment, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.a < self.b or self.relation not in RELATIONS:
+            raise ValueError(f"DuplicatePair needs a < b and a relation of {RELATIONS}, got {self.a!r}, "
+                             f"{self.b!r}, {self.relation!r}")
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    """Copies of one video: ``keep`` is the one the keep rule chose; ``members`` all of them, ``keep`` first."""
+
+    keep: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DuplicatesReport:
+    """What ``Library.duplicates`` found: pairs best first, and groups of same-video copies. ``to_dict()`` is the
+    CLI's ``dupes --json`` shape. Nothing was deleted or moved: it is a plan to act on."""
+
+    pairs: tuple[DuplicatePair, ...] = ()
+    groups: tuple[DuplicateGroup, ...] = ()
+    videos: int = 0
+    vectors: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pairs": [asdict(p) | {"segments": [asdict(s) for s in p.segments]} for p in self.pairs],
+                "groups": [{"keep": g.keep, "members": list(g.members)} for g in self.groups]}
+
+
+@dataclass(frozen=True)
+class DuplicatesProgress:
+    """A progress event from ``Library.duplicates``: ``done`` of ``total`` stored vectors searched, and the pairs
+    found so far."""
+
+    done: int
+    total: int
+    pairs: int

@@ -84,6 +84,20 @@ def cut(src: Path, dst: Path, start_s: float, duration_s: float, *, scale: float
     return dst
 
 
+def concat(parts: Sequence[Path], dst: Path, *, size: tuple[int, int] = (320, 240), fps: int = 25,
+           crf: int = 23) -> Path:
+    """The clips ``parts`` one after another, each scaled to ``size`` at ``fps``, re-encoded into one file."""
+    w, h = size
+    args: list[str] = []
+    for part in parts:
+        args += ["-i", str(part)]
+    chains = [f"[{i}:v]scale={w}:{h},setsar=1,fps={fps},format=yuv420p[v{i}]" for i in range(len(parts))]
+    joined = "".join(f"[v{i}]" for i in range(len(parts))) + f"concat=n={len(parts)}:v=1:a=0[out]"
+    ffmpeg(*args, "-filter_complex", ";".join(chains + [joined]), "-map", "[out]", "-c:v", "libx264",
+           "-crf", str(crf), "-pix_fmt", "yuv420p", "-an", str(dst))
+    return dst
+
+
 def picture_in_picture(copy: Path, dst: Path, start_s: float, duration_s: float, *, frac: float, x: float,
                        y: float, background: str = "life", seed: int = 7,
                        size: tuple[int, int] = (320, 240)) -> Path:

@@ -1,11 +1,15 @@
 """The accuracy benchmark end to end at its small size: generator, engine through the runner, evaluator.
 
 Keeps ``benchmarks/accuracy/generate.py`` and ``run.py`` working (the full benchmark needs the media of
-``benchmarks/fetch_media.sh`` and ~15 minutes). Synthetic footage, the real encoder, a few videos.
+``benchmarks/fetch_media.sh`` and ~15 minutes). Synthetic footage, the real encoder, a few videos. The split
+benchmark (``--splits``) is checked for its split rule (no source in both splits, every query's references in its
+own split) and its runner with a system that answers from the truth, so no engine run is added.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -17,6 +21,8 @@ sys.path.insert(0, str(ACCURACY))
 
 import generate  # noqa: E402
 import run  # noqa: E402
+import splits  # noqa: E402
+from systems import Prediction  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +76,151 @@ def test_a_photo_that_is_a_frame_of_a_packaged_video_is_found(tmp_path: Path) ->
     ffmpeg("-i", str(other), "-frames:v", "1", str(media / "photos" / "pkg" / "unrelated.png"))
     found = generate.video_stills(media, sorted((media / "photos").rglob("*.*")))
     assert found == {media / "photos" / "pkg" / "still.jpg": "video_real/pkg/clip.mp4"}
+
+
+# --- the split benchmark (generate.py --splits, truth version 3) ------------------------------------------------------
+
+# generate.py's default output must not move: this is the sha256 of --synthetic --small --seed 0's truth.json.
+V1_SMALL_TRUTH_SHA256 = "c665456edea8bea7787750a84736f64284af2ae74d67fb1cf2a20399032d284d"
+
+
+def test_the_first_version_is_unchanged(bench: tuple[Path, dict]) -> None:
+    out, _ = bench
+    assert hashlib.sha256((out / "truth.json").read_bytes()).hexdigest() == V1_SMALL_TRUTH_SHA256
+
+
+@pytest.fixture(scope="module")
+def split_bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("accsplits")
+    truth_path = generate.generate(out, media=None, seed=0, small=True, splits=True)
+    return out, json.loads(Path(truth_path).read_text())
+
+
+def test_no_source_is_in_both_splits(split_bench: tuple[Path, dict]) -> None:
+    out, truth = split_bench
+    assert truth["version"] == 3 and truth["splits"] == ["tune", "heldout"]
+    split_of = {s["source"]: s["split"] for s in truth["sources"]}
+    assert len(split_of) == len(truth["sources"])
+    assert set(split_of.values()) == {"tune", "heldout"}
+    for key, folder in (("references", "refs"), ("queries", "queries"), ("filler", "filler")):
+        assert truth[key]
+        for entry in truth[key]:
+            assert (out / folder / entry["name"]).is_file(), entry["name"]
+            assert entry["sources"], entry["name"]
+            # Everything a file shows (its footage, the footage it is embedded in) comes from its own split.
+            assert {split_of[a] for a in entry["sources"]} == {entry["split"]}, entry
+
+
+def test_every_query_and_its_references_are_in_one_split(split_bench: tuple[Path, dict]) -> None:
+    _, truth = split_bench
+    split_of = {r["name"]: r["split"] for r in truth["references"]}
+    for q in truth["queries"]:
+        if q["positive"]:
+            assert split_of[q["reference"]] == q["split"], q
+        else:
+            assert q["reference"] is None
+        for name in q["scene_references"] or []:
+            assert split_of[name] == q["split"], q
+    for split in truth["splits"]:
+        queries = [q for q in truth["queries"] if q["split"] == split]
+        families = {q["family"] for q in queries if q["positive"]}
+        assert families == set(splits.SMALL.families)
+        kinds = {q["negative_kind"] for q in queries if not q["positive"]}
+        assert kinds == {splits.NEAR_MISS, splits.SAME_SOURCE, splits.UNRELATED}
+        # Low-motion copies, and a hard negative from another stretch of a low-motion recording whose reference
+        # is indexed.
+        assert any(q["positive"] and q["content"] == "low-motion" for q in queries)
+        near = [q for q in queries if q["negative_kind"] == splits.NEAR_MISS]
+        assert near and all(q["content"] == "low-motion" and q["scene_references"] for q in near)
+
+
+def test_the_held_out_digest_follows_the_held_out_split_only(split_bench: tuple[Path, dict]) -> None:
+    _, truth = split_bench
+    assert splits.heldout_digest(truth) == truth["heldout_sha256"]
+    tune_changed = copy.deepcopy(truth)
+    next(q for q in tune_changed["queries"] if q["split"] == "tune")["duration_s"] += 1
+    assert splits.heldout_digest(tune_changed) == truth["heldout_sha256"]
+    heldout_changed = copy.deepcopy(truth)
+    next(q for q in heldout_changed["queries"] if q["split"] == "heldout")["duration_s"] += 1
+    assert splits.heldout_digest(heldout_changed) != truth["heldout_sha256"]
+
+
+def test_library_sizes_add_filler_in_order(split_bench: tuple[Path, dict]) -> None:
+    _, truth = split_bench
+    refs = [r["name"] for r in truth["references"] if r["split"] == "tune"]
+    filler = [f for f in truth["filler"] if f["split"] == "tune"]
+    base = sum(r["duration_s"] for r in truth["references"] if r["split"] == "tune")
+    full = base + sum(f["duration_s"] for f in filler)
+    sizes = run.library_sizes(truth, "tune", [0, base / 60, (base + 1) / 60, full / 60])
+    assert [s.refs for s in sizes] == [tuple(refs)] * 3
+    assert [len(s.filler) for s in sizes] == [0, 1, len(filler)]
+    assert sizes[-1].filler == tuple(f["name"] for f in filler)
+    with pytest.raises(ValueError, match="filler-minutes"):
+        run.library_sizes(truth, "tune", [full / 60 + 1])
+
+
+class Oracle:
+    """Answers from the truth: the copied reference first, then a wrong one; remembers what was indexed."""
+
+    name = "oracle"
+    threshold = 0.5
+
+    def __init__(self, truth: dict) -> None:
+        self._truth = {q["name"]: q for q in truth["queries"]}
+        self.indexed: list[list[str]] = []
+
+    def index(self, refs: list[Path]) -> None:
+        self.indexed.append(sorted(p.name for p in refs))
+
+    def query(self, path: Path) -> list[Prediction]:
+        q = self._truth[path.name]
+        wrong = Prediction(reference="nothing.mp4", score=0.2)
+        return [Prediction(reference=q["reference"], score=0.9), wrong] if q["positive"] else [wrong]
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_runner_reports_each_split_and_library_size(split_bench: tuple[Path, dict]) -> None:
+    out, truth = split_bench
+    oracle = Oracle(truth)
+    filler_s = sum(f["duration_s"] for f in truth["filler"] if f["split"] == "tune")
+    seen: list[dict] = []
+    # Just over the larger split's references: both splits add filler at the second size.
+    bigger = max(sum(r["duration_s"] for r in truth["references"] if r["split"] == s) for s in truth["splits"])
+    results = run.run_splits("oracle", lambda split: oracle, truth, out, ["tune", "heldout"], [0, bigger / 60 + 0.01],
+                             on_result=seen.append)
+    assert seen == results
+    # Smallest size first, both splits at it, then the next size.
+    assert [(r["split"], r["library"]["filler"] > 0) for r in results] == [
+        ("tune", False), ("heldout", False), ("tune", True), ("heldout", True)]
+    assert filler_s > 0
+    # Each split's library holds its own references and filler only; a system without extend() indexes again.
+    refs_of = {r["name"]: r["split"] for r in truth["references"]}
+    fill_of = {f["name"]: f["split"] for f in truth["filler"]}
+    for names, split in zip(oracle.indexed, ["tune", "heldout", "tune", "heldout"]):
+        assert {refs_of.get(n) or fill_of[n] for n in names} == {split}
+    for r in results:
+        queries = [q for q in truth["queries"] if q["split"] == r["split"]]
+        assert r["n_queries"] == len(queries)
+        assert r["micro_ap"] == 1.0 and r["recall_at_1"] == 1.0
+        assert r["low_motion"]["recall_at_1"] == 1.0 and r["low_motion"]["n_negative"] >= 1
+        assert r["query_s_mean_match"] is not None and r["query_s_mean_no_match"] is not None
+        assert set(r["recall_at_1_by_family"]) == set(splits.SMALL.families)
+    text = run.split_tables(results)
+    assert "oracle tune" in text and "oracle heldout" in text and "low-motion recall@1" in text
+
+
+def test_results_of_one_run_per_split_are_reported_together(split_bench: tuple[Path, dict], tmp_path: Path) -> None:
+    out, truth = split_bench
+    files = []
+    for split in truth["splits"]:
+        oracle = Oracle(truth)
+        results = run.run_splits("oracle", lambda s: oracle, truth, out, [split], [0])
+        files.append(tmp_path / f"{split}.json")
+        files[-1].write_text(json.dumps({"heldout_sha256": truth["heldout_sha256"], "results": results}))
+    text = run.report(files)
+    assert "oracle tune | oracle heldout" in text and truth["heldout_sha256"] in text
+    files[0].write_text(json.dumps({"heldout_sha256": "another", "results": []}))
+    with pytest.raises(SystemExit, match="not all from one split benchmark"):
+        run.report(files)

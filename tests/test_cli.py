@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from sora_search import Library
-from sora_search.cli import _progress_display, _ProgressBar, _ProgressLines, cli
+from sora_search.cli import cli
+from sora_search.render import ProgressBar, ProgressLines, progress_display
 from sora_search.errors import IndexNotFound, SoraSearchError
 from sora_search.params import VIEW_CHOICES, IndexParams, QueryParams
 from sora_search.types import FailedFile, IndexSummary, Progress, QueryResult
@@ -32,7 +33,7 @@ def tiny_index(tmp_path, library_copy):
     return idx
 
 
-@pytest.mark.parametrize("command", [None, "index", "query", "info", "remove", "check", "upgrade"])
+@pytest.mark.parametrize("command", [None, "index", "query", "info", "remove", "check", "upgrade", "serve"])
 def test_every_command_has_help(runner, command):
     args = [command, "--help"] if command else ["--help"]
     result = runner.invoke(cli, args)
@@ -99,18 +100,21 @@ def test_index_location_precedence(runner, tmp_path, library_copy, monkeypatch):
     assert f"index       {env_idx}" in flag.output
 
 
-def test_query_json_shape_and_table(runner, tiny_index, library_copy):
-    result = runner.invoke(cli, ["query", str(library_copy / "bars.mp4"), "--index", str(tiny_index), "--json",
-                                 "--min-score", "0"])
+def test_query_json_shape_and_table(runner, tiny_index, library_copy, tmp_path):
+    import shutil
+
+    clip = tmp_path / "bars_copy.mp4"  # not indexed: an indexed file is left out of its own answer
+    shutil.copy(library_copy / "bars.mp4", clip)
+    result = runner.invoke(cli, ["query", str(clip), "--index", str(tiny_index), "--json", "--min-score", "0"])
     assert result.exit_code == 0
     data = json.loads(result.output)
-    assert data["query"] == str(library_copy / "bars.mp4")
+    assert data["query"] == str(clip)
     assert data["matches"][0]["path"] == str(library_copy / "bars.mp4")
     for match in data["matches"]:
         assert set(match) == {"path", "score", "segments"}
         for seg in match["segments"]:
             assert set(seg) == {"query_start_s", "query_end_s", "ref_start_s", "ref_end_s", "score"}
-    table = runner.invoke(cli, ["query", str(library_copy / "bars.mp4"), "--index", str(tiny_index)])
+    table = runner.invoke(cli, ["query", str(clip), "--index", str(tiny_index)])
     assert table.output.splitlines()[0].split() == ["score", "clip", "span", "library", "span", "video"]
     assert "00:00-00:08" in table.output and str(library_copy / "bars.mp4") in table.output
 
@@ -132,10 +136,7 @@ def test_upgrade_on_current_schema(runner, tiny_index):
     assert result.exit_code == 0 and "schema already at" in result.output
 
 
-from tests.test_migrations import scripts_with_0002  # noqa: E402,F401  (fixture: makes 0001 an older revision)
-
-
-def test_older_schema_is_one_line_then_upgrade_fixes_it(runner, tmp_path, scripts_with_0002):
+def test_older_schema_is_one_line_then_upgrade_fixes_it(runner, tmp_path):
     import shutil
     from pathlib import Path
 
@@ -185,7 +186,7 @@ class _FakeLibrary:
     def __exit__(self, *exc):
         pass
 
-    def index(self, paths, *, progress=None, retry_failed=False):
+    def index(self, paths, *, progress=None, retry_failed=False, follow_links=True):
         self.calls.append(("index", paths, retry_failed))
         a, b = "/lib/a.mp4", "/lib/b.mp4"
         events = [Progress(0, 2, 0, 30, a, "decoding"), Progress(1, 2, 10, 30, a, "added"),
@@ -243,13 +244,13 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere():
             raise ValueError("I/O operation on closed file")
 
     terminal = Terminal()
-    bar = _progress_display(terminal)
-    assert isinstance(bar, _ProgressBar)
+    bar = progress_display(terminal)
+    assert isinstance(bar, ProgressBar)
     bar.update(Progress(1, 2, 10, 30, "/lib/a.mp4", "added"))
     bar.close()
     assert "indexing" in terminal.getvalue() and "1/2 files, a.mp4" in terminal.getvalue()
-    assert isinstance(_progress_display(io.StringIO()), _ProgressLines)
-    assert isinstance(_progress_display(Closed()), _ProgressLines)
+    assert isinstance(progress_display(io.StringIO()), ProgressLines)
+    assert isinstance(progress_display(Closed()), ProgressLines)
 
 
 def test_query_passes_params_built_from_its_options(fake_library, tmp_path):

@@ -15,11 +15,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "sora_search"
 
 # Parts from the bottom up; a part may import its own modules and those of lower layers only.
 LAYERS: list[set[str]] = [
-    {"errors", "types", "params", "threads", "_faults", "containers", "debug"},
+    {"errors", "types", "params", "threads", "_faults", "containers", "render"},
     {"scan", "decode", "encoder", "store"},
-    {"index", "embed", "identity"},
+    {"index", "embed", "identity", "thumbs"},
     {"query"},
     {"library"},
+    {"report", "serve"},  # front ends that the CLI starts; they never import each other or the CLI
     {"cli"},
     {"__main__"},
 ]

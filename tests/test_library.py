@@ -294,3 +294,18 @@ def test_background_is_looked_for_past_a_video_that_fills_every_neighbour(lib, l
     few = top_score(neighbours=4)
     bounded = top_score(neighbours=4, background_max_k=4)
     assert few == pytest.approx(plenty, abs=0.01) and bounded < plenty - 0.3, (plenty, few, bounded)
+
+
+def test_what_an_index_is_fitted_on_does_not_depend_on_how_fast_it_was_built(library_copy, tmp_path):
+    """Periodic saves come on a clock; if they retrained, a slower machine would fit the projection on another
+    subset of the library and answer differently (a source of run-to-run differences on the accuracy benchmark)."""
+    from sora_search.params import IndexParams
+
+    fitted = []
+    for save_every_s in (1e-6, 3600.0):  # a save after every file, or none before the end
+        with Library.open(tmp_path / f"idx{save_every_s}", encoder="tiny",
+                          params=IndexParams(save_every_s=save_every_s)) as lib:
+            lib.index([library_copy])
+            meta = lib._store.meta()
+            fitted.append((meta.index_trained_n, meta.projection))
+    assert fitted[0] == fitted[1] and fitted[0][0] == 48

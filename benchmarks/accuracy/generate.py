@@ -2,6 +2,11 @@
 
     python benchmarks/accuracy/generate.py OUT_DIR --media /path/to/media-cache/media [--seed 0]
     python benchmarks/accuracy/generate.py OUT_DIR --synthetic [--small]
+    python benchmarks/accuracy/generate.py OUT_DIR --splits --media /path/to/media-cache/media   # version 3
+
+This docstring describes version 1, the default. ``--splits`` makes version 3 (:mod:`splits`): a tuning and a
+held-out split with no source in both, low-motion footage with same-scene hard negatives, and filler videos for
+library sizes past the engine's PCA threshold.
 
 Modelled on Meta's VSC2022 copy-detection benchmark and its AugLy query edits. The output is
 
@@ -568,6 +573,8 @@ class Span:
     start_s: float = 0.0
     graph: str | None = None
     job: str | None = None  # the job that makes ``path``
+    atoms: tuple[str, ...] = ()  # split benchmark: the sources it shows (media files, photos, rendered sources)
+    content: str = ""  # split benchmark: low-motion, fast-motion, animation, camera, photos, pattern
 
     def footage(self, offset_s: float, duration_s: float) -> E.Footage:
         if self.graph is not None:
@@ -590,6 +597,9 @@ class Ref:
     make: Callable[[Path], None]
     deps: frozenset[str] = frozenset()
     name: str = ""
+    split: str = ""  # split benchmark only (splits.py), like the two fields below
+    content: str = ""
+    atoms: tuple[str, ...] = ()
 
     @property
     def duration_s(self) -> float:
@@ -1015,20 +1025,32 @@ def check_frames(expected: dict[Path, int], workers: int) -> None:
 
 
 def generate(out_dir: Path, *, media: Path | None, seed: int = 0, small: bool = False, workers: int | None = None,
-             progress: Callable[[str], None] | None = None) -> Path:
+             progress: Callable[[str], None] | None = None, splits: bool = False,
+             filler_minutes: float | None = None) -> Path:
     """Make the benchmark in ``out_dir`` (refs/, queries/, truth.json) and return the truth.json path.
 
     ``media`` is the media/ folder of ``benchmarks/fetch_media.sh``, or None for synthetic footage only. Anything
-    already in refs/ and queries/ is removed first: the same seed always makes the same benchmark from scratch.
-    ``workers`` ffmpeg processes run at once (default: one per CPU); ``progress`` gets one line per file made.
+    already in refs/, queries/ and filler/ is removed first: the same seed always makes the same benchmark from
+    scratch. ``workers`` ffmpeg processes run at once (default: one per CPU); ``progress`` gets one line per file
+    made. ``splits`` makes version 3 (:mod:`splits`: a tuning and a held-out split, low-motion footage, filler of
+    ``filler_minutes`` per split, default the scale's).
     """
     out_dir = Path(out_dir)
-    for sub in ("refs", "queries", ".work"):
+    for sub in ("refs", "queries", "filler", ".work"):
         shutil.rmtree(out_dir / sub, ignore_errors=True)
     truth_path = out_dir / "truth.json"
     truth_path.unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    planner = Planner(out_dir, seed=seed, small=small, media=None if media is None else Path(media))
+    planner: Planner
+    if splits:
+        from splits import SplitPlanner
+
+        planner = SplitPlanner(out_dir, seed=seed, small=small, media=None if media is None else Path(media),
+                               filler_minutes=filler_minutes)
+    else:
+        if filler_minutes is not None:
+            raise ValueError("filler_minutes is a setting of the split benchmark (splits=True)")
+        planner = Planner(out_dir, seed=seed, small=small, media=None if media is None else Path(media))
     planner.plan()
     workers = workers or os.cpu_count() or 1
     run_jobs(planner.jobs, workers, progress)
@@ -1074,10 +1096,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     src.add_argument("--synthetic", action="store_true", help="no media: lavfi patterns and drawn photos")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--small", action="store_true", help="a tiny benchmark for the test suite")
+    ap.add_argument("--splits", action="store_true",
+                    help="version 3: a tuning and a held-out split by source, low-motion footage, filler (splits.py)")
+    ap.add_argument("--filler-minutes", type=float, default=None,
+                    help="with --splits: minutes of filler per split (default 20; 0.5 with --small)")
     ap.add_argument("--workers", type=int, default=None, help="ffmpeg processes at once (default: CPUs)")
     args = ap.parse_args(argv)
     if args.media is not None and not args.media.is_dir():
         ap.error(f"--media {args.media} is not a folder")
+    if args.filler_minutes is not None and not args.splits:
+        ap.error("--filler-minutes needs --splits")
 
     start = time.perf_counter()
 
@@ -1087,12 +1115,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"\r{line:<60}" if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
     try:
         truth_path = generate(args.out_dir, media=args.media, seed=args.seed, small=args.small,
-                              workers=args.workers, progress=progress)
+                              workers=args.workers, progress=progress, splits=args.splits,
+                              filler_minutes=args.filler_minutes)
     except (RuntimeError, ValueError, FileNotFoundError) as err:
         sys.exit(f"\nerror: {err}")
     if tty:
         print(file=sys.stderr)
-    print(summary(json.loads(truth_path.read_text())), file=sys.stderr)
+    truth = json.loads(truth_path.read_text())
+    if truth["version"] == 3:
+        import splits
+
+        print(splits.summary(truth), file=sys.stderr)
+        print(f"held-out files sha256: {splits.files_digest(args.out_dir, truth)}", file=sys.stderr)
+    else:
+        print(summary(truth), file=sys.stderr)
     print(f"made in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     print(truth_path)
 

@@ -19,7 +19,8 @@ _DEFAULTS = QueryParams()
 
 def background_similarity(video_ids: np.ndarray, sims: np.ndarray, n_videos: int, *,
                           skip: int = _DEFAULTS.background_skip, take: int = _DEFAULTS.background_take,
-                          floor: float = _DEFAULTS.background_floor) -> np.ndarray:
+                          floor: float = _DEFAULTS.background_floor, exclude: np.ndarray | None = None,
+                          copies: np.ndarray | None = None) -> np.ndarray:
     """How similar the library's other videos are to each probe vector, from its k-NN results alone.
 
     Per row: the best similarity to each video among the neighbours, sorted; the mean of ranks ``skip`` to
@@ -34,34 +35,56 @@ def background_similarity(video_ids: np.ndarray, sims: np.ndarray, n_videos: int
         n_videos: videos in the library.
         skip, take: the ranks averaged are ``skip`` to ``skip + take - 1``.
         floor: the least background a row gets (a prior for libraries too small to be their own background).
+        exclude: (m,) int64, a video each row leaves out as if it were not in the library (-1: none); its
+            neighbours still filled their slots, so ``n_videos`` counts the library without it.
+        copies: (p, 2) int64 (video, copy) pairs, with ``exclude`` naming each row's video: a row's known copies are
+            never averaged, and each one among its neighbours takes one of the ``skip`` ranks, which are there for
+            a copy. ``n_videos`` counts them.
 
     Returns:
         (m,) float32.
     """
     m, k = video_ids.shape
-    rows = np.repeat(np.arange(m), k)
-    vid, sim = video_ids.ravel(), sims.ravel().astype(np.float32)
-    valid = vid >= 0
-    rows, vid, sim = rows[valid], vid[valid], sim[valid]
+    # Whether every slot was filled is judged before exclusion: an excluded video's hits took slots others lack.
+    full_row = (video_ids >= 0).all(axis=1)
+    own = None if exclude is None else np.asarray(exclude, dtype=np.int64)
+    if own is not None:
+        video_ids = np.where(video_ids == own[:, None], -1, video_ids)
+    rows, cols = np.nonzero(video_ids >= 0)
+    vid, sim = video_ids[rows, cols], sims[rows, cols].astype(np.float32)
     out = np.full(m, floor, dtype=np.float32)
-    ranks = min(take, max(0, n_videos - skip))
-    if ranks == 0 or len(sim) == 0:
+    if len(sim) == 0:
         return out
-    # Best similarity per (row, video): sort by row, video, similarity descending and keep each pair's first.
-    order = np.lexsort((-sim, vid, rows))
-    rows, vid, sim = rows[order], vid[order], sim[order]
-    first = np.r_[True, (rows[1:] != rows[:-1]) | (vid[1:] != vid[:-1])]
-    rows, sim = rows[first], sim[first]
+    # Best similarity per (row, video): sort by (row, video) and take each pair's maximum.
+    base = int(vid.max()) + 1
+    key = rows.astype(np.int64) * base + vid
+    order = np.argsort(key, kind="stable")
+    key, sim = key[order], sim[order]
+    first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    sim = np.maximum.reduceat(sim, first)
+    rows, vid = key[first] // base, key[first] % base
+    skip_row = np.full(m, skip, dtype=np.int64)
+    available = np.full(m, n_videos, dtype=np.int64)
+    if copies is not None and own is not None and len(copies):
+        pairs = np.unique(np.asarray(copies, dtype=np.int64), axis=0)
+        is_copy = _is_copy(own[rows], vid, pairs)
+        skip_row = np.maximum(0, skip - np.bincount(rows[is_copy], minlength=m))
+        owners, counts = np.unique(pairs[:, 0], return_counts=True)
+        at = np.clip(np.searchsorted(owners, own), 0, len(owners) - 1)
+        available -= np.where(owners[at] == own, counts[at], 0)
+        rows, sim = rows[~is_copy], sim[~is_copy]
+    ranks = np.minimum(take, np.maximum(0, available - skip_row))
+    if not ranks.any():
+        return out
     # Rank the videos within each row.
     order = np.lexsort((-sim, rows))
     rows, sim = rows[order], sim[order]
     row_start = np.searchsorted(rows, np.arange(m))
     rank = np.arange(len(rows)) - row_start[rows]
-    keep = (rank >= skip) & (rank < skip + ranks)
+    keep = (rank >= skip_row[rows]) & (rank < skip_row[rows] + ranks[rows])
     total = np.bincount(rows[keep], weights=sim[keep], minlength=m)
     found = np.bincount(rows[keep], minlength=m)
     # Unseen videos exist only when every neighbour slot was filled (a short row has seen the whole library).
-    full_row = valid.reshape(m, k).all(axis=1)
     fill = np.where(full_row, ranks - found, 0)
     count = found + fill
     row_min = sims.min(axis=1).astype(np.float64)
@@ -70,9 +93,16 @@ def background_similarity(video_ids: np.ndarray, sims: np.ndarray, n_videos: int
     return out
 
 
+def _is_copy(own: np.ndarray, vid: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Whether each (own, vid) is one of the (video, copy) ``pairs``; all arrays int64, ``own`` and ``vid`` alike."""
+    base = int(max(pairs.max(), vid.max(initial=0), own.max(initial=0))) + 1
+    return np.isin(own * base + vid, pairs[:, 0] * base + pairs[:, 1])
+
+
 def background(search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
                locate: Callable[[np.ndarray], np.ndarray], ntotal: int, probe: np.ndarray, video_ids: np.ndarray,
-               scores: np.ndarray, n_videos: int, params: QueryParams) -> np.ndarray:
+               scores: np.ndarray, n_videos: int, params: QueryParams,
+               exclude: np.ndarray | None = None, copies: np.ndarray | None = None) -> np.ndarray:
     """:func:`background_similarity` of each probe row, from enough neighbours to see it.
 
     A row whose neighbours all come from fewer videos than the background ranks (a fixed camera's video fills
@@ -85,29 +115,40 @@ def background(search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]
         ntotal: vectors in the index.
         probe: (m, dim) float32 projected probe vectors.
         video_ids, scores: (m, k) the first search's neighbours.
-        n_videos: videos in the library.
+        n_videos: videos in the library (without the excluded one, when rows exclude one).
+        exclude, copies: see :func:`background_similarity`; None: none.
 
     Returns:
         (m,) float32.
     """
-    def similarity(vids: np.ndarray, sims: np.ndarray) -> np.ndarray:
+    def similarity(vids: np.ndarray, sims: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return background_similarity(vids, sims, n_videos, skip=params.background_skip,
-                                     take=params.background_take, floor=params.background_floor)
+                                     take=params.background_take, floor=params.background_floor,
+                                     exclude=None if exclude is None else exclude[rows], copies=copies)
 
-    result = similarity(video_ids, scores)
+    every = np.arange(len(probe))
+    result = similarity(video_ids, scores, every)
     wanted = min(params.background_skip + params.background_take, n_videos)
     k = video_ids.shape[1]
 
-    def saturated(vids: np.ndarray) -> np.ndarray:
+    def saturated(vids: np.ndarray, rows: np.ndarray) -> np.ndarray:
         full = (vids >= 0).all(axis=1)
-        distinct = np.array([len(np.unique(row)) for row in vids])
+        if exclude is not None:
+            own = np.broadcast_to(exclude[rows][:, None], vids.shape)
+            vids = np.where(vids == own, -1, vids)
+            if copies is not None and len(copies):
+                vids = np.where(_is_copy(own, vids, np.asarray(copies, dtype=np.int64)), -1, vids)
+        ordered = np.sort(vids, axis=1)
+        new = np.ones(ordered.shape, dtype=bool)
+        new[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+        distinct = (new & (ordered >= 0)).sum(axis=1)
         return full & (distinct < wanted)
 
-    rows = np.flatnonzero(saturated(video_ids))
+    rows = every[saturated(video_ids, every)]
     while len(rows) and k < min(ntotal, params.background_max_k):
         k = min(4 * k, ntotal, params.background_max_k)
         more_scores, ids = search(probe[rows], k)
         more_videos = locate(ids.ravel()).reshape(ids.shape)
-        result[rows] = similarity(more_videos, more_scores)
-        rows = rows[saturated(more_videos)]
+        result[rows] = similarity(more_videos, more_scores, rows)
+        rows = rows[saturated(more_videos, rows)]
     return result

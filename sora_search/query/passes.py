@@ -65,15 +65,17 @@ class ProbeSearch:
         store: maps the index's vector ids to videos and times.
         n_videos: videos in the library (the background's ranks).
         params: the query's knobs; ``params.align.interval_s`` must be the index's sampling interval.
+        exclude: a library video left out of the answer and of the background (the probe itself, when it is one).
     """
 
     def __init__(self, index: VectorIndex, projection: Projection, store: Store, n_videos: int,
-                 params: QueryParams) -> None:
+                 params: QueryParams, exclude: int | None = None) -> None:
         self._index = index
         self._projection = projection
         self._store = store
-        self._n_videos = n_videos
+        self._n_videos = n_videos - (exclude is not None)
         self._params = params
+        self._exclude = exclude
         self.best: dict[int, list[Span]] = {}
 
     def top(self) -> float | None:
@@ -94,8 +96,9 @@ class ProbeSearch:
         scores, ids = index.search(vectors, min(p.neighbours, max(1, index.ntotal)))
         video_ids, ref_s = self._store.locate(ids.ravel())
         video_ids, ref_s = video_ids.reshape(ids.shape), ref_s.reshape(ids.shape)
+        exclude = None if self._exclude is None else np.full(len(vectors), self._exclude, dtype=np.int64)
         scores = scores - background(index.search, lambda i: self._store.locate(i)[0], index.ntotal, vectors,
-                                     video_ids, scores, self._n_videos, p)[:, None]
+                                     video_ids, scores, self._n_videos, p, exclude)[:, None]
         start = 0
         for name, kept in zip(names, keep):
             rows = slice(start, start + len(kept))
@@ -103,21 +106,28 @@ class ProbeSearch:
             penalty = _penalty(name, p)
             weights = novelty_weights(vectors[rows], p.novelty_floor, p.novelty_full)
             for video_id, hits in group_hits(ts[kept], video_ids[rows], ref_s[rows], scores[rows], weights).items():
+                if video_id == self._exclude:
+                    continue
                 spans = [replace(sp, score=sp.score - penalty) for sp in align(hits, duration, p.align)]
                 if spans and (video_id not in self.best or spans[0].score > self.best[video_id][0].score):
                     self.best[video_id] = spans
 
     def ranked(self) -> list[Ranked]:
         """Matches at or above ``min_score`` after the runner-up gap, best first (ties by video id), at most k."""
-        top = self.top()
-        if top is None:
-            return []
-        gap = self._params.runner_up_gap
-        adjusted = {v: [replace(sp, score=sp.score - gap * (top - spans[0].score)) for sp in spans]
-                    for v, spans in self.best.items()}
-        found = sorted(((spans[0].score, v, spans) for v, spans in adjusted.items()
-                        if spans[0].score >= self._params.min_score), key=lambda x: (-x[0], x[1]))
-        return [Ranked(v, s, tuple(spans)) for s, v, spans in found[:self._params.k]]
+        return rank(self.best, self._params.runner_up_gap, self._params.min_score, self._params.k)
+
+
+def rank(best: dict[int, list[Span]], gap: float, min_score: float, k: int) -> list[Ranked]:
+    """Each video's spans (best first) ranked: every video but the best loses ``gap`` of its gap to the best; those
+    at or above ``min_score`` are kept, best first (ties by video id), at most ``k``."""
+    top = max((spans[0].score for spans in best.values()), default=None)
+    if top is None:
+        return []
+    adjusted = {v: [replace(sp, score=sp.score - gap * (top - spans[0].score)) for sp in spans]
+                for v, spans in best.items()}
+    found = sorted(((spans[0].score, v, spans) for v, spans in adjusted.items() if spans[0].score >= min_score),
+                   key=lambda x: (-x[0], x[1]))
+    return [Ranked(v, s, tuple(spans)) for s, v, spans in found[:k]]
 
 
 def _penalty(view: str, params: QueryParams) -> float:

@@ -1,0 +1,55 @@
+"""The page in a real browser (Debian's chromium driven by Playwright): upload a clip, see the ranked matches with
+their thumbnails, click a span and the library video plays from there."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.serving import CHROMIUM, CHROMIUM_ARGS, build_index, needs_browser, server
+
+pytestmark = needs_browser
+
+
+@pytest.fixture(scope="module")
+def idx(media_dir, tmp_path_factory):
+    return build_index(media_dir, tmp_path_factory.mktemp("browser"))
+
+
+def test_upload_see_matches_and_play_from_a_span(idx, media_dir, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with server(idx) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url + "/")
+            page.wait_for_selector("#library:has-text('4 videos indexed')")
+            page.set_input_files("#file", str(media_dir / "probe_a.mp4"))
+            page.wait_for_selector(".match", timeout=60_000)
+            assert page.inner_text(".match .name") == "pan_a.mp4"
+            page.wait_for_selector(".match .track button.span")
+            page.wait_for_function("""() => {
+                const imgs = [...document.querySelectorAll('.match:first-child .thumbs img')];
+                return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0);
+            }""", timeout=30_000)
+            span = page.locator(".match:first-child .track button.span").first
+            start = float(span.get_attribute("data-start") or "nan")
+            span.click()
+            page.wait_for_function("() => { const v = document.getElementById('player');"
+                                   " return !v.paused && v.currentTime > 0; }", timeout=30_000)
+            now = page.evaluate("document.getElementById('player').currentTime")
+            assert start <= now < start + 2.0, (start, now)
+            page.evaluate("document.getElementById('player').pause()")
+            shot = tmp_path / "sora-serve.png"
+            page.screenshot(path=str(shot), full_page=True)
+            try:
+                shutil.copy(shot, "/tmp/sora-serve.png")
+            except OSError:
+                pass
+            assert not errors, errors
+        finally:
+            browser.close()
