@@ -215,7 +215,9 @@ def query(clip: Path, index_dir: Path | None, device: str | None, k: int, min_sc
 @index_option
 @device_option
 @click.option("--min-score", type=_FiniteFloat(min=-1, max=1), default=_DUPES.min_score, show_default=True,
-              help="Hide pairs scoring below this (a score means what it means in `query`).")
+              help="Hide pairs scoring below this. Scores are measured as in `query`, but with both copies "
+                   "and their look-alikes in the library they run lower, hence the lower default (in a library "
+                   "of tens of videos, 0.25).")
 @click.option("--keep", type=click.Choice(KEEP_RULES), default=_DUPES.keep, show_default=True,
               help="Which copy of a group to keep: the highest resolution (then the longest), the longest, the "
                    "largest file, the newest or the oldest file.")

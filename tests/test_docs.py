@@ -19,7 +19,7 @@ README = ROOT / "README.md"
 CLI_DOC = ROOT / "docs" / "cli.md"
 # The documents a user reads; their relative links must resolve.
 DOCUMENTS = [README, ROOT / "CHANGELOG.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-COMMANDS = ["index", "query", "info", "remove", "check", "upgrade", "serve"]
+COMMANDS = ["index", "query", "dupes", "info", "remove", "check", "upgrade", "serve"]
 BEGIN, END = "<!-- cli-reference:begin -->", "<!-- cli-reference:end -->"
 
 

@@ -21,7 +21,9 @@ def test_a_file_named_like_a_shell_command_is_just_a_file(tmp_path, media_dir, m
     with Library.open(tmp_path / "idx", encoder="tiny") as lib:
         summary = lib.index([lib_dir])
         assert summary.added == (str(hostile),)
-        assert lib.query(hostile, min_score=0).matches[0].path == str(hostile)
+        probe = tmp_path / "`touch canary`; $(touch canary) copy.mp4"  # not indexed: decoded under its own name
+        shutil.copy(hostile, probe)
+        assert lib.query(probe, min_score=0).matches[0].path == str(hostile)
     assert not canary.exists()
 
 
