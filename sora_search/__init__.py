@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Library", "IndexParams", "QueryParams", "AlignParams", "Match", "QueryResult", "Span", "IndexSummary",
-           "LibraryInfo", "__version__"]
+__all__ = ["Library", "IndexParams", "QueryParams", "AlignParams", "DupesParams", "Match", "QueryResult", "Span",
+           "IndexSummary", "LibraryInfo", "DuplicatesReport", "__version__"]
 
 if TYPE_CHECKING:
     from .library import Library
-    from .params import AlignParams, IndexParams, QueryParams
-    from .types import IndexSummary, LibraryInfo, Match, QueryResult, Span
+    from .params import AlignParams, DupesParams, IndexParams, QueryParams
+    from .types import DuplicatesReport, IndexSummary, LibraryInfo, Match, QueryResult, Span
 
 
 def __getattr__(name: str) -> Any:
@@ -20,11 +20,11 @@ def __getattr__(name: str) -> Any:
         from .library import Library
 
         return Library
-    if name in ("IndexParams", "QueryParams", "AlignParams"):
+    if name in ("IndexParams", "QueryParams", "AlignParams", "DupesParams"):
         from . import params
 
         return getattr(params, name)
-    if name in ("Match", "QueryResult", "Span", "IndexSummary", "LibraryInfo"):
+    if name in ("Match", "QueryResult", "Span", "IndexSummary", "LibraryInfo", "DuplicatesReport"):
         from . import types
 
         return getattr(types, name)

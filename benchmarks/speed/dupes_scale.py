@@ -13,11 +13,16 @@ process: its wall time and peak RSS (the child's own high-water mark, ``VmHWM``)
 at 0.5-2x, mixed with a partner, shifted by a clip-wide offset and per-frame noise), mapped back to the 704-d raw
 space through the seeds' PCA and stored as float16, as the encoder's vectors are. Each clip is one video.
 
+The clips walk over a few thousand real seconds, so at 1M vectors each of those seconds is walked by hundreds of
+clips; with faiss_scale's clip-wide offsets (0.25-0.6) these are near-copies of one another, a far denser crowd
+than real footage has, and the background of every second rises with the library. ``--clip-sigma 0.6 1.0`` makes
+each clip its own footage.
+
 **Planted copies.** ``--planted`` of the clips (1% by default) get a copy, stored as one more video: half of them
 whole (the same clip made again with fresh frame noise and ``--reencode-sigma`` of "re-encoding" noise: a
-re-encoded copy), half a 20-40 s excerpt of it (a video that contains the other). *Recall* is the share of (clip, copy) pairs that ``dupes``
-reports at its default threshold; *other pairs* are those between clips made independently (clips may walk over
-the same real seconds, so some of these are look-alikes by construction).
+re-encoded copy), half a 20-40 s excerpt of it (a video that contains the other). *Recall* is the share of
+(clip, copy) pairs that ``dupes`` reports at its default threshold; *other pairs* are those between clips made
+independently (clips may walk over the same real seconds, so some of these are look-alikes by construction).
 
 Writes ``benchmarks/results/dupes_scale-<timestamp>.json`` and prints a table; the growth rate is the exponent of
 time against vectors between the smallest and the largest size.
@@ -82,13 +87,14 @@ class Library:
     """The generated library, grown size by size: clips (and their planted copies) are added to one store."""
 
     def __init__(self, location: Path, gen: RawGenerator, planted_share: float, reencode_sigma: float,
-                 seed: int) -> None:
+                 clip_sigma: tuple[float, float] | None, seed: int) -> None:
         from sora_search import identity
 
         if location.exists():
             shutil.rmtree(location)
         location.mkdir(parents=True)
         self.location, self.gen, self.planted_share, self.sigma = location, gen, planted_share, reencode_sigma
+        self.clip_sigma = clip_sigma
         self.rng = np.random.default_rng(seed)
         self.store = Store.open(location / "sora.db")
         identity.ensure(self.store, location, DEFAULT_ENCODER, 1.0)
@@ -110,6 +116,8 @@ class Library:
         n_planted = max(1, int(round(self.planted_share * todo / CLIP_S)))
         n_clips = max(1, (todo - n_planted * (CLIP_S * 3 // 4)) // CLIP_S)
         clips = self.gen.gen.clips(self.rng, n_clips)
+        if self.clip_sigma is not None:
+            clips["sigma"] = self.rng.uniform(*self.clip_sigma, n_clips).astype(np.float32)
         planted = set(self.rng.choice(n_clips, size=min(n_planted, n_clips), replace=False).tolist())
         t = np.arange(CLIP_S, dtype=np.float64)
         for c in range(n_clips):
@@ -135,10 +143,13 @@ class Library:
         self.store.close()
 
 
-def copy_cosine(gen: RawGenerator, sigma: float, seed: int, n: int = 200) -> list[float]:
+def copy_cosine(gen: RawGenerator, sigma: float, clip_sigma: tuple[float, float] | None, seed: int,
+                n: int = 200) -> list[float]:
     """p5/p50/p95 cosine between a clip's frames and a planted copy's, in the seeds' PCA space (as searched)."""
     rng = np.random.default_rng(seed + 7)
     clips = gen.gen.clips(rng, n)
+    if clip_sigma is not None:
+        clips["sigma"] = rng.uniform(*clip_sigma, n).astype(np.float32)
     t = np.arange(CLIP_S, dtype=np.float64)
     cos = []
     for c in range(n):
@@ -197,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--planted", type=float, default=0.01, help="share of clips that get a planted copy")
     ap.add_argument("--reencode-sigma", type=float, default=0.1,
                     help="noise a planted copy adds to the clip's own frame noise (faiss_scale's copies: 0.2)")
+    ap.add_argument("--clip-sigma", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                    help="range of the clip-wide offset that makes each clip its own footage (faiss_scale's: "
+                         "0.25 0.6, under which every second has hundreds of near-copies at 1M)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=HERE.parent / "results" / "dupes-scale")
@@ -208,9 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"benchmark": "dupes_scale", "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                               "seeds": {"index": str(args.index), "vectors": len(seeds)}, "threads": args.threads,
                               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "sizes": []}
-    library = Library(args.work, gen, args.planted, args.reencode_sigma, args.seed)
-    result["reencode_sigma"] = args.reencode_sigma
-    result["copy_cosine"] = copy_cosine(gen, args.reencode_sigma, args.seed)
+    library = Library(args.work, gen, args.planted, args.reencode_sigma, args.clip_sigma, args.seed)
+    result["reencode_sigma"], result["clip_sigma"] = args.reencode_sigma, args.clip_sigma
+    result["copy_cosine"] = copy_cosine(gen, args.reencode_sigma, args.clip_sigma, args.seed)
     print(f"a planted copy's frames against the clip's, projected cosine p5/p50/p95: "
           f"{'/'.join(f'{c:.2f}' for c in result['copy_cosine'])}", file=sys.stderr, flush=True)
     for n in sorted(args.sizes):
