@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,21 +105,27 @@ class Library:
                    decode_backend=decode_backend, params=params)
 
     @staticmethod
-    def upgrade(path: str | Path | None = None) -> tuple[str, str]:
-        """Upgrade the index at ``path`` (default: :func:`default_location`) to this version's schema.
+    def upgrade(path: str | Path | None = None) -> tuple[str, str, str | None]:
+        """Upgrade the index at ``path`` (default: :func:`default_location`) to this version's schema; a FAISS file
+        from before stamps is kept when it is exactly the store's (:meth:`IndexKeeper.adopt_unstamped`).
 
         Returns:
-            (schema revision before, after).
+            (schema revision before, after, what became of an unstamped FAISS file or None).
 
         Raises:
-            IndexNotFound: there is no index there.
+            IndexNotFound: no index there. IndexLocked: an index run is writing it.
         """
-        from sora_search.store import upgrade
+        from sora_search.index import IndexKeeper
+        from sora_search.store import Store, upgrade
 
         location = Path(path) if path is not None else default_location()
         if not (location / DB_NAME).exists():
             raise IndexNotFound(f"no index at {location}: nothing to upgrade")
-        return upgrade(location / DB_NAME)
+        with write_lock(location):
+            before, after = upgrade(location / DB_NAME)
+            with closing(Store.open(location / DB_NAME, create=False)) as store:
+                note = IndexKeeper(location, store, IndexParams(), None).adopt_unstamped()
+        return before, after, note
 
     def close(self) -> None:
         self._embedder.close()
@@ -182,11 +189,9 @@ class Library:
 
     def _embed_and_store(self, work: list[tuple[scan.FileEntry, str]], changed: set[str],
                          progress: ProgressCallback | None) -> list[tuple[str, str | FailedFile, int]]:
-        """Decode, encode and store each file; one file's failure is recorded and the next one goes on.
-
-        Returns (path, ``added`` / ``updated`` / the failure, vectors added) per file. The FAISS file is saved at least every
-        ``save_every_s``, so an interrupted run loses no committed video (a stale file is rebuilt on the next open).
-        """
+        """Decode, encode and store each file; one file's failure is recorded and the next one goes on. Returns
+        (path, ``added`` / ``updated`` / the failure, vectors added) per file. The FAISS file is saved every
+        ``save_every_s`` at least, so an interrupted run loses no committed video."""
         timed = self._embedder.timed
         out: list[tuple[str, str | FailedFile, int]] = []
         bytes_total, bytes_done, last_save = sum(e.size for e, _ in work), 0, time.monotonic()
@@ -296,10 +301,8 @@ class Library:
     # ------------------------------------------------------------------ info and consistency
     def info(self) -> LibraryInfo:
         """What is indexed, how, and how big it is."""
-        meta = self._store.meta()
-        videos = self._store.videos()
+        meta, videos, faiss = self._store.meta(), self._store.videos(), self._keeper.describe()
         indexed = [v for v in videos if v.status == "indexed"]
-        faiss = self._keeper.describe()
         return LibraryInfo(
             location=str(self.location.absolute()), videos=len(indexed), failed=len(videos) - len(indexed),
             vectors=self._store.vector_count(), duration_s=float(sum(v.duration_s for v in indexed)),
@@ -323,9 +326,8 @@ class Library:
             IndexLocked: ``repair`` while another process is writing this index.
         """
         keeper = self._keeper
-        store_problems = self._store.integrity_problems()
+        store_problems, leftovers = self._store.integrity_problems(), keeper.leftovers()
         index_problems, notes, faiss_vectors = keeper.problems()
-        leftovers = keeper.leftovers()
         problems = store_problems + index_problems + [f"leftover temporary file {p.name} from an interrupted save"
                                                       for p in leftovers]
         repaired: list[str] = []

@@ -292,7 +292,7 @@ def test_upgrade_goes_through_the_library(monkeypatch, tmp_path):
         asked.append(path)
         if path is None:
             raise IndexNotFound("no index at ./.sora-search")
-        return "0001", "0002"
+        return "0001", "0002", None
 
     monkeypatch.setattr(Library, "upgrade", staticmethod(upgrade), raising=False)
     done = CliRunner().invoke(cli, ["upgrade", "--index", str(tmp_path)])

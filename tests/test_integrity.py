@@ -104,6 +104,40 @@ def test_a_faiss_file_from_another_index_is_never_searched(library_copy, media_d
     assert _check(a)["ok"]
 
 
+def _unstamp(idx: Path, generation_offset: int = 0) -> None:
+    """Rewrite the FAISS file as sora-search wrote it before files carried their index's id."""
+    from sora_search.index.vectors import VectorIndex
+
+    index, header = VectorIndex.read(idx / "vectors.faiss")
+    index.save(idx / "vectors.faiss", generation=int(header["generation"]) + generation_offset)
+
+
+def test_upgrade_keeps_an_unstamped_file_that_is_exactly_the_stores(library_copy, media_dir, tmp_path):
+    from sora_search.index.vectors import VectorIndex
+
+    idx = tmp_path / "idx"
+    with Library.open(idx, encoder="tiny") as lib:
+        lib.index([library_copy])
+    probes = [media_dir / "probe_a.mp4", media_dir / "probe_pip.mp4"]
+    before = _answers(idx, probes)
+    _unstamp(idx)
+    kept = _cli("upgrade", "--index", str(idx))
+    assert kept.returncode == 0 and "vectors.faiss kept, stamped with its index id" in kept.stdout, kept
+    _, header = VectorIndex.read(idx / "vectors.faiss")
+    with Library.open(idx, create=False) as lib:
+        assert header["index_uid"] == lib._store.meta().index_uid
+    mtime = (idx / "vectors.faiss").stat().st_mtime_ns
+    assert _answers(idx, probes) == before and _check(idx)["ok"]
+    assert (idx / "vectors.faiss").stat().st_mtime_ns == mtime  # searched as it is, not rebuilt
+
+    _unstamp(idx, generation_offset=-1)  # a file that missed the last commit is not adopted
+    behind = _cli("upgrade", "--index", str(idx))
+    assert behind.returncode == 0 and "will be rebuilt by the next index run" in behind.stdout, behind
+    assert not _check(idx)["ok"]
+    assert _cli("-q", "index", str(library_copy), "--index", str(idx)).returncode == 0
+    assert _check(idx)["ok"] and _answers(idx, probes) == before
+
+
 @pytest.mark.parametrize("fault", ["retrain:1", "faiss:1"])
 def test_a_crash_while_retraining_never_pairs_a_projection_with_another_file(small_first, fault, tmp_path):
     lib_dir, later, idx = small_first

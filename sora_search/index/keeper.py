@@ -227,6 +227,35 @@ class IndexKeeper:
         assert self._index is not None
         self._save(self._index, Stamp.of(meta))
 
+    def adopt_unstamped(self, sample: int = 512) -> str | None:
+        """Stamp a FAISS file written before files carried their index's id, if it is exactly the store's: the same
+        generation and ids, and a spread sample of stored vectors, projected, found in it as themselves. Such a file
+        is kept (its IVF lists unchanged, so are the answers); any other is left for the next writer to rebuild.
+        Only with the write lock held. Returns what was done, or None when there was no such file."""
+        from sora_search.encoder import Projection
+
+        meta = self._store.meta()
+        loaded = self._load()
+        if meta is None or meta.projection is None or isinstance(loaded, str) or loaded[1].index_uid:
+            return None
+        index, stamp = loaded
+        stored = self._store.all_vector_ids()
+        why = None
+        if stamp.generation != meta.generation:
+            why = f"it reflects generation {stamp.generation}, the store is at {meta.generation}"
+        elif index.dim != meta.dim or not np.array_equal(np.sort(index.ids()), stored):
+            why = "it does not hold exactly the stored vectors"
+        else:
+            spread = np.linspace(0, len(stored) - 1, min(sample, len(stored))).astype(np.int64)
+            ids, raw = self._store.vectors_by_id(stored[spread])
+            scores, _ = index.search(Projection.from_bytes(meta.projection).apply(raw), 1)
+            if len(ids) and float(scores[:, 0].min()) < 0.99:
+                why = "its vectors were not made through the store's projection"
+        if why is not None:
+            return f"{self.path.name} will be rebuilt by the next index run: {why}"
+        self._save(index, Stamp.of(meta))
+        return f"{self.path.name} kept, stamped with its index id ({index.ntotal} vectors checked against the store)"
+
     def _build(self, projection: Projection | None) -> tuple[VectorIndex, Projection]:
         """A new IVF index over every stored vector, through ``projection`` (None: fit one on the stored vectors)."""
         from sora_search.encoder import Projection
