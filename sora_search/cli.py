@@ -317,8 +317,10 @@ def upgrade(index_dir: Path | None) -> None:
     """Upgrade an index made by an older sora-search to this version's schema."""
     from .library import Library
 
-    before, after = Library.upgrade(index_dir)
+    before, after, note = Library.upgrade(index_dir)
     echo(f"schema {before} -> {after}" if before != after else f"schema already at {after}")
+    if note:
+        echo(note)
 
 
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -337,9 +339,12 @@ _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
               help="Largest probe clip accepted, in MiB.")
 @click.option("--max-queued", type=click.IntRange(min=1), default=4, show_default=True,
               help="Queries waiting or running at once; more get 503 with Retry-After.")
+@click.option("--allow-root", "allow_roots", multiple=True, metavar="DIR",
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Let POST /api/index index files under DIR (repeatable). Without it, indexing over HTTP is off.")
 @click.pass_context
 def serve(ctx: click.Context, index_dir: Path | None, device: str | None, host: str, port: int, token: str | None,
-          no_auth: bool, max_upload_mb: float, max_queued: int) -> None:
+          no_auth: bool, max_upload_mb: float, max_queued: int, allow_roots: tuple[Path, ...]) -> None:
     """Serve the index over HTTP: a web page at /, a JSON API under /api, OpenAPI docs at /docs.
 
     Needs the serve extra: pip install 'sora-search[serve]'.
@@ -359,7 +364,7 @@ def serve(ctx: click.Context, index_dir: Path | None, device: str | None, host: 
     # uvicorn stops gracefully on SIGTERM and then re-raises it: the default action, not the index runs' message.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     serve_app(Settings(index=index_dir, device=device, token=token, max_upload_mb=max_upload_mb,
-                       max_queued=max_queued), host=host, port=port,
+                       max_queued=max_queued, allow_roots=allow_roots), host=host, port=port,
               log_level="warning" if ctx.obj["quiet"] else "info")
 
 

@@ -1,5 +1,6 @@
 """The page in a real browser (Debian's chromium driven by Playwright): upload a clip, see the ranked matches with
-their thumbnails, click a span and the library video plays from there."""
+their thumbnails, click a span and the library video plays from there; the library view's keyframe strips and the
+duplicates view render their thumbnails."""
 
 from __future__ import annotations
 
@@ -50,6 +51,27 @@ def test_upload_see_matches_and_play_from_a_span(idx, media_dir, tmp_path):
                 shutil.copy(shot, "/tmp/sora-serve.png")
             except OSError:
                 pass
+
+            page.click("nav a[href='#videos']")
+            page.wait_for_selector("#videos-status:has-text('Showing 4 of 4 videos')")
+            page.fill("#video-q", "pan_")
+            page.press("#video-q", "Enter")
+            page.wait_for_selector("#videos-status:has-text('Showing 2 of 2 videos')")
+            assert page.locator("#video-list .video .name").all_inner_texts() == ["pan_a.mp4", "pan_b.mp4"]
+            page.wait_for_function("""() => {
+                const imgs = [...document.querySelectorAll('#video-list .video:first-child .strip img')];
+                return imgs.length > 1 && imgs.every(i => i.complete && i.naturalWidth > 0);
+            }""", timeout=30_000)
+            first = page.locator("#video-list .video:first-child .strip .thumb").first
+            assert first.inner_text() == "00:00"
+            page.screenshot(path=str(tmp_path / "sora-serve-library.png"), full_page=True)
+
+            page.click("nav a[href='#duplicates']")
+            page.wait_for_selector(".pair", timeout=60_000)
+            page.wait_for_function("""() => {
+                const imgs = [...document.querySelectorAll('.pair:first-child .side img')];
+                return imgs.length > 1 && imgs.every(i => i.complete && i.naturalWidth > 0);
+            }""", timeout=30_000)
             assert not errors, errors
         finally:
             browser.close()

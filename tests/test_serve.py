@@ -4,6 +4,8 @@ bad input as one-line JSON errors with 4xx codes, auth, limits, and no upload le
 from __future__ import annotations
 
 import json
+import shutil
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -195,3 +197,146 @@ def test_fifty_concurrent_queries_get_200_or_503_and_leave_no_upload(idx, media_
         assert all(int(r.headers["retry-after"]) > 0 for r in answers if r.status_code == 503)
         assert all(r.json()["matches"][0]["path"].endswith("pan_a.mp4") for r in answers if r.status_code == 200)
         assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+# ---------------------------------------------------------------- index jobs, keyframes, duplicates
+
+@pytest.fixture()
+def writable(media_dir, tmp_path):
+    """An index of the library without pan_a.mp4, which waits in ``incoming/``; both folders under ``tmp_path``."""
+    from sora_search import Library
+
+    lib_dir, incoming = tmp_path / "library", tmp_path / "incoming"
+    shutil.copytree(media_dir / "library", lib_dir)
+    incoming.mkdir()
+    shutil.move(lib_dir / "pan_a.mp4", incoming / "pan_a.mp4")
+    with Library.open(tmp_path / "idx", encoder="tiny") as lib:
+        lib.index([lib_dir])
+    return tmp_path
+
+
+def _wait_for(client, job, timeout_s=120.0):
+    deadline = time.monotonic() + timeout_s
+    while job["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+        r = client.get(f"/api/jobs/{job['id']}")
+        assert r.status_code == 200, r.text
+        job = r.json()
+    return job
+
+
+def test_an_index_job_runs_and_the_video_is_then_found(writable, media_dir):
+    with _client(writable / "idx", allow_roots=(writable,)) as c:
+        before = _query(c, media_dir / "probe_a.mp4").json()["matches"]
+        assert not any(m["path"].endswith("pan_a.mp4") for m in before)
+        r = c.post("/api/index", json={"paths": [str(writable / "incoming")]})
+        assert r.status_code == 202, r.text
+        assert r.headers["location"] == f"/api/jobs/{r.json()['id']}"
+        job = _wait_for(c, r.json())
+        assert job["status"] == "done" and job["error"] is None, job
+        assert job["summary"]["added"] == [str(writable / "incoming" / "pan_a.mp4")]
+        assert job["summary"]["vectors_added"] > 0
+        progress = job["progress"]
+        assert progress["files_done"] == progress["files_total"] == 1
+        assert progress["bytes_done"] == progress["bytes_total"] > 0
+        top = _query(c, media_dir / "probe_a.mp4").json()["matches"][0]
+        assert top["path"] == str(writable / "incoming" / "pan_a.mp4") and top["video_id"] is not None
+        assert c.get("/api/info").json()["videos"] == 4
+        _is_error(c.get("/api/jobs/nosuchjob"), 404)
+
+
+def test_indexing_over_http_is_off_without_roots(client, idx):
+    assert "--allow-root" in _is_error(client.post("/api/index", json={"paths": [str(idx.parent)]}), 403)
+
+
+def test_paths_outside_the_roots_are_refused(writable):
+    incoming = writable / "incoming"
+    (incoming / "escape").symlink_to(writable / "library", target_is_directory=True)
+    (incoming / "escape.mp4").symlink_to(writable / "library" / "bars.mp4")
+    with _client(writable / "idx", allow_roots=(incoming,)) as c:
+        for path in ["/etc", str(incoming / ".." / "library"), str(incoming / ".." / ".." / ".."),
+                     str(incoming / "escape"), str(incoming / "escape" / "bars.mp4"), str(incoming / "escape.mp4")]:
+            assert "--allow-root" in _is_error(c.post("/api/index", json={"paths": [path]}), 403), path
+        # One bad path refuses the whole request.
+        _is_error(c.post("/api/index", json={"paths": [str(incoming), "/etc"]}), 403)
+        assert "no such file" in _is_error(c.post("/api/index", json={"paths": [str(incoming / "gone.mp4")]}), 404)
+        assert "absolute" in _is_error(c.post("/api/index", json={"paths": ["pan_a.mp4"]}), 422)
+        assert not c.app.state.jobs._jobs
+
+
+@pytest.mark.parametrize("body", ["{", "not json", "[]", "{}", '{"paths": "/tmp"}', '{"paths": []}',
+                                  '{"paths": [1]}', '{"paths": [null]}', '{"paths": ["/tmp"], "extra": 1}',
+                                  '{"paths": ["/tmp\\u0000x"]}'])
+def test_bad_index_bodies_are_one_line_4xx_errors(writable, body):
+    with _client(writable / "idx", allow_roots=(writable,)) as c:
+        r = c.post("/api/index", content=body, headers={"content-type": "application/json"})
+        assert 400 <= r.status_code < 500
+        _is_error(r, r.status_code)
+        assert not c.app.state.jobs._jobs
+
+
+def test_a_second_job_while_one_runs_is_409(writable, monkeypatch):
+    import threading
+
+    from sora_search import Library
+
+    release = threading.Event()
+
+    class HeldLibrary:
+        @staticmethod
+        def open(*args, **kwargs):
+            assert release.wait(60)
+            return Library.open(*args, **kwargs)
+
+    monkeypatch.setattr("sora_search.serve.jobs.Library", HeldLibrary)
+    with _client(writable / "idx", allow_roots=(writable,)) as c:
+        first = c.post("/api/index", json={"paths": [str(writable / "incoming")]}).json()
+        assert first["status"] in ("queued", "running")
+        assert first["id"] in _is_error(c.post("/api/index", json={"paths": [str(writable / "library")]}), 409)
+        release.set()
+        assert _wait_for(c, first)["status"] == "done"
+        again = c.post("/api/index", json={"paths": [str(writable / "incoming")]})
+        assert again.status_code == 202
+        assert _wait_for(c, again.json())["summary"]["unchanged"] == [str(writable / "incoming" / "pan_a.mp4")]
+
+
+def test_an_index_run_of_another_process_fails_the_job_with_the_lock_message(writable):
+    from sora_search.store.lock import write_lock
+
+    with _client(writable / "idx", allow_roots=(writable,)) as c, write_lock(writable / "idx"):
+        r = c.post("/api/index", json={"paths": [str(writable / "incoming")]})
+        assert r.status_code == 202
+        job = _wait_for(c, r.json())
+    assert job["status"] == "failed" and job["summary"] is None
+    assert "is being written by" in job["error"] and "\n" not in job["error"]
+
+
+def test_keyframes_start_at_the_first_second_and_are_bounded(client):
+    videos = client.get("/api/videos").json()["videos"]
+    for v in videos:
+        seconds = client.get(f"/api/videos/{v['id']}/keyframes").json()["seconds"]
+        assert seconds and seconds == sorted(seconds) and seconds[0] < 1.0 and len(seconds) <= 10
+        few = client.get(f"/api/videos/{v['id']}/keyframes", params={"n": 3}).json()["seconds"]
+        assert 1 <= len(few) <= 3 and few[0] == seconds[0]
+    pan_a = next(v for v in videos if v["name"] == "pan_a.mp4")
+    # pan_a shows four photos, 4 s each: four keyframes land one on each.
+    four = client.get(f"/api/videos/{pan_a['id']}/keyframes", params={"n": 4}).json()["seconds"]
+    assert sorted({int(t // 4) for t in four}) == [0, 1, 2, 3], four
+    _is_error(client.get("/api/videos/999999/keyframes"), 404)
+    _is_error(client.get(f"/api/videos/{pan_a['id']}/keyframes", params={"n": 0}), 422)
+    _is_error(client.get(f"/api/videos/{pan_a['id']}/keyframes", params={"n": 10**6}), 422)
+
+
+def test_duplicates_are_the_cli_json_plus_video_ids(client, idx):
+    r = client.get("/api/duplicates")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    cli_json = json.loads(CliRunner().invoke(cli, ["-q", "dupes", "--index", str(idx), "--json"]).stdout)
+    ids = {v["path"]: v["id"] for v in client.get("/api/videos").json()["videos"]}
+    assert [(p["a"], p["b"], p["score"]) for p in body["pairs"]] == \
+        [(p["a"], p["b"], p["score"]) for p in cli_json["pairs"]]
+    assert all(p["a_id"] == ids[p["a"]] and p["b_id"] == ids[p["b"]] for p in body["pairs"])
+    assert [g["members"] for g in body["groups"]] == [g["members"] for g in cli_json["groups"]]
+    assert "keep" in _is_error(client.get("/api/duplicates", params={"keep": "biggest"}), 422)
+    _is_error(client.get("/api/duplicates", params={"min_score": 7}), 422)

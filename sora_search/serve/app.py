@@ -8,6 +8,11 @@
     GET  /api/videos/{id}                   one video
     GET  /api/videos/{id}/thumbnail?t=S     a JPEG of second S (cached in the index folder)
     GET  /api/videos/{id}/stream            the indexed file itself (HTTP range requests)
+    GET  /api/videos/{id}/keyframes?n=      the seconds where its footage changes most (from stored vectors)
+    GET  /api/duplicates?min_score=&keep=   ``sora-search dupes --json`` plus each side's video id
+    POST /api/index                         JSON ``{"paths": [...]}`` on the server, inside ``--allow-root``
+                                            folders: 202 and the job (one at a time; 409 while one runs)
+    GET  /api/jobs/{id}                     an index job: status, progress, the summary or the error
     GET  /                                  the page (static HTML/JS/CSS shipped in the package)
 """
 
@@ -30,12 +35,15 @@ from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
 from sora_search.containers import HEAD_BYTES, sniff_video
 from sora_search.errors import (EmptyIndex, IndexLocked, IndexNotFound, SoraSearchError, StoreError, VideoError)
 from sora_search.library import Library
-from sora_search.params import VIEW_CHOICES, QueryParams
+from sora_search.params import KEEP_RULES, VIEW_CHOICES, QueryParams
+from sora_search.serve.jobs import JobError, Jobs
+from sora_search.serve.keyframes import DEFAULT_COUNT, MAX_COUNT, keyframes
 from sora_search.thumbs import DEFAULT_MAX_BYTES, ThumbnailCache
 
 logger = logging.getLogger(__name__)
@@ -62,10 +70,16 @@ STATUS_OF: tuple[tuple[type[SoraSearchError], int], ...] = (
 def _status(exc: BaseException) -> tuple[int, str, dict[str, str]]:
     if isinstance(exc, ApiError):
         return exc.status, str(exc), exc.headers
+    if isinstance(exc, JobError):
+        return exc.status, str(exc), {}
     if isinstance(exc, RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
-        return 422, f"{where or 'request'}: {first.get('msg', 'invalid')}", {}
+        if first.get("type") == "json_invalid":
+            return 422, f"the request body is not valid JSON ({first.get('ctx', {}).get('error', 'unreadable')})", {}
+        loc = tuple(first.get("loc", ()))
+        where = ".".join(str(p) for p in loc if p not in ("body", "query", "path"))
+        where = where or ("request body" if loc[:1] == ("body",) else "request")
+        return 422, f"{where}: {first.get('msg', 'invalid')}", {}
     if isinstance(exc, HTTPException):
         return exc.status_code, str(exc.detail), dict(exc.headers or {})
     for kind, status in STATUS_OF:
@@ -97,6 +111,7 @@ class Settings:
     max_upload_mb: float = 512.0
     max_queued: int = 4
     thumbs_max_bytes: int = DEFAULT_MAX_BYTES
+    allow_roots: tuple[Path, ...] = ()  # folders POST /api/index may index under; none: indexing over HTTP is off
 
 
 class Worker:
@@ -113,6 +128,8 @@ class Worker:
         self._store: Any = self._pool.submit(self._open_store).result()
         self.queued = 0
         self.max_queued = settings.max_queued
+        # The last duplicates report by (store generation, min_score, keep): the whole library is searched for one.
+        self._dupes: tuple[tuple[int, float | None, str | None], dict[str, Any]] | None = None
 
     def _open_store(self) -> Any:
         from sora_search.store import Store
@@ -136,6 +153,27 @@ class Worker:
             raise ApiError(404, f"no indexed video with id {video_id}")
         return rec
 
+    def keyframes(self, video_id: int, n: int) -> list[float]:
+        """The seconds where a video's footage changes most (worker thread only)."""
+        rec = self.video(video_id)
+        _, times, vectors = self._store.vectors_of_video(rec.id)
+        return keyframes(times, vectors, n)
+
+    def duplicates(self, min_score: float | None, keep: str | None) -> dict[str, Any]:
+        """``dupes --json`` with ``a_id``/``b_id`` on each pair and ``ids`` beside each group's members (worker)."""
+        meta = self._store.meta()
+        key = (meta.generation if meta else -1, min_score, keep)
+        if self._dupes is not None and self._dupes[0] == key:
+            return self._dupes[1]
+        out = self.library.duplicates(min_score=min_score, keep=keep).to_dict()
+        ids = {v.path: v.id for v in self.videos()}
+        for pair in out["pairs"]:
+            pair["a_id"], pair["b_id"] = ids.get(pair["a"]), ids.get(pair["b"])
+        for group in out["groups"]:
+            group["ids"] = [ids.get(m) for m in group["members"]]
+        self._dupes = (key, out)
+        return out
+
     def close(self) -> None:
         def _close() -> None:
             self._store.close()
@@ -151,6 +189,17 @@ def get_worker(request: Request) -> Worker:
 
 def get_thumbs(request: Request) -> ThumbnailCache:
     return request.app.state.thumbs  # type: ignore[no-any-return]
+
+
+def get_jobs(request: Request) -> Jobs:
+    return request.app.state.jobs  # type: ignore[no-any-return]
+
+
+class IndexRequest(BaseModel):
+    """What POST /api/index takes: files or folders on the server, inside the ``--allow-root`` folders."""
+
+    model_config = ConfigDict(extra="forbid")
+    paths: list[str]
 
 
 def check_token(request: Request) -> None:
@@ -183,15 +232,18 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            # An index job still running is stopped with the process; what it committed is kept.
+            await asyncio.to_thread(app.state.jobs.wait, 5.0)
             await asyncio.to_thread(worker.close)
             shutil.rmtree(uploads, ignore_errors=True)
 
     app = FastAPI(title="sora-search", summary="Find which library videos contain a clip.", lifespan=lifespan)
     app.state.settings, app.state.worker, app.state.uploads = settings, worker, uploads
+    app.state.jobs = Jobs(worker.library.location, settings.allow_roots, settings.device)
     app.state.thumbs = ThumbnailCache(worker.library.location, max_bytes=settings.thumbs_max_bytes)
     # Thumbnails of videos removed or re-encoded since the last start go now (the cache itself only knows sizes).
     app.state.thumbs.prune(worker.fingerprints())
-    for kind in (Exception, HTTPException, RequestValidationError, ApiError, SoraSearchError):
+    for kind in (Exception, HTTPException, RequestValidationError, ApiError, JobError, SoraSearchError):
         app.add_exception_handler(kind, handle_exception)
     limit = int(settings.max_upload_mb * 2**20)
 
@@ -291,6 +343,36 @@ def create_app(settings: Settings) -> FastAPI:
             raise ApiError(404, f"video {video_id} is indexed but its file {rec.path} is gone; run "
                                 "`sora-search index` to bring the index up to date")
         return FileResponse(rec.path, filename=Path(rec.path).name, content_disposition_type="inline")
+
+    @app.get("/api/videos/{video_id}/keyframes", tags=["videos"], dependencies=api)
+    async def video_keyframes(video_id: int, n: int = Query(DEFAULT_COUNT, ge=1, le=MAX_COUNT),
+                              w: Worker = Depends(get_worker)) -> dict[str, Any]:
+        """At most ``n`` seconds where the video's footage changes most, from its stored vectors; the first second
+        always among them. Show them with the thumbnail route."""
+        return {"video_id": video_id, "seconds": await w.run(w.keyframes, video_id, n)}
+
+    @app.get("/api/duplicates", tags=["library"], dependencies=api)
+    async def duplicates(min_score: float | None = Query(None, ge=-1, le=1), keep: str | None = None,
+                         w: Worker = Depends(get_worker)) -> dict[str, Any]:
+        """What ``sora-search dupes --json`` prints, plus ``a_id``/``b_id`` per pair and ``ids`` per group.
+        Searches the whole library on the worker (queries wait meanwhile); cached until the index changes."""
+        if keep is not None and keep not in KEEP_RULES:
+            raise ApiError(422, f"keep: {keep!r} is not one of {', '.join(KEEP_RULES)}")
+        return await w.run(w.duplicates, min_score, keep)
+
+    @app.post("/api/index", tags=["jobs"], dependencies=api, status_code=202)
+    async def index(body: IndexRequest, request: Request, jobs: Jobs = Depends(get_jobs)) -> JSONResponse:
+        """Index files or folders on the server (inside the ``serve --allow-root`` folders) on a thread of its own;
+        202 and the job to poll at ``GET /api/jobs/{id}``. One job at a time: 409 while one runs."""
+        job = await asyncio.to_thread(jobs.start, body.paths)
+        logger.info("%s index job %s: %s", _who(request), job.id, ", ".join(job.paths))
+        return JSONResponse(job.to_dict(), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
+
+    @app.get("/api/jobs/{job_id}", tags=["jobs"], dependencies=api)
+    async def job(job_id: str, jobs: Jobs = Depends(get_jobs)) -> dict[str, Any]:
+        """An index job: ``status`` (queued, running, done, failed), ``progress`` (files and bytes done of total,
+        the file being decoded), the run's summary when done, the one-line error when failed."""
+        return jobs.get(job_id).to_dict()
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
