@@ -21,7 +21,8 @@ Results go to ``benchmarks/results/accuracy.json`` and a Markdown table on stdou
 
 Systems: ``sora`` (the engine with its defaults, through the public :class:`sora_search.Library` API),
 ``sora-gap`` (the same engine with the ``sora-lite0-gap`` encoder: a plain global average pool of the backbone head
-instead of multi-scale pooling, an ablation), and the baselines of :mod:`baselines` that are installed
+instead of multi-scale pooling, an ablation), ``sora-centre`` (the defaults with the projection centring only at
+every library size, as libraries under ``IndexParams.pca_min_vectors`` get it), and the baselines of :mod:`baselines` that are installed
 (``benchmarks/accuracy/install_baselines.sh``).
 """
 
@@ -62,10 +63,11 @@ class SoraSystem:
     list; ``threshold`` is the engine's default ``min_score``, used for precision/recall at the threshold.
     """
 
-    def __init__(self, name: str, encoder: str, work: Path, views: str = "auto") -> None:
+    def __init__(self, name: str, encoder: str, work: Path, views: str = "auto", pca: bool = True) -> None:
         from sora_search.params import QueryParams
 
         self.name = name
+        self._pca = pca
         self.threshold: float | None = QueryParams().min_score
         self._encoder = encoder
         self._location = work / name
@@ -79,8 +81,10 @@ class SoraSystem:
         if self._location.exists():
             shutil.rmtree(self._location)
         # Refit the projection and IVF whenever the library grows (extend), as a fresh index of it would have.
-        self._lib = Library.open(self._location, encoder=self._encoder,
-                                 params=IndexParams(retrain_growth=1 + 1e-9))
+        params = IndexParams(retrain_growth=1 + 1e-9)
+        if not self._pca:  # centring only at every size: the projection of libraries under pca_min_vectors
+            params = IndexParams(retrain_growth=1 + 1e-9, pca_min_vectors=2**62)
+        self._lib = Library.open(self._location, encoder=self._encoder, params=params)
         self.extend(refs)
 
     def extend(self, paths: list[Path]) -> None:
@@ -411,6 +415,7 @@ def engine_systems(work: Path) -> dict[str, Callable[[], System]]:
     return {
         "sora": lambda: SoraSystem("sora", "sora-lite0", work),
         "sora-gap": lambda: SoraSystem("sora-gap", "sora-lite0-gap", work),
+        "sora-centre": lambda: SoraSystem("sora-centre", "sora-lite0", work, pca=False),
     }
 
 
@@ -419,6 +424,7 @@ def engine_split_systems(work: Path) -> dict[str, Callable[[str], System]]:
     return {
         "sora": lambda split: SoraSystem("sora", "sora-lite0", work / split),
         "sora-gap": lambda split: SoraSystem("sora-gap", "sora-lite0-gap", work / split),
+        "sora-centre": lambda split: SoraSystem("sora-centre", "sora-lite0", work / split, pca=False),
     }
 
 
