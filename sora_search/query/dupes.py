@@ -36,8 +36,7 @@ from sora_search.query.align import Hits, align, novelty_weights
 from sora_search.query.background import background
 from sora_search.query.dupes_report import Shared, build_report
 from sora_search.query.passes import Ranked, rank
-from sora_search.types import (DuplicatesProgress, DuplicatesReport,
-                                Span)
+from sora_search.types import DuplicatesProgress, DuplicatesReport, Span
 
 if TYPE_CHECKING:
     from sora_search.encoder import Projection

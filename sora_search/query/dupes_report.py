@@ -29,7 +29,7 @@ class Shared:
 
 
 def build_report(found: dict[tuple[int, int], Shared], records: dict[int, VideoRecord], durations: dict[int, float],
-            params: DupesParams) -> DuplicatesReport:
+                 params: DupesParams) -> DuplicatesReport:
     """Each pair once, with the segments of the way round that scores higher, and its coverage; then the groups.
 
     How much of a video the other shows is best told from its own side, searching its seconds: that way's covered
@@ -43,7 +43,7 @@ def build_report(found: dict[tuple[int, int], Shared], records: dict[int, VideoR
         if shared.score < params.min_score:
             continue
         covered = {v: _covered(list(shared.probe_cover), durations[v]),
-                   o: _covered(list((back or shared).probe_cover if back else shared.other_cover), durations[o])}
+                   o: _covered(list(back.probe_cover if back else shared.other_cover), durations[o])}
         flip = records[v].path > records[o].path
         a, b = (o, v) if flip else (v, o)
         pairs.append(DuplicatePair(a=records[a].path, b=records[b].path, score=round(shared.score, 4),
