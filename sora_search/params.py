@@ -15,6 +15,8 @@ DEFAULT_ENCODER = "sora-lite0"
 DEFAULT_FPS = 1.0
 # Names accepted by QueryParams.views besides an explicit sequence of view names (sora_search.query.views).
 VIEW_CHOICES = ("auto", "fast", "standard", "thorough")
+# What IndexParams.projection may be: the shipped contrastive map, or PCA fitted on the library.
+PROJECTIONS = ("contrastive", "pca")
 # How `dupes` picks the copy to keep in a group of same-video copies (DupesParams.keep).
 KEEP_RULES = ("resolution", "duration", "size", "newest", "oldest")
 
@@ -32,7 +34,8 @@ class IndexParams:
 
     decode_timeout_s: float = 120.0    # a decoder silent this long on one file is killed; the file is recorded failed
     temporal_radius: int = 1           # "pooled again over time": each vector averages its +-radius seconds
-    projection_dim: int = 256          # dimension FAISS holds once the library is large enough for PCA
+    projection: str = "contrastive"    # the shipped contrastive map (PCA for encoders without one), or "pca"
+    projection_dim: int = 256          # dimension FAISS holds (PCA: once the library is large enough)
     pca_min_vectors: int = 1000        # below this the projection only centres (too few vectors for principal axes)
     projection_sample: int = 100_000   # vectors the projection is fitted on
     retrain_growth: float = 4.0        # refit projection and IVF once the corpus has grown this many times
@@ -41,7 +44,8 @@ class IndexParams:
     def __post_init__(self) -> None:
         _problems(self, {
             "decode_timeout_s": self.decode_timeout_s > 0, "temporal_radius": self.temporal_radius >= 0,
-            "projection_dim": self.projection_dim > 0, "pca_min_vectors": self.pca_min_vectors >= 1,
+            "projection": self.projection in PROJECTIONS, "projection_dim": self.projection_dim > 0,
+            "pca_min_vectors": self.pca_min_vectors >= 1,
             "projection_sample": self.projection_sample >= 1, "retrain_growth": self.retrain_growth > 1,
             "save_every_s": self.save_every_s > 0})
 

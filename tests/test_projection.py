@@ -155,3 +155,28 @@ def test_temporal_pool_leaves_skipped_rows_out_of_their_neighbours() -> None:
     np.testing.assert_allclose(temporal_pool(v, r, skip=np.zeros(6, bool)), temporal_pool(v, r), rtol=1e-6)
     with pytest.raises(ValueError, match="skip has 5 rows"):
         temporal_pool(v, r, skip=skip[:5])
+
+
+def test_the_shipped_contrastive_map_is_used_for_the_sora_encoder_only() -> None:
+    rng = np.random.default_rng(0)
+    raw = rng.normal(size=(50, 704)).astype(np.float32)
+    learned = Projection.for_library(raw, "sora-lite0")
+    assert learned.name == "contrastive-256" and (learned.in_dim, learned.out_dim) == (704, 256)
+    np.testing.assert_allclose(learned.mean, raw.astype(np.float64).mean(axis=0), atol=1e-5)  # the library's mean
+    out = learned.apply(raw)
+    assert out.shape == (50, 256) and np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
+    # Round trip, as the store keeps it.
+    back = Projection.from_bytes(learned.to_bytes())
+    np.testing.assert_array_equal(back.apply(raw), out)
+    # Asked for PCA, or for an encoder or a size nothing ships for: fitted on the library as before.
+    assert Projection.for_library(raw, "sora-lite0", kind="pca", min_vectors=10).name == "pca-256"
+    assert Projection.for_library(raw[:, :64], "tiny", min_vectors=10).name.startswith("pca-")
+    assert Projection.contrastive("sora-lite0", 128) is None
+    assert Projection.contrastive("tiny", 256) is None
+
+
+def test_index_params_name_an_unknown_projection() -> None:
+    from sora_search.params import IndexParams
+
+    with pytest.raises(ValueError, match="projection='whitened'"):
+        IndexParams(projection="whitened")

@@ -1,6 +1,10 @@
-"""The learned projection applied after the encoder: PCA fitted on the library's own descriptors.
+"""The projection applied after the encoder: the contrastive map shipped with the package, or PCA fitted on the
+library's own descriptors.
 
-NumPy only: the index/store side loads and applies it without torch.
+The contrastive map (``data/contrastive-<encoder>.npz``, made by ``benchmarks/accuracy/train_projection.py``) was
+trained so that a frame and its edited copies land together and different frames apart; PCA only keeps the
+directions the library varies most along, which for an ImageNet backbone are what a scene *is* (a page of text, a
+test pattern), not which one it is. NumPy only: the index/store side loads and applies it without torch.
 """
 
 from __future__ import annotations
@@ -123,6 +127,34 @@ class Projection:
         else:
             name = f"pca-{k}"
         return cls(name, in_dim, k, n, mean.astype(np.float32), vecs.astype(np.float32))
+
+    @classmethod
+    def contrastive(cls, encoder_name: str, out_dim: int, vectors: np.ndarray | None = None) -> Projection | None:
+        """The shipped contrastive map for ``encoder_name`` (None when none ships for it at ``out_dim``), centred on
+        the mean of ``vectors`` (the library's raw descriptors) when given, else on its training frames' mean."""
+        from importlib import resources
+
+        data = resources.files("sora_search.encoder").joinpath("data").joinpath(f"contrastive-{encoder_name}.npz")
+        if not data.is_file():
+            return None
+        shipped = cls.from_bytes(data.read_bytes())
+        if shipped.out_dim != out_dim or shipped.matrix is None:
+            return None
+        mean = shipped.mean if vectors is None or len(vectors) < 2 else \
+            np.asarray(vectors, dtype=np.float64).mean(axis=0).astype(np.float32)
+        return cls(shipped.name, shipped.in_dim, out_dim, len(vectors) if vectors is not None else 0, mean,
+                   shipped.matrix)
+
+    @classmethod
+    def for_library(cls, vectors: np.ndarray, encoder_name: str, *, kind: str = "contrastive", out_dim: int = 256,
+                    min_vectors: int = 1000) -> Projection:
+        """The projection an index of ``vectors`` ((n, in_dim) raw descriptors) gets: ``kind="contrastive"`` is the
+        shipped map where one ships for the encoder (PCA otherwise), ``"pca"`` always :meth:`fit`."""
+        if kind == "contrastive":
+            learned = cls.contrastive(encoder_name, out_dim, vectors)
+            if learned is not None:
+                return learned
+        return cls.fit(vectors, out_dim, min_vectors=min_vectors)
 
     def apply(self, vectors: np.ndarray) -> np.ndarray:
         """Project and L2-normalise.

@@ -269,7 +269,10 @@ class IndexKeeper:
         if projection is None:
             # The sample comes in id order (oldest videos first): fit on rows spread across it, not a prefix.
             spread = np.linspace(0, len(sample) - 1, min(len(sample), p.projection_sample)).astype(np.int64)
-            projection = Projection.fit(sample[spread], p.projection_dim, min_vectors=p.pca_min_vectors)
+            meta = self._store.meta()
+            assert meta is not None, "the store's identity is written before its first vectors"
+            projection = Projection.for_library(sample[spread], meta.encoder_name, kind=p.projection,
+                                                out_dim=p.projection_dim, min_vectors=p.pca_min_vectors)
         index = VectorIndex.build(projection.out_dim, projection.apply(sample), nlist=nlist, expected_n=total,
                                   gpu=self.gpu)
         del sample
