@@ -86,6 +86,16 @@ class PgServer:
             c.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def clone(self, url: str) -> str:
+        """A new database copied from the one at ``url`` (nobody may be connected to it): an index's copy."""
+        import psycopg
+
+        name = f"t_{uuid.uuid4().hex[:16]}"
+        source = url.split("?")[0].rsplit("/", 1)[-1]
+        with psycopg.connect(host=str(self.socket_dir), user=self.user, dbname="postgres", autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+        return self.url(name)
+
     def stop(self) -> None:
         try:
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
