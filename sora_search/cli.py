@@ -72,9 +72,8 @@ def _keep_db(ctx: click.Context, param: click.Parameter, value: str | None) -> N
 # Not a parameter of the commands: _open and the commands that need it read it back with _db().
 db_option = click.option(
     "--db", metavar="URL", default=None, envvar="SORA_SEARCH_DB", expose_value=False, callback=_keep_db,
-    help="Where the catalogue (videos, vectors) lives: postgresql+psycopg://user:password@host/dbname (needs "
-         "sora-search[postgres]) or sqlite:///FILE. Default: $SORA_SEARCH_DB, else sora.db in the index folder. "
-         "The FAISS file stays in the index folder.")
+    help="Catalogue database: postgresql+psycopg://USER:PASSWORD@HOST/DB or sqlite:///FILE. Default: "
+         "$SORA_SEARCH_DB, else sora.db in the index folder (which holds the FAISS file either way).")
 
 
 def _db() -> str | None:
