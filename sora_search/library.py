@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 from sora_search import identity, scan
 from sora_search.errors import EmptyIndex, EncoderMismatch, IndexNotFound, VideoError
 from sora_search.params import DEFAULT_ENCODER, DEFAULT_FPS, DupesParams, IndexParams, QueryParams
-from sora_search.store.catalogue import DB_NAME, Catalogue, open_index_store
+from sora_search.store.catalogue import DB_NAME, Catalogue
+from sora_search.store.folder import open_index_store
 from sora_search.store.lock import write_lock
 from sora_search.types import (CheckReport, DuplicatesProgress, DuplicatesReport, FailedFile, IndexSummary,
                                LibraryInfo, Match, Progress, QueryResult)

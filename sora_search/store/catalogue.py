@@ -10,12 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sora_search.errors import StoreError
-
-if TYPE_CHECKING:
-    from sora_search.store.store import Store
 
 DB_ENV = "SORA_SEARCH_DB"
 DB_NAME = "sora.db"
@@ -104,36 +100,3 @@ class Catalogue:
     def __repr__(self) -> str:
         return f"Catalogue({self.shown!r})"
 
-
-def open_index_store(location: Path, db: str | Path | Catalogue | None, *, create: bool) -> Store:
-    """The store of the index folder ``location`` (see :meth:`Catalogue.resolve`); the folder is made when missing
-    (it holds the FAISS file and the lock file) once the store is known to open.
-
-    Raises:
-        IndexNotFound: ``create=False`` and no catalogue there yet. StoreError: the folder cannot be made, or the
-        store cannot be opened (see :meth:`sora_search.store.Store.open`).
-    """
-    from sora_search.errors import IndexNotFound
-    from sora_search.store.store import Store
-
-    catalogue = Catalogue.resolve(location, db)
-    if catalogue.path is not None and not catalogue.path.exists() and not create:
-        where = location if catalogue.path == location / DB_NAME else catalogue.path
-        raise IndexNotFound(f"no index at {where}: run `sora-search index PATH` first "
-                            "(or pass --index / set SORA_SEARCH_INDEX to where it is)")
-    if catalogue.path == location / DB_NAME:
-        _make_folder(location)
-    store = Store.open(catalogue, create=create)
-    try:
-        _make_folder(location)
-    except StoreError:
-        store.close()
-        raise
-    return store
-
-
-def _make_folder(location: Path) -> None:
-    try:
-        location.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"cannot create the index folder {location}: {exc.strerror or exc}") from None

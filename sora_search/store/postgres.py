@@ -70,13 +70,13 @@ def run_lock(catalogue: Catalogue) -> Iterator[None]:
     """
     from sqlalchemy.pool import NullPool
 
-    from sora_search.store.migrate import translate_db_errors
-
     engine = create_engine(catalogue.url, poolclass=NullPool,
                            connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": _who()})
     try:
-        with translate_db_errors(catalogue), _held(engine, catalogue):
+        with _held(engine, catalogue):
             yield
+    except DBAPIError as exc:
+        raise StoreError(f"PostgreSQL error on {catalogue.shown}: {reason(exc, catalogue)}") from exc
     finally:
         engine.dispose()
 
