@@ -92,10 +92,10 @@ class Catalogue:
         return str(self.path) if self.path is not None else hide_password(self.url)
 
     def upgrade_hint(self) -> str:
-        """The command that upgrades this catalogue's schema."""
+        """The command that upgrades this catalogue's schema, in backticks."""
         if self.path is not None:
-            return f"sora-search upgrade --index {self.path.parent}"
-        return f"sora-search upgrade --db {self.shown}"
+            return f"`sora-search upgrade --index {self.path.parent}`"
+        return f"`sora-search upgrade --db {self.shown}`"
 
     def __repr__(self) -> str:
         return f"Catalogue({self.shown!r})"

@@ -195,7 +195,7 @@ def classify(conn: Connection, catalogue: Catalogue) -> str | None:
         raise StoreError(f"{where} has an empty alembic_version table; it is not a usable sora-search index")
     if rev in known_revisions():
         raise SchemaOutdated(
-            f"{where} has schema revision {rev}, this sora-search needs {head}; run `{catalogue.upgrade_hint()}`"
+            f"{where} has schema revision {rev}, this sora-search needs {head}; run {catalogue.upgrade_hint()}"
         )
     raise SchemaTooNew(
         f"{where} has schema revision {rev}, which this sora-search does not know (its newest is {head}); "
