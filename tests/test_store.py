@@ -426,3 +426,12 @@ def test_pg_unreachable_and_bad_urls_are_clear_errors(tmp_path: Path) -> None:
         Store.open("postgresql+psycopg2://me:s3cret@host/db")
     assert Catalogue.of("postgres://u:p@h/d").url == "postgresql+psycopg://u:p@h/d"
     assert Catalogue.of(f"sqlite:///{tmp_path}/x.db").path == tmp_path / "x.db"
+
+
+def test_pg_helper_says_why_no_server_can_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without PostgreSQL's binaries the pg tests skip with this reason (or fail, with SORA_SEARCH_REQUIRE_POSTGRES=1)."""
+    from tests import pg
+
+    monkeypatch.setattr(pg.glob, "glob", lambda pattern: [])
+    monkeypatch.setattr(pg.shutil, "which", lambda name: None)
+    assert pg.pg_bin() is None and "initdb" in (pg.missing() or "")
