@@ -310,7 +310,7 @@ class Library:
             projection=meta.projection_name if meta else "", index_type=faiss.kind, index_nlist=faiss.nlist,
             index_nprobe=faiss.nprobe, index_bytes=faiss.nbytes, store_bytes=self._store.size_bytes(),
             schema_revision=self._store.revision(), extra={"schema_head": self._store.head_revision(),
-                                                           "catalogue": f"{self.catalogue.kind} {self.catalogue.shown}"},
+                                                           "catalogue": self.catalogue.described},
             index_device=self._keeper.search_device)
 
     def check(self, *, repair: bool = False) -> CheckReport:

@@ -91,6 +91,11 @@ class Catalogue:
         """What messages name: the SQLite file, or the URL without its password."""
         return str(self.path) if self.path is not None else hide_password(self.url)
 
+    @property
+    def described(self) -> str:
+        """``SQLite FILE`` or ``PostgreSQL URL`` (without its password)."""
+        return f"{self.kind} {self.shown}"
+
     def upgrade_hint(self) -> str:
         """The command that upgrades this catalogue's schema, in backticks."""
         if self.path is not None:

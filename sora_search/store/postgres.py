@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 
 from sora_search.errors import IndexLocked, StoreError
@@ -129,8 +129,6 @@ def size_bytes(conn: Connection) -> int:
 def reason(exc: DBAPIError, catalogue: Catalogue) -> str:
     """The driver's message without the URL's password, and what to do about the usual causes."""
     text_ = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
-    from sqlalchemy.engine import make_url
-
     secret = make_url(catalogue.url).password
     if secret:
         text_ = text_.replace(str(secret), "***")
