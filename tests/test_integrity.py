@@ -142,7 +142,8 @@ def test_upgrade_keeps_an_unstamped_file_that_is_exactly_the_stores(library_copy
     assert _check(idx)["ok"] and _answers(idx, probes) == before
 
 
-@pytest.mark.parametrize("fault", ["retrain:1", "faiss:1"])
+@pytest.mark.parametrize("backend, fault", [("sqlite", "retrain:1"), ("sqlite", "faiss:1"), ("postgres", "retrain:1")],
+                         indirect=["backend"])
 def test_a_crash_while_retraining_never_pairs_a_projection_with_another_file(backend, small_first, fault, tmp_path):
     lib_dir, later, idx = small_first
     for f in later.iterdir():

@@ -166,7 +166,6 @@ def test_queries_during_an_index_run_never_fail(half_indexed, tmp_path, media_di
         assert Path(json.loads(output)["matches"][0]["path"]).name == "pan_a.mp4", output
 
 
-@on_both
 def test_a_second_writer_is_refused_with_a_clear_message(half_indexed, tmp_path, copy_index):
     _, lib_dir, idx0, _ = half_indexed
     idx = tmp_path / "idx"
