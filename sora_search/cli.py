@@ -63,6 +63,24 @@ def _check_device(ctx: click.Context, param: click.Parameter, value: str | None)
 index_option = click.option(
     "--index", "index_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="Index folder. Default: $SORA_SEARCH_INDEX, else ./.sora-search")
+
+
+def _keep_db(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    ctx.meta["sora_search.db"] = value
+
+
+# Not a parameter of the commands: _open and the commands that need it read it back with _db().
+db_option = click.option(
+    "--db", metavar="URL", default=None, envvar="SORA_SEARCH_DB", expose_value=False, callback=_keep_db,
+    help="Catalogue database: postgresql+psycopg://USER:PASSWORD@HOST/DB or sqlite:///FILE. Default: "
+         "$SORA_SEARCH_DB, else sora.db in the index folder (which holds the FAISS file either way).")
+
+
+def _db() -> str | None:
+    value = click.get_current_context().meta.get("sora_search.db")
+    return str(value) if value else None
+
+
 device_option = click.option(
     "--device", metavar="cpu|cuda|cuda:N", default=None, envvar="SORA_SEARCH_DEVICE", callback=_check_device,
     help="Where the encoder runs, and FAISS with a GPU build of faiss. Default: $SORA_SEARCH_DEVICE, else CUDA "
@@ -72,7 +90,7 @@ device_option = click.option(
 def _open(index_dir: Path | None, *, create: bool, **options: Any) -> Any:
     from .library import Library
 
-    return Library.open(index_dir, create=create, **options)
+    return Library.open(index_dir, create=create, db=_db(), **options)
 
 
 class _Group(click.Group):
@@ -119,6 +137,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @index_option
+@db_option
 @device_option
 @click.option("--retry-failed", is_flag=True, help="Try again files that failed before and have not changed.")
 @click.option("--follow-links/--no-follow-links", default=True, show_default=True,
@@ -155,6 +174,7 @@ def index(ctx: click.Context, paths: tuple[Path, ...], index_dir: Path | None, d
 @cli.command()
 @click.argument("clip", type=click.Path(path_type=Path))
 @index_option
+@db_option
 @device_option
 @click.option("-k", "k", type=click.IntRange(min=1), default=_QUERY.k, show_default=True,
               help="Most library videos to list.")
@@ -188,7 +208,7 @@ def query(clip: Path, index_dir: Path | None, device: str | None, k: int, min_sc
         if html_file is not None:
             from .report import render
 
-            html_file.write_text(render(result, clip, lib.location), encoding="utf-8")
+            html_file.write_text(render(result, clip, lib.location, db=lib.catalogue), encoding="utf-8")
     if as_json:
         echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -213,6 +233,7 @@ def query(clip: Path, index_dir: Path | None, device: str | None, k: int, min_sc
     script.
     """)
 @index_option
+@db_option
 @device_option
 @click.option("--min-score", type=_FiniteFloat(min=-1, max=1), default=_DUPES.min_score, show_default=True,
               help="Hide pairs scoring below this. Scores are measured as in `query`, but with both copies "
@@ -248,6 +269,7 @@ def dupes(ctx: click.Context, index_dir: Path | None, device: str | None, min_sc
 
 @cli.command()
 @index_option
+@db_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def info(index_dir: Path | None, as_json: bool) -> None:
     """Show what is indexed: videos, vectors, encoder, index type and size."""
@@ -263,7 +285,8 @@ def info(index_dir: Path | None, as_json: bool) -> None:
         ("encoder", f"{data.encoder} v{data.encoder_version}, {data.raw_dim}-d raw"),
         ("projection", f"{data.projection or 'not fitted yet'} -> {data.dim}-d"),
         ("faiss", f"{data.index_type}, {data.index_bytes / 2**20:.1f} MiB, searched on {data.index_device}"),
-        ("store", f"SQLite, {data.store_bytes / 2**20:.1f} MiB, schema {data.schema_revision}"),
+        ("store", f"{data.extra.get('catalogue', 'SQLite')}, {data.store_bytes / 2**20:.1f} MiB, schema "
+                  f"{data.schema_revision}"),
     ]
     for key, value in rows:
         echo(f"{key:<11} {value}")
@@ -272,6 +295,7 @@ def info(index_dir: Path | None, as_json: bool) -> None:
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @index_option
+@db_option
 def remove(paths: tuple[Path, ...], index_dir: Path | None) -> None:
     """Remove videos (files, or every video under a folder) from the index. The files are not touched."""
     with _open(index_dir, create=False) as lib:
@@ -284,6 +308,7 @@ def remove(paths: tuple[Path, ...], index_dir: Path | None) -> None:
 
 @cli.command()
 @index_option
+@db_option
 @click.option("--repair", is_flag=True, help="Rebuild the FAISS file from the stored vectors (no decoding).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def check(index_dir: Path | None, repair: bool, as_json: bool) -> None:
@@ -313,11 +338,12 @@ def check(index_dir: Path | None, repair: bool, as_json: bool) -> None:
 
 @cli.command()
 @index_option
+@db_option
 def upgrade(index_dir: Path | None) -> None:
     """Upgrade an index made by an older sora-search to this version's schema."""
     from .library import Library
 
-    before, after, note = Library.upgrade(index_dir)
+    before, after, note = Library.upgrade(index_dir, db=_db())
     echo(f"schema {before} -> {after}" if before != after else f"schema already at {after}")
     if note:
         echo(note)
@@ -328,6 +354,7 @@ _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 @cli.command()
 @index_option
+@db_option
 @device_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Any other than this machine's loopback needs --token or --no-auth.")
@@ -363,7 +390,7 @@ def serve(ctx: click.Context, index_dir: Path | None, device: str | None, host: 
         logging.getLogger("sora_search.serve").setLevel(logging.INFO)
     # uvicorn stops gracefully on SIGTERM and then re-raises it: the default action, not the index runs' message.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    serve_app(Settings(index=index_dir, device=device, token=token, max_upload_mb=max_upload_mb,
+    serve_app(Settings(index=index_dir, db=_db(), device=device, token=token, max_upload_mb=max_upload_mb,
                        max_queued=max_queued, allow_roots=allow_roots), host=host, port=port,
               log_level="warning" if ctx.obj["quiet"] else "info")
 

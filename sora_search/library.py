@@ -2,9 +2,9 @@
 ``.check()``, ``Library.upgrade(path)``.
 
 An index is a folder holding ``sora.db`` (SQLite: videos, raw per-second vectors, the index identity; the source of
-truth) and ``vectors.faiss`` (FAISS over projected vectors; derived, rebuildable from the store without decoding).
-Writers hold ``write.lock`` so two index runs never interleave. The Library composes the stages and holds no policy
-of its own:
+truth; or a catalogue on PostgreSQL, ``db=URL``) and ``vectors.faiss`` (FAISS over projected vectors; derived,
+rebuildable from the store without decoding). Writers hold ``write.lock`` so two index runs never interleave. The
+Library composes the stages and holds no policy of its own:
 
     index:  scan (what changed?) -> embed (decode, encode, pool) -> store (one transaction per video)
             -> index keeper (FAISS follows the store, retrains, saves)
@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sora_search import identity, scan
-from sora_search.errors import EmptyIndex, EncoderMismatch, IndexNotFound, StoreError, VideoError
+from sora_search.errors import EmptyIndex, EncoderMismatch, IndexNotFound, VideoError
 from sora_search.params import DEFAULT_ENCODER, DEFAULT_FPS, DupesParams, IndexParams, QueryParams
+from sora_search.store.catalogue import DB_NAME, Catalogue
+from sora_search.store.folder import open_index_store
 from sora_search.store.lock import write_lock
 from sora_search.types import (CheckReport, DuplicatesProgress, DuplicatesReport, FailedFile, IndexSummary,
                                LibraryInfo, Match, Progress, QueryResult)
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_LOCATION = ".sora-search"
-DB_NAME = "sora.db"
+__all__ = ["DB_NAME", "DEFAULT_LOCATION", "Library", "default_location", "write_lock"]
 
 ProgressCallback = Callable[[Progress], None]
 
@@ -58,6 +60,7 @@ class Library:
         self.location = location
         self.params = params or IndexParams()
         self._store = store
+        self.catalogue: Catalogue = store.catalogue
         self._fps = fps
         self._embedder: Embedder = Embedder(encoder_name, device=device, fps=fps,
                                             temporal_radius=self.params.temporal_radius,
@@ -68,7 +71,7 @@ class Library:
     @classmethod
     def open(cls, path: str | Path | None = None, *, create: bool = True, encoder: str | None = None,
              device: str | None = None, fps: float | None = None, decode_backend: str = "auto",
-             params: IndexParams | None = None) -> Library:
+             params: IndexParams | None = None, db: str | None = None) -> Library:
         """Open the index at ``path`` (default: :func:`default_location`).
 
         Args:
@@ -80,19 +83,11 @@ class Library:
             decode_backend: ``auto`` (decord, then PyAV), ``decord``, ``pyav``, or ``module:Class`` naming a
                 :class:`sora_search.decode.VideoReader` (plugins, tests).
             params: knobs of index runs (:class:`~sora_search.params.IndexParams`).
+            db: where the catalogue (the store) lives: a database URL (``postgresql+psycopg://...``) or SQLite file;
+                default ``$SORA_SEARCH_DB``, else ``sora.db`` in the folder, which always holds the FAISS file.
         """
-        from sora_search.store import Store
-
         location = Path(path) if path is not None else default_location()
-        if not (location / DB_NAME).exists():
-            if not create:
-                raise IndexNotFound(f"no index at {location}: run `sora-search index PATH` first "
-                                    "(or pass --index / set SORA_SEARCH_INDEX to where it is)")
-            try:
-                location.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create the index folder {location}: {exc.strerror or exc}") from None
-        store = Store.open(location / DB_NAME, create=create)
+        store = open_index_store(location, db, create=create)
         meta = store.meta()
         if meta is not None:
             try:
@@ -105,7 +100,7 @@ class Library:
                    decode_backend=decode_backend, params=params)
 
     @staticmethod
-    def upgrade(path: str | Path | None = None) -> tuple[str, str, str | None]:
+    def upgrade(path: str | Path | None = None, db: str | None = None) -> tuple[str, str, str | None]:
         """Upgrade the index at ``path`` (default: :func:`default_location`) to this version's schema; a FAISS file
         from before stamps is kept when it is exactly the store's (:meth:`IndexKeeper.adopt_unstamped`).
 
@@ -119,11 +114,13 @@ class Library:
         from sora_search.store import Store, upgrade
 
         location = Path(path) if path is not None else default_location()
-        if not (location / DB_NAME).exists():
+        catalogue = Catalogue.resolve(location, db)
+        if catalogue.path is not None and not catalogue.path.exists():
             raise IndexNotFound(f"no index at {location}: nothing to upgrade")
-        with write_lock(location):
-            before, after = upgrade(location / DB_NAME)
-            with closing(Store.open(location / DB_NAME, create=False)) as store:
+        location.mkdir(parents=True, exist_ok=True)
+        with write_lock(location, catalogue):
+            before, after = upgrade(catalogue)
+            with closing(Store.open(catalogue, create=False)) as store:
                 note = IndexKeeper(location, store, IndexParams(), None).adopt_unstamped()
         return before, after, note
 
@@ -153,11 +150,11 @@ class Library:
 
         Raises:
             FileNotFoundError: a path does not exist. IndexLocked: another run is writing this index.
-            StoreError: the SQLite store is damaged (nothing is written to it).
+            StoreError: the store is damaged (nothing is written to it).
         """
         started = time.monotonic()
         self._embedder.timings.clear()
-        with write_lock(self.location):
+        with write_lock(self.location, self.catalogue):
             self._store.refuse_if_damaged()
             self._keeper.remove_leftovers()
             found = scan.walk(paths, exclude=[self.location], follow_links=follow_links)
@@ -234,7 +231,7 @@ class Library:
 
         Returns the removed paths. Paths that match nothing are ignored (the caller can compare).
         """
-        with write_lock(self.location):
+        with write_lock(self.location, self.catalogue):
             roots = [os.path.abspath(p) for p in paths]
             victims = {v.id: v.path for v in scan.under_roots(self._store.videos(), roots)}
             if not victims:
@@ -311,8 +308,9 @@ class Library:
             raw_dim=meta.raw_dim if meta else 0, dim=meta.dim if meta else 0,
             sampling_fps=meta.sampling_fps if meta else self._fps,
             projection=meta.projection_name if meta else "", index_type=faiss.kind, index_nlist=faiss.nlist,
-            index_nprobe=faiss.nprobe, index_bytes=faiss.nbytes, store_bytes=(self.location / DB_NAME).stat().st_size,
-            schema_revision=self._store.revision(), extra={"schema_head": self._store.head_revision()},
+            index_nprobe=faiss.nprobe, index_bytes=faiss.nbytes, store_bytes=self._store.size_bytes(),
+            schema_revision=self._store.revision(), extra={"schema_head": self._store.head_revision(),
+                                                           "catalogue": self.catalogue.described},
             index_device=self._keeper.search_device)
 
     def check(self, *, repair: bool = False) -> CheckReport:
@@ -332,7 +330,7 @@ class Library:
                                                       for p in leftovers]
         repaired: list[str] = []
         if repair and (index_problems or notes or leftovers):
-            with write_lock(self.location):
+            with write_lock(self.location, self.catalogue):
                 repaired += [f"deleted {name}" for name in keeper.remove_leftovers()]
                 if (index_problems or notes) and self._store.vector_count():
                     keeper.repair()
@@ -340,7 +338,7 @@ class Library:
             index_problems, notes, faiss_vectors = keeper.problems()
             problems = store_problems + index_problems
         if store_problems:
-            problems.append("the SQLite store itself is damaged: restore a backup of the index folder, or move it "
+            problems.append(f"the {self.catalogue.kind} store itself is damaged: restore a backup of it, or move it "
                             "away and run `sora-search index` again")
         return CheckReport(ok=not problems, problems=tuple(problems), repaired=tuple(repaired), notes=tuple(notes),
                            videos=len(self._store.videos(status="indexed")), vectors=self._store.vector_count(),

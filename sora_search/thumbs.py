@@ -173,9 +173,11 @@ class ThumbnailCache:
         return freed
 
 
-def catalogue(location: str | Path) -> dict[str, VideoRecord]:
-    """The indexed videos of the index at ``location``, by path (ids and fingerprints for thumbnails)."""
+def catalogue(location: str | Path, db: Any = None) -> dict[str, VideoRecord]:
+    """The indexed videos of the index at ``location`` (its catalogue ``db``: a URL or a ``Catalogue``, default
+    ``$SORA_SEARCH_DB``, else the folder's own), by path (ids and fingerprints for thumbnails)."""
     from sora_search.store import Store
+    from sora_search.store.catalogue import Catalogue
 
-    with Store.open(Path(location) / "sora.db", create=False) as store:
+    with Store.open(Catalogue.resolve(Path(location), db), create=False) as store:
         return {v.path: v for v in store.videos(status="indexed")}

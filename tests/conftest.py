@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import pg
 from tests.media import cut, make_photo_clip, make_testsrc, picture_in_picture, skimage_photos
 
 
@@ -102,3 +105,37 @@ class FakeGpuFaiss:
 @pytest.fixture
 def fake_gpu_faiss(monkeypatch: pytest.MonkeyPatch) -> FakeGpuFaiss:
     return FakeGpuFaiss().install(monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[pg.PgServer]:
+    """One throwaway PostgreSQL server for the session (tests/pg.py). Skips when it cannot be started here, and
+    fails instead when $SORA_SEARCH_REQUIRE_POSTGRES=1 (CI)."""
+    why = pg.missing()
+    if why is not None:
+        if os.environ.get(pg.REQUIRE_ENV) == "1":
+            pytest.fail(f"{pg.REQUIRE_ENV}=1 but {why}")
+        pytest.skip(why)
+    server = pg.PgServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: pg.PgServer) -> str:
+    """A fresh, empty PostgreSQL database of its own for this test."""
+    return pg_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """Run the test on each catalogue: None = SQLite in the index folder (the default); for ``postgres`` the URL of a
+    fresh database, also set as $SORA_SEARCH_DB so that every index, CLI call and subprocess of the test uses it."""
+    if request.param == "sqlite":
+        monkeypatch.delenv("SORA_SEARCH_DB", raising=False)
+        return None
+    url: str = request.getfixturevalue("pg_url")
+    monkeypatch.setenv("SORA_SEARCH_DB", url)
+    return url

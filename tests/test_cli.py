@@ -288,8 +288,8 @@ def test_device_is_checked_by_the_library_parser(fake_library):
 def test_upgrade_goes_through_the_library(monkeypatch, tmp_path):
     asked = []
 
-    def upgrade(path):
-        asked.append(path)
+    def upgrade(path, db=None):
+        asked.append((path, db))
         if path is None:
             raise IndexNotFound("no index at ./.sora-search")
         return "0001", "0002", None
@@ -299,4 +299,8 @@ def test_upgrade_goes_through_the_library(monkeypatch, tmp_path):
     assert done.exit_code == 0 and done.output == "schema 0001 -> 0002\n"
     missing = CliRunner().invoke(cli, ["upgrade"])
     assert missing.exit_code == 1 and missing.output == "Error: no index at ./.sora-search\n"
-    assert asked == [tmp_path, None]
+    monkeypatch.setenv("SORA_SEARCH_DB", "postgresql://from-env/db")
+    assert CliRunner().invoke(cli, ["upgrade", "--index", str(tmp_path)]).exit_code == 0
+    assert CliRunner().invoke(cli, ["upgrade", "--index", str(tmp_path), "--db", "sqlite:///x.db"]).exit_code == 0
+    assert asked == [(tmp_path, None), (None, None), (tmp_path, "postgresql://from-env/db"),
+                     (tmp_path, "sqlite:///x.db")]  # --db, else $SORA_SEARCH_DB

@@ -84,3 +84,33 @@ def test_reindex_encodes_nothing_and_deletions_disappear(media_dir, library_copy
     assert "1 removed" in gone.output
     matches = _query(idx, media_dir / "probe_a.mp4", "--min-score", "-1")["matches"]
     assert all(not m["path"].endswith("pan_a.mp4") for m in matches)
+
+
+def test_a_postgresql_catalogue_gives_the_same_answers(indexed, media_dir, pg_url, tmp_path):
+    """`index --db URL` then `query`: the answers of the SQLite default, from this folder's FAISS file and from
+    another machine's empty folder (its FAISS copy rebuilt from the catalogue); the password is never shown."""
+    runner = CliRunner()
+    url = pg_url.replace("postgres@", "postgres:hush@")  # the test server trusts local users: the password is unused
+    idx, elsewhere = tmp_path / "idx", tmp_path / "other_machine"
+    result = runner.invoke(cli, ["index", str(media_dir / "library"), "--index", str(idx), "--db", url])
+    assert result.exit_code == 0, result.output
+    assert "4 added" in result.output and not (idx / "sora.db").exists() and (idx / "vectors.faiss").exists()
+    probe = ("--min-score", "-1", "--views", "fast")  # every video's score, from one cheap view
+    expected = _query(indexed, media_dir / "probe_a.mp4", *probe)
+    assert len(expected["matches"]) >= 2
+    assert _query(idx, media_dir / "probe_a.mp4", *probe, "--db", url) == expected
+    assert _query(elsewhere, media_dir / "probe_a.mp4", *probe, "--db", url) == expected
+    info = runner.invoke(cli, ["info", "--index", str(idx), "--db", url])
+    assert info.exit_code == 0 and "PostgreSQL postgresql+psycopg://postgres:***@" in info.output, info.output
+    assert "hush" not in info.output
+    assert runner.invoke(cli, ["check", "--index", str(idx), "--db", url]).exit_code == 0
+    upgraded = runner.invoke(cli, ["upgrade", "--index", str(idx)], env={"SORA_SEARCH_DB": url})
+    assert upgraded.exit_code == 0 and "schema already at" in upgraded.output, upgraded.output
+    # flag > env: the flag's catalogue is used even with another one in $SORA_SEARCH_DB
+    bad = f"postgresql+psycopg://postgres:hush@/nowhere?host={tmp_path}/nosocket"
+    flagged = runner.invoke(cli, ["query", str(media_dir / "probe_a.mp4"), "--index", str(idx), "--json", "--views",
+                                  "fast", "--db", url], env={"SORA_SEARCH_DB": bad})
+    assert flagged.exit_code == 0, flagged.output
+    unreachable = runner.invoke(cli, ["info", "--index", str(idx)], env={"SORA_SEARCH_DB": bad})
+    assert unreachable.exit_code == 1 and "postgres:***@/nowhere" in unreachable.output, unreachable.output
+    assert "hush" not in unreachable.output and "Traceback" not in unreachable.output

@@ -2,7 +2,8 @@
 odd file names and odd inputs get a decision each (README, "What is guaranteed").
 
 Crashes are real ``sora-search`` processes killed with SIGKILL, at named points (``SORA_SEARCH_FAULT``) or after a
-seeded random delay.
+seeded random delay. Tests that take the ``backend`` fixture run with the catalogue in SQLite and in PostgreSQL (then
+the test's $SORA_SEARCH_DB, which the processes it starts inherit).
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ import pytest
 from sora_search import Library
 from sora_search.params import IndexParams, QueryParams
 
-RUN_ENV = {k: v for k, v in os.environ.items() if k != "SORA_SEARCH_FAULT"}
+def _run_env() -> dict[str, str]:
+    """This process's environment (read when a process starts: a test may have set $SORA_SEARCH_DB), no fault."""
+    return {k: v for k, v in os.environ.items() if k != "SORA_SEARCH_FAULT"}
+
 # A retrain that also switches from centring to PCA: the projected dimension changes (64 -> 16 with the tiny encoder).
 PCA_SOON = IndexParams(pca_min_vectors=20, projection_dim=16)
 WHOLE = QueryParams(views="fast", min_score=-1.0)
@@ -33,14 +37,14 @@ _SCRIPT = ("import sys; from sora_search import Library; from sora_search.params
 
 
 def _cli(*args: str, fault: str | None = None, **kw) -> subprocess.CompletedProcess:
-    env = dict(RUN_ENV, **({"SORA_SEARCH_FAULT": fault} if fault else {}))
+    env = dict(_run_env(), **({"SORA_SEARCH_FAULT": fault} if fault else {}))
     return subprocess.run([sys.executable, "-m", "sora_search", *args], capture_output=True, text=True, env=env,
                           timeout=300, **kw)
 
 
 def _index_script(lib: Path, idx: Path, fault: str | None = None) -> subprocess.CompletedProcess:
     """An index run through the library with PCA_SOON, in its own process (so a fault point can kill it)."""
-    env = dict(RUN_ENV, **({"SORA_SEARCH_FAULT": fault} if fault else {}))
+    env = dict(_run_env(), **({"SORA_SEARCH_FAULT": fault} if fault else {}))
     return subprocess.run([sys.executable, "-c", _SCRIPT, str(lib), str(idx)], capture_output=True, text=True, env=env,
                           timeout=300)
 
@@ -138,8 +142,9 @@ def test_upgrade_keeps_an_unstamped_file_that_is_exactly_the_stores(library_copy
     assert _check(idx)["ok"] and _answers(idx, probes) == before
 
 
-@pytest.mark.parametrize("fault", ["retrain:1", "faiss:1"])
-def test_a_crash_while_retraining_never_pairs_a_projection_with_another_file(small_first, fault, tmp_path):
+@pytest.mark.parametrize("backend, fault", [("sqlite", "retrain:1"), ("sqlite", "faiss:1"), ("postgres", "retrain:1")],
+                         indirect=["backend"])
+def test_a_crash_while_retraining_never_pairs_a_projection_with_another_file(backend, small_first, fault, tmp_path):
     lib_dir, later, idx = small_first
     for f in later.iterdir():
         shutil.copy(f, lib_dir / f.name)
@@ -159,7 +164,7 @@ def test_a_crash_while_retraining_never_pairs_a_projection_with_another_file(sma
         assert lib._store.meta().dim == 16 and lib._store.meta().projection_name.startswith("pca")
 
 
-def test_a_query_during_the_first_run_answers_from_what_is_committed(library_copy, media_dir, tmp_path):
+def test_a_query_during_the_first_run_answers_from_what_is_committed(backend, library_copy, media_dir, tmp_path):
     idx = _tiny(tmp_path / "idx")
     crashed = _cli("-q", "index", str(library_copy), "--index", str(idx), fault="store:4")  # bars, mandel, pan_a
     assert crashed.returncode == -signal.SIGKILL and not (idx / "vectors.faiss").exists()
@@ -167,6 +172,7 @@ def test_a_query_during_the_first_run_answers_from_what_is_committed(library_cop
     assert query.returncode == 0, query.stderr
     assert Path(json.loads(query.stdout)["matches"][0]["path"]).name == "pan_a.mp4"
     assert "not built yet" in query.stderr
+    assert (idx / "sora.db").exists() == (backend is None)
 
 
 # ---------------------------------------------------------------- random kill points
@@ -205,7 +211,7 @@ def _crash_and_recover(small: tuple[Path, Path, Path], seed: int, tmp_path: Path
         start = time.monotonic()
         assert _index_script(clean_lib, clean_idx).returncode == 0
         took = time.monotonic() - start
-        run = subprocess.Popen([sys.executable, "-c", _SCRIPT, str(lib_dir), str(idx)], env=RUN_ENV,
+        run = subprocess.Popen([sys.executable, "-c", _SCRIPT, str(lib_dir), str(idx)], env=_run_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.0, took))
         run.send_signal(signal.SIGKILL)
@@ -233,7 +239,7 @@ def test_many_random_kill_points_change_no_answer(small_first, seed, tmp_path, m
 # ---------------------------------------------------------------- odd names and odd inputs
 
 
-def test_a_file_name_that_is_not_utf8_is_indexed_queried_shown_and_removed(library_copy, tmp_path):
+def test_a_file_name_that_is_not_utf8_is_indexed_queried_shown_and_removed(backend, library_copy, tmp_path):
     odd = os.fsdecode(os.fsencode(str(library_copy)) + b"/caf\xe9.mp4")
     shutil.copy(library_copy / "bars.mp4", odd)
     (library_copy / "bars.mp4").unlink()
@@ -250,6 +256,7 @@ def test_a_file_name_that_is_not_utf8_is_indexed_queried_shown_and_removed(libra
     assert removed.returncode == 0 and "caf\\xe9.mp4" in removed.stdout, removed.stderr
     with Library.open(idx, create=False) as lib:
         assert odd not in {v.path for v in lib._store.videos()}
+    assert (Path(idx) / "sora.db").exists() == (backend is None)  # the PostgreSQL variant really used the server
 
 
 def test_sigterm_ends_a_run_like_ctrl_c(library_copy, tmp_path):
@@ -259,7 +266,7 @@ def test_sigterm_ends_a_run_like_ctrl_c(library_copy, tmp_path):
             f.write(bytes([k]))
     idx = _tiny(tmp_path / "idx")
     run = subprocess.Popen([sys.executable, "-m", "sora_search", "index", str(library_copy), "--index", str(idx)],
-                           env=RUN_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                           env=_run_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert run.stderr is not None
     first = run.stderr.readline()  # off a terminal: one line per finished file
     assert first.startswith("added"), first

@@ -1,9 +1,13 @@
-"""Library bookkeeping with the fast ``tiny`` encoder: incremental runs, moves, deletions, failures, locking."""
+"""Library bookkeeping with the fast ``tiny`` encoder: incremental runs, moves, deletions, failures, locking.
+
+Tests marked ``on_both`` run with the catalogue in SQLite (the default) and in PostgreSQL (a throwaway server,
+tests/pg.py), which is then also the test's $SORA_SEARCH_DB, so that every ``Library.open`` of the test uses it."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +20,14 @@ from sora_search.params import QueryParams
 from sora_search.embed.views import FULL, HALVES, HFLIP, ROTATIONS, WINDOWS
 
 
+on_both = pytest.mark.parametrize("lib", ["sqlite", "postgres"], indirect=True)
+
+
 @pytest.fixture
-def lib(tmp_path):
+def lib(request, tmp_path, monkeypatch):
+    monkeypatch.delenv("SORA_SEARCH_DB", raising=False)
+    if getattr(request, "param", "sqlite") == "postgres":
+        monkeypatch.setenv("SORA_SEARCH_DB", request.getfixturevalue("pg_url"))
     with Library.open(tmp_path / "idx", encoder="tiny") as library:
         yield library
 
@@ -31,6 +41,7 @@ def _forbid_decoding(monkeypatch):
     monkeypatch.setattr(DecodeWorker, "open", boom)
 
 
+@on_both
 def test_first_run_indexes_everything_and_second_decodes_nothing(lib, library_copy, monkeypatch):
     first = lib.index([library_copy])
     assert sorted(os.path.basename(p) for p in first.added) == ["bars.mp4", "mandel.mp4", "pan_a.mp4", "pan_b.mp4"]
@@ -43,6 +54,7 @@ def test_first_run_indexes_everything_and_second_decodes_nothing(lib, library_co
     assert again.encoded == 0 and len(again.unchanged) == 4 and again.vectors_added == 0
 
 
+@on_both
 def test_changed_moved_and_deleted_files(lib, library_copy, media_dir, monkeypatch):
     lib.index([library_copy])
     os.rename(library_copy / "bars.mp4", library_copy / "renamed_bars.mp4")
@@ -72,6 +84,7 @@ def test_deleted_video_disappears_from_results(lib, library_copy, media_dir):
     assert all(m.path != str(probe) for m in lib.query(kept, min_score=-1).matches)
 
 
+@on_both
 def test_a_broken_file_is_recorded_and_the_rest_indexed(lib, library_copy):
     (library_copy / "broken.mp4").write_bytes(os.urandom(4096))
     summary = lib.index([library_copy])
@@ -84,6 +97,7 @@ def test_a_broken_file_is_recorded_and_the_rest_indexed(lib, library_copy):
     assert lib.info().failed == 1
 
 
+@on_both
 def test_remove_by_file_and_folder(lib, library_copy):
     lib.index([library_copy])
     assert lib.remove([library_copy / "bars.mp4"]) == [str(library_copy / "bars.mp4")]
@@ -108,12 +122,52 @@ def test_index_remembers_its_encoder(tmp_path, library_copy):
         assert lib.info().encoder == "tiny"
 
 
+@on_both
 def test_second_writer_is_refused(lib, library_copy):
     with write_lock(lib.location):
         with pytest.raises(IndexLocked, match="wait"):
             lib.index([library_copy])
+    with write_lock(lib.location, lib.catalogue):
+        with pytest.raises(IndexLocked, match="wait"):
+            lib.remove([library_copy])
 
 
+def test_one_run_at_a_time_over_every_folder_of_a_postgresql_catalogue(pg_url, tmp_path, library_copy):
+    """Two index folders (two machines) on one catalogue: a run in one refuses a run in the other, naming who holds
+    the catalogue; the lock goes with its holder's connection, even when the holder is killed."""
+    import signal
+    import subprocess
+    import sys
+
+    with Library.open(tmp_path / "a", encoder="tiny", db=pg_url) as a, \
+            Library.open(tmp_path / "b", db=pg_url) as b:
+        with write_lock(a.location, a.catalogue):
+            with pytest.raises(IndexLocked, match=rf"catalogue .* is being written by sora-search pid {os.getpid()}"):
+                b.index([library_copy])
+        b.index([library_copy])  # released
+        assert a.info().videos == 4  # ... and a sees what b committed
+        code = ("import sys, time; from pathlib import Path; from sora_search.library import write_lock; "
+                "from sora_search.store.catalogue import Catalogue\n"
+                f"with write_lock(Path({str(tmp_path / 'c')!r}), Catalogue.of({pg_url!r})):\n"
+                "    print('locked', flush=True); time.sleep(60)")
+        (tmp_path / "c").mkdir()
+        with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as holder:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+            with pytest.raises(IndexLocked, match="catalogue"):
+                b.remove([library_copy / "bars.mp4"])
+            holder.send_signal(signal.SIGKILL)
+            holder.wait(30)
+        deadline = time.monotonic() + 10
+        while True:  # the server notices the dead connection at once on a local socket
+            try:
+                assert b.remove([library_copy / "bars.mp4"]) == [str(library_copy / "bars.mp4")]
+                break
+            except IndexLocked:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+
+
+@on_both
 def test_stale_faiss_file_is_rebuilt_from_the_store(lib, library_copy, monkeypatch):
     lib.index([library_copy])
     (lib.location / "vectors.faiss").write_bytes(b"corrupt")

@@ -1,5 +1,8 @@
 """Crash safety and concurrency: kill -9 at each dangerous point loses nothing; queries during a run never fail.
 
+The tests marked ``on_both`` run with the catalogue in SQLite (the index folder) and in PostgreSQL (a throwaway
+server: tests/pg.py); a PostgreSQL index is copied as its folder plus ``CREATE DATABASE ... TEMPLATE``.
+
 Index runs are real ``sora-search`` processes; ``SORA_SEARCH_FAULT=POINT:N`` (sora_search/_faults.py) makes one
 SIGKILL itself at an exact point, so every crash is reproducible.
 """
@@ -33,9 +36,15 @@ def _run(*args: str, fault: str | None = None, timeout: float = 300) -> subproce
                           env=env, timeout=timeout)
 
 
+_DBS: dict[Path, str] = {}  # index folder -> its PostgreSQL catalogue (absent: SQLite in the folder)
+on_both = pytest.mark.parametrize("half_indexed", ["sqlite", "postgres"], indirect=True)
+
+
 @pytest.fixture(scope="module")
-def half_indexed(tmp_path_factory, media_dir):
-    """A library whose first half (pan_a, pan_b) is indexed; the second half (later/) is not yet."""
+def half_indexed(request, tmp_path_factory, media_dir):
+    """A library whose first half (pan_a, pan_b) is indexed; the second half (later/) is not yet. The catalogue is
+    SQLite unless the test is parametrized (``on_both``) with ``postgres``."""
+    db = request.getfixturevalue("pg_server").new_database() if getattr(request, "param", "") == "postgres" else None
     root = tmp_path_factory.mktemp("rel")
     lib_dir = root / "library"
     shutil.copytree(media_dir / "library", lib_dir)
@@ -43,11 +52,26 @@ def half_indexed(tmp_path_factory, media_dir):
     for name in ("bars.mp4", "mandel.mp4"):
         (lib_dir / name).rename(lib_dir / "later" / name)
     idx = root / "idx"
-    with Library.open(idx, encoder="tiny") as lib:
+    with Library.open(idx, encoder="tiny", db=db) as lib:
         lib.index([lib_dir])
         ids, _ = next(lib._store.iter_vectors())
     shutil.move(str(lib_dir / "later"), str(root / "later"))
+    if db is not None:
+        _DBS[idx] = db
     return root, lib_dir, idx, ids
+
+
+@pytest.fixture
+def copy_index(request, monkeypatch):
+    """copy_index(idx0, idx): a private copy of an index; for a PostgreSQL one, the database too, which becomes this
+    test's $SORA_SEARCH_DB (so every Library.open and sora-search process of the test uses it)."""
+    monkeypatch.delenv("SORA_SEARCH_DB", raising=False)
+
+    def copy(idx0: Path, idx: Path) -> None:
+        shutil.copytree(idx0, idx)
+        if idx0 in _DBS:
+            monkeypatch.setenv("SORA_SEARCH_DB", request.getfixturevalue("pg_server").clone(_DBS[idx0]))
+    return copy
 
 
 def _stored(idx: Path) -> tuple[set[str], np.ndarray]:
@@ -56,21 +80,23 @@ def _stored(idx: Path) -> tuple[set[str], np.ndarray]:
         return paths, lib._store.all_vector_ids()
 
 
-def _working_copy(half_indexed, tmp_path: Path) -> tuple[Path, Path]:
+def _working_copy(half_indexed, tmp_path: Path, copy_index) -> tuple[Path, Path]:
     """A private copy of the half-indexed library and its index, the copy's files indexed under their new paths."""
     _, lib_dir, idx0, _ = half_indexed
     work, idx = tmp_path / "library", tmp_path / "idx"
     shutil.copytree(lib_dir, work)
-    shutil.copytree(idx0, idx)
+    copy_index(idx0, idx)
     with Library.open(idx) as lib:
         lib.index([work])
     return work, idx
 
 
-@pytest.mark.parametrize("fault", ["decode:2", "encode:2", "store:2", "faiss:1"])
-def test_kill_during_index_loses_nothing(half_indexed, tmp_path, fault):
+# On PostgreSQL, the kills around its commits (decode and encode kills touch no catalogue).
+@pytest.mark.parametrize("half_indexed, fault", [("sqlite", f) for f in ("decode:2", "encode:2", "store:2", "faiss:1")]
+                         + [("postgres", "store:2"), ("postgres", "faiss:1")], indirect=["half_indexed"])
+def test_kill_during_index_loses_nothing(half_indexed, tmp_path, fault, copy_index):
     root, _, _, ids_before = half_indexed
-    lib_dir_copy, idx = _working_copy(half_indexed, tmp_path)
+    lib_dir_copy, idx = _working_copy(half_indexed, tmp_path, copy_index)
     _, ids_kept = _stored(idx)
     assert len(ids_kept) >= len(ids_before)
 
@@ -96,10 +122,11 @@ def test_kill_during_index_loses_nothing(half_indexed, tmp_path, fault):
     assert len(np.unique(ids_final)) == len(ids_final)
 
 
-def test_check_finds_and_repairs_a_stale_or_damaged_faiss_file(half_indexed, tmp_path):
+@on_both
+def test_check_finds_and_repairs_a_stale_or_damaged_faiss_file(half_indexed, tmp_path, copy_index):
     _, _, idx0, _ = half_indexed
     idx = tmp_path / "idx"
-    shutil.copytree(idx0, idx)
+    copy_index(idx0, idx)
     runner = CliRunner()
     assert runner.invoke(cli, ["check", "--index", str(idx)]).exit_code == 0
     (idx / "vectors.faiss").write_bytes(b"SORAIDX1 damaged")
@@ -114,9 +141,10 @@ def test_check_finds_and_repairs_a_stale_or_damaged_faiss_file(half_indexed, tmp
     assert not (idx / ".vectors.faiss.x1y2.tmp").exists()
 
 
-def test_queries_during_an_index_run_never_fail(half_indexed, tmp_path, media_dir):
+@on_both
+def test_queries_during_an_index_run_never_fail(half_indexed, tmp_path, media_dir, copy_index):
     root = half_indexed[0]
-    work, idx = _working_copy(half_indexed, tmp_path)
+    work, idx = _working_copy(half_indexed, tmp_path, copy_index)
     for i in range(6):  # enough new files that the run takes a while
         shutil.copy(root / "later" / ("bars.mp4" if i % 2 else "mandel.mp4"), work / f"new_{i}.mp4")
         with open(work / f"new_{i}.mp4", "ab") as f:
@@ -138,10 +166,10 @@ def test_queries_during_an_index_run_never_fail(half_indexed, tmp_path, media_di
         assert Path(json.loads(output)["matches"][0]["path"]).name == "pan_a.mp4", output
 
 
-def test_a_second_writer_is_refused_with_a_clear_message(half_indexed, tmp_path):
+def test_a_second_writer_is_refused_with_a_clear_message(half_indexed, tmp_path, copy_index):
     _, lib_dir, idx0, _ = half_indexed
     idx = tmp_path / "idx"
-    shutil.copytree(idx0, idx)
+    copy_index(idx0, idx)
     with write_lock(idx):
         second = _run("index", str(lib_dir), "--index", str(idx))
     assert second.returncode == 1
@@ -164,11 +192,11 @@ def test_unwritable_index_folder_is_one_line(half_indexed):
     assert "/proc/sora-search-index" in line
 
 
-def test_full_disk_fails_cleanly_and_keeps_the_previous_state(half_indexed, tmp_path):
+def test_full_disk_fails_cleanly_and_keeps_the_previous_state(half_indexed, tmp_path, copy_index):
     import resource
 
     root = half_indexed[0]
-    work, idx = _working_copy(half_indexed, tmp_path)
+    work, idx = _working_copy(half_indexed, tmp_path, copy_index)
     shutil.copytree(root / "later", work / "later")
     before = _stored(idx)
 

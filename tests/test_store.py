@@ -1,4 +1,5 @@
-"""The SQLite store: videos, vectors, generation, lookups; the engine codes against exactly this."""
+"""The store: videos, vectors, generation, lookups; the engine codes against exactly this. The tests that take the
+``store`` fixture run on SQLite and on PostgreSQL (a throwaway server, tests/pg.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import dataclasses
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,8 +54,8 @@ def _add(store: Store, path: str, n: int, seed: int = 0, fingerprint: str = "fp"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(tmp_path / "index" / "index.db")
+def store(tmp_path: Path, backend: str | None) -> Iterator[Store]:
+    s = Store.open(backend or tmp_path / "index" / "index.db")
     s.set_meta(_meta())
     yield s
     s.close()
@@ -250,12 +252,24 @@ def test_remove_videos(store: Store) -> None:
 
 def test_foreign_key_cascade(store: Store) -> None:
     vid, _, _ = _add(store, "/v/a.mp4", 3)
-    con = sqlite3.connect(store.db_path)
-    con.execute("PRAGMA foreign_keys = ON")
-    con.execute("DELETE FROM videos WHERE id = ?", (vid,))
-    con.commit()
-    con.close()
+    if store.db_path is not None:
+        con = sqlite3.connect(store.db_path)
+        con.execute("PRAGMA foreign_keys = ON")
+        con.execute("DELETE FROM videos WHERE id = ?", (vid,))
+        con.commit()
+        con.close()
+    else:
+        _pg_execute(store.catalogue.url, f"DELETE FROM videos WHERE id = {int(vid)}")
     assert store.vector_count() == 0
+
+
+def _pg_execute(url: str, sql: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(sql))
+    engine.dispose()
 
 
 def test_iter_sample_locate(store: Store) -> None:
@@ -352,3 +366,72 @@ def test_writer_waits_for_other_writer(tmp_path: Path) -> None:
 def test_store_does_not_import_torch_or_faiss() -> None:
     code = "import sys, sora_search.store; assert 'torch' not in sys.modules and 'faiss' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+# -- PostgreSQL: URLs, errors, locks ------------------------------------------------------------------------------
+
+_TXN_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('sora-search write ' || current_schema(), 0))"
+
+
+def test_pg_writer_waits_for_other_writer_and_readers_do_not(pg_url: str) -> None:
+    """On PostgreSQL a write transaction queues behind another one (the advisory transaction lock, as SQLite's BEGIN
+    IMMEDIATE), while reads answer at once from what is committed."""
+    import psycopg
+
+    from sora_search.store.catalogue import Catalogue
+
+    with Store.open(pg_url) as s:
+        s.set_meta(_meta())
+        _add(s, "/v/first.mp4", 1)
+        url = Catalogue.of(pg_url).url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(url) as holder:
+            holder.execute(_TXN_LOCK)
+            holder.execute("DELETE FROM runs")  # an open write transaction
+            t0 = time.monotonic()
+            assert s.vector_count() == 1 and s.meta() is not None and len(s.videos()) == 1
+            assert time.monotonic() - t0 < 0.5  # readers never wait for a writer
+            done: list[float] = []
+            worker = threading.Thread(target=lambda: (_add(s, "/v/a.mp4", 2), done.append(time.monotonic())))
+            worker.start()
+            time.sleep(0.8)
+            assert not done  # the write waits for the other transaction
+            holder.commit()
+            worker.join(timeout=30)
+        assert done and done[0] - t0 > 0.7
+        assert s.vector_count() == 3
+
+
+def test_pg_empty_database_is_not_an_index_without_create(pg_url: str) -> None:
+    with pytest.raises(IndexNotFound, match="no sora-search catalogue"):
+        Store.open(pg_url, create=False)
+    with Store.open(pg_url) as s:
+        assert s.revision() == head_revision() and s.db_path is None and s.size_bytes() > 0
+    with Store.open(pg_url, create=False) as s:
+        assert s.vector_count() == 0
+
+
+def test_pg_unreachable_and_bad_urls_are_clear_errors(tmp_path: Path) -> None:
+    """A URL that cannot be used says so, and which one, never with its password."""
+    from sora_search.store.catalogue import Catalogue
+
+    gone = f"postgresql+psycopg://me:s3cret@/nodb?host={tmp_path}/nosocket"
+    with pytest.raises(StoreError) as info:
+        Store.open(gone)
+    message = str(info.value)
+    assert "s3cret" not in message and "me:***@" in message and "check the URL" in message
+    with pytest.raises(StoreError, match="SQLite or PostgreSQL, not mysql") as info:
+        Store.open("mysql://me:s3cret@host/db")
+    assert "s3cret" not in str(info.value)
+    with pytest.raises(StoreError, match="psycopg"):
+        Store.open("postgresql+psycopg2://me:s3cret@host/db")
+    assert Catalogue.of("postgres://u:p@h/d").url == "postgresql+psycopg://u:p@h/d"
+    assert Catalogue.of(f"sqlite:///{tmp_path}/x.db").path == tmp_path / "x.db"
+
+
+def test_pg_helper_says_why_no_server_can_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without PostgreSQL's binaries the pg tests skip with this reason (or fail, with SORA_SEARCH_REQUIRE_POSTGRES=1)."""
+    from tests import pg
+
+    monkeypatch.setattr(pg.glob, "glob", lambda pattern: [])
+    monkeypatch.setattr(pg.shutil, "which", lambda name: None)
+    assert pg.pg_bin() is None and "initdb" in (pg.missing() or "")

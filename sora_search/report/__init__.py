@@ -46,8 +46,9 @@ def sample_times(start_s: float, end_s: float, most: int = PAIRS_PER_SPAN) -> li
 
 
 def render(result: QueryResult, probe: str | Path, location: str | Path, *, cache: ThumbnailCache | None = None,
-           pairs_per_span: int = PAIRS_PER_SPAN) -> str:
-    """The report of ``result`` (a query of ``probe`` against the index at ``location``) as one HTML page.
+           pairs_per_span: int = PAIRS_PER_SPAN, db: Any = None) -> str:
+    """The report of ``result`` (a query of ``probe`` against the index at ``location``, its catalogue ``db``) as one
+    HTML page.
 
     Raises:
         VideoDecodeError: the probe cannot be decoded for its thumbnails.
@@ -55,7 +56,7 @@ def render(result: QueryResult, probe: str | Path, location: str | Path, *, cach
     import jinja2
 
     cache = cache or ThumbnailCache(location)
-    videos = catalogue(location)
+    videos = catalogue(location, db)
     probe_len = duration_s(probe)
     probe_thumbs: dict[float, str] = {}
 

@@ -106,6 +106,7 @@ class Settings:
     """What ``sora-search serve`` was asked for."""
 
     index: Path | None = None
+    db: str | None = None  # the catalogue's URL; None: $SORA_SEARCH_DB, else the index folder's sora.db
     device: str | None = None
     token: str | None = None
     max_upload_mb: float = 512.0
@@ -121,7 +122,7 @@ class Worker:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sora-library")
         try:
             self.library: Library = self._pool.submit(Library.open, settings.index, create=False,
-                                                      device=settings.device).result()
+                                                      device=settings.device, db=settings.db).result()
         except BaseException:
             self._pool.shutdown()
             raise
@@ -134,7 +135,7 @@ class Worker:
     def _open_store(self) -> Any:
         from sora_search.store import Store
 
-        return Store.open(self.library.location / "sora.db", create=False)
+        return Store.open(self.library.catalogue, create=False)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.wrap_future(self._pool.submit(fn, *args, **kwargs))
@@ -239,7 +240,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="sora-search", summary="Find which library videos contain a clip.", lifespan=lifespan)
     app.state.settings, app.state.worker, app.state.uploads = settings, worker, uploads
-    app.state.jobs = Jobs(worker.library.location, settings.allow_roots, settings.device)
+    app.state.jobs = Jobs(worker.library.location, settings.allow_roots, settings.device, db=settings.db)
     app.state.thumbs = ThumbnailCache(worker.library.location, max_bytes=settings.thumbs_max_bytes)
     # Thumbnails of videos removed or re-encoded since the last start go now (the cache itself only knows sizes).
     app.state.thumbs.prune(worker.fingerprints())

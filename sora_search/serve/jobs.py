@@ -89,8 +89,8 @@ def inside_roots(raw: str, roots: Sequence[Path]) -> Path:
 class Jobs:
     """Index jobs of one service: at most one running; a bounded memory of finished ones."""
 
-    def __init__(self, location: Path, roots: Sequence[Path], device: str | None) -> None:
-        self.location, self.device = location, device
+    def __init__(self, location: Path, roots: Sequence[Path], device: str | None, db: str | None = None) -> None:
+        self.location, self.device, self.db = location, device, db
         self.roots = tuple(Path(r).resolve() for r in roots)
         self._jobs: dict[str, IndexJob] = {}
         self._running: IndexJob | None = None
@@ -136,7 +136,7 @@ class Jobs:
             job.progress = event
 
         try:
-            with Library.open(self.location, create=False, device=self.device) as lib:
+            with Library.open(self.location, create=False, device=self.device, db=self.db) as lib:
                 job.summary = lib.index(list(job.paths), progress=progress, follow_links=False)
             job.status = "done"
         except SoraSearchError as exc:

@@ -1,4 +1,8 @@
-"""The index folder's write lock: one index or remove run at a time, released by the OS if the process dies."""
+"""The write lock: one index or remove run at a time, released by the OS (or the database server) if the process dies.
+
+The index folder's lock file guards the FAISS file in it; a catalogue on a server also takes its own run lock there
+(:func:`sora_search.store.postgres.run_lock`), so runs from other folders and machines wait for one another too.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,23 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sora_search.errors import IndexLocked
+
+if TYPE_CHECKING:
+    from sora_search.store.catalogue import Catalogue
 
 LOCK_NAME = "write.lock"
 
 
 @contextmanager
-def write_lock(location: Path) -> Iterator[None]:
-    """Hold the index folder's exclusive write lock (released by the OS if the process dies).
+def write_lock(location: Path, catalogue: Catalogue | None = None) -> Iterator[None]:
+    """Hold the index folder's exclusive write lock (released by the OS if the process dies), and the catalogue's
+    run lock when it is on a server.
 
     Raises:
-        IndexLocked: another process holds it.
+        IndexLocked: another process holds either.
     """
     import filelock
 
@@ -31,6 +40,12 @@ def write_lock(location: Path) -> Iterator[None]:
                           "(only one index or remove run at a time)") from None
     try:
         path.write_text(f"pid {os.getpid()}")  # for the message above; flock is on filelock's own descriptor
-        yield
+        if catalogue is None or catalogue.is_sqlite:
+            yield
+        else:
+            from sora_search.store import postgres
+
+            with postgres.run_lock(catalogue):
+                yield
     finally:
         lock.release()

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from sora_search.errors import SchemaOutdated, SchemaTooNew, StoreError
+from sora_search.store.catalogue import Catalogue
 
 logger = logging.getLogger(__name__)
 
@@ -104,14 +105,19 @@ def check_sqlite_file(db_path: Path) -> None:
         raise StoreError(f"{db_path} is not a SQLite database (and so not a sora-search index); pick another path")
 
 
-def make_engine(db_path: Path, *, foreign_keys: bool = True) -> Engine:
+def make_engine(db: Path | Catalogue, *, foreign_keys: bool = True) -> Engine:
     """A SQLAlchemy engine for the store: WAL, ``busy_timeout`` 30 s, foreign keys ON (OFF for migrations).
 
     The driver's own transaction handling is switched off and SQLAlchemy emits ``BEGIN`` itself, so a
     connection with the execution option ``sora_begin="IMMEDIATE"`` takes the write lock up front (waiting up
-    to the busy timeout) instead of failing on a read-to-write lock upgrade.
+    to the busy timeout) instead of failing on a read-to-write lock upgrade. PostgreSQL: :mod:`.postgres`.
     """
-    engine = create_engine(sqlite_url(db_path), connect_args={"timeout": BUSY_TIMEOUT_S})
+    catalogue = db if isinstance(db, Catalogue) else Catalogue.of(db)
+    if catalogue.path is None:
+        from sora_search.store import postgres
+
+        return postgres.make_engine(catalogue, BUSY_TIMEOUT_S)
+    engine = create_engine(sqlite_url(catalogue.path), connect_args={"timeout": BUSY_TIMEOUT_S})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -134,11 +140,17 @@ def make_engine(db_path: Path, *, foreign_keys: bool = True) -> Engine:
 
 
 @contextmanager
-def translate_db_errors(db_path: Path) -> Iterator[None]:
-    """Turn driver errors (corrupt file, locked, disk I/O) into StoreError naming the file."""
+def translate_db_errors(db: Path | Catalogue) -> Iterator[None]:
+    """Turn driver errors (corrupt file, locked, disk I/O, server unreachable) into StoreError naming the store."""
+    catalogue = db if isinstance(db, Catalogue) else Catalogue.of(db)
     try:
         yield
     except DBAPIError as e:
+        if catalogue.path is None:
+            from sora_search.store import postgres
+
+            raise StoreError(f"PostgreSQL error on {catalogue.shown}: {postgres.reason(e, catalogue)}") from e
+        db_path = catalogue.path
         reason = str(e.orig)
         hint = ""
         if any(w in reason for w in ("disk I/O error", "disk is full", "readonly", "read-only", "unable to open")):
@@ -155,7 +167,7 @@ def current_revision(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
-def classify(conn: Connection, db_path: Path) -> str | None:
+def classify(conn: Connection, catalogue: Catalogue) -> str | None:
     """Check the database's schema revision against this sora-search.
 
     Returns None for an empty database (no tables), else the revision, which is then the head.
@@ -163,29 +175,30 @@ def classify(conn: Connection, db_path: Path) -> str | None:
     Raises:
         SchemaOutdated: a known older revision (the message says to run ``sora-search upgrade``).
         SchemaTooNew: a revision this sora-search does not know.
-        StoreError: a SQLite database that is not a sora-search store.
+        StoreError: a database that is not a sora-search store.
     """
     tables = set(inspect(conn).get_table_names())
+    where = catalogue.shown
     if not tables:
         return None
     if "alembic_version" not in tables:
         raise StoreError(
-            f"{db_path} is a SQLite database without a sora-search schema revision "
-            f"(tables: {', '.join(sorted(tables))}); it is not a sora-search index, pick another path"
+            f"{where} is a {catalogue.kind} database without a sora-search schema revision "
+            f"(tables: {', '.join(sorted(tables))}); it is not a sora-search index, pick another "
+            f"{'path' if catalogue.is_sqlite else 'database'}"
         )
     rev = current_revision(conn)
     head = head_revision()
     if rev == head:
         return rev
     if rev is None:
-        raise StoreError(f"{db_path} has an empty alembic_version table; it is not a usable sora-search index")
+        raise StoreError(f"{where} has an empty alembic_version table; it is not a usable sora-search index")
     if rev in known_revisions():
         raise SchemaOutdated(
-            f"{db_path} has schema revision {rev}, this sora-search needs {head}; "
-            f"run `sora-search upgrade --index {db_path.parent}`"
+            f"{where} has schema revision {rev}, this sora-search needs {head}; run {catalogue.upgrade_hint()}"
         )
     raise SchemaTooNew(
-        f"{db_path} has schema revision {rev}, which this sora-search does not know (its newest is {head}); "
+        f"{where} has schema revision {rev}, which this sora-search does not know (its newest is {head}); "
         "it was written by a newer sora-search: upgrade sora-search (`pip install -U sora-search`)"
     )
 
@@ -200,18 +213,20 @@ def create_schema(conn: Connection) -> None:
     command.stamp(alembic_config(conn), "head")
 
 
-def upgrade(db_path: str | Path) -> tuple[str, str]:
-    """Upgrade the store at ``db_path`` to this sora-search's schema (Alembic upgrade to head).
+def upgrade(db: str | Path | Catalogue) -> tuple[str, str]:
+    """Upgrade the store at ``db`` (a SQLite file or a :class:`Catalogue`) to this sora-search's schema (Alembic
+    upgrade to head).
 
-    Runs with foreign keys OFF (SQLite batch migrations copy tables; with them ON a copy would cascade
-    deletes) and checks ``PRAGMA foreign_key_check`` afterwards. An empty database is migrated from nothing.
+    On SQLite, runs with foreign keys OFF (batch migrations copy tables; with them ON a copy would cascade
+    deletes) and checks ``PRAGMA foreign_key_check`` afterwards; PostgreSQL alters tables in place, in one
+    transaction. An empty database is migrated from nothing.
 
     Returns:
         (from_revision, to_revision); from_revision is ``"base"`` for an empty database. Equal when there
         was nothing to do.
 
     Raises:
-        IndexNotFound: no file at ``db_path``.
+        IndexNotFound: no SQLite file there.
         SchemaTooNew: the database is newer than this sora-search.
         StoreError: not a sora-search database, or the migration failed.
     """
@@ -219,20 +234,23 @@ def upgrade(db_path: str | Path) -> tuple[str, str]:
 
     from sora_search.errors import IndexNotFound
 
-    path = Path(db_path)
-    if not path.is_file():
-        raise IndexNotFound(f"no sora-search database at {path}; run `sora-search index` to create one")
-    check_sqlite_file(path)
+    catalogue = Catalogue.of(db)
+    path = catalogue.shown
+    if catalogue.path is not None:
+        if not catalogue.path.is_file():
+            raise IndexNotFound(f"no sora-search database at {path}; run `sora-search index` to create one")
+        check_sqlite_file(catalogue.path)
     head = head_revision()
-    engine = make_engine(path, foreign_keys=False)
+    engine = make_engine(catalogue, foreign_keys=False)
     try:
-        with translate_db_errors(path), engine.connect() as conn:
+        with translate_db_errors(catalogue), engine.connect() as conn:
             conn = conn.execution_options(sora_begin="IMMEDIATE")
             tables = set(inspect(conn).get_table_names())
             conn.rollback()
             if tables and "alembic_version" not in tables:
                 raise StoreError(
-                    f"{path} is a SQLite database without a sora-search schema revision; it cannot be upgraded"
+                    f"{path} is a {catalogue.kind} database without a sora-search schema revision; it cannot be "
+                    "upgraded"
                 )
             before = current_revision(conn) if tables else None
             conn.rollback()
@@ -246,7 +264,7 @@ def upgrade(db_path: str | Path) -> tuple[str, str]:
                 command.upgrade(alembic_config(conn), "head")
                 if conn.in_transaction():
                     conn.commit()
-            problems = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            problems = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall() if catalogue.is_sqlite else []
             conn.rollback()
             if problems:
                 raise StoreError(f"{path}: foreign key check failed after upgrade: {problems[:5]}")

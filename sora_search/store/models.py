@@ -41,12 +41,16 @@ NAMING_CONVENTION = {
 }
 
 
+RAW_MARK = "\x7fraw:"
+
+
 class FsPath(TypeDecorator[str]):
     """A file path, stored losslessly whatever its bytes.
 
     A name that is not valid UTF-8 reaches Python as a str with surrogate escapes, which SQLite text cannot hold; such
-    a path is stored as its raw bytes (a BLOB value in the same column) and read back with ``os.fsdecode``. Every
-    other path is plain text, as before.
+    a path is stored as its raw bytes (a BLOB value in the same column) and read back with ``os.fsdecode``. A typed
+    column (PostgreSQL) holds text only: there it is ``RAW_MARK`` and the bytes in hex (no absolute path starts with
+    that character). Every other path is plain text, as before.
     """
 
     impl = String
@@ -58,10 +62,13 @@ class FsPath(TypeDecorator[str]):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            return os.fsencode(value)
+            raw = os.fsencode(value)
+            return raw if dialect.name == "sqlite" else RAW_MARK + raw.hex()
         return value
 
     def process_result_value(self, value: str | bytes | None, dialect: Dialect) -> str | None:
+        if isinstance(value, str) and value.startswith(RAW_MARK):
+            return os.fsdecode(bytes.fromhex(value[len(RAW_MARK):]))
         return os.fsdecode(value) if isinstance(value, bytes) else value
 
 

@@ -1,4 +1,5 @@
-"""The SQLite store: the source of truth for videos, their vectors and the index identity.
+"""The store (the catalogue, on SQLite or PostgreSQL): the source of truth for videos, their vectors and the index
+identity.
 
 The FAISS file is derived from it (see :mod:`sora_search.index`) and can always be rebuilt from
 :meth:`Store.iter_vectors`. Vector row ids are the ids FAISS holds; they come from an
@@ -8,7 +9,8 @@ Vectors are stored as float16 (:mod:`sora_search.store.records`). Every change o
 file records the generation it reflects, so a stale file is detected by comparing the two.
 
 Concurrency: SQLite in WAL mode, so readers never block the writer nor the writer the readers. Write
-transactions start with ``BEGIN IMMEDIATE`` and wait up to 30 s (``busy_timeout``) for another writer. A
+transactions start with ``BEGIN IMMEDIATE`` and wait up to 30 s (``busy_timeout``) for another writer. On
+PostgreSQL the same holds through MVCC and an advisory lock per write transaction (:mod:`.postgres`). A
 :class:`Store` is meant for one thread; open one per thread or process.
 """
 
@@ -31,9 +33,11 @@ from sqlalchemy.orm import Session
 from sora_search._faults import fault_point
 from sora_search.errors import IndexNotFound, StoreError
 from sora_search.store import migrate
+from sora_search.store.catalogue import Catalogue
 from sora_search.store.models import IndexMetaRow, RunRow, VectorRow, VideoRow
 from sora_search.store.records import (STATUSES, VECTOR_DTYPE, IndexMeta, RunRecord, VideoRecord, ids_array,
                                        in_batches, meta_record, video_record)
+from sora_search.store.runs import RunWrites
 from sora_search.store.vectors import VectorReads
 
 if TYPE_CHECKING:
@@ -42,53 +46,57 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class Store(VectorReads):
-    """The sora-search SQLite store. Open with :meth:`Store.open`; close with :meth:`close` or ``with``."""
+class Store(VectorReads, RunWrites):
+    """The sora-search store. Open with :meth:`Store.open`; close with :meth:`close` or ``with``."""
 
-    def __init__(self, db_path: Path, engine: Engine) -> None:
-        self._db_path = db_path
+    def __init__(self, catalogue: Catalogue, engine: Engine) -> None:
+        self._catalogue = catalogue
         self._engine: Engine | None = engine
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, db_path: str | Path, *, create: bool = True) -> Store:
-        """Open (or create) the store at ``db_path``.
+    def open(cls, db: str | Path | Catalogue, *, create: bool = True) -> Store:
+        """Open (or create) the store at ``db``: a SQLite file path, a database URL or a :class:`Catalogue`.
 
-        A new (missing or empty) file gets every table and is stamped with the Alembic head.
+        A new (missing or empty) database gets every table and is stamped with the Alembic head.
 
         Raises:
-            IndexNotFound: ``create=False`` and there is no file.
-            SchemaOutdated: an older schema; run ``sora-search upgrade --index DIR``.
+            IndexNotFound: ``create=False`` and there is no file (SQLite) or no table (a server).
+            SchemaOutdated: an older schema; run ``sora-search upgrade``.
             SchemaTooNew: written by a newer sora-search.
-            StoreError: not a SQLite / sora-search database, or SQLite failed.
+            StoreError: not a sora-search database, a bad URL, or the database failed.
         """
-        path = Path(db_path).expanduser().absolute()
-        if not path.exists():
+        catalogue = Catalogue.of(db)
+        path = catalogue.path
+        if path is not None and not path.exists():
             if not create:
                 raise IndexNotFound(f"no sora-search index at {path}; run `sora-search index` to create one")
             path.parent.mkdir(parents=True, exist_ok=True)
-        elif path.is_dir():
+        elif path is not None and path.is_dir():
             raise StoreError(f"{path} is a directory, expected a sora-search database file")
-        else:
+        elif path is not None:
             migrate.check_sqlite_file(path)
-        engine = migrate.make_engine(path)
+        engine = migrate.make_engine(catalogue)
         try:
-            with migrate.translate_db_errors(path):
+            with migrate.translate_db_errors(catalogue):
                 with engine.connect() as conn, conn.begin():
-                    rev = migrate.classify(conn, path)
+                    rev = migrate.classify(conn, catalogue)
+                if rev is None and path is None and not create:
+                    raise IndexNotFound(f"no sora-search catalogue in {catalogue.shown} yet; run `sora-search index "
+                                        "--db URL` to create one")
                 if rev is None:
                     with engine.connect() as conn:
                         conn = conn.execution_options(sora_begin="IMMEDIATE")
                         with conn.begin():
                             # Checked again under the write lock: two processes may create the same index.
-                            if migrate.classify(conn, path) is None:
-                                logger.info("creating sora-search store at %s", path)
+                            if migrate.classify(conn, catalogue) is None:
+                                logger.info("creating sora-search store at %s", catalogue.shown)
                                 migrate.create_schema(conn)
         except BaseException:
             engine.dispose()
             raise
-        return cls(path, engine)
+        return cls(catalogue, engine)
 
     def close(self) -> None:
         """Release the database connections. Safe to call twice."""
@@ -103,11 +111,25 @@ class Store(VectorReads):
         self.close()
 
     def __repr__(self) -> str:
-        return f"Store({str(self._db_path)!r}{'' if self._engine is not None else ', closed'})"
+        return f"Store({self._catalogue.shown!r}{'' if self._engine is not None else ', closed'})"
 
     @property
-    def db_path(self) -> Path:
-        return self._db_path
+    def db_path(self) -> Path | None:
+        """The SQLite file, or None for a database server."""
+        return self._catalogue.path
+
+    @property
+    def catalogue(self) -> Catalogue:
+        return self._catalogue
+
+    def size_bytes(self) -> int:
+        """Bytes the store takes on disk (the SQLite file; on a server its tables, indexes included)."""
+        if self._catalogue.path is not None:
+            return self._catalogue.path.stat().st_size
+        from sora_search.store import postgres
+
+        with self._connect() as conn:
+            return postgres.size_bytes(conn)
 
     head_revision = staticmethod(migrate.head_revision)
 
@@ -116,16 +138,18 @@ class Store(VectorReads):
         with self._connect() as conn:
             rev = migrate.current_revision(conn)
         if rev is None:
-            raise StoreError(f"{self._db_path} has no schema revision")
+            raise StoreError(f"{self._catalogue.shown} has no schema revision")
         return rev
 
     @contextmanager
     def _connect(self, write: bool = False) -> Iterator[Any]:
         if self._engine is None:
-            raise StoreError(f"the store at {self._db_path} is closed")
-        with migrate.translate_db_errors(self._db_path), self._engine.connect() as conn:
+            raise StoreError(f"the store at {self._catalogue.shown} is closed")
+        with migrate.translate_db_errors(self._catalogue), self._engine.connect() as conn:
             if write:
                 conn = conn.execution_options(sora_begin="IMMEDIATE")
+            elif self._catalogue.path is None:  # one snapshot per read, as SQLite's WAL gives
+                conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
             yield conn
 
     @contextmanager
@@ -394,7 +418,10 @@ class Store(VectorReads):
     # -- vectors ---------------------------------------------------------------------------------------
 
     def sqlite_problems(self) -> list[str]:
-        """What SQLite's ``quick_check`` finds wrong with the file's pages, as sentences; empty when sound."""
+        """What SQLite's ``quick_check`` finds wrong with the file's pages, as sentences; empty when sound (and on a
+        server, which checks its own pages)."""
+        if self._catalogue.path is None:
+            return []
         with self._read() as s:
             return [f"SQLite integrity: {msg}" for (msg,) in s.execute(text("PRAGMA quick_check")) if msg != "ok"]
 
@@ -402,8 +429,8 @@ class Store(VectorReads):
         """Raise StoreError when :meth:`sqlite_problems` finds damage, before anything is written into it."""
         damaged = self.sqlite_problems()
         if damaged:
-            raise StoreError(f"{damaged[0]} in {self._db_path}: nothing was written; restore a backup of the index "
-                             "folder, or move it away and run `sora-search index` again")
+            raise StoreError(f"{damaged[0]} in {self._catalogue.shown}: nothing was written; restore a backup of the "
+                             "index folder, or move it away and run `sora-search index` again")
 
     def integrity_problems(self) -> list[str]:
         """What is wrong inside the database itself, as sentences; empty when sound.
@@ -413,7 +440,7 @@ class Store(VectorReads):
         """
         problems = self.sqlite_problems()
         with self._read() as s:
-            for row in s.execute(text("PRAGMA foreign_key_check")):
+            for row in s.execute(text("PRAGMA foreign_key_check")) if self._catalogue.is_sqlite else ():
                 problems.append(f"SQLite foreign key broken: {tuple(row)}")
             counts = (select(VideoRow.path, VideoRow.status, VideoRow.n_vectors, func.count(VectorRow.id))
                       .outerjoin(VectorRow, VectorRow.video_id == VideoRow.id).group_by(VideoRow.id))
@@ -431,58 +458,3 @@ class Store(VectorReads):
         with self._read() as s:
             return int(s.scalar(select(func.count()).select_from(VideoRow)
                                 .where(VideoRow.status == "indexed", VideoRow.n_vectors > 0)) or 0)
-
-    # -- runs ------------------------------------------------------------------------------------------
-
-    def record_run(
-        self,
-        summary: IndexSummary | None = None,
-        *,
-        started_at: float | None = None,
-        finished_at: float | None = None,
-        added: int = 0,
-        updated: int = 0,
-        unchanged: int = 0,
-        removed: int = 0,
-        failed: int = 0,
-    ) -> int:
-        """Record the counters of one index run; returns the run id.
-
-        Pass either an :class:`sora_search.types.IndexSummary` (its tuples are counted; moved files count as
-        unchanged; ``finished_at`` defaults to now and ``started_at`` to ``finished_at - summary.seconds``)
-        or the counters as keywords.
-        """
-        end = time.time() if finished_at is None else float(finished_at)
-        if summary is not None:
-            added = len(summary.added)
-            updated = len(summary.updated)
-            unchanged = len(summary.unchanged) + len(summary.moved)
-            removed = len(summary.removed)
-            failed = len(summary.failed)
-            start = end - float(summary.seconds) if started_at is None else float(started_at)
-        else:
-            start = end if started_at is None else float(started_at)
-        with self._write() as s:
-            row = RunRow(
-                started_at=start,
-                finished_at=end,
-                added=int(added),
-                updated=int(updated),
-                unchanged=int(unchanged),
-                removed=int(removed),
-                failed=int(failed),
-            )
-            s.add(row)
-            s.flush()
-            return row.id
-
-    def runs(self, limit: int | None = None) -> list[RunRecord]:
-        """Recorded runs, newest first."""
-        stmt = select(RunRow).order_by(RunRow.id.desc())
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        with self._read() as s:
-            return [
-                RunRecord(r.id, r.started_at, r.finished_at, r.added, r.updated, r.unchanged, r.removed, r.failed)
-                for r in s.scalars(stmt)
-            ]

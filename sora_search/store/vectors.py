@@ -66,11 +66,19 @@ class VectorReads:
             raw_dim = meta.raw_dim if meta is not None else 0
             if n <= 0 or all_ids.size == 0:
                 return np.zeros((0, raw_dim), dtype=np.float32)
-            if n < all_ids.size:
+            if n >= all_ids.size:  # every vector: one ordered scan, not id lists (slow on a server)
+                chosen = None
+            else:
                 rng = np.random.default_rng(seed)
                 chosen = np.sort(rng.choice(all_ids, size=n, replace=False))
-            else:
-                chosen = all_ids
+        if chosen is None:  # rows committed meanwhile are left out; rows removed meanwhile are missing
+            parts = []
+            for ids, vecs in self.iter_vectors():
+                if ids[0] > all_ids[-1]:
+                    break
+                parts.append(vecs[np.isin(ids, all_ids)])
+            return np.concatenate(parts, axis=0) if parts else np.zeros((0, raw_dim), dtype=np.float32)
+        with self._read() as s:
             parts = []
             for batch in in_batches(chosen.tolist()):
                 blobs = s.scalars(select(VectorRow.data).where(VectorRow.id.in_(batch)).order_by(VectorRow.id))
