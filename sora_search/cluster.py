@@ -233,8 +233,9 @@ class _RayRun:
         actor = ray.remote(_EncoderActor).options(
             num_cpus=params.encoder_cpus, num_gpus=1 if on_gpu else 0, max_restarts=params.retries,
             max_task_retries=params.retries, **runtime)
-        self._actors = [actor.remote(embedder.encoder_name, "cuda" if on_gpu else "cpu", embedder.temporal_radius)
-                        for _ in range(n)]
+        self._new_actor = partial(actor.remote, embedder.encoder_name, "cuda" if on_gpu else "cpu",
+                                  embedder.temporal_radius)
+        self._actors = [self._new_actor() for _ in range(n)]
         logger.info("Ray: %d %s encoder actor(s), up to %d files in flight", n, "GPU" if on_gpu else "CPU",
                     self._in_flight)
 
@@ -286,20 +287,26 @@ class _RayRun:
                         decoded.append((ref, decoding.pop(ref)))
                         continue
                     (entry, fp), actor = encoding.pop(ref)
+                    try:
+                        got: Any = ray.get(ref)
+                    except ray.exceptions.RayActorError as exc:  # dead past its restarts: the next file gets a new one
+                        got = exc
+                        self._actors.remove(actor)
+                        actor = self._new_actor()
+                        self._actors.append(actor)
+                    except ray.exceptions.RayError as exc:  # a decode task's worker died past its retries
+                        got = exc
                     idle.append(actor)
-                    yield entry, fp, partial(self._outcome, ref, entry.path)
+                    yield entry, fp, partial(self._outcome, got, entry.path)
         finally:
             for ref in decoding:  # an interrupted run leaves no work behind on the cluster
                 ray.cancel(ref, force=True)
             for actor in self._actors:
                 ray.kill(actor)
 
-    def _outcome(self, ref: Any, path: str) -> Embedded:
-        ray = self._ray
-        try:
-            got = ray.get(ref)
-        except ray.exceptions.RayError as exc:  # its worker died more than `retries` times, or a bug on a worker
-            raise VideoDecodeError(path, f"Ray worker failed: {_first_line(exc)}") from None
+    def _outcome(self, got: Any, path: str) -> Embedded:
+        if isinstance(got, self._ray.exceptions.RayError):
+            raise VideoDecodeError(path, f"Ray worker failed: {_first_line(got)}")
         if isinstance(got, _Failure):
             raise got.error()
         embedded, timings = got

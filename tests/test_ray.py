@@ -106,6 +106,18 @@ def test_a_worker_killed_mid_run_costs_a_retry(ray_cluster, library_copy, tmp_pa
         assert lib.check().ok
 
 
+def test_an_encoder_actor_dead_past_its_restarts_costs_one_file(ray_cluster, library_copy, tmp_path, monkeypatch):
+    """With no restarts allowed, the actor that dies fails the file it held; a new actor takes the rest."""
+    monkeypatch.setenv("SORA_SEARCH_FAULT", "encode:1")
+    monkeypatch.setenv("SORA_SEARCH_FAULT_ONCE", str(tmp_path / "fired"))
+    params = IndexParams(ray=RayParams(retries=0))
+    with Library.open(tmp_path / "idx", encoder="tiny", params=params) as lib:
+        summary = lib.index([library_copy], ray="auto")
+        assert len(summary.failed) == 1 and "Ray worker failed" in summary.failed[0].reason
+        assert len(summary.added) == 3 and lib.check().ok
+
+
+@pytest.mark.slow
 def test_a_file_that_keeps_killing_its_worker_is_recorded_failed(ray_cluster, library_copy, tmp_path, monkeypatch):
     """Past RayParams.retries (0 here: no second attempt) the file is failed with the reason, and the run goes on."""
     keep = library_copy / "bars.mp4"
