@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -66,7 +68,7 @@ def embeddings(work: Sequence[tuple[FileEntry, str]], embedder: Embedder, *, tim
     Raises:
         ClusterError: Ray is not installed, the cluster is unreachable or too small, or runs another version.
     """
-    if ray is None:
+    if ray is None or not work:  # an incremental run with nothing to encode starts no cluster
         for entry, fp in work:
             yield entry, fp, partial(embedder.file, entry.path, timeout_s=timeout_s)
         return
@@ -94,11 +96,16 @@ def _connect(ray: Any, address: str) -> bool:
     options: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
     if address == "local":
         options["include_dashboard"] = False
+    # ray.init replaces the SIGTERM handler with a bare sys.exit; the caller's own (the CLI's) is put back.
+    sigterm = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     try:
         ray.init(address=None if address == "auto" else address, **options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ClusterError(f"cannot use the Ray cluster at {address!r}: {_first_line(exc)}; start one with "
                            "`ray start --head`, or use --ray local for one on this machine") from None
+    finally:
+        if sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
     return True
 
 
