@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections import deque
@@ -93,6 +94,7 @@ def _connect(ray: Any, address: str) -> bool:
     """Join (or start) the cluster; True when this call initialised Ray and must shut it down."""
     if ray.is_initialized():
         return False
+    _reachable(address)
     options: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
     if address == "local":
         options["include_dashboard"] = False
@@ -107,6 +109,18 @@ def _connect(ray: Any, address: str) -> bool:
         if sigterm is not None:
             signal.signal(signal.SIGTERM, sigterm)
     return True
+
+
+def _reachable(address: str) -> None:
+    """Fail fast on a HOST:PORT nobody listens on: ray.init itself waits for such a head for minutes."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as exc:
+        raise ClusterError(f"no Ray head answers at {address}: {exc.strerror or exc}; start one there with "
+                           "`ray start --head`, or use --ray local for one on this machine") from None
 
 
 def _first_line(exc: BaseException) -> str:

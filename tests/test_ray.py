@@ -26,15 +26,20 @@ REQUIRED = os.environ.get("SORA_SEARCH_REQUIRE_RAY", "") not in ("", "0")
 HANG = "tests.decode_helpers_hang:HangingReader"
 
 
-@pytest.fixture(scope="session")
-def ray_cluster():
-    """A local Ray cluster for the session: 2 CPUs, so one CPU encoder actor and one decode task at a time."""
+def _ray():
     try:
         import ray
     except ImportError:
         if REQUIRED:
             pytest.fail("SORA_SEARCH_REQUIRE_RAY=1 but ray is not installed: pip install -e '.[test]'")
         pytest.skip("ray is not installed (pip install 'sora-search[ray]')")
+    return ray
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster for the session: 2 CPUs, so one CPU encoder actor and one decode task at a time."""
+    ray = _ray()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
@@ -167,6 +172,20 @@ def test_no_ray_installed_says_how_to_install(lib_dir_and_index, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     with Library.open(idx, encoder="tiny") as lib, pytest.raises(ClusterError, match=r"sora-search\[ray\]"):
         lib.index([library], ray="local")
+
+
+def test_an_address_nobody_answers_at_fails_at_once(lib_dir_and_index, monkeypatch):
+    """ray.init would wait minutes for such a head; the run says so at once (Ray taken as not yet initialised)."""
+    import socket
+
+    monkeypatch.setattr(_ray(), "is_initialized", lambda: False)
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    library, idx = lib_dir_and_index
+    with Library.open(idx, encoder="tiny") as lib, pytest.raises(ClusterError, match="no Ray head answers"):
+        lib.index([library], ray=f"127.0.0.1:{port}")
 
 
 def test_cli_ray_option_takes_an_optional_address(lib_dir_and_index, monkeypatch):
