@@ -8,7 +8,7 @@ index in this process (``Library.index``), then once per ``--workers`` value on 
 each) and one decode task at a time (``Library.index(..., ray="auto")``). Reports, for each run, the wall time of
 the index call (the cluster already up, its start time apart), the overhead ratio against one process, the
 worker-seconds spent decoding and encoding, and the driver's seconds committing (store, FAISS), from which the
-decode rate per core and the commit rate are derived. All runs use the CPU.
+decode rate per decode task and the commit rate are derived. All runs use the CPU.
 """
 
 from __future__ import annotations
