@@ -31,6 +31,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -320,10 +321,11 @@ class _RayRun:
                     idle.append(actor)
                     yield entry, fp, partial(self._outcome, got, entry.path)
         finally:
-            for ref in decoding:  # an interrupted run leaves no work behind on the cluster
-                ray.cancel(ref, force=True)
-            for actor in self._actors:
-                ray.kill(actor)
+            with suppress(Exception):  # Ray may be shut down already (interpreter exit); it then cleans up itself
+                for ref in decoding:  # an interrupted run leaves no work behind on the cluster
+                    ray.cancel(ref, force=True)
+                for actor in self._actors:
+                    ray.kill(actor)
 
     def _outcome(self, got: Any, path: str) -> Embedded:
         if isinstance(got, self._ray.exceptions.RayError):
