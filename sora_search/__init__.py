@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Library", "IndexParams", "QueryParams", "AlignParams", "DupesParams", "Match", "QueryResult", "Span",
-           "IndexSummary", "LibraryInfo", "DuplicatesReport", "__version__"]
+__all__ = ["Library", "IndexParams", "RayParams", "QueryParams", "AlignParams", "DupesParams", "Match", "QueryResult",
+           "Span", "IndexSummary", "LibraryInfo", "DuplicatesReport", "__version__"]
 
 if TYPE_CHECKING:
     from .library import Library
-    from .params import AlignParams, DupesParams, IndexParams, QueryParams
+    from .params import AlignParams, DupesParams, IndexParams, QueryParams, RayParams
     from .types import DuplicatesReport, IndexSummary, LibraryInfo, Match, QueryResult, Span
 
 
@@ -20,7 +20,7 @@ def __getattr__(name: str) -> Any:
         from .library import Library
 
         return Library
-    if name in ("IndexParams", "QueryParams", "AlignParams", "DupesParams"):
+    if name in ("IndexParams", "RayParams", "QueryParams", "AlignParams", "DupesParams"):
         from . import params
 
         return getattr(params, name)

@@ -5,6 +5,9 @@
 ``encode`` (a batch embedded), ``store`` (vectors written, transaction not yet committed), ``faiss`` (the new
 FAISS file written to its temporary name, not yet renamed) and ``retrain`` (a retrained FAISS file saved, the store
 not yet switched to its projection). Unset, a point costs one string comparison.
+
+``SORA_SEARCH_FAULT_ONCE=FILE`` makes the fault fire once across processes: only the process that creates FILE
+dies, so a Ray task or actor that is run again after the kill (:mod:`sora_search.cluster`) goes through.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import signal
 
 _POINT, _, _NTH = os.environ.get("SORA_SEARCH_FAULT", "").partition(":")
+_ONCE = os.environ.get("SORA_SEARCH_FAULT_ONCE", "")
 _seen: dict[str, int] = {}
 
 
@@ -22,4 +26,9 @@ def fault_point(name: str) -> None:
         return
     _seen[name] = _seen.get(name, 0) + 1
     if _seen[name] == int(_NTH or 1):
+        if _ONCE:
+            try:
+                os.close(os.open(_ONCE, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return
         os.kill(os.getpid(), signal.SIGKILL)

@@ -145,9 +145,14 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 @click.option("--timeout", "timeout_s", type=_FiniteFloat(min=1), default=_INDEX.decode_timeout_s,
               show_default=True,
               help="Seconds a decoder may stall on one file before it is stopped and the file skipped.")
+@click.option("--ray", "ray_address", metavar="[auto|local|ADDRESS]", is_flag=False, flag_value="auto", default=None,
+              help="Decode and encode on a Ray cluster (needs sora-search[ray]): auto = $RAY_ADDRESS, else a cluster "
+                   "started on this machine, else a new local one; local = a new one on this machine; or the "
+                   "head's ADDRESS. This process still scans and writes the index; every node must see PATHS at "
+                   "the same absolute paths.")
 @click.pass_context
 def index(ctx: click.Context, paths: tuple[Path, ...], index_dir: Path | None, device: str | None,
-          retry_failed: bool, follow_links: bool, timeout_s: float) -> None:
+          retry_failed: bool, follow_links: bool, timeout_s: float, ray_address: str | None) -> None:
     """Index the videos under PATHS (files or folders, recursive).
 
     Incremental: unchanged files are skipped, changed files re-indexed, moved or renamed files recognised without
@@ -161,7 +166,8 @@ def index(ctx: click.Context, paths: tuple[Path, ...], index_dir: Path | None, d
         display = None if quiet else progress_display(sys.stderr)
         progress = None if display is None else display.update
         try:
-            summary = lib.index(paths, progress=progress, retry_failed=retry_failed, follow_links=follow_links)
+            summary = lib.index(paths, progress=progress, retry_failed=retry_failed, follow_links=follow_links,
+                                ray=ray_address)
         finally:
             if display is not None:
                 display.close()

@@ -10,6 +10,7 @@
     ├── StoreError                 the SQLite store could not be used
     │   ├── SchemaOutdated         the database predates this version's schema (run `sora-search upgrade`)
     │   └── SchemaTooNew           the database was written by a newer sora-search
+    ├── ClusterError               the Ray cluster could not be used (not installed, unreachable, too small)
     ├── IndexNotFound              no index at that location yet
     ├── EmptyIndex                 the index exists but holds no vectors
     └── IndexLocked                another process is writing to this index
@@ -78,6 +79,10 @@ class SchemaOutdated(StoreError):
 
 class SchemaTooNew(StoreError):
     """The database schema is newer than this version of sora-search understands."""
+
+
+class ClusterError(SoraSearchError):
+    """Ray is missing, the cluster cannot be reached or lacks the resources, or its workers run another version."""
 
 
 class IndexNotFound(SoraSearchError):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sora_search import identity, scan
+from sora_search.cluster import embeddings
 from sora_search.errors import EmptyIndex, EncoderMismatch, IndexNotFound, VideoError
 from sora_search.params import DEFAULT_ENCODER, DEFAULT_FPS, DupesParams, IndexParams, QueryParams
 from sora_search.store.catalogue import DB_NAME, Catalogue
@@ -136,7 +137,7 @@ class Library:
 
     # ------------------------------------------------------------------ indexing
     def index(self, paths: Sequence[str | Path], *, progress: ProgressCallback | None = None,
-              retry_failed: bool = False, follow_links: bool = True) -> IndexSummary:
+              retry_failed: bool = False, follow_links: bool = True, ray: str | None = None) -> IndexSummary:
         """Bring the index up to date with the videos under ``paths`` (files or folders, recursive).
 
         New files are decoded and encoded, changed files re-encoded, moved files re-pathed without decoding,
@@ -147,10 +148,11 @@ class Library:
                 that is decoded, with a :class:`Progress` (bytes are the ETA basis).
             retry_failed: attempt again files that failed before and have not changed.
             follow_links: follow file symlinks whose target is outside ``paths`` (folder links: never).
+            ray: decode and encode on a Ray cluster: ``auto``, ``local`` or an address (:mod:`sora_search.cluster`).
 
         Raises:
             FileNotFoundError: a path does not exist. IndexLocked: another run is writing this index.
-            StoreError: the store is damaged (nothing is written to it).
+            StoreError: the store is damaged (nothing is written to it). ClusterError: Ray cannot be used.
         """
         started = time.monotonic()
         self._embedder.timings.clear()
@@ -170,7 +172,7 @@ class Library:
                 self._keeper.remove([self._store.remove_videos([v.id for v in todo.removed])])
             failed = list(todo.problems) + [FailedFile(v.path, v.error or "failed") for v in todo.failed_before]
             changed = {e.path for e, _, _ in todo.changed}
-            done = self._embed_and_store(todo.to_encode, changed, progress)
+            done = self._embed_and_store(todo.to_encode, changed, progress, ray)
             with self._embedder.timed("index"):
                 self._keeper.finish()
             summary = IndexSummary(
@@ -185,18 +187,19 @@ class Library:
             return summary
 
     def _embed_and_store(self, work: list[tuple[scan.FileEntry, str]], changed: set[str],
-                         progress: ProgressCallback | None) -> list[tuple[str, str | FailedFile, int]]:
+                         progress: ProgressCallback | None, ray: str | None) -> list[tuple[str, str | FailedFile, int]]:
         """Decode, encode and store each file; one file's failure is recorded and the next one goes on. Returns
         (path, ``added`` / ``updated`` / the failure, vectors added) per file. The FAISS file is saved every
         ``save_every_s`` at least, so an interrupted run loses no committed video."""
-        timed = self._embedder.timed
+        timed, p = self._embedder.timed, self.params
         out: list[tuple[str, str | FailedFile, int]] = []
         bytes_total, bytes_done, last_save = sum(e.size for e, _ in work), 0, time.monotonic()
-        for n, (entry, fp) in enumerate(work, 1):
+        stream = embeddings(work, self._embedder, timeout_s=p.decode_timeout_s, ray=ray, params=p.ray)
+        for n, (entry, fp, embed) in enumerate(stream, 1):
             if progress is not None:
                 progress(Progress(n - 1, len(work), bytes_done, bytes_total, entry.path, "decoding"))
             try:
-                got = self._embedder.file(entry.path, timeout_s=self.params.decode_timeout_s)
+                got = embed()
             except VideoError as exc:
                 with timed("store"):
                     dropped = self._store.record_failure(path=entry.path, size=entry.size, mtime=entry.mtime,

@@ -1,6 +1,7 @@
 """Every tuning knob of the engine, with its default: frozen dataclasses passed in, never module globals.
 
-:class:`IndexParams` shapes index runs (``Library.open(..., params=)``); :class:`QueryParams` shapes queries
+:class:`IndexParams` shapes index runs (``Library.open(..., params=)``), :class:`RayParams` the ones on a Ray cluster;
+:class:`QueryParams` shapes queries
 (``Library.query(..., params=)``); :class:`AlignParams` is the temporal alignment inside a query;
 :class:`DupesParams` shapes ``Library.duplicates``. The CLI reads its defaults and help figures from these objects.
 What each default rests on is in ``docs/tuning.md``.
@@ -29,6 +30,26 @@ def _problems(obj: object, rules: dict[str, bool]) -> None:
 
 
 @dataclass(frozen=True)
+class RayParams:
+    """How an index run uses a Ray cluster (``Library.index(..., ray=)``, :mod:`sora_search.cluster`)."""
+
+    encoders: int = 0                  # encoder actors; 0: one per GPU of the cluster, else one per 2 of its CPUs
+    encoder_cpus: float = 1.0          # CPUs each encoder actor reserves (a CPU actor runs that many torch threads)
+    decode_cpus: float = 1.0           # CPUs each decode task reserves
+    in_flight: int = 0                 # files decoding or decoded at once (frames held in the object store);
+                                       # 0: the CPUs left for decoding plus one per encoder actor
+    retries: int = 2                   # a decode task or encoder call whose worker process died is run again this
+                                       # many times before its file is recorded failed
+    startup_timeout_s: float = 300.0   # encoder actors must have loaded their model by then
+
+    def __post_init__(self) -> None:
+        _problems(self, {
+            "encoders": self.encoders >= 0, "encoder_cpus": self.encoder_cpus > 0, "decode_cpus": self.decode_cpus > 0,
+            "in_flight": self.in_flight >= 0, "retries": self.retries >= 0,
+            "startup_timeout_s": self.startup_timeout_s > 0})
+
+
+@dataclass(frozen=True)
 class IndexParams:
     """How an index run decodes, pools, projects and saves. Times in seconds."""
 
@@ -40,6 +61,7 @@ class IndexParams:
     projection_sample: int = 100_000   # vectors the projection is fitted on
     retrain_growth: float = 4.0        # refit projection and IVF once the corpus has grown this many times
     save_every_s: float = 60.0         # during long runs, persist the FAISS file at least this often
+    ray: RayParams = field(default_factory=RayParams)
 
     def __post_init__(self) -> None:
         _problems(self, {

@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"errors", "types", "params", "threads", "_faults", "containers", "render"},
     {"scan", "decode", "encoder", "store"},
     {"index", "embed", "identity", "thumbs"},
-    {"query"},
+    {"query", "cluster"},
     {"library"},
     {"report", "serve"},  # front ends that the CLI starts; they never import each other or the CLI
     {"cli"},

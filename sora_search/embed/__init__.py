@@ -73,6 +73,15 @@ class Embedder:
         # Seconds per stage since the last reset: decode (waiting for frames), encode, and what callers add.
         self.timings: defaultdict[str, float] = defaultdict(float)
 
+    @property
+    def device(self) -> str | None:
+        """The device setting the encoder is loaded with (None: ``$SORA_SEARCH_DEVICE``, else CUDA if available)."""
+        return self._device
+
+    @property
+    def decode_backend(self) -> str:
+        return self._decode_backend
+
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
         """Add the time spent in the block to ``timings[stage]``."""
