@@ -63,25 +63,18 @@ def indexed(media, tmp_path_factory) -> tuple[Path, dict]:
 
 @pytest.fixture(scope="module")
 def indexed_pca(indexed, tmp_path_factory) -> Path:
-    """The same index with its projection refitted as PCA-256 from the stored vectors (no decoding).
-
-    The real footage gives ~950 vectors, just under the PCA switch, so without this only centring is exercised.
-    """
+    """The same index with its projection refitted as PCA-256 from the stored vectors (no decoding), the projection
+    before the shipped contrastive map (``IndexParams(projection="pca")``)."""
     import shutil
 
-    import sora_search.library as library_module
     from sora_search import Library
+    from sora_search.params import IndexParams
 
     idx = tmp_path_factory.mktemp("real_pca") / "idx"
     shutil.copytree(indexed[0], idx)
-    saved = library_module.PCA_MIN_VECTORS
-    library_module.PCA_MIN_VECTORS = 500
-    try:
-        with Library.open(idx) as lib:
-            lib._rebuild_index()
-            assert lib.info().projection == "pca-256"
-    finally:
-        library_module.PCA_MIN_VECTORS = saved
+    with Library.open(idx, params=IndexParams(projection="pca", pca_min_vectors=500)) as lib:
+        lib._keeper.rebuild()
+        assert lib.info().projection == "pca-256"
     return idx
 
 
@@ -91,10 +84,11 @@ def test_reindexing_unchanged_library_is_a_small_fraction(indexed):
     assert times["second_s"] < 0.1 * times["first_s"]
 
 
-@pytest.mark.parametrize("projection", ["centre", "pca"])
+@pytest.mark.parametrize("projection", ["contrastive", "pca"])
 @pytest.mark.parametrize("rel,start", EXCERPTS)
 def test_half_size_excerpt_comes_back_first_with_spans(request, media, tmp_path, rel, start, projection):
-    idx = request.getfixturevalue("indexed")[0] if projection == "centre" else request.getfixturevalue("indexed_pca")
+    idx = request.getfixturevalue("indexed")[0] if projection == "contrastive" else \
+        request.getfixturevalue("indexed_pca")
     probe = cut(media / rel, tmp_path / "probe.mp4", start, 10, scale=0.5)
     result = CliRunner().invoke(cli, ["query", str(probe), "--index", str(idx), "--json"])
     assert result.exit_code == 0, result.output
@@ -140,12 +134,13 @@ def test_backends_return_the_same_pictures(media, rel, monkeypatch):
     assert ((ts_skip <= ts_p) & (ts_skip > ts_p - 0.5)).all(), [(a, b) for a, b in zip(ts_skip, ts_p) if a != b][:5]
 
 
-@pytest.mark.parametrize("projection", ["centre", "pca"])
+@pytest.mark.parametrize("projection", ["contrastive", "pca"])
 @pytest.mark.parametrize("pattern", ["life", "mandelbrot", "testsrc2"])
 def test_never_indexed_footage_has_no_match(request, tmp_path, pattern, projection):
     from tests.media import make_testsrc
 
-    idx = request.getfixturevalue("indexed")[0] if projection == "centre" else request.getfixturevalue("indexed_pca")
+    idx = request.getfixturevalue("indexed")[0] if projection == "contrastive" else \
+        request.getfixturevalue("indexed_pca")
     probe = make_testsrc(tmp_path / "neg.mp4", 10, pattern=pattern)
     result = CliRunner().invoke(cli, ["query", str(probe), "--index", str(idx), "--json"])
     assert result.exit_code == 0, result.output
