@@ -59,11 +59,13 @@ class Embedder:
         fps: frames sampled per second.
         temporal_radius: each vector averages its +-radius neighbours.
         decode_backend: ``auto``, ``decord``, ``pyav`` or ``module:Class`` (see :mod:`sora_search.decode`).
+        precision: the encoder's ``fp32`` or ``int8`` build (see :func:`sora_search.encoder.load_encoder`).
     """
 
     def __init__(self, encoder_name: str, *, device: str | None, fps: float, temporal_radius: int,
-                 decode_backend: str = "auto") -> None:
+                 decode_backend: str = "auto", precision: str = "fp32") -> None:
         self.encoder_name = encoder_name
+        self.precision = precision
         self.fps = fps
         self.temporal_radius = temporal_radius
         self._device = device
@@ -88,7 +90,7 @@ class Embedder:
         if self._encoder is None:
             from sora_search.encoder import load_encoder
 
-            self._encoder = load_encoder(self.encoder_name, device=self._device)
+            self._encoder = load_encoder(self.encoder_name, device=self._device, precision=self.precision)
         return self._encoder
 
     def worker(self, timeout_s: float) -> DecodeWorker:
