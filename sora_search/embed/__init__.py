@@ -113,7 +113,10 @@ class Embedder:
         Raises:
             VideoError: the file cannot be decoded, or yields no frame.
         """
-        return self._embed(path, [FULL], self.encoder.identity.input_size, timeout_s=timeout_s)
+        from sora_search.encoder import encoder_identity
+
+        # The side is known without the model, so the decode child starts on the file while the encoder loads.
+        return self._embed(path, [FULL], encoder_identity(self.encoder_name).input_size, timeout_s=timeout_s)
 
     def probe(self, path: str | Path, views: Sequence[str], *, timeout_s: float, blank_std: float,
               finder: InsetFinder | None = None, box: Box | None = None) -> Embedded:
@@ -135,8 +138,6 @@ class Embedder:
                probe_views: tuple[float, InsetFinder | None, Box | None] | None = None) -> Embedded:
         from sora_search.encoder import temporal_pool
 
-        encoder = self.encoder
-        size = encoder.identity.input_size
         ts_parts: list[np.ndarray] = []
         vec_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
         blank_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
@@ -144,6 +145,9 @@ class Embedder:
         with self.timed("decode"):
             video = worker.open(path, fps=self.fps, size=side)
         with video:
+            with self.timed("load"):  # the model, on the first file only: the child decodes ahead meanwhile
+                encoder = self.encoder
+            size = encoder.identity.input_size
             info = video.info
             batches = iter(video)
             while True:
