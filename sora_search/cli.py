@@ -150,9 +150,14 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
                    "started on this machine, else a new local one; local = a new one on this machine; or the "
                    "head's ADDRESS. This process still scans and writes the index; every node must see PATHS at "
                    "the same absolute paths.")
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default=None,
+              help="Encoder precision of a new index: fp32, or int8 on the CPU (experimental: its vectors are not "
+                   "yet within cosine 0.99 of fp32). Default: $SORA_SEARCH_PRECISION, else fp32. An existing index "
+                   "keeps its own.")
 @click.pass_context
 def index(ctx: click.Context, paths: tuple[Path, ...], index_dir: Path | None, device: str | None,
-          retry_failed: bool, follow_links: bool, timeout_s: float, ray_address: str | None) -> None:
+          retry_failed: bool, follow_links: bool, timeout_s: float, ray_address: str | None,
+          precision: str | None) -> None:
     """Index the videos under PATHS (files or folders, recursive).
 
     Incremental: unchanged files are skipped, changed files re-indexed, moved or renamed files recognised without
@@ -162,7 +167,8 @@ def index(ctx: click.Context, paths: tuple[Path, ...], index_dir: Path | None, d
     if missing:
         raise click.BadParameter(f"no such file or folder: {', '.join(missing)}", param_hint="PATHS")
     quiet = ctx.obj["quiet"]
-    with _open(index_dir, create=True, device=device, params=IndexParams(decode_timeout_s=timeout_s)) as lib:
+    with _open(index_dir, create=True, device=device, params=IndexParams(decode_timeout_s=timeout_s),
+               precision=precision) as lib:
         display = None if quiet else progress_display(sys.stderr)
         progress = None if display is None else display.update
         try:

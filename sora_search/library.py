@@ -54,7 +54,7 @@ class Library:
     """A video library index on disk. Open with :meth:`open`; close with :meth:`close` or a ``with`` block."""
 
     def __init__(self, location: Path, store: Store, *, encoder_name: str, device: str | None, fps: float,
-                 decode_backend: str = "auto", params: IndexParams | None = None) -> None:
+                 decode_backend: str = "auto", params: IndexParams | None = None, precision: str = "fp32") -> None:
         from sora_search.embed import Embedder
         from sora_search.index import IndexKeeper
 
@@ -65,14 +65,14 @@ class Library:
         self._fps = fps
         self._embedder: Embedder = Embedder(encoder_name, device=device, fps=fps,
                                             temporal_radius=self.params.temporal_radius,
-                                            decode_backend=decode_backend)
+                                            decode_backend=decode_backend, precision=precision)
         self._keeper: IndexKeeper = IndexKeeper(location, store, self.params, device)
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
     def open(cls, path: str | Path | None = None, *, create: bool = True, encoder: str | None = None,
              device: str | None = None, fps: float | None = None, decode_backend: str = "auto",
-             params: IndexParams | None = None, db: str | None = None) -> Library:
+             params: IndexParams | None = None, db: str | None = None, precision: str | None = None) -> Library:
         """Open the index at ``path`` (default: :func:`default_location`).
 
         Args:
@@ -81,24 +81,25 @@ class Library:
                 for a different one raises EncoderMismatch.
             device: ``cpu``, ``cuda`` or ``cuda:N`` (default: ``$SORA_SEARCH_DEVICE``, else CUDA when available).
             fps: sampling rate for a new index (default 1 frame per second); fixed once the index exists.
-            decode_backend: ``auto`` (decord, then PyAV), ``decord``, ``pyav``, or ``module:Class`` naming a
-                :class:`sora_search.decode.VideoReader` (plugins, tests).
+            decode_backend: ``auto`` (decord, then PyAV), ``decord``, ``pyav``, or ``module:Class`` (a VideoReader).
             params: knobs of index runs (:class:`~sora_search.params.IndexParams`).
             db: where the catalogue (the store) lives: a database URL (``postgresql+psycopg://...``) or SQLite file;
                 default ``$SORA_SEARCH_DB``, else ``sora.db`` in the folder, which always holds the FAISS file.
+            precision: ``fp32`` / ``int8`` for a new index (else ``$SORA_SEARCH_PRECISION``, else fp32); see encoder.
         """
         location = Path(path) if path is not None else default_location()
         store = open_index_store(location, db, create=create)
         meta = store.meta()
         if meta is not None:
             try:
-                identity.check_request(meta, location, encoder, fps)
+                identity.check_request(meta, location, encoder, fps, precision)
             except EncoderMismatch:
                 store.close()
                 raise
             encoder, fps = meta.encoder_name, meta.sampling_fps
+        chosen = identity.stored_precision(meta) if meta is not None else identity.new_precision(precision)
         return cls(location, store, encoder_name=encoder or DEFAULT_ENCODER, device=device, fps=fps or DEFAULT_FPS,
-                   decode_backend=decode_backend, params=params)
+                   decode_backend=decode_backend, params=params, precision=chosen)
 
     @staticmethod
     def upgrade(path: str | Path | None = None, db: str | None = None) -> tuple[str, str, str | None]:
@@ -162,7 +163,8 @@ class Library:
             found = scan.walk(paths, exclude=[self.location], follow_links=follow_links)
             todo = scan.plan(found, self._store.videos(), [os.path.abspath(p) for p in paths],
                              retry_failed=retry_failed)
-            identity.ensure(self._store, self.location, self._embedder.encoder_name, self._fps)
+            identity.ensure(self._store, self.location, self._embedder.encoder_name, self._fps,
+                            self._embedder.precision)
             self._keeper.open_for_write()
             for entry, known in todo.moved:
                 self._store.move_video(known.id, entry.path, entry.mtime)
@@ -273,7 +275,7 @@ class Library:
         meta = self._store.meta()
         if meta is None or self._store.vector_count() == 0:
             raise EmptyIndex(f"nothing is indexed in {self.location} yet: run `sora-search index PATH` first")
-        identity.check_encoder(meta, self.location, self._embedder.encoder_name)
+        identity.check_encoder(meta, self.location, self._embedder.encoder_name, self._embedder.precision)
         index, projection = self._keeper.searchable()
         ranked = query_clip(clip, self._embedder, self._store, index, projection, p)
         paths = self._store.video_paths(r.video_id for r in ranked)

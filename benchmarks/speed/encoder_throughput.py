@@ -11,6 +11,12 @@ encoder on the CPU at its default batch size, timed in the same run; on CUDA the
 descriptors are to the CPU's float32 ones (cosine of each frame's two vectors).
 
 The GPU target is >= 3,000 frames/s in fp16 on one GPU. Writes ``benchmarks/results/encoder_throughput.json``.
+
+``--int8`` adds the int8 CPU build against float32 on the CPU, in the same process and threads, alternating
+``--rounds`` times (the median of each is reported, so a neighbour's load hits both alike), and the per-frame cosine of
+the two builds' vectors on real frames: ``--media FILE...`` decoded to ``--media-frames`` frames each, evenly spread.
+
+    python benchmarks/speed/encoder_throughput.py --device cpu --batch 8 --int8 --media a.mp4 b.avi c.mpg
 """
 
 from __future__ import annotations
@@ -57,6 +63,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--cpu-seconds", type=float, default=5.0, help="time the CPU baseline for at least this long")
     ap.add_argument("--cpu-batch", type=int, default=8, help="the CPU baseline's batch size (the CPU default)")
     ap.add_argument("--cudnn-benchmark", action="store_true", help="set torch.backends.cudnn.benchmark first")
+    ap.add_argument("--int8", action="store_true", help="also time the int8 CPU build against float32 (CPU)")
+    ap.add_argument("--rounds", type=int, default=5, help="alternations of float32 and int8 timing")
+    ap.add_argument("--media", type=Path, nargs="*", default=[], help="videos whose frames the cosine is taken on")
+    ap.add_argument("--media-frames", type=int, default=100, help="frames per --media file")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "results"
                     / "encoder_throughput.json")
@@ -104,6 +114,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["gpu_target_fps"] = GPU_TARGET_FPS
         result["gpu_target_met"] = best["frames_per_s"] >= GPU_TARGET_FPS
 
+    if args.int8:
+        result["int8"] = int8_vs_fp32(args, frames)
+
     print(f"{args.encoder} on {result['device']} ({result['device_name']}, {result['precision']}):")
     for r in rows:
         print(f"  batch {r['batch']:4d}: {r['frames_per_s']:9.1f} frames/s  ({r['frames']} frames in {r['seconds']} s)")
@@ -115,10 +128,54 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         c = result["fp16_vs_cpu_cosine"]
         print(f"  fp16 vs CPU float32 descriptors: cosine min {c['min']}, mean {c['mean']}")
         print(f"  target >= {GPU_TARGET_FPS:.0f} frames/s in fp16: {'met' if result['gpu_target_met'] else 'NOT met'}")
+    if args.int8:
+        q = result["int8"]
+        print(f"  int8 vs float32 on the CPU, batch {args.cpu_batch}, median of {args.rounds} alternating rounds: "
+              f"{q['int8_frames_per_s']:.1f} vs {q['fp32_frames_per_s']:.1f} frames/s ({q['speedup']}x); "
+              f"int8 build {q['quantize_s']} s")
+        c = q["cosine"]
+        print(f"  int8 vs float32 cosine on {c['frames']} {c['frames_from']} frames: min {c['min']}, p1 {c['p1']}, "
+              f"mean {c['mean']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
     return result
+
+
+def media_frames(paths: list[Path], per_file: int, side: int) -> np.ndarray:
+    """``per_file`` frames of each video, evenly spread over it, (n, side, side, 3) uint8."""
+    from sora_search.decode import open_video
+
+    parts = []
+    for path in paths:
+        with open_video(path) as reader:
+            fps = max(1.0, 2.0 * per_file / max(reader.info.duration_s, 1e-3))
+            got = np.concatenate([b.frames for b in reader.sample(fps=fps, size=side)])
+        parts.append(got[np.linspace(0, len(got) - 1, min(per_file, len(got))).astype(int)])
+    return np.concatenate(parts)
+
+
+def int8_vs_fp32(args: argparse.Namespace, frames: np.ndarray) -> dict[str, Any]:
+    """Frames/s of the float32 and int8 CPU builds, alternating, and the cosine of their vectors."""
+    from sora_search.encoder import encoder_identity, load_encoder
+
+    fp32 = load_encoder(args.encoder, device="cpu", batch_size=args.cpu_batch)
+    start = time.perf_counter()
+    int8 = load_encoder(args.encoder, device="cpu", batch_size=args.cpu_batch, precision="int8")
+    quantize_s = time.perf_counter() - start
+    rates: dict[str, list[float]] = {"fp32": [], "int8": []}
+    for _ in range(args.rounds):
+        for name, enc in (("fp32", fp32), ("int8", int8)):
+            rates[name].append(frames_per_second(enc, frames, args.cpu_batch, args.cpu_seconds)["frames_per_s"])
+    side = encoder_identity(args.encoder).input_size
+    real = media_frames(list(args.media), args.media_frames, side) if args.media else frames
+    cos = np.sum(fp32.embed(real) * int8.embed(real), axis=1)
+    f32, i8 = float(np.median(rates["fp32"])), float(np.median(rates["int8"]))
+    return {"fp32_frames_per_s": round(f32, 1), "int8_frames_per_s": round(i8, 1), "speedup": round(i8 / f32, 2),
+            "rounds": rates, "quantize_s": round(quantize_s, 2),
+            "cosine": {"frames": int(len(cos)), "frames_from": "real" if args.media else "random",
+                       "media": [str(p) for p in args.media], "min": round(float(cos.min()), 4),
+                       "p1": round(float(np.percentile(cos, 1)), 4), "mean": round(float(cos.mean()), 4)}}
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ The decode floor is what ``ffmpeg -threads N -i FILE -f null -`` takes over the 
 nothing else done): no indexer that reads the pixels can beat it. The run then indexes the same files into a fresh
 index with the public API and reports video-seconds per wall-second for both, their ratio, the per-stage
 breakdown (decode wait, encode, store, index) and the peak RSS of the indexer and of its decode worker.
+
+``--files`` indexes those files instead of a subset of ``--media``; ``--precision fp32 int8`` indexes them once per
+encoder precision, each into a fresh index, in the same run (peak RSS is then the run's, over all of them).
 """
 
 from __future__ import annotations
@@ -37,7 +40,10 @@ def ffmpeg_floor(files: list[Path], threads: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--media", type=Path, required=True, help="the media/ folder made by benchmarks/fetch_media.sh")
+    ap.add_argument("--media", type=Path, default=None, help="the media/ folder made by benchmarks/fetch_media.sh")
+    ap.add_argument("--files", type=Path, nargs="*", default=[], help="index these files instead of --media's")
+    ap.add_argument("--precision", nargs="+", choices=["fp32", "int8"], default=[None],
+                    help="encoder precision(s) to index with, one fresh index each (default: the library's)")
     ap.add_argument("--subset", choices=sorted(SUBSETS), default="all")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ffmpeg threads for the floor")
     ap.add_argument("--device", choices=["cpu", "cuda"], default=None,
@@ -48,15 +54,25 @@ def main() -> None:
     from sora_search import Library
     from sora_search.scan import walk
 
-    roots = [args.media / d for d in SUBSETS[args.subset]]
+    if not args.files and args.media is None:
+        ap.error("give --media or --files")
+    roots = list(args.files) or [args.media / d for d in SUBSETS[args.subset]]
     files = [Path(f.path) for f in walk(roots).files]
     floor_s = ffmpeg_floor(files, args.threads)
 
-    with tempfile.TemporaryDirectory() as tmp, Library.open(Path(tmp) / "idx", device=args.device) as lib:
-        start = time.perf_counter()
-        summary = lib.index(roots)
-        index_s = time.perf_counter() - start
-        info = lib.info()
+    runs = {}
+    for precision in args.precision:
+        with tempfile.TemporaryDirectory() as tmp, Library.open(Path(tmp) / "idx", device=args.device,
+                                                                precision=precision) as lib:
+            start = time.perf_counter()
+            summary = lib.index(roots)
+            index_s = time.perf_counter() - start
+            info = lib.info()
+        runs[precision or "default"] = {"index_s": index_s, "index_over_floor": index_s / floor_s,
+                                        "encoder_version": info.encoder_version, "stages_s": summary.timings}
+        print(f"{precision or 'default'} (encoder v{info.encoder_version}): {index_s:.1f} s, "
+              f"{index_s / floor_s:.2f}x the decode floor; stages: "
+              + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(summary.timings.items())))
     from sora_search.encoder import resolve_device
 
     encoder_device = resolve_device(args.device)
@@ -71,7 +87,7 @@ def main() -> None:
         "floor_video_s_per_s": video_s / floor_s, "index_video_s_per_s": video_s / index_s,
         "index_over_floor": index_s / floor_s,
         "stages_s": summary.timings,
-        "peak_rss_mib": {"indexer": rss_self, "largest_child": rss_children},
+        "peak_rss_mib": {"indexer": rss_self, "largest_child": rss_children}, "by_precision": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

@@ -59,11 +59,13 @@ class Embedder:
         fps: frames sampled per second.
         temporal_radius: each vector averages its +-radius neighbours.
         decode_backend: ``auto``, ``decord``, ``pyav`` or ``module:Class`` (see :mod:`sora_search.decode`).
+        precision: the encoder's ``fp32`` or ``int8`` build (see :func:`sora_search.encoder.load_encoder`).
     """
 
     def __init__(self, encoder_name: str, *, device: str | None, fps: float, temporal_radius: int,
-                 decode_backend: str = "auto") -> None:
+                 decode_backend: str = "auto", precision: str = "fp32") -> None:
         self.encoder_name = encoder_name
+        self.precision = precision
         self.fps = fps
         self.temporal_radius = temporal_radius
         self._device = device
@@ -97,7 +99,7 @@ class Embedder:
         if self._encoder is None:
             from sora_search.encoder import load_encoder
 
-            self._encoder = load_encoder(self.encoder_name, device=self._device)
+            self._encoder = load_encoder(self.encoder_name, device=self._device, precision=self.precision)
         return self._encoder
 
     def worker(self, timeout_s: float) -> DecodeWorker:
@@ -120,7 +122,10 @@ class Embedder:
         Raises:
             VideoError: the file cannot be decoded, or yields no frame.
         """
-        return self._embed(path, [FULL], self.encoder.identity.input_size, timeout_s=timeout_s)
+        from sora_search.encoder import encoder_identity
+
+        # The side is known without the model, so the decode child starts on the file while the encoder loads.
+        return self._embed(path, [FULL], encoder_identity(self.encoder_name).input_size, timeout_s=timeout_s)
 
     def probe(self, path: str | Path, views: Sequence[str], *, timeout_s: float, blank_std: float,
               finder: InsetFinder | None = None, box: Box | None = None) -> Embedded:
@@ -142,8 +147,6 @@ class Embedder:
                probe_views: tuple[float, InsetFinder | None, Box | None] | None = None) -> Embedded:
         from sora_search.encoder import temporal_pool
 
-        encoder = self.encoder
-        size = encoder.identity.input_size
         ts_parts: list[np.ndarray] = []
         vec_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
         blank_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
@@ -151,6 +154,9 @@ class Embedder:
         with self.timed("decode"):
             video = worker.open(path, fps=self.fps, size=side)
         with video:
+            with self.timed("load"):  # the model, on the first file only: the child decodes ahead meanwhile
+                encoder = self.encoder
+            size = encoder.identity.input_size
             info = video.info
             batches = iter(video)
             while True:

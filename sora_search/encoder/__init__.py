@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import replace
 
-from sora_search.encoder.base import Encoder, EncoderIdentity, l2_normalize, temporal_pool
+from sora_search.encoder.base import PRECISIONS, Encoder, EncoderIdentity, l2_normalize, temporal_pool
 from sora_search.encoder.projection import Projection
 from sora_search.errors import EncoderError
 from sora_search.params import DEFAULT_ENCODER
@@ -28,11 +29,13 @@ __all__ = [
     "DEFAULT_ENCODER",
     "Encoder",
     "EncoderIdentity",
+    "PRECISIONS",
     "Projection",
     "device_setting",
     "l2_normalize",
     "encoder_identity",
     "load_encoder",
+    "precision_setting",
     "resolve_device",
     "temporal_pool",
 ]
@@ -41,6 +44,9 @@ logger = logging.getLogger(__name__)
 
 ENCODERS: tuple[str, ...] = ("sora-lite0", "sora-lite0-gap", "tiny")
 DEVICE_ENV = "SORA_SEARCH_DEVICE"
+PRECISION_ENV = "SORA_SEARCH_PRECISION"
+# Encoders with an int8 build: opt-in, not the default, as its vectors are not yet close enough (docs/tuning.md).
+_INT8 = ("sora-lite0",)
 # Frames per encoder batch: on a CPU 8 is as fast as 32 in the pipeline with less memory (docs/tuning.md).
 _DEFAULT_BATCH = {"cpu": 8, "cuda": 128}
 _THREADS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")
@@ -58,31 +64,59 @@ _IDENTITIES: dict[str, EncoderIdentity] = {
 }
 
 
-def encoder_identity(name: str) -> EncoderIdentity:
+def encoder_identity(name: str, precision: str = "fp32") -> EncoderIdentity:
     """The identity an encoder will have once loaded, without loading it.
 
     Raises:
-        EncoderError: unknown name.
+        EncoderError: unknown name, or a precision the encoder does not have.
     """
     if name not in _IDENTITIES:
         raise EncoderError(f"unknown encoder {name!r}; known encoders: {', '.join(ENCODERS)}")
-    return _IDENTITIES[name]
+    if precision == "fp32":
+        return _IDENTITIES[name]
+    if precision == "int8" and name in _INT8:
+        return replace(_IDENTITIES[name], precision=precision)
+    raise EncoderError(f"encoder {name!r} has no {precision!r} build; use precision 'fp32'")
 
 
-def load_encoder(name: str = DEFAULT_ENCODER, *, device: str | None = None, batch_size: int | None = None) -> Encoder:
+def precision_setting(precision: str | None) -> tuple[str | None, str]:
+    """The precision asked for: the argument, else ``$SORA_SEARCH_PRECISION``; None means "the default".
+
+    Returns:
+        (``"fp32"``, ``"int8"`` or None, where it came from: ``"argument"`` or ``"$SORA_SEARCH_PRECISION"``).
+
+    Raises:
+        EncoderError: anything else.
+    """
+    source = "argument"
+    if precision is None:
+        precision = os.environ.get(PRECISION_ENV) or None
+        source = f"${PRECISION_ENV}"
+    if precision is None:
+        return None, source
+    precision = precision.strip().lower()
+    if precision not in PRECISIONS:
+        raise EncoderError(f"unknown precision {precision!r} (from {source}); use 'fp32' or 'int8'")
+    return precision, source
+
+
+def load_encoder(name: str = DEFAULT_ENCODER, *, device: str | None = None, batch_size: int | None = None,
+                 precision: str = "fp32") -> Encoder:
     """Build an encoder by name, with its weights loaded.
 
     Args:
         name: one of :data:`ENCODERS`.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; default: env ``SORA_SEARCH_DEVICE``, else CUDA when
-            available, else CPU. ``tiny`` always runs on CPU and ignores it.
+            available, else CPU. ``tiny`` always runs on CPU and ignores it; so does int8, which has CPU kernels only.
         batch_size: frames per forward pass; default 8 on CPU, 128 on CUDA.
+        precision: ``"fp32"`` or ``"int8"`` (``sora-lite0`` only; quantized once per process).
 
     Raises:
-        EncoderError: unknown name, CUDA asked for but unavailable, or weights missing.
+        EncoderError: unknown name or precision, CUDA asked for but unavailable, or weights missing.
     """
     if name not in ENCODERS:
         raise EncoderError(f"unknown encoder {name!r}; known encoders: {', '.join(ENCODERS)}")
+    encoder_identity(name, precision)
     if batch_size is not None and batch_size < 1:
         raise EncoderError(f"batch_size must be >= 1, got {batch_size}")
     if name == "tiny":
@@ -92,6 +126,9 @@ def load_encoder(name: str = DEFAULT_ENCODER, *, device: str | None = None, batc
 
     _allocator_env()
     resolved = resolve_device(device)
+    if precision == "int8" and resolved != "cpu":
+        logger.debug("int8 encoder: running on the CPU, not %s (no int8 kernels there)", resolved)
+        resolved = "cpu"
     _limit_threads()
     bs = batch_size if batch_size is not None else _DEFAULT_BATCH["cuda" if resolved.startswith("cuda") else "cpu"]
 
@@ -101,7 +138,7 @@ def load_encoder(name: str = DEFAULT_ENCODER, *, device: str | None = None, batc
     backbone = load_backbone()
     encoder: Encoder
     if name == "sora-lite0":
-        encoder = SoraLite0Encoder(backbone, device=resolved, batch_size=bs)
+        encoder = SoraLite0Encoder(backbone, device=resolved, batch_size=bs, precision=precision)
     else:
         encoder = SoraLite0GapEncoder(backbone, device=resolved, batch_size=bs)
     logger.debug("loaded %r", encoder)

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Numeric precisions of an encoder's network; "fp32" also covers fp16 autocast on CUDA.
+PRECISIONS: tuple[str, ...] = ("fp32", "int8")
 # Rows with a smaller norm than this are left (near) zero instead of being blown up to unit length.
 _NORM_EPS = 1e-12
 
@@ -33,12 +35,16 @@ class EncoderIdentity:
         version: bumped whenever the descriptor for the same input changes.
         dim: raw descriptor dimension (before any :class:`~sora_search.encoder.Projection`).
         input_size: side in pixels of the square uint8 RGB frames :meth:`Encoder.embed` accepts.
+        precision: ``"fp32"`` (float; fp16 autocast on CUDA gives the same vectors to rounding) or ``"int8"``
+            (the quantized CPU trunk). Stored in the index as a suffix of the version (:attr:`stored_version`), so
+            an index from before precisions existed reads as fp32.
     """
 
     name: str
     version: str
     dim: int
     input_size: int
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -49,10 +55,24 @@ class EncoderIdentity:
             raise ValueError(f"EncoderIdentity.dim must be positive, got {self.dim} for {self.name!r}")
         if self.input_size <= 0:
             raise ValueError(f"EncoderIdentity.input_size must be positive, got {self.input_size} for {self.name!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"EncoderIdentity.precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+    @property
+    def stored_version(self) -> str:
+        """The version as the index stores it: ``"1"`` for fp32, ``"1+int8"`` for int8."""
+        return self.version if self.precision == "fp32" else f"{self.version}+{self.precision}"
+
+    @staticmethod
+    def split_version(stored: str) -> tuple[str, str]:
+        """(version, precision) of a stored version string (see :attr:`stored_version`)."""
+        version, _, precision = stored.partition("+")
+        return version, precision or "fp32"
 
     def describe(self) -> str:
-        """Human-readable one-liner, e.g. ``"sora-lite0 v1 (704-d, 224 px)"``."""
-        return f"{self.name} v{self.version} ({self.dim}-d, {self.input_size} px)"
+        """Human-readable one-liner, e.g. ``"sora-lite0 v1 (704-d, 224 px)"`` (``int8`` added for int8)."""
+        extra = "" if self.precision == "fp32" else f" {self.precision}"
+        return f"{self.name} v{self.version}{extra} ({self.dim}-d, {self.input_size} px)"
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:

@@ -81,18 +81,36 @@ class _Lite0Encoder(Encoder):
 
 
 class SoraLite0Encoder(_Lite0Encoder):
-    """The Sora pooling encoder: multi-scale regional max pooling of four backbone stages, 704-d."""
+    """The Sora pooling encoder: multi-scale regional max pooling of four backbone stages, 704-d.
+
+    ``precision="int8"`` runs the trunk quantized on the CPU (:mod:`sora_search.encoder.int8`); the pooling stays
+    float32.
+    """
 
     def __init__(self, backbone: EfficientNetLite0, *, device: str = "cpu", batch_size: int = 32,
-                 taps: tuple[int, ...] = SORA_TAPS, scales: tuple[int, ...] = SORA_SCALES) -> None:
-        identity = EncoderIdentity("sora-lite0", "1", sum(BLOCK_CHANNELS[t] for t in taps), INPUT_SIZE)
+                 taps: tuple[int, ...] = SORA_TAPS, scales: tuple[int, ...] = SORA_SCALES,
+                 precision: str = "fp32") -> None:
+        identity = EncoderIdentity("sora-lite0", "1", sum(BLOCK_CHANNELS[t] for t in taps), INPUT_SIZE, precision)
         super().__init__(identity, backbone, device=device, batch_size=batch_size)
         self.taps = tuple(taps)
         self.scales = tuple(scales)
+        self._int8: torch.nn.Module | None = None
+        if precision == "int8":
+            from sora_search.encoder.int8 import cached_trunk
+
+            self._int8 = cached_trunk(self.taps, INPUT_SIZE)
 
     def _embed_batch(self, batch_uint8_nhwc: torch.Tensor) -> torch.Tensor:
         x = EfficientNetLite0.preprocess(batch_uint8_nhwc)
-        maps = self.backbone.features(x, self.taps)
+        if self._int8 is not None:
+            # fbgemm generates its kernels for each new input shape, in seconds: a short batch (a file's last) is
+            # padded to the usual size so that the kernels of the first batch serve every later one.
+            n = x.shape[0]
+            if n < self.batch_size:
+                x = torch.cat([x, x.new_zeros((self.batch_size - n, *x.shape[1:]))])
+            maps = [m.dequantize()[:n] for m in self._int8(x.contiguous(memory_format=torch.channels_last))]
+        else:
+            maps = self.backbone.features(x, self.taps)
         return torch.cat([rmac(m, self.scales) for m in maps], dim=1)
 
 
