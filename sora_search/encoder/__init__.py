@@ -79,6 +79,13 @@ def encoder_identity(name: str, precision: str = "fp32") -> EncoderIdentity:
     raise EncoderError(f"encoder {name!r} has no {precision!r} build; use precision 'fp32'")
 
 
+def _argument_or_env(value: str | None, env: str) -> tuple[str | None, str]:
+    """``value`` if given, else ``$env`` (None when unset or empty), with where it came from."""
+    if value is not None:
+        return value, "argument"
+    return os.environ.get(env) or None, f"${env}"
+
+
 def precision_setting(precision: str | None) -> tuple[str | None, str]:
     """The precision asked for: the argument, else ``$SORA_SEARCH_PRECISION``; None means "the default".
 
@@ -88,10 +95,7 @@ def precision_setting(precision: str | None) -> tuple[str | None, str]:
     Raises:
         EncoderError: anything else.
     """
-    source = "argument"
-    if precision is None:
-        precision = os.environ.get(PRECISION_ENV) or None
-        source = f"${PRECISION_ENV}"
+    precision, source = _argument_or_env(precision, PRECISION_ENV)
     if precision is None:
         return None, source
     precision = precision.strip().lower()
@@ -167,10 +171,7 @@ def device_setting(device: str | None) -> tuple[str | None, str]:
     Raises:
         EncoderError: anything else.
     """
-    source = "argument"
-    if device is None:
-        device = os.environ.get(DEVICE_ENV) or None
-        source = f"${DEVICE_ENV}"
+    device, source = _argument_or_env(device, DEVICE_ENV)
     if device is None:
         return None, source
     device = device.strip().lower()
