@@ -18,6 +18,7 @@ the held-out split is never read. Everything is seeded: the same inputs give the
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import logging
@@ -150,12 +151,16 @@ def library_frames(paths: list[Path]) -> tuple[list[Image.Image], np.ndarray, np
     return frames, np.array(video), np.array(seconds)
 
 
-def encode(images: list[Image.Image]) -> np.ndarray:
-    """(n, 704) float32 raw Sora descriptors of ``images`` resized to the encoder's side."""
+@functools.cache
+def _encoder():  # loaded once for the frames and every round of edited copies
     from sora_search.encoder import load_encoder
 
-    encoder = load_encoder("sora-lite0", device="cpu")
-    return encoder.embed(np.stack([np.asarray(im.resize((SIDE, SIDE), Image.BILINEAR)) for im in images]))
+    return load_encoder("sora-lite0", device="cpu")
+
+
+def encode(images: list[Image.Image]) -> np.ndarray:
+    """(n, 704) float32 raw Sora descriptors of ``images`` resized to the encoder's side."""
+    return _encoder().embed(np.stack([np.asarray(im.resize((SIDE, SIDE), Image.BILINEAR)) for im in images]))
 
 
 def train(x0: np.ndarray, edited: np.ndarray, video: np.ndarray, seconds: np.ndarray, *, dim: int = 256,

@@ -80,10 +80,12 @@ def encoder_identity(name: str, precision: str = "fp32") -> EncoderIdentity:
 
 
 def _argument_or_env(value: str | None, env: str) -> tuple[str | None, str]:
-    """``value`` if given, else ``$env`` (None when unset or empty), with where it came from."""
-    if value is not None:
-        return value, "argument"
-    return os.environ.get(env) or None, f"${env}"
+    """``value`` if given, else ``$env`` (None when unset or empty), stripped and lower-cased, with where it came
+    from."""
+    source = "argument" if value is not None else f"${env}"
+    if value is None:
+        value = os.environ.get(env) or None
+    return (None if value is None else value.strip().lower()), source
 
 
 def precision_setting(precision: str | None) -> tuple[str | None, str]:
@@ -96,10 +98,7 @@ def precision_setting(precision: str | None) -> tuple[str | None, str]:
         EncoderError: anything else.
     """
     precision, source = _argument_or_env(precision, PRECISION_ENV)
-    if precision is None:
-        return None, source
-    precision = precision.strip().lower()
-    if precision not in PRECISIONS:
+    if precision is not None and precision not in PRECISIONS:
         raise EncoderError(f"unknown precision {precision!r} (from {source}); use 'fp32' or 'int8'")
     return precision, source
 
@@ -172,10 +171,7 @@ def device_setting(device: str | None) -> tuple[str | None, str]:
         EncoderError: anything else.
     """
     device, source = _argument_or_env(device, DEVICE_ENV)
-    if device is None:
-        return None, source
-    device = device.strip().lower()
-    if device in ("cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()):
+    if device is None or device in ("cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()):
         return device, source
     raise EncoderError(f"unknown device {device!r} (from {source}); use 'cpu', 'cuda' or 'cuda:N'")
 
