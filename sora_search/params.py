@@ -120,6 +120,10 @@ class QueryParams:
     novelty_full: float | None = 0.04  # ... and from this on 1 (None: every second weighs 1)
     blank_std: float = 5.0             # a probe frame with luma std below this is blank and not searched
     inset_min_strength: float = 15.0   # the weakest side's contrast an inset must reach to be cut out
+    motion_weight: float = 0.3         # a match gains this times (motion agreement - motion_baseline); 0: off
+    motion_baseline: float = 0.05      # the agreement of unrelated changes, a little above chance (0)
+    motion_min_step: float = 0.1       # a second that moves less than this (vector distance) says nothing
+    motion_candidates: int = 5         # the best matches checked for motion agreement
     align: AlignParams = field(default_factory=AlignParams)
 
     def __post_init__(self) -> None:
@@ -133,7 +137,9 @@ class QueryParams:
             "decode_timeout_s": self.decode_timeout_s > 0, "neighbours": self.neighbours >= 1,
             "background_max_k": self.background_max_k >= self.neighbours,
             "background_skip": self.background_skip >= 0, "background_take": self.background_take >= 1,
-            "novelty_full": self.novelty_full is None or self.novelty_full > self.novelty_floor})
+            "novelty_full": self.novelty_full is None or self.novelty_full > self.novelty_floor,
+            "motion_weight": self.motion_weight >= 0, "motion_baseline": -1 <= self.motion_baseline <= 1,
+            "motion_min_step": self.motion_min_step >= 0, "motion_candidates": self.motion_candidates >= 0})
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@
 mirrored frame, and after that at the turned frame, halves, windows and a found inset. Each video keeps its best
 view; a region view scores ``region_penalty`` less, the inset ``inset_penalty`` less. Every match but the best then
 loses ``runner_up_gap`` of its gap to the best: a video far behind the probe's best match more likely shows the same
-kind of scene than the clip.
+kind of scene than the clip. Before that, the best ``motion_candidates`` matches move by how well the probe's changes
+agree with the matched stretch's (:mod:`sora_search.query.motion`): a copy changes as its original does, another
+stretch of the same recording does not.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sora_search.embed.views import FULL, HFLIP, INSET, REGION_VIEWS, VIEW_SETS
 from sora_search.params import QueryParams
 from sora_search.query.align import align, group_hits, novelty_weights
 from sora_search.query.background import background
+from sora_search.query.motion import motion_agreement
 from sora_search.types import Span
 
 if TYPE_CHECKING:
@@ -77,6 +80,8 @@ class ProbeSearch:
         self._params = params
         self._exclude = exclude
         self.best: dict[int, list[Span]] = {}
+        self._best_view: dict[int, str] = {}  # the view each video's best spans were found in
+        self._probe: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # view -> its seconds and projected vectors
 
     def top(self) -> float | None:
         """The best score so far, or None before any match."""
@@ -104,6 +109,7 @@ class ProbeSearch:
             rows = slice(start, start + len(kept))
             start += len(kept)
             penalty = _penalty(name, p)
+            self._probe[name] = (ts[kept], vectors[rows])
             weights = novelty_weights(vectors[rows], p.novelty_floor, p.novelty_full)
             for video_id, hits in group_hits(ts[kept], video_ids[rows], ref_s[rows], scores[rows], weights).items():
                 if video_id == self._exclude:
@@ -111,10 +117,31 @@ class ProbeSearch:
                 spans = [replace(sp, score=sp.score - penalty) for sp in align(hits, duration, p.align)]
                 if spans and (video_id not in self.best or spans[0].score > self.best[video_id][0].score):
                     self.best[video_id] = spans
+                    self._best_view[video_id] = name
 
     def ranked(self) -> list[Ranked]:
-        """Matches at or above ``min_score`` after the runner-up gap, best first (ties by video id), at most k."""
-        return rank(self.best, self._params.runner_up_gap, self._params.min_score, self._params.k)
+        """Matches at or above ``min_score`` after motion agreement and the runner-up gap, best first (ties by video
+        id), at most k."""
+        return rank(self._with_motion(), self._params.runner_up_gap, self._params.min_score, self._params.k)
+
+    def _with_motion(self) -> dict[int, list[Span]]:
+        """``best``, the spans of its ``motion_candidates`` best videos moved by ``motion_weight`` times their best
+        span's motion agreement less ``motion_baseline`` (at most to 1); unchanged where too little moves to tell."""
+        p = self._params
+        out = dict(self.best)
+        if not p.motion_weight:
+            return out
+        pad = 2 * p.align.interval_s
+        for video_id in sorted(out, key=lambda v: -out[v][0].score)[:p.motion_candidates]:
+            span = out[video_id][0]
+            probe_s, probe = self._probe[self._best_view[video_id]]
+            ref_s, raw = self._store.vectors_between(video_id, span.ref_start_s - pad, span.ref_end_s + pad)
+            agreement = motion_agreement(probe_s, probe, span, ref_s, self._projection.apply(raw),
+                                         min_step=p.motion_min_step) if len(ref_s) else None
+            if agreement is not None:
+                shift = p.motion_weight * (agreement - p.motion_baseline)
+                out[video_id] = [replace(sp, score=min(1.0, sp.score + shift)) for sp in out[video_id]]
+        return out
 
 
 def rank(best: dict[int, list[Span]], gap: float, min_score: float, k: int) -> list[Ranked]:

@@ -105,6 +105,23 @@ class VectorReads:
             decode_vectors([r[2] for r in rows], raw_dim if rows else raw_dim),
         )
 
+    def vectors_between(self, video_id: int, start_s: float, end_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """A video's vectors sampled from ``start_s`` to ``end_s`` (both included), in time order.
+
+        Returns:
+            (timestamps_s (n,) float64, vectors (n, raw_dim) float32); empty if none.
+        """
+        with self._read() as s:
+            rows = s.execute(
+                select(VectorRow.timestamp_s, VectorRow.data)
+                .where(VectorRow.video_id == int(video_id), VectorRow.timestamp_s >= float(start_s),
+                       VectorRow.timestamp_s <= float(end_s))
+                .order_by(VectorRow.timestamp_s)
+            ).all()
+            meta = s.get(IndexMetaRow, 1)
+        return (np.asarray([r[0] for r in rows], dtype=np.float64),
+                decode_vectors([r[1] for r in rows], meta.raw_dim if meta is not None else 0))
+
     def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Map vector ids (as FAISS returns them) to their video and time.
 

@@ -1,0 +1,44 @@
+"""Motion agreement: does the probe change, second by second, the way the matched stretch of the video does?
+
+A copy of footage shows the same small changes as its original at the same moments: a head turns, a page
+scrolls, a hand moves. Another stretch of the same recording (the same presenter, room and light) looks as
+similar frame by frame but changes differently. Along a matched span, each probe second's step from the second
+before (the difference of their vectors) is compared with the reference's step over the aligned seconds; the
+agreement is the cosine between the two sequences of steps, from -1 to 1, near 0 when the changes are unrelated.
+Steps where either side barely moves (a held frame, a still camera on a still room) are left out: there is nothing
+to agree on, and a span with too few moving steps gets no verdict at all.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sora_search.types import Span
+
+
+def motion_agreement(probe_s: np.ndarray, probe: np.ndarray, span: Span, ref_s: np.ndarray, ref: np.ndarray, *,
+                     min_step: float, min_steps: int = 2) -> float | None:
+    """The agreement of probe and reference changes along ``span``, or None when too little moves to tell.
+
+    Args:
+        probe_s, probe: (n,) seconds and (n, d) L2-normalised vectors of one probe view, in time order.
+        span: the match; probe seconds in it are mapped to the reference at the span's own speed.
+        ref_s, ref: (m,) seconds and (m, d) vectors of the reference video around the span, in time order.
+        min_step: a step shorter than this (the norm of a vector difference) on either side is left out.
+        min_steps: fewer moving steps than this give no verdict.
+    """
+    inside = (probe_s >= span.query_start_s - 1e-6) & (probe_s < span.query_end_s - 1e-6)
+    if inside.sum() < min_steps + 1 or len(ref_s) == 0:
+        return None
+    q_s, q = probe_s[inside], probe[inside]
+    speed = (span.ref_end_s - span.ref_start_s) / max(span.query_end_s - span.query_start_s, 1e-6)
+    aligned = span.ref_start_s + (q_s - span.query_start_s) * speed
+    after = np.searchsorted(ref_s, aligned).clip(0, len(ref_s) - 1)
+    before = (after - 1).clip(0)
+    nearest = np.where(np.abs(ref_s[before] - aligned) < np.abs(ref_s[after] - aligned), before, after)
+    dq, dr = np.diff(q, axis=0), np.diff(ref[nearest], axis=0)
+    moving = (np.linalg.norm(dq, axis=1) > min_step) & (np.linalg.norm(dr, axis=1) > min_step)
+    if moving.sum() < min_steps:
+        return None
+    dq, dr = dq[moving], dr[moving]
+    return float((dq * dr).sum() / np.sqrt((dq * dq).sum() * (dr * dr).sum()))
