@@ -340,3 +340,35 @@ def test_duplicates_are_the_cli_json_plus_video_ids(client, idx):
     assert [g["members"] for g in body["groups"]] == [g["members"] for g in cli_json["groups"]]
     assert "keep" in _is_error(client.get("/api/duplicates", params={"keep": "biggest"}), 422)
     _is_error(client.get("/api/duplicates", params={"min_score": 7}), 422)
+
+
+def test_a_server_on_a_postgresql_catalogue_indexes_and_answers_as_the_cli(media_dir, tmp_path, pg_url):
+    import httpx
+
+    from sora_search import Library
+
+    lib_dir, incoming = tmp_path / "library", tmp_path / "incoming"
+    shutil.copytree(media_dir / "library", lib_dir)
+    incoming.mkdir()
+    shutil.move(lib_dir / "pan_a.mp4", incoming / "pan_a.mp4")
+    with Library.open(tmp_path / "idx", encoder="tiny", db=pg_url) as lib:
+        lib.index([lib_dir])
+    assert not (tmp_path / "idx" / "sora.db").exists()
+    with server(tmp_path / "idx", "--db", pg_url, "--allow-root", str(tmp_path)) as url:
+        r = httpx.post(url + "/api/index", json={"paths": [str(incoming)]}, timeout=30)
+        assert r.status_code == 202, r.text
+        job = r.json()
+        deadline = time.monotonic() + 120
+        while job["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.1)
+            job = httpx.get(url + f"/api/jobs/{job['id']}", timeout=30).json()
+        assert job["status"] == "done", job
+        assert httpx.get(url + "/api/info", timeout=30).json()["videos"] == 4
+        with open(media_dir / "probe_a.mp4", "rb") as f:
+            body = httpx.post(url + "/api/query", files={"file": ("probe_a.mp4", f, "video/mp4")},
+                              data={"k": "3"}, timeout=60).json()
+    assert body["matches"][0]["path"] == str(incoming / "pan_a.mp4")
+    cli_json = json.loads(CliRunner().invoke(cli, ["query", str(media_dir / "probe_a.mp4"), "--index",
+                                                   str(tmp_path / "idx"), "--db", pg_url, "-k", "3", "--json"]).output)
+    assert [(m["path"], m["score"]) for m in cli_json["matches"]] == [(m["path"], m["score"]) for m in body["matches"]]
