@@ -17,7 +17,7 @@ from sora_search import Library
 from sora_search.errors import EmptyIndex, EncoderError, EncoderMismatch, IndexLocked, IndexNotFound
 from sora_search.library import write_lock
 from sora_search.params import QueryParams
-from sora_search.embed.views import FULL, HALVES, HFLIP, ROTATIONS, WINDOWS
+from sora_search.embed.views import FULL, HALVES, HFLIP, ROTATIONS
 
 
 on_both = pytest.mark.parametrize("lib", ["sqlite", "postgres"], indirect=True)
@@ -227,6 +227,7 @@ def test_a_probe_seen_whole_is_decoded_as_the_library_was(lib, library_copy, mon
         return real_open(self, p, **kw)
 
     monkeypatch.setattr(DecodeWorker, "open", spy)
+    embedder.forget_probe()  # the probe above is kept: the next pass at S would not decode it again
     embedder.probe(path, [FULL, "left"], timeout_s=60, blank_std=5.0)
     embedder.probe(path, [HFLIP], timeout_s=60, blank_std=5.0)
     size = embedder.encoder.identity.input_size
@@ -236,22 +237,57 @@ def test_a_probe_seen_whole_is_decoded_as_the_library_was(lib, library_copy, mon
 
 @pytest.mark.parametrize("escalate_below, expected", [
     (-1.0, [[FULL]]),
-    (2.0, [[FULL], [HFLIP], [*ROTATIONS, *HALVES, *WINDOWS]]),
+    (2.0, [[FULL], [HFLIP], [*ROTATIONS, *HALVES]]),
 ])
 def test_auto_views_escalate_one_step_at_a_time(lib, library_copy, media_dir, monkeypatch, escalate_below, expected):
+    """Each pass only while nothing scores ``escalate_below``; the probe is decoded once at S for the first two
+    (kept in memory) and once at 2S for the last."""
+    from sora_search.decode import DecodeWorker
     from sora_search.embed import Embedder
 
     lib.index([library_copy])
-    seen = []
-    real = Embedder.probe
+    seen, sides = [], []
+    real, real_open = Embedder.probe, DecodeWorker.open
 
     def spy(self, path, views, **kw):
         seen.append(list(views))
         return real(self, path, views, **kw)
 
+    def spy_open(self, p, **kw):
+        sides.append(kw["size"])
+        return real_open(self, p, **kw)
+
     monkeypatch.setattr(Embedder, "probe", spy)
+    monkeypatch.setattr(DecodeWorker, "open", spy_open)
     lib.query(media_dir / "probe_a.mp4", params=QueryParams(escalate_below=escalate_below))
-    assert seen[:len(expected)] == expected  # then the inset, where the finder reports one
+    assert [[v for v in views if v != "inset"] for views in seen] == expected  # the inset where the finder saw one
+    size = lib._embedder.encoder.identity.input_size
+    assert sides == ([size] if len(expected) == 1 else [size, 2 * size])
+    assert lib._embedder._kept is None  # nothing kept once the query is answered
+
+
+def test_a_kept_probe_is_decoded_again_once_its_file_changes(lib, library_copy, media_dir, tmp_path, monkeypatch):
+    from sora_search.decode import DecodeWorker
+    from sora_search.embed import Embedder
+
+    clip = tmp_path / "clip.mp4"
+    shutil.copy(media_dir / "probe_a.mp4", clip)
+    embedder = Embedder("tiny", device=None, fps=1.0, temporal_radius=1)
+    opened = []
+    real_open = DecodeWorker.open
+    monkeypatch.setattr(DecodeWorker, "open", lambda self, p, **kw: opened.append(p) or real_open(self, p, **kw))
+    first = embedder.probe(clip, [FULL], timeout_s=60, blank_std=5.0)
+    again = embedder.probe(clip, [FULL, HFLIP], timeout_s=60, blank_std=5.0)
+    assert len(opened) == 1
+    np.testing.assert_array_equal(first.vectors[FULL], again.vectors[FULL])
+    shutil.copy(media_dir / "probe_other.mp4", clip)
+    other = embedder.probe(clip, [FULL], timeout_s=60, blank_std=5.0)
+    assert len(opened) == 2 and len(other.timestamps_s) and not np.array_equal(other.vectors[FULL][:1],
+                                                                               first.vectors[FULL][:1])
+    embedder.forget_probe()
+    embedder.probe(clip, [FULL], timeout_s=60, blank_std=5.0)
+    assert len(opened) == 3
+    embedder.close()
 
 
 def test_a_copy_turned_a_quarter_is_found_turned_back(lib, library_copy, media_dir, tmp_path):

@@ -1,5 +1,5 @@
 """Query latency for 10 s probes: warm (a loaded Library) and cold (the CLI), against decoding and encoding the
-probe alone, measured in one run.
+probe alone, measured in one run; and for 30 s probes that match nothing, which every view is looked at.
 
     python benchmarks/speed/query_latency.py --index IDX --media /path/to/media-cache/media [--probes 8]
 
@@ -9,6 +9,11 @@ IDX is an index of the media (for example the one `index_throughput.py` or `sora
 is ``Library.query`` on an already-open library, "cold" is a whole ``sora-search query`` process. "right video
 first" counts the probe's source video only: in the library of ``benchmarks/fetch_media.sh`` the Big Buck Bunny
 trailer's shots are also in the film, so a trailer probe may rightly list the film first.
+
+The no-match probes are 30 s renders of ffmpeg's generators (cellular automata, a Mandelbrot zoom, a Game of Life)
+at 640x360, 25 fps: footage no library holds. A query that finds nothing at the threshold looks at every view of
+``auto`` (mirror, turns, halves, a found inset), so this is its worst case; "matched" counts those that still
+reported a video.
 """
 
 from __future__ import annotations
@@ -26,11 +31,29 @@ from pathlib import Path
 import numpy as np
 
 
+# ffmpeg lavfi sources for the no-match probes.
+NO_MATCH = (
+    "cellauto=s=640x360:rule=110:rate=25",
+    "mandelbrot=s=640x360:rate=25",
+    "life=s=640x360:mold=10:rate=25:ratio=0.1:death_color=#C83232:life_color=#00ff00",
+    "cellauto=s=640x360:rule=30:rate=25:scroll=0",
+)
+
+
+def _floor(lib, path: Path) -> None:
+    """Decode and encode ``path`` once, whole, as a query's first pass does; nothing kept for the next query."""
+    from sora_search.embed.views import FULL
+
+    lib._embedder.probe(path, [FULL], timeout_s=60, blank_std=5.0)
+    lib._embedder.forget_probe()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--index", type=Path, required=True)
     ap.add_argument("--media", type=Path, required=True, help="the media/ folder made by benchmarks/fetch_media.sh")
     ap.add_argument("--probes", type=int, default=8)
+    ap.add_argument("--no-match", type=int, default=4, help="30 s probes of footage no library holds")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/query_latency.json"))
     args = ap.parse_args()
 
@@ -52,7 +75,7 @@ def main() -> None:
         floor, warm, cold, correct = [], [], [], 0
         for probe, truth in probes:
             t = time.perf_counter()
-            lib._embed_file(lib._decode_worker(60), probe)
+            _floor(lib, probe)
             floor.append(time.perf_counter() - t)
             t = time.perf_counter()
             result = lib.query(probe)
@@ -62,6 +85,20 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "sora_search", "query", str(probe), "--index", str(args.index)],
                            check=True, stdout=subprocess.DEVNULL, env=dict(os.environ))
             cold.append(time.perf_counter() - t)
+        nm_floor, nm_fast, nm_auto, nm_matched = [], [], [], 0
+        for i, source in enumerate(NO_MATCH[:args.no_match]):
+            out = Path(tmp) / f"nomatch_{i}.mp4"
+            subprocess.run([ffmpeg, "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", source, "-t", "30",
+                            "-vf", "scale=640:360,format=yuv420p", "-r", "25", "-an", str(out)], check=True)
+            t = time.perf_counter()
+            _floor(lib, out)
+            nm_floor.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            lib.query(out, views="fast")
+            nm_fast.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            nm_matched += bool(lib.query(out).matches)
+            nm_auto.append(time.perf_counter() - t)
 
     def p(xs: list[float], q: float) -> float:
         return float(np.percentile(xs, q))
@@ -74,6 +111,15 @@ def main() -> None:
         "warm_over_floor_p50": p(warm, 50) / p(floor, 50),
         "cold_over_floor_p50": p(cold, 50) / p(floor, 50),
     }
+    if nm_auto:
+        result["no_match"] = {
+            "probes": len(nm_auto), "matched": nm_matched,
+            "floor_s": {"p50": p(nm_floor, 50), "p95": p(nm_floor, 95)},
+            "fast_s": {"p50": p(nm_fast, 50), "p95": p(nm_fast, 95)},
+            "auto_s": {"p50": p(nm_auto, 50), "p95": p(nm_auto, 95)},
+            "auto_over_floor_p50": p(nm_auto, 50) / p(nm_floor, 50),
+            "auto_over_floor_max": max(a / f for a, f in zip(nm_auto, nm_floor)),
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"{len(probes)} probes of 10 s, {correct} with the right video first")
@@ -81,6 +127,13 @@ def main() -> None:
         r = result[f"{name}_s"]
         print(f"{name:5s} p50 {r['p50']:.2f} s  p95 {r['p95']:.2f} s")
     print(f"warm / floor (p50): {result['warm_over_floor_p50']:.2f}x   cold / floor: {result['cold_over_floor_p50']:.2f}x")
+    if nm_auto:
+        nm = result["no_match"]
+        print(f"{nm['probes']} no-match probes of 30 s, {nm['matched']} reported a match")
+        for name in ("floor", "fast", "auto"):
+            r = nm[f"{name}_s"]
+            print(f"{name:5s} p50 {r['p50']:.2f} s  p95 {r['p95']:.2f} s")
+        print(f"auto / floor (p50): {nm['auto_over_floor_p50']:.2f}x   (worst probe {nm['auto_over_floor_max']:.2f}x)")
     print(f"wrote {args.out}")
 
 

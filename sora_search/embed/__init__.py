@@ -12,11 +12,12 @@ no start-up.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,12 +26,18 @@ import numpy as np
 from sora_search._faults import fault_point
 from sora_search.embed.views import FULL, blank_frames, decode_side, make_view
 from sora_search.errors import NoFramesError
-from sora_search.types import VideoInfo
+from sora_search.types import FrameBatch, VideoInfo
 
 if TYPE_CHECKING:
     from sora_search.decode import DecodeWorker
+    from sora_search.decode.worker import DecodedVideo
     from sora_search.embed.inset import Box, InsetFinder
     from sora_search.encoder import Encoder
+
+
+# The most probe frames kept in memory between the passes of one query (a probe at S = 224 px: 150 KB a second,
+# so about 28 minutes of probe).
+PROBE_KEEP_BYTES = 256 << 20
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,6 +79,7 @@ class Embedder:
         self._decode_backend = decode_backend
         self._encoder: Encoder | None = None
         self._worker: DecodeWorker | None = None
+        self._kept: _Kept | None = None  # the last probe decoded at S, for the next pass of the same query
         # Seconds per stage since the last reset: decode (waiting for frames), encode, and what callers add.
         self.timings: defaultdict[str, float] = defaultdict(float)
 
@@ -131,17 +139,25 @@ class Embedder:
               finder: InsetFinder | None = None, box: Box | None = None) -> Embedded:
         """A probe through ``views`` (names of :mod:`sora_search.embed.views`).
 
+        A probe decoded at S is kept in memory (up to ``PROBE_KEEP_BYTES``) until :meth:`forget_probe`, so the
+        next pass of the same query that needs it at S encodes it again without decoding it again.
+
         Args:
             blank_std: a view frame whose luma standard deviation is below this is blank.
-            finder: also sees every frame, decoded at 2S; with no views the probe is decoded only for it.
+            finder: also sees every frame as decoded (at S or 2S); with no views the probe is decoded at 2S only
+                for it.
             box: the rectangle the ``inset`` view cuts out.
 
         Raises:
             VideoError: the probe cannot be decoded, or yields no frame.
         """
         size = self.encoder.identity.input_size
-        side = 2 * size if finder is not None else decode_side(views, size)
+        side = decode_side(views, size) if views else 2 * size
         return self._embed(path, list(views), side, timeout_s=timeout_s, probe_views=(blank_std, finder, box))
+
+    def forget_probe(self) -> None:
+        """Drop the probe frames kept by :meth:`probe`."""
+        self._kept = None
 
     def _embed(self, path: str | Path, names: list[str], side: int, *, timeout_s: float,
                probe_views: tuple[float, InsetFinder | None, Box | None] | None = None) -> Embedded:
@@ -150,20 +166,11 @@ class Embedder:
         ts_parts: list[np.ndarray] = []
         vec_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
         blank_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
-        worker = self.worker(timeout_s)
-        with self.timed("decode"):
-            video = worker.open(path, fps=self.fps, size=side)
-        with video:
+        with self._frames(path, side, timeout_s, keep=probe_views is not None) as (info, batches):
             with self.timed("load"):  # the model, on the first file only: the child decodes ahead meanwhile
                 encoder = self.encoder
             size = encoder.identity.input_size
-            info = video.info
-            batches = iter(video)
-            while True:
-                with self.timed("decode"):  # waiting for the worker; it decodes ahead while we encode
-                    batch = next(batches, None)
-                if batch is None:
-                    break
+            for batch in batches:
                 fault_point("decode")
                 ts_parts.append(batch.timestamps_s)
                 if probe_views is None:
@@ -173,7 +180,7 @@ class Embedder:
                 else:
                     blank_std, finder, box = probe_views
                     if finder is not None:
-                        finder.add(batch.frames)
+                        finder.add(batch.frames, halve=side != size)
                     if names:
                         with self.timed("encode"):
                             self._encode_views(batch.frames, names, box, size, blank_std, vec_parts, blank_parts)
@@ -185,6 +192,42 @@ class Embedder:
                   for v, parts in vec_parts.items()}
         return Embedded(info, np.concatenate(ts_parts), pooled, blank)
 
+    @contextmanager
+    def _frames(self, path: str | Path, side: int, timeout_s: float, *,
+                keep: bool) -> Iterator[tuple[VideoInfo, Iterator[FrameBatch]]]:
+        """The file's frames at ``side``: from the probe kept by an earlier call (same file, unchanged, same side)
+        or from the decode worker; with ``keep``, a probe decoded at S whole and within PROBE_KEEP_BYTES is kept."""
+        from sora_search.encoder import encoder_identity
+
+        key = _probe_key(path, side, self.fps) if keep and side == encoder_identity(self.encoder_name).input_size \
+            else None
+        if key is not None and self._kept is not None and self._kept.key == key:
+            yield self._kept.info, iter(self._kept.batches)
+            return
+        worker = self.worker(timeout_s)
+        with self.timed("decode"):
+            video = worker.open(path, fps=self.fps, size=side)
+        with video:
+            kept = _Kept(key, video.info) if key is not None else None
+            yield video.info, self._decoded(video, kept)
+        if kept is not None and kept.complete:
+            self._kept = kept
+
+    def _decoded(self, video: DecodedVideo, kept: _Kept | None) -> Iterator[FrameBatch]:
+        """The worker's batches as they come (timed as decode), also kept in ``kept`` while they fit."""
+        batches = iter(video)
+        while True:
+            with self.timed("decode"):  # waiting for the worker; it decodes ahead while we encode
+                batch = next(batches, None)
+            if batch is None:
+                if kept is not None:
+                    kept.complete = kept.nbytes <= PROBE_KEEP_BYTES
+                return
+            if kept is not None and kept.nbytes <= PROBE_KEEP_BYTES:
+                kept.nbytes += batch.frames.nbytes
+                kept.batches.append(batch)
+            yield batch
+
     def _encode_views(self, frames: np.ndarray, names: list[str], box: Box | None, size: int, blank_std: float,
                       vec_parts: dict[str, list[np.ndarray]], blank_parts: dict[str, list[np.ndarray]]) -> None:
         """Cut every view of ``frames`` and encode them all in one batch."""
@@ -194,3 +237,23 @@ class Embedder:
         for v, part, mask in zip(names, vecs, masks):
             vec_parts[v].append(part)
             blank_parts[v].append(mask)
+
+
+@dataclass(eq=False)
+class _Kept:
+    """A probe's frames at S, kept for the next pass of the same query (see :meth:`Embedder.probe`)."""
+
+    key: tuple[str, int, int, int, float]
+    info: VideoInfo
+    batches: list[FrameBatch] = field(default_factory=list)
+    nbytes: int = 0
+    complete: bool = False
+
+
+def _probe_key(path: str | Path, side: int, fps: float) -> tuple[str, int, int, int, float] | None:
+    """What a kept probe must match: the file (path, size, modification time), the side and the sampling rate."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return str(Path(path).resolve()), st.st_size, st.st_mtime_ns, side, fps

@@ -58,11 +58,12 @@ class InsetFinder:
         self._vertical: np.ndarray | None = None    # (S, S-1): edge between columns c and c+1
         self._horizontal: np.ndarray | None = None  # (S-1, S): edge between rows r and r+1
 
-    def add(self, frames: np.ndarray) -> None:
-        """Take frames decoded at 2S: (n, 2S, 2S, 3) uint8 RGB (as :func:`sora_search.views.make_view` takes)."""
+    def add(self, frames: np.ndarray, *, halve: bool = True) -> None:
+        """Take frames decoded at 2S, (n, 2S, 2S, 3) uint8 RGB (as :func:`sora_search.views.make_view` takes), or
+        with ``halve=False`` frames decoded at S."""
         if frames.ndim != 4 or frames.shape[1] != frames.shape[2] or frames.shape[1] % 2 or frames.shape[3] != 3:
-            raise ValueError(f"InsetFinder needs (n, 2S, 2S, 3) frames, got shape {frames.shape}")
-        for grey in _grey_half(frames):
+            raise ValueError(f"InsetFinder needs (n, 2S, 2S, 3) or (n, S, S, 3) frames, got shape {frames.shape}")
+        for grey in _grey_half(frames) if halve else luma(frames).astype(np.float32):
             self._buffer.append(grey)
             self._pending += 1
             if len(self._buffer) == self._stretch:

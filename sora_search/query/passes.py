@@ -1,10 +1,10 @@
 """A query: the probe seen through passes of views, each view searched, normalised and aligned per video; then ranked.
 
 ``views="auto"`` looks at the whole frame first; only while no video scores ``escalate_below`` does it look at the
-mirrored frame, and after that at the turned frame, halves, windows and a found inset. Each video keeps its best
-view; a region view scores ``region_penalty`` less, the inset ``inset_penalty`` less. Every match but the best then
-loses ``runner_up_gap`` of its gap to the best: a video far behind the probe's best match more likely shows the same
-kind of scene than the clip. Before that, the best ``motion_candidates`` matches move by how well the probe's changes
+mirrored frame, and after that at the turned frame, its halves and a found inset (:func:`run`). Each video keeps its
+best view; a region view scores ``region_penalty`` less, the inset ``inset_penalty`` less. Every match but the best
+then loses ``runner_up_gap`` of its gap to the best: a video far behind the probe's best match more likely shows the
+same kind of scene than the clip. Before that, the best ``motion_candidates`` matches move by how well the probe's changes
 agree with the matched stretch's (:mod:`sora_search.query.motion`): a copy changes as its original does, another
 stretch of the same recording does not.
 """
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sora_search.embed.inset import InsetFinder
-from sora_search.embed.views import FULL, HFLIP, INSET, REGION_VIEWS, VIEW_SETS
+from sora_search.embed.views import FULL, HALVES, HFLIP, INSET, REGION_VIEWS, ROTATIONS, VIEW_SETS
 from sora_search.params import QueryParams
 from sora_search.query.align import align, group_hits, novelty_weights
 from sora_search.query.background import background
@@ -46,7 +46,7 @@ class Ranked:
 
 
 def view_passes(views: str | Sequence[str]) -> list[tuple[str, ...]]:
-    """The passes a probe is looked at in, in order, for ``QueryParams.views``.
+    """The passes a probe is looked at in, in order, for ``QueryParams.views`` (``auto``: see :func:`run`).
 
     Raises:
         ValueError: an unknown view set name.
@@ -54,7 +54,7 @@ def view_passes(views: str | Sequence[str]) -> list[tuple[str, ...]]:
     if not isinstance(views, str):
         return [tuple(views)]
     if views == "auto":
-        return [(FULL,), (HFLIP,), VIEW_SETS["regions"]]
+        return [(FULL,), (HFLIP,), ROTATIONS + HALVES + (INSET,)]
     if views not in VIEW_SETS:
         raise ValueError(f"unknown view set {views!r}; choose auto or one of {sorted(VIEW_SETS)}")
     return [VIEW_SETS[views]]
@@ -166,22 +166,44 @@ def _penalty(view: str, params: QueryParams) -> float:
 def run(clip: str | Path, embedder: Embedder, search: ProbeSearch, params: QueryParams) -> list[Ranked]:
     """Look at ``clip`` pass by pass (see :func:`view_passes`), stopping once a pass found a good enough match.
 
+    ``auto`` looks at the whole frame; only while no video scores ``escalate_below``, at the mirror image, while an
+    :class:`InsetFinder` watches; then at the frame turned by quarter turns, its halves and the inset the finder saw,
+    if any. The first two passes decode the probe once at S (the embedder keeps it in memory), the last once at 2S.
+    A view set is looked at in one pass.
+
     Raises:
         VideoError: the clip cannot be decoded. ValueError: an unknown view or view set.
     """
+    passes = view_passes(params.views)
     timeout_s, blank_std = params.decode_timeout_s, params.blank_std
-    for n_pass, view_names in enumerate(view_passes(params.views)):
-        top = search.top()
-        if n_pass and top is not None and top >= params.escalate_below:
-            break
-        # The inset view needs the whole probe seen first (InsetFinder), so it is encoded in a decode of its own,
-        # after the pass that found it, and only when there is an inset to cut out.
-        finder = InsetFinder() if INSET in view_names else None
-        plain = [v for v in view_names if v != INSET]
-        search.add(embedder.probe(clip, plain, timeout_s=timeout_s, blank_std=blank_std, finder=finder))
-        box = finder.find(params.inset_min_strength) if finder is not None else None
-        if box is not None:
-            logger.debug("%s: inset at x=%.2f y=%.2f w=%.2f h=%.2f (strength %.1f)", clip, box.x, box.y, box.w,
-                         box.h, box.strength)
-            search.add(embedder.probe(clip, [INSET], timeout_s=timeout_s, blank_std=blank_std, box=box))
-    return search.ranked()
+    try:
+        if params.views != "auto":
+            _look(clip, embedder, search, params, passes[0])
+            return search.ranked()
+        finder = InsetFinder()
+        for n_pass, views in enumerate(passes):
+            top = search.top()
+            if n_pass and top is not None and top >= params.escalate_below:
+                break
+            box = finder.find(params.inset_min_strength) if INSET in views else None
+            views = tuple(v for v in views if v != INSET or box is not None)
+            search.add(embedder.probe(clip, views, timeout_s=timeout_s, blank_std=blank_std,
+                                      finder=finder if views == (HFLIP,) else None, box=box))
+        return search.ranked()
+    finally:
+        embedder.forget_probe()
+
+
+def _look(clip: str | Path, embedder: Embedder, search: ProbeSearch, params: QueryParams,
+          view_names: Sequence[str]) -> None:
+    """One pass through ``view_names``. The inset view needs the whole probe seen first (InsetFinder), so it is
+    encoded in a decode of its own, after the pass that found it, and only when there is an inset to cut out."""
+    timeout_s, blank_std = params.decode_timeout_s, params.blank_std
+    finder = InsetFinder() if INSET in view_names else None
+    plain = [v for v in view_names if v != INSET]
+    search.add(embedder.probe(clip, plain, timeout_s=timeout_s, blank_std=blank_std, finder=finder))
+    box = finder.find(params.inset_min_strength) if finder is not None else None
+    if box is not None:
+        logger.debug("%s: inset at x=%.2f y=%.2f w=%.2f h=%.2f (strength %.1f)", clip, box.x, box.y, box.w,
+                     box.h, box.strength)
+        search.add(embedder.probe(clip, [INSET], timeout_s=timeout_s, blank_std=blank_std, box=box))
