@@ -2,12 +2,12 @@
 
     python benchmarks/speed/ray_scaling.py --media /path/to/media-cache/media [--seconds 150] [--workers 1 2]
 
-Picks files from ``video_real/`` (sorted by path) until they hold ``--seconds`` of video, indexes them into a fresh
-index in this process (``Library.index``), then once per ``--workers`` value on a fresh local Ray cluster of
-``workers + 1`` logical CPUs: ``workers`` CPU encoder actors (``RayParams.encoders``, one CPU and one torch thread
-each) and one decode task at a time (``Library.index(..., ray="auto")``). Reports, for each run, the wall time of
-the index call (the cluster already up, its start time apart), the overhead ratio against one process (run first and
-again last; the faster is the baseline), the
+Picks files from ``video_real/``, then ``video_animated/`` and ``video_derived/`` (each sorted by path) until they
+hold ``--seconds`` of video, indexes them into a fresh index in this process (``Library.index``), then once per
+``--workers`` value on a fresh local Ray cluster of ``workers + 1`` logical CPUs: ``workers`` CPU encoder actors
+(``RayParams.encoders``, one CPU and one torch thread each) and one decode task at a time (``Library.index(...,
+ray="auto")``). Reports, for each run, the wall time of the index call (the cluster already up, its start time
+apart), the overhead ratio against one process (run first and again last; the faster is the baseline), the
 worker-seconds spent decoding and encoding, and the driver's seconds committing (store, FAISS), from which the
 decode rate per decode task and the commit rate are derived. All runs use the CPU.
 """
@@ -28,7 +28,8 @@ def pick(media: Path, seconds: float) -> tuple[list[Path], float]:
     from sora_search.scan import walk
 
     chosen, total = [], 0.0
-    for entry in walk([media / "video_real"]).files:
+    entries = [e for folder in ("video_real", "video_animated", "video_derived") for e in walk([media / folder]).files]
+    for entry in entries:
         try:
             with av.open(entry.path) as c:
                 duration = float(c.duration or 0) / 1e6
