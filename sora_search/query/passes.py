@@ -4,9 +4,9 @@
 mirrored frame, and after that at the turned frame, its halves and a found inset (:func:`run`). Each video keeps its
 best view; a region view scores ``region_penalty`` less, the inset ``inset_penalty`` less. Every match but the best
 then loses ``runner_up_gap`` of its gap to the best: a video far behind the probe's best match more likely shows the
-same kind of scene than the clip. Before that, the best ``motion_candidates`` matches move by how well the probe's changes
-agree with the matched stretch's (:mod:`sora_search.query.motion`): a copy changes as its original does, another
-stretch of the same recording does not.
+same kind of scene than the clip. Before that, the best ``motion_candidates`` matches move by how well the probe's
+changes agree with the matched stretch's (:mod:`sora_search.query.motion`): a copy changes as its original does,
+another stretch of the same recording does not.
 """
 
 from __future__ import annotations
