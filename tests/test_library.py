@@ -287,6 +287,11 @@ def test_a_kept_probe_is_decoded_again_once_its_file_changes(lib, library_copy, 
     embedder.forget_probe()
     embedder.probe(clip, [FULL], timeout_s=60, blank_std=5.0)
     assert len(opened) == 3
+    monkeypatch.setattr("sora_search.embed.PROBE_KEEP_BYTES", 1000)  # a probe too long to keep is decoded each time
+    embedder.forget_probe()
+    embedder.probe(clip, [FULL], timeout_s=60, blank_std=5.0)
+    embedder.probe(clip, [FULL], timeout_s=60, blank_std=5.0)
+    assert len(opened) == 5 and embedder._kept is None
     embedder.close()
 
 

@@ -201,7 +201,7 @@ class Embedder:
 
         key = _probe_key(path, side, self.fps) if keep and side == encoder_identity(self.encoder_name).input_size \
             else None
-        if key is not None and self._kept is not None and self._kept.key == key:
+        if key is not None and self._kept is not None and self._kept.key == key and self._kept.batches is not None:
             yield self._kept.info, iter(self._kept.batches)
             return
         worker = self.worker(timeout_s)
@@ -221,11 +221,14 @@ class Embedder:
                 batch = next(batches, None)
             if batch is None:
                 if kept is not None:
-                    kept.complete = kept.nbytes <= PROBE_KEEP_BYTES
+                    kept.complete = kept.batches is not None
                 return
-            if kept is not None and kept.nbytes <= PROBE_KEEP_BYTES:
+            if kept is not None and kept.batches is not None:
                 kept.nbytes += batch.frames.nbytes
-                kept.batches.append(batch)
+                if kept.nbytes <= PROBE_KEEP_BYTES:
+                    kept.batches.append(batch)
+                else:  # too long to keep: let go of what was kept so far
+                    kept.batches = None
             yield batch
 
     def _encode_views(self, frames: np.ndarray, names: list[str], box: Box | None, size: int, blank_std: float,
@@ -245,7 +248,7 @@ class _Kept:
 
     key: tuple[str, int, int, int, float]
     info: VideoInfo
-    batches: list[FrameBatch] = field(default_factory=list)
+    batches: list[FrameBatch] | None = field(default_factory=list)  # None once it outgrew PROBE_KEEP_BYTES
     nbytes: int = 0
     complete: bool = False
 
