@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import struct
 import subprocess
 import sys
+import tracemalloc
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +16,7 @@ import pytest
 from sora_search.errors import IndexNotFound, StoreError
 from sora_search.index import (FP16_MIN_VECTORS, GPU_MAX_K, VectorIndex, choose_encoding, choose_nlist,
                                 choose_nprobe, faiss_gpu_count, faiss_gpu_for)
+from sora_search.index.gpu import faiss
 from tests.conftest import FakeGpuFaiss
 
 DIM = 32
@@ -129,6 +134,42 @@ def test_save_load_round_trip(tmp_path: Path, data: tuple[np.ndarray, np.ndarray
     assert generation == 18 and again.ntotal == len(ids) - 10
     assert sorted(p.name for p in path.parent.iterdir()) == ["vectors.faiss"]
     assert loaded.nbytes() > len(ids) * DIM * 4 - 10 * DIM * 4
+
+
+def test_save_and_load_stream_the_file(tmp_path: Path) -> None:
+    """A large index is written and read in chunks: no whole copy of it is made in memory on either side."""
+    corpus = _unit(np.random.default_rng(3).standard_normal((40_000, 128)))
+    index = VectorIndex.build(128, corpus[:4000], nlist=32)
+    index.add(np.arange(len(corpus), dtype=np.int64), corpus)
+    path = tmp_path / "big.faiss"
+    tracemalloc.start()
+    try:
+        index.save(path, generation=1)
+        _, saving = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        loaded, _ = VectorIndex.load(path)
+        _, loading = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = path.stat().st_size
+    assert size > corpus.nbytes
+    assert saving < size / 4 and loading < size / 4, (saving, loading, size)
+    np.testing.assert_array_equal(loaded.search(corpus[:20], 5)[1], index.search(corpus[:20], 5)[1])
+
+
+def test_files_in_the_unpadded_layout_still_load(tmp_path: Path,
+                                                data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """Files saved before the header's room was reserved (header JSON exactly as long as its text) read the same."""
+    corpus, ids, queries = data
+    index = _built(corpus, ids)
+    payload = faiss().serialize_index(index._index).tobytes()
+    header = json.dumps({"generation": 5, "format": 1, "payload_bytes": len(payload),
+                         "crc32": zlib.crc32(payload)}).encode()
+    path = tmp_path / "old.faiss"
+    path.write_bytes(b"SORAIDX1" + struct.pack("<Q", len(header)) + header + payload)
+    loaded, generation = VectorIndex.load(path)
+    assert generation == 5
+    np.testing.assert_array_equal(loaded.search(queries, 5)[1], index.search(queries, 5)[1])
 
 
 def test_failed_save_leaves_no_temp_file(tmp_path: Path, data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:

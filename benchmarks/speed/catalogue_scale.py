@@ -12,7 +12,8 @@ Then, with the store closed and reopened:
   over the hours of video its vectors stand for (N / 3600 at 1 frame per second);
 * **read**: one pass of ``Store.iter_vectors`` (what every rebuild reads: ids and float16 vectors decoded to float32);
 * **rebuild**: ``Library.check(repair=True)`` with no FAISS file: read, fit the projection, train the IVF, add every
-  vector, save (the work a machine does when its FAISS copy is missing or stale).
+  vector, save (the work a machine does when its FAISS copy is missing or stale), then the check reading it back;
+* **peak RSS**: the process's resident peak by the end (one backend per run for a peak that is its own).
 
 PostgreSQL runs on a throwaway local server (tests/pg.py, fsync on, unix socket) unless ``--db`` names an empty
 database. Both run on the same machine and disk, after the writes (the OS file cache is warm for both). Writes
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -81,6 +83,8 @@ def measure(kind: str, location: Path, db: str | None, n: int, video_s: int, fai
             out["rebuild_s"] = time.perf_counter() - start
             assert report.ok and report.faiss_vectors == n, report
             out["faiss_bytes"] = (location / "vectors.faiss").stat().st_size
+    # The process's peak so far: run one backend per invocation for a peak that is that backend's alone.
+    out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return out
 
 
@@ -119,11 +123,11 @@ def main() -> None:
     scale = args.extrapolate / args.n
     print(f"\n{args.n} vectors measured; the last three columns are EXTRAPOLATED linearly to {args.extrapolate}")
     print(f"{'backend':<9} {'write s':>8} {'MiB/hour':>9} {'read s':>7} {'rebuild s':>9} "
-          f"{'GiB @X':>8} {'read s @X':>10} {'rebuild s @X':>12}")
+          f"{'peak GiB':>8} {'GiB @X':>8} {'read s @X':>10} {'rebuild s @X':>12}")
     for r in results:
         rebuild = r.get("rebuild_s", float("nan"))
         print(f"{r['backend']:<9} {r['write_s']:8.1f} {r['bytes_per_hour'] / 2**20:9.2f} {r['read_s']:7.2f} "
-              f"{rebuild:9.1f} {r['store_bytes'] * scale / 2**30:8.1f} {r['read_s'] * scale:10.0f} "
+              f"{rebuild:9.1f} {r['peak_rss_bytes'] / 2**30:8.2f} {r['store_bytes'] * scale / 2**30:8.1f} {r['read_s'] * scale:10.0f} "
               f"{rebuild * scale:12.0f}")
     raw = encoder_identity(DEFAULT_ENCODER).dim * 2 * 3600
     print(f"(payload alone: {raw / 2**20:.2f} MiB per hour of video at 1 vector/s, float16)")

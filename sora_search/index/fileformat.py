@@ -2,11 +2,13 @@
 
 Layout::
 
-    b"SORAIDX1" | u64 little-endian header length | JSON header | faiss.serialize_index bytes
+    b"SORAIDX1" | u64 little-endian header length | JSON header (space-padded) | faiss.write_index bytes
 
 The JSON header holds ``generation`` (the store generation the file reflects), the payload length and its CRC-32,
-so truncation and bit rot are detected before FAISS parses anything. A write goes to a temp file in the same folder,
-is fsynced, renamed over the target, and the folder fsynced.
+so truncation and bit rot are detected before FAISS parses anything. The payload streams to and from the file in
+chunks, so saving or loading an index never holds a second copy of it in memory: the header's room is reserved
+first and filled in once the payload's length and checksum are known. A write goes to a temp file in the same
+folder, is fsynced, renamed over the target, and the folder fsynced.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import os
 import struct
 import tempfile
 import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sora_search._faults import fault_point
 from sora_search.errors import IndexNotFound, StoreError
@@ -25,17 +29,39 @@ from sora_search.errors import IndexNotFound, StoreError
 MAGIC = b"SORAIDX1"
 FORMAT_VERSION = 1
 REPAIR_HINT = "run `sora-search check --repair` to rebuild it from the database"
+CHUNK = 1 << 20  # bytes checksummed per read
+
+Sink = Callable[[bytes], int]
 
 
-def write(path: str | Path, header: dict[str, Any], payload: memoryview) -> None:
-    """Write ``header`` (JSON-able; format, length and checksum are added) and ``payload`` to ``path`` atomically."""
-    full = {**header, "format": FORMAT_VERSION, "payload_bytes": len(payload), "crc32": zlib.crc32(payload)}
-    encoded = json.dumps(full, sort_keys=True).encode()
-    atomic_write_bytes(path, [MAGIC, struct.pack("<Q", len(encoded)), encoded, payload])
+def write(path: str | Path, header: dict[str, Any], fill: Callable[[Sink], None]) -> None:
+    """Write ``header`` (JSON-able; format, length and checksum are added) and a payload to ``path`` atomically.
+
+    ``fill(sink)`` produces the payload by calling ``sink(chunk)`` as often as it likes.
+    """
+    base = {**header, "format": FORMAT_VERSION}
+    # Room for the header with the widest length and checksum it can get, in whole 4 KiB blocks.
+    widest = json.dumps({**base, "payload_bytes": 2**64 - 1, "crc32": 2**32 - 1}, sort_keys=True).encode()
+    room = -(-len(widest) // 4096) * 4096
+    with atomic_file(path) as f:
+        f.write(MAGIC + struct.pack("<Q", room) + b" " * room)
+        crc, size = 0, 0
+
+        def sink(chunk: bytes) -> int:
+            nonlocal crc, size
+            crc, size = zlib.crc32(chunk, crc), size + len(chunk)
+            return f.write(chunk)
+
+        fill(sink)
+        f.seek(len(MAGIC) + 8)
+        f.write(json.dumps({**base, "payload_bytes": size, "crc32": crc}, sort_keys=True).encode().ljust(room))
+        f.seek(0, os.SEEK_END)
 
 
-def read(path: str | Path) -> tuple[dict[str, Any], memoryview]:
-    """The header and payload of a file made by :func:`write`, checked for length and checksum.
+@contextmanager
+def open_payload(path: str | Path) -> Iterator[tuple[dict[str, Any], BinaryIO]]:
+    """The header of a file made by :func:`write`, and the file positioned at its payload, after the payload was
+    checked for length and checksum (read in chunks, never whole).
 
     Raises:
         IndexNotFound: no file at ``path``.
@@ -43,19 +69,32 @@ def read(path: str | Path) -> tuple[dict[str, Any], memoryview]:
     """
     p = Path(path)
     try:
-        data = p.read_bytes()
+        f = p.open("rb")
     except FileNotFoundError as e:
         raise IndexNotFound(f"no FAISS index file at {p}; {REPAIR_HINT}") from e
     except OSError as e:
         raise StoreError(f"cannot read the FAISS index {p}: {e}; {REPAIR_HINT}") from e
-    if len(data) < len(MAGIC) + 8 or not data.startswith(MAGIC):
+    with f:
+        try:
+            header, start = _check(p, f)
+        except OSError as e:
+            raise StoreError(f"cannot read the FAISS index {p}: {e}; {REPAIR_HINT}") from e
+        f.seek(start)
+        yield header, f
+
+
+def _check(p: Path, f: BinaryIO) -> tuple[dict[str, Any], int]:
+    """The header and the payload's offset, once length and checksum hold."""
+    total = os.fstat(f.fileno()).st_size
+    lead = f.read(len(MAGIC) + 8)
+    if len(lead) < len(MAGIC) + 8 or not lead.startswith(MAGIC):
         raise corrupt(p, "not a sora-search index file")
-    (hlen,) = struct.unpack_from("<Q", data, len(MAGIC))
-    start = len(MAGIC) + 8
-    if start + hlen > len(data):
+    (hlen,) = struct.unpack_from("<Q", lead, len(MAGIC))
+    start = len(MAGIC) + 8 + hlen
+    if start > total:
         raise corrupt(p, "truncated header")
     try:
-        header = json.loads(data[start : start + hlen])
+        header = json.loads(f.read(hlen))
         int(header["generation"])
         payload_bytes = int(header["payload_bytes"])
         crc = int(header["crc32"])
@@ -64,12 +103,15 @@ def read(path: str | Path) -> tuple[dict[str, Any], memoryview]:
         raise corrupt(p, f"bad header: {e}") from e
     if fmt != FORMAT_VERSION:
         raise corrupt(p, f"file format {fmt}, this sora-search reads {FORMAT_VERSION}")
-    payload = memoryview(data)[start + hlen :]
-    if len(payload) != payload_bytes:
-        raise corrupt(p, f"{len(payload)} payload bytes, expected {payload_bytes} (truncated?)")
-    if zlib.crc32(payload) != crc:
+    if total - start != payload_bytes:
+        raise corrupt(p, f"{total - start} payload bytes, expected {payload_bytes} (truncated?)")
+    seen, buf = 0, bytearray(CHUNK)
+    view = memoryview(buf)
+    while n := f.readinto(buf):
+        seen = zlib.crc32(view[:n], seen)
+    if seen != crc:
         raise corrupt(p, "checksum mismatch")
-    return header, payload
+    return header, start
 
 
 def corrupt(path: str | Path, why: str) -> StoreError:
@@ -87,15 +129,16 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | Path, chunks: list[bytes | memoryview]) -> None:
-    """Write ``chunks`` to ``path`` atomically: temp file in the same directory, fsync, rename, fsync dir."""
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """A file to write that replaces ``path`` atomically once the block ends without error: a temp file in the same
+    directory, fsynced, renamed over the target, the directory fsynced. An error leaves ``path`` as it was."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
+        with os.fdopen(fd, "w+b") as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         fault_point("faiss")

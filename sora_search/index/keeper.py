@@ -215,17 +215,20 @@ class IndexKeeper:
 
     def repair(self) -> None:
         """Make the FAISS file hold exactly the stored vectors, through the store's projection (fitting one only when
-        the first run never got to it): the answers are those of a run that was never interrupted."""
+        the first run never got to it): the answers are those of a run that was never interrupted. The index is not
+        kept in memory afterwards."""
         self._index = None
         meta = self._store.meta()
         if meta is None or self._store.vector_count() == 0:
             return
         if meta.projection is None:
             self.rebuild()
-            return
-        self.open_for_write()
-        assert self._index is not None
-        self._save(self._index, Stamp.of(meta))
+        else:
+            self.open_for_write()
+            assert self._index is not None
+            self._save(self._index, Stamp.of(meta))
+        # The file is the result: let the index go, so the check that reads it back does not hold two copies.
+        self._index = self._projection = None
 
     def adopt_unstamped(self, sample: int = 512) -> str | None:
         """Stamp a FAISS file written before files carried their index's id, if it is exactly the store's: the same

@@ -236,10 +236,11 @@ class VectorIndex:
         tie the file to its store: see :class:`sora_search.index.keeper.Stamp`)."""
         if generation < 0:
             raise ValueError(f"generation must be >= 0, got {generation}")
-        payload = memoryview(faiss().serialize_index(self._index)).cast("B")
+        fx = faiss()
         header = {**(stamp or {}), "generation": int(generation), "ntotal": self.ntotal, "dim": self.dim,
                   "nlist": self.nlist, "nprobe": self.nprobe, "encoding": self.encoding}
-        fileformat.write(path, header, payload)
+        # Streamed to the file: a large index is never serialized whole in memory.
+        fileformat.write(path, header, lambda sink: fx.write_index(self._index, fx.PyCallbackIOWriter(sink)))
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[VectorIndex, int]:
@@ -258,12 +259,12 @@ class VectorIndex:
             IndexNotFound: no file at ``path``.
             StoreError: the file is truncated, corrupt or not a sora-search index.
         """
-        header, payload = fileformat.read(path)
         fx = faiss()
-        try:
-            index = fx.deserialize_index(np.frombuffer(payload, dtype=np.uint8))
-        except RuntimeError as e:
-            raise fileformat.corrupt(path, f"faiss could not read it: {e}") from e
+        with fileformat.open_payload(path) as (header, f):
+            try:
+                index = fx.read_index(fx.PyCallbackIOReader(f.read))
+            except RuntimeError as e:
+                raise fileformat.corrupt(path, f"faiss could not read it: {e}") from e
         fp16 = isinstance(index, fx.IndexIVFScalarQuantizer) and index.sq.qtype == fx.ScalarQuantizer.QT_fp16
         if not (isinstance(index, fx.IndexIVFFlat) or fp16) or index.metric_type != fx.METRIC_INNER_PRODUCT:
             raise fileformat.corrupt(path, "expected an IVF-Flat or IVF-SQfp16 inner-product index, found "
