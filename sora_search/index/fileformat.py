@@ -13,6 +13,7 @@ folder, is fsynced, renamed over the target, and the folder fsynced.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -59,7 +60,7 @@ def write(path: str | Path, header: dict[str, Any], fill: Callable[[Sink], None]
 
 
 @contextmanager
-def open_payload(path: str | Path) -> Iterator[tuple[dict[str, Any], BinaryIO]]:
+def open_payload(path: str | Path) -> Iterator[tuple[dict[str, Any], io.BufferedReader]]:
     """The header of a file made by :func:`write`, and the file positioned at its payload, after the payload was
     checked for length and checksum (read in chunks, never whole).
 
@@ -83,7 +84,7 @@ def open_payload(path: str | Path) -> Iterator[tuple[dict[str, Any], BinaryIO]]:
         yield header, f
 
 
-def _check(p: Path, f: BinaryIO) -> tuple[dict[str, Any], int]:
+def _check(p: Path, f: io.BufferedReader) -> tuple[dict[str, Any], int]:
     """The header and the payload's offset, once length and checksum hold."""
     total = os.fstat(f.fileno()).st_size
     lead = f.read(len(MAGIC) + 8)
