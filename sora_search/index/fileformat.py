@@ -35,7 +35,7 @@ CHUNK = 1 << 20  # bytes checksummed per read
 Sink = Callable[[bytes], int]
 
 
-def write(path: str | Path, header: dict[str, Any], fill: Callable[[Sink], None]) -> None:
+def write(path: str | Path, header: dict[str, Any], fill: Callable[[Sink], object]) -> None:
     """Write ``header`` (JSON-able; format, length and checksum are added) and a payload to ``path`` atomically.
 
     ``fill(sink)`` produces the payload by calling ``sink(chunk)`` as often as it likes.
