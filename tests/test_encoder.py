@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from sora_search.encoder import ENCODERS, Encoder, EncoderIdentity, load_encoder
+from sora_search.encoder.base import padded_size
 from sora_search.errors import EncoderError
 
 torch = pytest.importorskip("torch")
@@ -326,6 +327,18 @@ def test_tiny_encoder() -> None:
     assert enc.embed(np.zeros((0, 32, 32, 3), np.uint8)).shape == (0, 64)
 
 
+def test_short_batches_are_padded_to_few_shapes_without_changing_their_vectors(frames: dict[str, np.ndarray]) -> None:
+    # CUDA pads a short batch (cuDNN chooses kernels per shape); the black frames added must not touch the real ones.
+    assert [padded_size(n, 128) for n in (1, 2, 3, 5, 64, 65, 127, 128)] == [1, 2, 4, 8, 64, 128, 128, 128]
+    assert padded_size(200, 128) == 200 and padded_size(3, 6) == 4 and padded_size(5, 6) == 6
+    enc = load_encoder("sora-lite0", device="cpu")
+    batch = torch.from_numpy(np.stack(list(frames.values()))[:3])
+    with torch.inference_mode():
+        alone, padded = enc._embed_batch(batch), enc._embed_padded(batch, 8)
+    assert padded.shape == alone.shape
+    torch.testing.assert_close(padded, alone, atol=1e-4, rtol=1e-4)
+
+
 # --- GPU -----------------------------------------------------------------------------------------------------------
 
 
@@ -343,6 +356,10 @@ def test_cuda_fp16_matches_cpu(frames: dict[str, np.ndarray]) -> None:
         np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-4)
         cos = (a * b).sum(axis=1)
         assert cos.min() > 0.99, (name, cos)
+        # Past one batch, with a short (padded) tail: each frame's vector is the one it has alone.
+        long = np.concatenate([batch] * (131 // len(batch) + 1))[:131]
+        tail = gpu.embed(long)[-3:]  # 131 = 128 + 3, run padded to 4
+        assert ((tail * b[[(131 - 3 + i) % len(batch) for i in range(3)]]).sum(axis=1) > 0.99).all(), name
 
 
 @pytest.mark.parametrize("before, expected", [("", "1"), ("THP_MEM_ALLOC_ENABLE=0", "0"), ("import torch", None)])

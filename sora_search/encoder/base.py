@@ -89,6 +89,11 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     return (v / np.maximum(norms, _NORM_EPS)).astype(np.float32, copy=False)
 
 
+def padded_size(n: int, batch_size: int) -> int:
+    """The batch a short batch of ``n`` frames runs at on CUDA: the next power of two, at most ``batch_size``."""
+    return max(n, min(batch_size, 1 << max(n - 1, 0).bit_length()))
+
+
 class Encoder(ABC):
     """Frames in, one L2-normalised descriptor per frame out.
 
@@ -164,11 +169,22 @@ class Encoder(ABC):
         with torch.inference_mode():
             tensor = torch.from_numpy(batch).to(self.device, non_blocking=True)
             if tensor.device.type == "cuda":
+                # cuDNN chooses its kernels for each new input shape, at a cost above many batches' work: a short
+                # batch is padded to a power of two (at most batch_size), so a whole run meets a handful of shapes.
                 with torch.autocast("cuda", dtype=torch.float16):
-                    result = self._embed_batch(tensor)
+                    result = self._embed_padded(tensor, padded_size(len(tensor), self.batch_size))
             else:
                 result = self._embed_batch(tensor)
             return result.float().cpu().numpy()
+
+    def _embed_padded(self, tensor: torch.Tensor, size: int) -> torch.Tensor:
+        """:meth:`_embed_batch` of ``tensor`` padded with black frames to ``size`` rows, cut back to its own rows."""
+        import torch
+
+        n = tensor.shape[0]
+        if size > n:
+            tensor = torch.cat([tensor, tensor.new_zeros((size - n, *tensor.shape[1:]))])
+        return self._embed_batch(tensor)[:n]
 
     @abstractmethod
     def _embed_batch(self, batch_uint8_nhwc: torch.Tensor | Any) -> torch.Tensor | Any:
