@@ -145,6 +145,9 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 @click.option("--timeout", "timeout_s", type=_FiniteFloat(min=1), default=_INDEX.decode_timeout_s,
               show_default=True,
               help="Seconds a decoder may stall on one file before it is stopped and the file skipped.")
+@click.option("--decode-workers", type=click.IntRange(min=0), default=_INDEX.decode_workers,
+              help="Files decoded at once, each in its own process. Default (0): one while the encoder runs on the "
+                   "CPU, half the CPUs (up to 8) when it runs on a GPU.")
 @click.option("--ray", "ray_address", metavar="[auto|local|ADDRESS]", is_flag=False, flag_value="auto", default=None,
               help="Decode and encode on a Ray cluster (needs sora-search[ray]): auto = $RAY_ADDRESS, else a cluster "
                    "started on this machine, else a new local one; local = a new one on this machine; or the "
@@ -156,7 +159,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
                    "keeps its own.")
 @click.pass_context
 def index(ctx: click.Context, paths: tuple[Path, ...], index_dir: Path | None, device: str | None,
-          retry_failed: bool, follow_links: bool, timeout_s: float, ray_address: str | None,
+          retry_failed: bool, follow_links: bool, timeout_s: float, decode_workers: int, ray_address: str | None,
           precision: str | None) -> None:
     """Index the videos under PATHS (files or folders, recursive).
 
@@ -167,7 +170,7 @@ def index(ctx: click.Context, paths: tuple[Path, ...], index_dir: Path | None, d
     if missing:
         raise click.BadParameter(f"no such file or folder: {', '.join(missing)}", param_hint="PATHS")
     quiet = ctx.obj["quiet"]
-    with _open(index_dir, create=True, device=device, params=IndexParams(decode_timeout_s=timeout_s),
+    with _open(index_dir, create=True, device=device, params=IndexParams(decode_timeout_s=timeout_s, decode_workers=decode_workers),
                precision=precision) as lib:
         display = None if quiet else progress_display(sys.stderr)
         progress = None if display is None else display.update

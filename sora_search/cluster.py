@@ -2,7 +2,10 @@
 
 :func:`embeddings` gives the files to index, each with a call that returns its
 :class:`~sora_search.embed.Embedded` or raises its :class:`~sora_search.errors.VideoError`; the Library commits
-them one video per transaction either way. On Ray (``ray`` set) the work is split like Ray's offline batch
+them one video per transaction either way. In this process, files are embedded one at a time while the encoder runs
+on the CPU (decoding and encoding already share its cores); with the encoder on a GPU one decoding child cannot keep
+it busy, so several files are decoded at once, each by a thread with its own decode child, and results still come
+in ``work`` order (:func:`decode_workers`). On Ray (``ray`` set) the work is split like Ray's offline batch
 inference, with Ray core tasks and actors::
 
     driver (Library.index)   scans and plans (only new or changed files are sent), then commits each result as it
@@ -31,9 +34,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,6 +46,7 @@ import numpy as np
 from sora_search._faults import fault_point
 from sora_search.errors import ClusterError, DecodeTimeout, NoFramesError, VideoDecodeError, VideoError
 from sora_search.params import RayParams
+from sora_search.threads import available_cpus
 from sora_search.types import VideoInfo
 
 if TYPE_CHECKING:
@@ -53,16 +59,20 @@ logger = logging.getLogger(__name__)
 # Settings of this process that the workers must share: fault injection (tests) and debug output.
 _FORWARDED_ENV = ("SORA_SEARCH_FAULT", "SORA_SEARCH_FAULT_ONCE", "SORA_SEARCH_DEBUG")
 _INSTALL_HINT = "pip install 'sora-search[ray]' (on this machine and every node of the cluster)"
+# Files decoded at once by default when the encoder runs on a GPU: half the CPUs, at most this many (each decoding
+# child holds a decoder and a file's frames in flight).
+MAX_AUTO_DECODE_WORKERS = 8
 
 
 def embeddings(work: Sequence[tuple[FileEntry, str]], embedder: Embedder, *, timeout_s: float,
-               ray: str | None = None, params: RayParams | None = None
+               ray: str | None = None, params: RayParams | None = None, decode_workers: int = 0
                ) -> Iterator[tuple[FileEntry, str, Callable[[], Embedded]]]:
     """Each (entry, fingerprint) of ``work`` with a call that returns the file's embedding or raises its VideoError.
 
     Args:
         timeout_s: the longest a decoder may stay silent on one file.
-        ray: None embeds here, in ``work`` order, when each call is made; otherwise the Ray cluster to use:
+        decode_workers: files embedded at once in this process (0: :func:`decode_workers` decides).
+        ray: None embeds here, in ``work`` order; otherwise the Ray cluster to use:
             ``auto`` (``$RAY_ADDRESS``, else a cluster started on this machine, else a new local one), ``local`` (a
             new one on this machine) or a head's address; files come back in the order they finish. A Ray already
             initialised in this process is used as it is.
@@ -71,8 +81,7 @@ def embeddings(work: Sequence[tuple[FileEntry, str]], embedder: Embedder, *, tim
         ClusterError: Ray is not installed, the cluster is unreachable or too small, or runs another version.
     """
     if ray is None or not work:  # an incremental run with nothing to encode starts no cluster
-        for entry, fp in work:
-            yield entry, fp, partial(embedder.file, entry.path, timeout_s=timeout_s)
+        yield from _local(work, embedder, timeout_s, decode_workers)
         return
     ray_mod = _import_ray()
     started = _connect(ray_mod, ray)
@@ -81,6 +90,52 @@ def embeddings(work: Sequence[tuple[FileEntry, str]], embedder: Embedder, *, tim
     finally:
         if started:
             ray_mod.shutdown()
+
+
+def decode_workers(setting: int, encoder_device: str | None) -> int:
+    """Files to embed at once in this process: ``setting`` when it is not 0; else one while the encoder runs on the
+    CPU or is not loaded yet (it loads during the first file), half the CPUs up to ``MAX_AUTO_DECODE_WORKERS`` on a
+    GPU."""
+    if setting:
+        return setting
+    if encoder_device is None or encoder_device == "cpu":
+        return 1
+    return max(1, min(MAX_AUTO_DECODE_WORKERS, available_cpus() // 2))
+
+
+def _local(work: Sequence[tuple[FileEntry, str]], embedder: Embedder, timeout_s: float,
+           setting: int) -> Iterator[tuple[FileEntry, str, Callable[[], Embedded]]]:
+    """Embeds here, in ``work`` order: in the caller's thread, when each call is made, while one file at a time is
+    wanted; beyond that in a thread pool that keeps that many files decoding ahead of the one being committed."""
+    todo = iter(work)
+    pending: deque[tuple[FileEntry, str, Future[Embedded]]] = deque()
+    pool: ThreadPoolExecutor | None = None
+    try:
+        while True:
+            want = decode_workers(setting, embedder.encoder_device)
+            if pool is None and want > 1:
+                pool = ThreadPoolExecutor(want, thread_name_prefix="sora-decode", initializer=embedder.pooled_thread)
+            if pool is None:
+                for entry, fp in islice(todo, 1):
+                    yield entry, fp, partial(embedder.file, entry.path, timeout_s=timeout_s)
+                    break
+                else:
+                    return
+                continue
+            for entry, fp in islice(todo, max(0, want - len(pending))):
+                pending.append((entry, fp, pool.submit(embedder.file, entry.path, timeout_s=timeout_s)))
+            if not pending:
+                return
+            entry, fp, future = pending.popleft()
+            yield entry, fp, future.result
+    finally:
+        if pool is not None:
+            # Done or stopped early (an error, Ctrl-C): files not started are dropped, the decode children killed
+            # so that waiting threads return, and once the threads are gone any worker they made is stopped.
+            pool.shutdown(wait=False, cancel_futures=True)
+            embedder.close_pool()
+            pool.shutdown(wait=True)
+            embedder.close_pool()
 
 
 def _import_ray() -> Any:

@@ -196,7 +196,8 @@ class Library:
         timed, p = self._embedder.timed, self.params
         out: list[tuple[str, str | FailedFile, int]] = []
         bytes_total, bytes_done, last_save = sum(e.size for e, _ in work), 0, time.monotonic()
-        stream = embeddings(work, self._embedder, timeout_s=p.decode_timeout_s, ray=ray, params=p.ray)
+        stream = embeddings(work, self._embedder, timeout_s=p.decode_timeout_s, ray=ray, params=p.ray,
+                            decode_workers=p.decode_workers)
         for n, (entry, fp, embed) in enumerate(stream, 1):
             if progress is not None:
                 progress(Progress(n - 1, len(work), bytes_done, bytes_total, entry.path, "decoding"))

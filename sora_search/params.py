@@ -54,6 +54,8 @@ class IndexParams:
     """How an index run decodes, pools, projects and saves. Times in seconds."""
 
     decode_timeout_s: float = 120.0    # a decoder silent this long on one file is killed; the file is recorded failed
+    decode_workers: int = 0            # files decoded at once, each in its own child; 0: one while the encoder runs
+                                       # on the CPU, half the CPUs (up to 8) when it runs on a GPU
     temporal_radius: int = 1           # "pooled again over time": each vector averages its +-radius seconds
     projection: str = "contrastive"    # the shipped contrastive map (PCA for encoders without one), or "pca"
     projection_dim: int = 256          # dimension FAISS holds (PCA: once the library is large enough)
@@ -65,7 +67,8 @@ class IndexParams:
 
     def __post_init__(self) -> None:
         _problems(self, {
-            "decode_timeout_s": self.decode_timeout_s > 0, "temporal_radius": self.temporal_radius >= 0,
+            "decode_timeout_s": self.decode_timeout_s > 0, "decode_workers": self.decode_workers >= 0,
+            "temporal_radius": self.temporal_radius >= 0,
             "projection": self.projection in PROJECTIONS, "projection_dim": self.projection_dim > 0,
             "pca_min_vectors": self.pca_min_vectors >= 1,
             "projection_sample": self.projection_sample >= 1, "retrain_growth": self.retrain_growth > 1,

@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -231,3 +232,65 @@ def test_cli_exits_3_and_lists_each_failure_on_one_line(runs, corpus: Path) -> N
     assert f"{len(GOOD)} unchanged" in lines[0] and f"{len(BAD)} failed" in lines[0]
     for f in first.failed:
         assert lines.count(f"  failed  {f.path}: {f.reason}") == 1, (f, lines)
+
+
+def _children() -> set[int]:
+    """Process ids of this process's children (every thread's)."""
+    return {int(pid) for task in Path("/proc/self/task").iterdir() for pid in (task / "children").read_text().split()}
+
+
+def test_several_decode_workers_index_the_same_as_one(runs, corpus: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files decoded three at once (what a GPU run does): the same files indexed, in the same order, with the same
+    vectors, the same failures (the hang included, stopped in its own thread), and no decoding child left behind."""
+    from sora_search.embed import Embedder
+
+    _, lib, first, _ = runs
+    before = _children()
+    pooled_threads = set()
+    mark = Embedder.pooled_thread
+    monkeypatch.setattr(Embedder, "pooled_thread",
+                        lambda self: (pooled_threads.add(threading.get_ident()), mark(self))[1])
+    with Library.open(tmp_path / "idx", encoder="tiny", decode_backend=HANG_READER,
+                      params=IndexParams(decode_timeout_s=HANG_TIMEOUT_S, decode_workers=3)) as pooled:
+        got = pooled.index([corpus])
+        assert got.added == first.added
+        assert _reasons(got) == _reasons(first)
+        for video in pooled._store.videos(status="indexed"):
+            _, ts, vectors = pooled._store.vectors_of_video(video.id)
+            _, ts0, vectors0 = lib._store.vectors_of_video(lib._store.video_by_path(video.path).id)
+            np.testing.assert_array_equal(ts, ts0)
+            np.testing.assert_allclose(vectors, vectors0, atol=1e-6)
+        assert len(pooled_threads) == 3
+        assert _children() <= before  # the pool's decoding children are stopped when the run ends
+        assert pooled.query(corpus / "good.mp4").matches == lib.query(corpus / "good.mp4").matches
+
+
+def test_decode_workers_default_to_one_unless_the_encoder_runs_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sora_search import cluster
+
+    monkeypatch.setattr(cluster, "available_cpus", lambda: 16)
+    assert [cluster.decode_workers(0, d) for d in (None, "cpu", "cuda", "cuda:1")] == [1, 1, 8, 8]
+    assert cluster.decode_workers(3, "cpu") == 3 and cluster.decode_workers(1, "cuda") == 1
+    monkeypatch.setattr(cluster, "available_cpus", lambda: 2)
+    assert cluster.decode_workers(0, "cuda") == 1
+
+
+def test_a_run_stopped_midway_stops_its_decode_pool(corpus: Path, tmp_path: Path) -> None:
+    """An error in the committing thread (as Ctrl-C would be) ends the run at once: a pooled thread waiting on the
+    hanging decoder is released by killing its child, not after the 60 s timeout, and no child is left."""
+    import time
+
+    def stop(p) -> None:
+        if p.status == "added":
+            raise KeyboardInterrupt
+
+    before = _children()
+    with Library.open(tmp_path / "idx", encoder="tiny", decode_backend=HANG_READER,
+                      params=IndexParams(decode_timeout_s=60, decode_workers=3)) as lib:
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            lib.index([corpus / "good.mp4", corpus / "hang.mp4", corpus / "short.mp4", corpus / "vfr.mp4"],
+                      progress=stop)
+        assert time.monotonic() - start < 30
+        assert _children() <= before

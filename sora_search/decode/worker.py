@@ -133,6 +133,10 @@ class DecodeWorker:
                 logger.warning("decode worker pid %s did not exit after SIGKILL", proc.pid)
             logger.debug("decode worker pid %s stopped (exit code %s)", proc.pid, proc.returncode)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         """Stop the child process. Safe to call more than once; the worker cannot be reopened after."""
         if self._active is not None:

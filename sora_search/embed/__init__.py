@@ -7,12 +7,15 @@ their neighbours' temporal pooling so that a cut to black does not leak into the
 :class:`~sora_search.embed.inset.InsetFinder` may watch the probe's frames as they pass.
 
 The decode worker and the encoder are made on first use and kept until :meth:`Embedder.close`, so a warm query pays
-no start-up.
+no start-up. Files may be embedded from several threads at once (:mod:`sora_search.cluster` does so when the encoder
+runs on a GPU): the encoder is shared, and each thread marked with :meth:`Embedder.pooled_thread` has its own
+decode worker.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -79,8 +82,12 @@ class Embedder:
         self._decode_backend = decode_backend
         self._encoder: Encoder | None = None
         self._worker: DecodeWorker | None = None
+        self._pool_workers: list[DecodeWorker] = []  # one per pooled thread, see pooled_thread
+        self._local = threading.local()
+        self._lock = threading.Lock()
         self._kept: _Kept | None = None  # the last probe decoded at S, for the next pass of the same query
-        # Seconds per stage since the last reset: decode (waiting for frames), encode, and what callers add.
+        # Seconds per stage since the last reset: decode (waiting for frames), encode, and what callers add; with
+        # several threads, their seconds add up.
         self.timings: defaultdict[str, float] = defaultdict(float)
 
     @property
@@ -99,27 +106,57 @@ class Embedder:
         try:
             yield
         finally:
-            self.timings[stage] += time.perf_counter() - start
+            with self._lock:
+                self.timings[stage] += time.perf_counter() - start
 
     @property
     def encoder(self) -> Encoder:
         """The encoder, loaded on first use."""
         if self._encoder is None:
-            from sora_search.encoder import load_encoder
+            with self._lock:
+                if self._encoder is None:
+                    from sora_search.encoder import load_encoder
 
-            self._encoder = load_encoder(self.encoder_name, device=self._device, precision=self.precision)
+                    self._encoder = load_encoder(self.encoder_name, device=self._device, precision=self.precision)
         return self._encoder
 
-    def worker(self, timeout_s: float) -> DecodeWorker:
-        """The decode child, started on first use; a decoder silent for ``timeout_s`` is killed."""
-        if self._worker is None:
-            from sora_search.decode import DecodeWorker
+    @property
+    def encoder_device(self) -> str | None:
+        """Where the loaded encoder runs; None before it is loaded."""
+        return None if self._encoder is None else self._encoder.device
 
-            self._worker = DecodeWorker(backend=self._decode_backend, timeout_s=timeout_s)
-        self._worker.timeout_s = float(timeout_s)
-        return self._worker
+    def worker(self, timeout_s: float) -> DecodeWorker:
+        """The decode child (the calling thread's own in a pooled thread), started on first use; a decoder silent
+        for ``timeout_s`` is killed."""
+        from sora_search.decode import DecodeWorker
+
+        pooled = getattr(self._local, "pooled", False)
+        worker = getattr(self._local, "worker", None) if pooled else self._worker
+        if worker is None or worker.closed:
+            worker = DecodeWorker(backend=self._decode_backend, timeout_s=timeout_s)
+            if pooled:
+                self._local.worker = worker
+                with self._lock:
+                    self._pool_workers.append(worker)
+            else:
+                self._worker = worker
+        worker.timeout_s = float(timeout_s)
+        return worker
+
+    def pooled_thread(self) -> None:
+        """Mark the calling thread as one of a pool: it decodes with its own worker, until :meth:`close_pool`."""
+        self._local.pooled = True
+
+    def close_pool(self) -> None:
+        """Stop the pooled threads' decode workers: a thread waiting on one gets a VideoDecodeError, and one that
+        starts another file gets a new worker, which the next call stops."""
+        with self._lock:
+            workers, self._pool_workers = self._pool_workers, []
+        for worker in workers:
+            worker.close()
 
     def close(self) -> None:
+        self.close_pool()
         if self._worker is not None:
             self._worker.close()
             self._worker = None
