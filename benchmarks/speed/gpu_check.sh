@@ -7,8 +7,8 @@
 #
 # The GPU machine (x86_64 Linux) needs Python 3.12, a CUDA build of torch, numpy, scikit-image and pytest, and no
 # package index. "fetch" downloads what else "run" needs (the encoder's weights, SQLAlchemy, Alembic, Mako, decord2,
-# faiss-cpu) and packs it as .whl/site.tar.xz (about 49 MB, xz: small enough to copy along with the checkout); .whl/ goes into
-# .git/info/exclude. Given MEDIA (the media/ folder benchmarks/fetch_media.sh makes, needs ffmpeg), it also copies
+# faiss-cpu) and packs it as .whl/site.tar.xz (about 49 MB, small enough to copy along with the checkout); .whl/
+# goes into .git/info/exclude. Given MEDIA (the media/ folder benchmarks/fetch_media.sh makes, needs ffmpeg), it also copies
 # about 3 minutes of real footage into .whl/media/lib and cuts edited query clips from it into .whl/media/queries.
 # What "run" does, each step's output under $OUT (default benchmarks/results):
 #   1. the -m gpu encoder test: CUDA fp16 descriptors agree with the CPU's (cosine > 0.99);
