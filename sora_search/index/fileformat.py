@@ -19,7 +19,7 @@ import os
 import struct
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -115,6 +115,20 @@ def _check(p: Path, f: io.BufferedReader) -> tuple[dict[str, Any], int]:
     return header, start
 
 
+def read_header(path: str | Path) -> dict[str, Any] | None:
+    """The JSON header of a file made by :func:`write`, unchecked (no payload is read), or None if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(MAGIC) + 8)
+            if len(head) < len(MAGIC) + 8 or not head.startswith(MAGIC):
+                return None
+            (hlen,) = struct.unpack_from("<Q", head, len(MAGIC))
+            header = json.loads(f.read(hlen))
+    except (OSError, ValueError):
+        return None
+    return header if isinstance(header, dict) else None
+
+
 def corrupt(path: str | Path, why: str) -> StoreError:
     """The error for an unusable FAISS file at ``path``."""
     return StoreError(f"the FAISS index {path} is unusable ({why}); {REPAIR_HINT}")
@@ -151,3 +165,10 @@ def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
             pass
         raise
     _fsync_dir(target.parent)
+
+
+def atomic_write_bytes(path: str | Path, chunks: Iterable[bytes | memoryview]) -> None:
+    """Write ``chunks`` to ``path`` atomically (see :func:`atomic_file`)."""
+    with atomic_file(path) as f:
+        for chunk in chunks:
+            f.write(chunk)

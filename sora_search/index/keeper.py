@@ -287,8 +287,11 @@ class IndexKeeper:
         index.save(self.path, generation=stamp.generation, stamp=stamp.header())
 
     def leftovers(self) -> list[Path]:
-        """Temporary files of FAISS saves that were killed midway."""
-        return sorted(self.path.parent.glob(f".{self.path.name}.*.tmp"))
+        """Temporary files of FAISS saves that were killed midway, and PQ lists or re-rank files the FAISS file does
+        not name (a save killed before its header was renamed in)."""
+        from sora_search.index.compressed import stale_files
+
+        return sorted(self.path.parent.glob(f".{self.path.name}.*.tmp")) + stale_files(self.path)
 
     def remove_leftovers(self) -> list[str]:
         """Delete :meth:`leftovers`. Only with the write lock held: then no save is in flight. Returns their names."""
@@ -351,8 +354,11 @@ class IndexKeeper:
         loaded = self._load()
         if isinstance(loaded, str):
             return IndexDescription(f"unreadable ({loaded})", nbytes=self.path.stat().st_size)
+        from sora_search.index.compressed import side_files
+
         index = loaded[0]
-        return IndexDescription(index.describe(), index.nlist, index.nprobe, self.path.stat().st_size)
+        nbytes = sum(p.stat().st_size for p in [self.path, *side_files(self.path)])
+        return IndexDescription(index.describe(), index.nlist, index.nprobe, nbytes)
 
     def problems(self) -> tuple[list[str], list[str], int]:
         """How the FAISS file disagrees with the store: (problems, notes, vectors the file holds).

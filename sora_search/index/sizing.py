@@ -12,7 +12,15 @@ MIN_POINTS_PER_LIST = 39
 MAX_NLIST = 65536
 # From this corpus size on, IVF lists hold float16 vectors (IVF-SQfp16); see choose_encoding.
 FP16_MIN_VECTORS = 100_000
-ENCODINGS = ("flat", "fp16")
+# NOT YET MEASURED: from this corpus size on, IVF lists hold product-quantized codes re-ranked from float16 (IVF-PQ;
+# see choose_encoding). benchmarks/speed/faiss_compressed.py at 10^6 and 10^7 against today's IVF-SQfp16 must set
+# it; until then it is high enough that no library anyone has today changes kind.
+PQ_MIN_VECTORS = 5_000_000
+# Bytes of PQ code per vector (8-bit sub-quantizers): 32 of the 256 projected dimensions' 512 float16 bytes.
+PQ_BYTES = 32
+# A PQ search fetches k * RERANK_FACTOR candidates and re-ranks them exactly from their float16 vectors.
+RERANK_FACTOR = 8
+ENCODINGS = ("flat", "fp16", "pq")
 # Lists visited per query at the smallest sizes, and the lists-per-probe ratio above them; see choose_nprobe.
 MIN_NPROBE = 8
 LISTS_PER_PROBE = 256
@@ -45,12 +53,20 @@ def choose_nprobe(nlist: int) -> int:
 
 
 def choose_encoding(n: int | None) -> str:
-    """How the IVF lists store vectors for a corpus of ``n``: ``"flat"`` (float32) or ``"fp16"`` (float16).
+    """How the IVF lists store vectors for a corpus of ``n``: ``"flat"`` (float32), ``"fp16"`` (float16) or
+    ``"pq"`` (product-quantized, re-ranked from float16 vectors on disk) from ``PQ_MIN_VECTORS`` on.
 
     IVF search is bound by scanning the lists' memory, so halving it speeds search up as well as halving the
     index; float16 keeps about 3 significant digits of a cosine, far below the gaps between neighbours. Smaller
     corpora keep float32: the index is small, a query fast, and scores exact.
     ``None`` (size unknown) is ``"flat"``.
     """
+    if n is not None and n >= PQ_MIN_VECTORS:
+        return "pq"
     return "fp16" if n is not None and n >= FP16_MIN_VECTORS else "flat"
+
+
+def choose_pq_m(dim: int) -> int:
+    """Sub-quantizers for ``dim``-d vectors: the largest divisor of ``dim`` up to ``PQ_BYTES`` (32 for 256-d)."""
+    return max(m for m in range(1, min(dim, PQ_BYTES) + 1) if dim % m == 0)
 
