@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from sora_search.errors import IndexNotFound, StoreError
-from sora_search.index import (FP16_MIN_VECTORS, GPU_MAX_K, VectorIndex, choose_encoding, choose_nlist,
-                                choose_nprobe, faiss_gpu_count, faiss_gpu_for)
+from sora_search.index import (FP16_MIN_VECTORS, GPU_MAX_K, PQ_MIN_VECTORS, VectorIndex, choose_encoding,
+                                choose_nlist, choose_nprobe, faiss_gpu_count, faiss_gpu_for)
 from sora_search.index.gpu import faiss
 from tests.conftest import FakeGpuFaiss
 
@@ -244,7 +244,8 @@ def test_measured_defaults() -> None:
     assert (choose_nlist(10**6), choose_nprobe(choose_nlist(10**6))) == (2048, 8)
     assert choose_nprobe(4096) == 16 and choose_nprobe(8192) == 32
     assert choose_encoding(None) == choose_encoding(FP16_MIN_VECTORS - 1) == "flat"
-    assert choose_encoding(FP16_MIN_VECTORS) == choose_encoding(10**7) == "fp16"
+    assert choose_encoding(FP16_MIN_VECTORS) == choose_encoding(PQ_MIN_VECTORS - 1) == "fp16"
+    assert choose_encoding(PQ_MIN_VECTORS) == "pq"
 
 
 def test_fp16_index_matches_exact_search(tmp_path: Path, data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
@@ -269,7 +270,7 @@ def test_fp16_index_matches_exact_search(tmp_path: Path, data: tuple[np.ndarray,
     assert loaded.remove(ids[:10]) == 10 and loaded.ntotal == len(ids) - 10
     assert not set(ids[:10]) & set(loaded.search(corpus[:10], 5)[1].ravel())
     with pytest.raises(ValueError):
-        VectorIndex.build(DIM, corpus, nlist=16, encoding="pq")
+        VectorIndex.build(DIM, corpus, nlist=16, encoding="sq8")
 
 
 # --- GPU ---------------------------------------------------------------------------------------------------------

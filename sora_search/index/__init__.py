@@ -1,7 +1,8 @@
 """The FAISS side: a vector index derived from the store, its sizing rules, its file, and its keeper.
 
     vectors     VectorIndex: IVF over inner product, keyed by the store's vector ids
-    compressed  the IVF-PQ kind (re-ranked from float16, lists on disk) and its sharded build
+    compressed  the IVF-PQ kind: re-ranked from float16, lists on disk
+    shards      its sharded build: train once, encode shards apart, merge on disk
     rerank      the float16 re-rank vectors by id, memory-mapped
     sizing      how many lists, probes and which encoding for a corpus size
     fileformat  the checked, atomically written file

@@ -1,5 +1,5 @@
-"""IVF-PQ re-ranked from float16 vectors, served from disk: the index kind from ``PQ_MIN_VECTORS`` on, and its
-sharded build (train once, encode shards apart, merge their lists on disk).
+"""IVF-PQ re-ranked from float16 vectors, served from disk: the index kind from ``PQ_MIN_VECTORS`` on (its sharded
+build is :mod:`sora_search.index.shards`).
 
 A PQ search takes ``k * RERANK_FACTOR`` candidates by their 32-byte codes and re-ranks them by exact inner product
 with their float16 vectors. Those come from a memory-mapped side file written with the lists
@@ -31,20 +31,14 @@ import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from sora_search.index import fileformat
 from sora_search.index.gpu import faiss
-from sora_search.index.rerank import RerankVectors, write_parts
+from sora_search.index.rerank import RerankVectors
 from sora_search.index.sizing import RERANK_FACTOR
-
-if TYPE_CHECKING:
-    from sora_search.index.vectors import VectorIndex
-
-SHARD_TOKEN = "shard"
-
 
 def factory(dim: int, nlist: int, m: int) -> str:
     return f"RR{dim},IVF{nlist},PQ{m}"
@@ -123,7 +117,7 @@ def merge_lists(trained: bytes, lists: list[Any], ivfdata: Path) -> Any:
     return out
 
 
-def _fsync(path: Path) -> None:
+def fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -249,7 +243,7 @@ class PQState:
                     out.remove_ids(self.tombstones)
             payload = serialize(out)
             del out  # unmaps the new lists before they are synced
-            _fsync(folder / ivfdata)
+            fsync(folder / ivfdata)
             self.rerank.write(folder / rr, token)
         return {"pq_token": token, "ivfdata": ivfdata, "rerank": rr, "rerank_factor": self.factor}, payload
 
@@ -320,65 +314,3 @@ def stale_files(path: Path) -> list[Path]:
     kept = {header.get("ivfdata"), header.get("rerank")}
     return [p for p in sorted(path.parent.glob(f"{path.name}.*"))
             if p.suffix in (".ivfdata", ".f16") and p.name not in kept]
-
-
-# ----------------------------------------------------------------------------- sharded build
-def train(dim: int, sample: np.ndarray, *, expected_n: int, nlist: int | None = None,
-          pq_m: int | None = None) -> bytes:
-    """Train once, for every shard: the serialized trained, empty PQ index for a corpus of ``expected_n``.
-
-    Args:
-        dim: vector dimension.
-        sample: (n, dim) float32 training vectors, L2-normalised.
-        expected_n: corpus size (picks the number of lists when ``nlist`` is None).
-        nlist, pq_m: lists and sub-quantizers; default :func:`choose_nlist` and :func:`choose_pq_m`.
-    """
-    from sora_search.index.sizing import choose_nlist
-    from sora_search.index.vectors import VectorIndex
-
-    built = VectorIndex.build(dim, sample, nlist=nlist or min(choose_nlist(expected_n), len(sample)),
-                              expected_n=expected_n, encoding="pq", pq_m=pq_m)
-    assert built.pq is not None
-    return built.pq.trained
-
-
-def encode_shard(trained: bytes, batches: Iterable[tuple[np.ndarray, np.ndarray]], shard: str | Path) -> int:
-    """Encode one shard (a worker's job): add (ids (b,) int64, vectors (b, dim) float32) batches to a copy of the
-    trained index and write it to ``shard`` (faiss's own format) and its re-rank vectors to ``shard``.f16.
-    The shard's float16 vectors are held in memory until it is written. Returns the vectors encoded."""
-    shard = Path(shard)
-    index = read_bytes(trained)
-    parts: list[tuple[np.ndarray, np.ndarray]] = []
-    for ids, x in batches:
-        ids64 = np.ascontiguousarray(ids, dtype=np.int64)
-        x32 = np.ascontiguousarray(x, dtype=np.float32)
-        index.add_with_ids(x32, ids64)
-        parts.append((ids64, x32.astype(np.float16)))
-    faiss().write_index(index, str(shard))
-    write_parts(f"{shard}.f16", int(index.d), SHARD_TOKEN, parts)
-    return int(index.ntotal)
-
-
-def merge_shards(trained: bytes, shards: list[str | Path], path: str | Path, *, generation: int,
-                 stamp: dict[str, str] | None = None) -> VectorIndex:
-    """Merge shards made by :func:`encode_shard` into one on-disk index at ``path`` and return it, loaded
-    memory-mapped. The shards' ids must be disjoint; the shard files may be deleted afterwards."""
-    from sora_search.index.vectors import VectorIndex
-
-    fx = faiss()
-    target = Path(path)
-    token = secrets.token_hex(8)
-    ivfdata, rr = f"{target.name}.{token}.ivfdata", f"{target.name}.{token}.f16"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    opened = [fx.read_index(str(s), fx.IO_FLAG_MMAP) for s in shards]  # kept alive: the merge reads their lists
-    out = merge_lists(trained, [ivf_of(i).invlists for i in opened], target.parent / ivfdata)
-    payload = serialize(out)
-    dim = int(out.d)
-    del out, opened
-    _fsync(target.parent / ivfdata)
-    vectors = [RerankVectors.open(f"{s}.f16", SHARD_TOKEN) for s in shards]
-    write_parts(target.parent / rr, dim, token, [p for v in vectors for p in v.parts()])
-    header = {"pq_token": token, "ivfdata": ivfdata, "rerank": rr, "rerank_factor": RERANK_FACTOR}
-    index = VectorIndex(load(target, header, memoryview(payload)))
-    index.save(target, generation=generation, stamp=stamp)
-    return index
