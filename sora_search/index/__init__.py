@@ -20,5 +20,5 @@ from sora_search.index.sizing import (FP16_MIN_VECTORS, PQ_MIN_VECTORS, choose_e
                                       choose_nprobe)
 from sora_search.index.vectors import VectorIndex
 
-__all__ = ["FAISS_NAME", "FP16_MIN_VECTORS", "GPU_MAX_K", "PQ_MIN_VECTORS", "IndexDescription", "IndexKeeper", "VectorIndex",
-           "choose_encoding", "choose_nlist", "choose_nprobe", "faiss_gpu_count", "faiss_gpu_for"]
+__all__ = ["FAISS_NAME", "FP16_MIN_VECTORS", "GPU_MAX_K", "PQ_MIN_VECTORS", "IndexDescription", "IndexKeeper",
+           "VectorIndex", "choose_encoding", "choose_nlist", "choose_nprobe", "faiss_gpu_count", "faiss_gpu_for"]
