@@ -90,6 +90,7 @@ def test_save_and_read_keep_the_kind(tmp_path: Path, data, trained) -> None:
     index = _in_memory(trained, corpus, ids)
     path = tmp_path / "vectors.faiss"
     index.save(path, generation=7, stamp={"index_uid": "u", "projection": "p"})
+    assert "lists on disk" in index.describe()  # a saved index serves from its files
     names = sorted(p.name for p in tmp_path.iterdir())
     assert len(names) == 3 and names[0] == "vectors.faiss"
     assert names[1].endswith(".f16") and names[2].endswith(".ivfdata")

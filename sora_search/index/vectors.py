@@ -295,6 +295,11 @@ class VectorIndex:
         # Lists and re-rank vectors first, under a new token; the header that names them is renamed in last.
         side, payload = self.pq.write(Path(path))
         fileformat.write(path, {**header, **side}, lambda sink: sink(payload))
+        if self.pq.changed:
+            # Serve from what was just written: changes held in memory are freed, and the next save of an unchanged
+            # index writes only the header.
+            self.pq = compressed.load(Path(path), {**header, **side}, memoryview(payload))
+            self._index = self.pq.index
         compressed.drop_stale_files(Path(path), [side["ivfdata"], side["rerank"]])
 
     @classmethod
