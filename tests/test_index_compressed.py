@@ -217,3 +217,60 @@ def test_rerank_vectors_by_id_in_any_order(tmp_path: Path) -> None:
     back = RerankVectors.open(tmp_path / "r.f16", "t")
     assert len(back) == 4 and not back.changed
     np.testing.assert_array_equal(back.get(np.array([50, 10])), rr.get(np.array([50, 10])))
+
+
+def test_keeper_builds_follows_and_serves_the_pq_kind(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from sora_search.index import IndexKeeper
+    from sora_search.params import IndexParams
+    from sora_search.store import IndexMeta, Store
+
+    monkeypatch.setattr(sizing, "PQ_MIN_VECTORS", 1000)
+    monkeypatch.setattr(sizing, "PQ_BYTES", PQ_M)
+    params = IndexParams(projection_dim=DIM, pca_min_vectors=500, projection_sample=1000)
+    store = Store.open(tmp_path / "sora.db")
+    store.set_meta(IndexMeta(encoder_name="demo", encoder_version="1", raw_dim=DIM, input_size=224, sampling_fps=1.0,
+                             projection=None, projection_name="identity", dim=DIM))
+
+    def add_video(name: str, seed: int) -> tuple[int, np.ndarray, np.ndarray]:
+        v = _corpus(600, seed)
+        vid, ids, _ = store.add_video(path=name, size=1, mtime=1.0, fingerprint=name, duration_s=600.0, fps=1.0,
+                                      width=1, height=1, timestamps_s=np.arange(600.0), vectors=v)
+        return vid, ids, v
+
+    try:
+        videos = [add_video(f"/v/{s}.mp4", s) for s in range(3)]
+        keeper = IndexKeeper(tmp_path, store, params, device="cpu")
+        keeper.finish()  # first build: the size picks PQ
+        described = keeper.describe()
+        assert described.kind.startswith(f"RR{DIM},IVF32,PQ{PQ_M} ") and "lists on disk" in described.kind
+        assert described.nbytes > keeper.path.stat().st_size  # the lists and re-rank files count too
+        assert keeper.problems() == ([], [], 1800)
+        gone = store.remove_videos([videos[0][0]])
+        keeper.remove([gone])
+        _, new_ids, new_vecs = add_video("/v/new.mp4", 9)
+        keeper.add(new_ids, new_vecs)
+        keeper.finish()
+        assert keeper.problems() == ([], [], 1800) and not keeper.leftovers()
+        reader = IndexKeeper(tmp_path, store, params, device="cpu")
+        index, projection = reader.searchable()
+        assert index.encoding == "pq"
+        found = index.search(projection.apply(new_vecs[::30]), 1)[1][:, 0]
+        np.testing.assert_array_equal(found, new_ids[::30])
+        assert not np.isin(index.search(projection.apply(videos[0][2][::30]), 10)[1], gone).any()
+    finally:
+        store.close()
+
+
+def test_a_save_after_many_removes_keeps_each_id_once(tmp_path: Path, data) -> None:
+    # faiss's remove_ids on merged on-disk lists duplicated entries here (64 lists, a third removed).
+    corpus, ids, _ = data
+    index = VectorIndex.build(DIM, corpus[:TRAIN], nlist=64, encoding="pq", pq_m=PQ_M)
+    index.add(ids[:2000], corpus[:2000])
+    path = tmp_path / "vectors.faiss"
+    index.save(path, generation=1)
+    index.remove(ids[:1000])
+    index.add(ids[2000:], corpus[2000:])
+    index.save(path, generation=2)
+    for held in (index, VectorIndex.read(path)[0]):
+        assert held.ntotal == 2000
+        np.testing.assert_array_equal(np.sort(held.ids()), ids[1000:])

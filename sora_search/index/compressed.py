@@ -86,7 +86,11 @@ def serialize(index: Any) -> bytes:
 
 @contextmanager
 def _quiet_stdout() -> Iterator[None]:
-    """faiss's OnDiskInvertedLists printf()s each file resize; keep that off stdout (results go there)."""
+    """faiss's OnDiskInvertedLists printf()s each file resize; keep that off stdout (results go there). The whole
+    process's fd 1 is redirected meanwhile: only saves and merges, which a writer makes, run under it."""
+    if os.name != "posix":
+        yield
+        return
     sys.stdout.flush()
     libc = ctypes.CDLL(None)
     saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
@@ -111,6 +115,43 @@ def merge_lists(trained: bytes, lists: list[Any], ivfdata: Path) -> Any:
         for il in lists:
             ptrs.push_back(il)
         ntotal = ondisk.merge_from_multiple(ptrs.data(), ptrs.size(), False)
+    ivf.replace_invlists(ondisk, True)
+    ondisk.this.disown()
+    out.ntotal = ivf.ntotal = ntotal
+    return out
+
+
+def copy_lists(trained: bytes, lists: list[Any], ivfdata: Path, drop: np.ndarray) -> Any:
+    """As :func:`merge_lists`, leaving out the entries whose ids are in ``drop`` ((n,) int64).
+
+    faiss's ``remove_ids`` on freshly merged on-disk lists was seen to duplicate entries when lists shrink by much
+    (a third of them removed, 64 lists), so entries are filtered while they are copied instead.
+    """
+    fx = faiss()
+    out = read_bytes(trained)
+    ivf = ivf_of(out)
+    nlist, code_size = ivf.nlist, ivf.code_size
+    with _quiet_stdout():
+        ondisk = fx.OnDiskInvertedLists(nlist, code_size, str(ivfdata))
+        total = sum(il.list_size(i) for il in lists for i in range(nlist))
+        if total:
+            ondisk.update_totsize(total * (code_size + 8))  # one file size up front; lists then fill it in order
+        ntotal = 0
+        for i in range(nlist):
+            ids, codes = [], []
+            for il in lists:
+                n = il.list_size(i)
+                if n:
+                    ids.append(fx.rev_swig_ptr(il.get_ids(i), n).copy())
+                    codes.append(fx.rev_swig_ptr(il.get_codes(i), n * code_size).copy().reshape(n, code_size))
+            if not ids:
+                continue
+            all_ids, all_codes = np.concatenate(ids), np.concatenate(codes)
+            keep = ~np.isin(all_ids, drop)
+            keep_ids, keep_codes = np.ascontiguousarray(all_ids[keep]), np.ascontiguousarray(all_codes[keep])
+            if len(keep_ids):
+                ondisk.add_entries(i, len(keep_ids), fx.swig_ptr(keep_ids), fx.swig_ptr(keep_codes))
+                ntotal += len(keep_ids)
     ivf.replace_invlists(ondisk, True)
     ondisk.this.disown()
     out.ntotal = ivf.ntotal = ntotal
@@ -237,10 +278,10 @@ class PQState:
             ivfdata, rr = f"{name}.{token}.ivfdata", f"{name}.{token}.f16"
             folder.mkdir(parents=True, exist_ok=True)
             lists = [self.ivf.invlists] + ([ivf_of(self.delta).invlists] if self.delta is not None else [])
-            out = merge_lists(self.trained, lists, folder / ivfdata)
             if len(self.tombstones):
-                with _quiet_stdout():
-                    out.remove_ids(self.tombstones)
+                out = copy_lists(self.trained, lists, folder / ivfdata, self.tombstones)
+            else:
+                out = merge_lists(self.trained, lists, folder / ivfdata)
             payload = serialize(out)
             del out  # unmaps the new lists before they are synced
             fsync(folder / ivfdata)

@@ -155,7 +155,7 @@ class RerankVectors:
             raw = p.read_bytes()
             ids = np.frombuffer(raw, dtype=np.int64, count=n, offset=start)
             vecs = np.frombuffer(raw, dtype=np.float16, count=n * dim, offset=start + n * 8).reshape(n, dim)
-        return cls(dim, np.asarray(ids), vecs)
+        return cls(dim, np.asarray(ids), np.asarray(vecs))  # plain views of the map: no memmap overhead per read
 
 
 def _data_start(hlen: int) -> int:
