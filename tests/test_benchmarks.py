@@ -1,4 +1,5 @@
-"""The FAISS-at-scale benchmark's generator and one tiny run (the full run is benchmarks/speed/faiss_scale.py)."""
+"""The FAISS-at-scale benchmarks: the generator and one tiny run each (full runs: benchmarks/speed/faiss_scale.py and
+faiss_compressed.py)."""
 
 from __future__ import annotations
 
@@ -83,3 +84,22 @@ def test_encoder_throughput_runs_and_reports_a_ratio(tmp_path: Path) -> None:
     assert result["cpu_baseline"] is result["batches"][1]  # the CPU run is its own baseline
     assert result["speedup_vs_cpu"] > 0 and "fp16_vs_cpu_cosine" not in result
     assert out.exists()
+
+
+def test_tiny_compressed_run_builds_in_shards_and_reports(tmp_path: Path) -> None:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "speed" / "faiss_compressed.py"
+    spec = importlib.util.spec_from_file_location("faiss_compressed", path)
+    assert spec is not None and spec.loader is not None
+    fc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fc)
+    gen = fc.Generator(_seeds(), clip_len=60, seed=0)
+    stream = fc.Stream(gen, 2500)
+    queries, _ = gen.queries(50, 2500, stream.clips)
+    sample, truth = fc.first_pass(stream, queries, 1000, seed=0)
+    exact = np.argsort(-(queries @ np.concatenate([v for _, v in stream.chunks()]).T), axis=1)[:, :10]
+    assert sample.shape == (1000, 256) and (truth[:, 0] == exact[:, 0]).mean() > 0.95
+    args = argparse.Namespace(nlist=16, shards=2, single=5, cold=2, pq_m=8)  # PQ8: training in a second
+    out = fc.measure_pq(stream, sample, queries, truth, tmp_path, args)
+    assert out["describe"].startswith("RR256,IVF16,PQ8") and "lists on disk" in out["describe"]
+    assert 0.5 <= out["recall_at_10"] <= 1.0 and out["warm"]["p50_ms"] > 0 and out["cold"]["n"] == 2
+    assert 16 <= out["bytes_per_vector"]["lists_and_header"] and out["bytes_per_vector"]["rerank_f16"] >= 512

@@ -114,7 +114,7 @@ def measure_pq(stream: Stream, sample: np.ndarray, queries: np.ndarray, truth: n
     nlist = args.nlist or choose_nlist(n)
     out: dict[str, Any] = {"nlist": nlist, "shards": args.shards}
     t0 = time.perf_counter()
-    trained = shards.train(DIM, sample, expected_n=n, nlist=nlist)
+    trained = shards.train(DIM, sample, expected_n=n, nlist=nlist, pq_m=args.pq_m or None)
     out["train_s"] = time.perf_counter() - t0
     out["peak_rss_after_train"] = peak_rss()
     bounds = [round(n * s / args.shards / CHUNK) * CHUNK for s in range(args.shards)] + [n]
@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=100_000, help="vectors in the index")
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--nlist", type=int, default=0, help="lists (default choose_nlist(n))")
+    ap.add_argument("--pq-m", type=int, default=0, help="PQ bytes a vector (default choose_pq_m(256) = 32)")
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--single", type=int, default=300, help="single queries timed warm")
     ap.add_argument("--cold", type=int, default=10, help="cold reads + first query timed")
