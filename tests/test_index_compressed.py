@@ -162,22 +162,27 @@ def test_adds_and_removes_after_the_merge(tmp_path: Path, data, trained) -> None
     np.testing.assert_array_equal(reread.search(queries, 10)[1], found)
 
 
+def _read(path: Path) -> tuple[dict, bytes]:
+    with fileformat.open_payload(path) as (header, f):
+        return header, f.read()
+
+
 def test_header_refuses_a_file_whose_kind_differs(tmp_path: Path, data, trained) -> None:
     corpus, ids, _ = data
     flat = VectorIndex.build(DIM, corpus, nlist=NLIST)
     flat.add(ids, corpus)
     path = tmp_path / "vectors.faiss"
     flat.save(path, generation=1)
-    header, payload = fileformat.read(path)
-    fileformat.write(path, {**header, "encoding": "fp16"}, payload)
+    header, payload = _read(path)
+    fileformat.write(path, {**header, "encoding": "fp16"}, lambda sink: sink(payload))
     with pytest.raises(StoreError, match="header says fp16 encoding, faiss found flat"):
         VectorIndex.read(path)
     _in_memory(trained, corpus, ids).save(path, generation=1)
-    header, payload = fileformat.read(path)
-    fileformat.write(path, {**header, "encoding": "flat"}, payload)
+    header, payload = _read(path)
+    fileformat.write(path, {**header, "encoding": "flat"}, lambda sink: sink(payload))
     with pytest.raises(StoreError, match="header says flat encoding, faiss found pq"):
         VectorIndex.read(path)
-    fileformat.write(path, {**header, "encoding": "pq"}, payload)
+    fileformat.write(path, {**header, "encoding": "pq"}, lambda sink: sink(payload))
     assert VectorIndex.read(path)[0].encoding == "pq"
 
 

@@ -336,3 +336,5 @@ class VectorIndex:
                 found = _encoding_of(index)
                 if found is not None and found != "pq" and said in (None, found):
                     return cls(index), header
+        raise fileformat.corrupt(path, f"its header says {said or 'no'} encoding, faiss found "
+                                 f"{found or 'no sora-search index kind'}")
