@@ -82,7 +82,7 @@ def test_kind_is_chosen_by_size(monkeypatch: pytest.MonkeyPatch, data) -> None:
     big = VectorIndex.build(DIM, corpus[:TRAIN], nlist=NLIST, expected_n=N)
     small = VectorIndex.build(DIM, corpus[:TRAIN], nlist=NLIST, expected_n=1000)
     assert big.encoding == "pq" and small.encoding == "flat"
-    assert big.describe().startswith(f"RR{DIM},IVF{NLIST},PQ{PQ_M} (inner product), nprobe 8, re-ranked x8")
+    assert big.describe().startswith(f"RR{DIM},IVF{NLIST},PQ{PQ_M} (inner product), nprobe 8, re-ranked x{sizing.RERANK_FACTOR}")
 
 
 def test_save_and_read_keep_the_kind(tmp_path: Path, data, trained) -> None:

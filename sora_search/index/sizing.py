@@ -19,7 +19,7 @@ PQ_MIN_VECTORS = 5_000_000
 # Bytes of PQ code per vector (8-bit sub-quantizers): 32 of the 256 projected dimensions' 512 float16 bytes.
 PQ_BYTES = 32
 # A PQ search fetches k * RERANK_FACTOR candidates and re-ranks them exactly from their float16 vectors.
-RERANK_FACTOR = 8
+RERANK_FACTOR = 32
 ENCODINGS = ("flat", "fp16", "pq")
 # Lists visited per query at the smallest sizes, and the lists-per-probe ratio above them; see choose_nprobe.
 MIN_NPROBE = 8
