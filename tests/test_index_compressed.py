@@ -72,6 +72,21 @@ def test_pq_reranked_recall_against_exact_search(data, trained) -> None:
     assert (np.diff(scores, axis=1) <= 1e-7).all()
 
 
+def test_a_large_batch_is_searched_in_groups_with_the_same_answers(monkeypatch: pytest.MonkeyPatch, data,
+                                                                   trained) -> None:
+    corpus, ids, queries = data
+    index = _in_memory(trained, corpus, ids)
+    whole = index.search(queries, 10)
+    calls = []
+    search = compressed.PQState._search
+    monkeypatch.setattr(compressed.PQState, "_search", lambda self, q, k: (calls.append(len(q)), search(self, q, k))[1])
+    monkeypatch.setattr(compressed, "RERANK_BYTES", 2 * 10 * sizing.RERANK_FACTOR * DIM * 4 * 7)  # 7 queries a group
+    grouped = index.search(queries, 10)
+    assert calls == [7] * 14 + [2]
+    np.testing.assert_array_equal(grouped[1], whole[1])
+    np.testing.assert_allclose(grouped[0], whole[0], atol=1e-6)
+
+
 def test_kind_is_chosen_by_size(monkeypatch: pytest.MonkeyPatch, data) -> None:
     assert sizing.PQ_MIN_VECTORS >= 5_000_000  # not measured yet: no library of today changes kind
     monkeypatch.setattr(sizing, "PQ_MIN_VECTORS", 2000)
@@ -82,7 +97,7 @@ def test_kind_is_chosen_by_size(monkeypatch: pytest.MonkeyPatch, data) -> None:
     big = VectorIndex.build(DIM, corpus[:TRAIN], nlist=NLIST, expected_n=N)
     small = VectorIndex.build(DIM, corpus[:TRAIN], nlist=NLIST, expected_n=1000)
     assert big.encoding == "pq" and small.encoding == "flat"
-    assert big.describe().startswith(f"RR{DIM},IVF{NLIST},PQ{PQ_M} (inner product), nprobe 8, re-ranked x{sizing.RERANK_FACTOR}")
+    assert big.describe().startswith(f"OPQ{PQ_M},IVF{NLIST},PQ{PQ_M} (inner product), nprobe 8, re-ranked x{sizing.RERANK_FACTOR}")
 
 
 def test_save_and_read_keep_the_kind(tmp_path: Path, data, trained) -> None:
@@ -247,7 +262,7 @@ def test_keeper_builds_follows_and_serves_the_pq_kind(monkeypatch: pytest.Monkey
         keeper = IndexKeeper(tmp_path, store, params, device="cpu")
         keeper.finish()  # first build: the size picks PQ
         described = keeper.describe()
-        assert described.kind.startswith(f"RR{DIM},IVF32,PQ{PQ_M} ") and "lists on disk" in described.kind
+        assert described.kind.startswith(f"OPQ{PQ_M},IVF32,PQ{PQ_M} ") and "lists on disk" in described.kind
         assert described.nbytes > keeper.path.stat().st_size  # the lists and re-rank files count too
         assert keeper.problems() == ([], [], 1800)
         gone = store.remove_videos([videos[0][0]])

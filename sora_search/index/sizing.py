@@ -12,9 +12,8 @@ MIN_POINTS_PER_LIST = 39
 MAX_NLIST = 65536
 # From this corpus size on, IVF lists hold float16 vectors (IVF-SQfp16); see choose_encoding.
 FP16_MIN_VECTORS = 100_000
-# NOT YET MEASURED: from this corpus size on, IVF lists hold product-quantized codes re-ranked from float16 (IVF-PQ;
-# see choose_encoding). benchmarks/speed/faiss_compressed.py at 10^6 and 10^7 against today's IVF-SQfp16 must set
-# it; until then it is high enough that no library anyone has today changes kind.
+# From this corpus size on, IVF lists hold product-quantized codes re-ranked from float16 (IVF-PQ; see
+# choose_encoding): float16 lists win below it, and outgrow 8 GB to build by 10^7 (docs/tuning.md).
 PQ_MIN_VECTORS = 5_000_000
 # Bytes of PQ code per vector (8-bit sub-quantizers): 32 of the 256 projected dimensions' 512 float16 bytes.
 PQ_BYTES = 32

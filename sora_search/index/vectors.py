@@ -203,7 +203,7 @@ class VectorIndex:
 
     def describe(self) -> str:
         """E.g. ``"IVF64,Flat (inner product), nprobe 8"``, ``"IVF2048,SQfp16 (inner product), nprobe 8"`` or
-        ``"RR256,IVF8192,PQ32 (inner product), nprobe 32, re-ranked x32 from float16, lists on disk"``."""
+        ``"OPQ32,IVF8192,PQ32 (inner product), nprobe 32, re-ranked x32 from float16, lists on disk"``."""
         if self.pq is not None:
             ivf = self.pq.ivf
             where = "on disk" if self.pq.files is not None else "in memory"
