@@ -14,14 +14,19 @@ import pytest
 from tests.conftest import FakeGpuFaiss
 
 
-@pytest.fixture(scope="module")
-def faiss_scale() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "speed" / "faiss_scale.py"
-    spec = importlib.util.spec_from_file_location("faiss_scale", path)
+def _script(name: str) -> ModuleType:
+    """benchmarks/speed/NAME.py loaded as a module (the scripts are not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "speed" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def faiss_scale() -> ModuleType:
+    return _script("faiss_scale")
 
 
 def _seeds(m: int = 300) -> np.ndarray:
@@ -71,11 +76,7 @@ def test_tiny_gpu_run_through_a_fake_gpu_faiss(faiss_scale: ModuleType, fake_gpu
 
 
 def test_encoder_throughput_runs_and_reports_a_ratio(tmp_path: Path) -> None:
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "speed" / "encoder_throughput.py"
-    spec = importlib.util.spec_from_file_location("encoder_throughput", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _script("encoder_throughput")
     out = tmp_path / "enc.json"
     result = module.main(["--device", "cpu", "--batch", "2", "3", "--cpu-batch", "3", "--seconds", "0",
                           "--cpu-seconds", "0", "--out", str(out)])
@@ -87,11 +88,7 @@ def test_encoder_throughput_runs_and_reports_a_ratio(tmp_path: Path) -> None:
 
 
 def test_tiny_compressed_run_builds_in_shards_and_reports(tmp_path: Path) -> None:
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "speed" / "faiss_compressed.py"
-    spec = importlib.util.spec_from_file_location("faiss_compressed", path)
-    assert spec is not None and spec.loader is not None
-    fc = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fc)
+    fc = _script("faiss_compressed")
     gen = fc.Generator(_seeds(), clip_len=60, seed=0)
     stream = fc.Stream(gen, 2500)
     queries, _ = gen.queries(50, 2500, stream.clips)
