@@ -95,7 +95,7 @@ def test_tiny_compressed_run_builds_in_shards_and_reports(tmp_path: Path) -> Non
     sample, truth = fc.first_pass(stream, queries, 1000, seed=0)
     exact = np.argsort(-(queries @ np.concatenate([v for _, v in stream.chunks()]).T), axis=1)[:, :10]
     assert sample.shape == (1000, 256) and (truth[:, 0] == exact[:, 0]).mean() > 0.95
-    args = argparse.Namespace(nlist=16, shards=2, single=5, cold=2, pq_m=8)  # PQ8: training in a second
+    args = argparse.Namespace(nlist=16, shards=2, single=5, single_k=10, cold=2, pq_m=8)  # PQ8: training in a second
     out = fc.measure_pq(stream, sample, queries, truth, tmp_path, args)
     assert out["describe"].startswith("OPQ8,IVF16,PQ8") and "lists on disk" in out["describe"]
     assert 0.5 <= out["recall_at_10"] <= 1.0 and out["warm"]["p50_ms"] > 0 and out["cold"]["n"] == 2
