@@ -332,6 +332,7 @@ def test_short_batches_are_padded_to_few_shapes_without_changing_their_vectors(f
     assert [padded_size(n, 128) for n in (1, 2, 3, 5, 64, 65, 127, 128)] == [1, 2, 4, 8, 64, 128, 128, 128]
     assert padded_size(200, 128) == 200 and padded_size(3, 6) == 4 and padded_size(5, 6) == 6
     enc = load_encoder("sora-lite0", device="cpu")
+    assert enc._rows_to_run(3, "cpu") == 3 and enc._rows_to_run(3, "cuda") == 4
     batch = torch.from_numpy(np.stack(list(frames.values()))[:3])
     with torch.inference_mode():
         alone, padded = enc._embed_batch(batch), enc._embed_padded(batch, 8)

@@ -168,14 +168,19 @@ class Encoder(ABC):
             batch = batch.copy()  # torch.from_numpy warns on read-only arrays (np.load mmap, broadcast views)
         with torch.inference_mode():
             tensor = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            rows = self._rows_to_run(len(tensor), tensor.device.type)
             if tensor.device.type == "cuda":
-                # cuDNN chooses its kernels for each new input shape, at a cost above many batches' work: a short
-                # batch is padded to a power of two (at most batch_size), so a whole run meets a handful of shapes.
                 with torch.autocast("cuda", dtype=torch.float16):
-                    result = self._embed_padded(tensor, padded_size(len(tensor), self.batch_size))
+                    result = self._embed_padded(tensor, rows)
             else:
-                result = self._embed_batch(tensor)
+                result = self._embed_padded(tensor, rows)
             return result.float().cpu().numpy()
+
+    def _rows_to_run(self, n: int, device_type: str) -> int:
+        """The batch size ``n`` frames run at: ``n``, or more on a backend that prepares kernels for each new input
+        shape at a cost above many batches' work. cuDNN does (CUDA): a short batch runs at the next power of two,
+        at most ``batch_size``, so a whole run meets a handful of shapes."""
+        return padded_size(n, self.batch_size) if device_type == "cuda" else n
 
     def _embed_padded(self, tensor: torch.Tensor, size: int) -> torch.Tensor:
         """:meth:`_embed_batch` of ``tensor`` padded with black frames to ``size`` rows, cut back to its own rows."""

@@ -100,15 +100,17 @@ class SoraLite0Encoder(_Lite0Encoder):
 
             self._int8 = cached_trunk(self.taps, INPUT_SIZE)
 
+    def _rows_to_run(self, n: int, device_type: str) -> int:
+        # fbgemm (int8) generates its kernels for each new input shape, in seconds: a short batch (a file's last)
+        # runs at the usual size so that the kernels of the first batch serve every later one.
+        if self._int8 is not None:
+            return max(n, self.batch_size)
+        return super()._rows_to_run(n, device_type)
+
     def _embed_batch(self, batch_uint8_nhwc: torch.Tensor) -> torch.Tensor:
         x = EfficientNetLite0.preprocess(batch_uint8_nhwc)
         if self._int8 is not None:
-            # fbgemm generates its kernels for each new input shape, in seconds: a short batch (a file's last) is
-            # padded to the usual size so that the kernels of the first batch serve every later one.
-            n = x.shape[0]
-            if n < self.batch_size:
-                x = torch.cat([x, x.new_zeros((self.batch_size - n, *x.shape[1:]))])
-            maps = [m.dequantize()[:n] for m in self._int8(x.contiguous(memory_format=torch.channels_last))]
+            maps = [m.dequantize() for m in self._int8(x.contiguous(memory_format=torch.channels_last))]
         else:
             maps = self.backbone.features(x, self.taps)
         return torch.cat([rmac(m, self.scales) for m in maps], dim=1)
