@@ -220,6 +220,10 @@ def test_missing_or_foreign_side_files_are_refused(tmp_path: Path, data, trained
     (tmp_path / header["ivfdata"]).unlink()
     with pytest.raises(StoreError, match="lists file .* is missing"):
         VectorIndex.read(path)
+    # A damaged header (its length past the end of the file) names no side file: every one is a leftover.
+    path.write_bytes(b"SORAIDX1 damaged")
+    assert fileformat.read_header(path) is None
+    assert compressed.stale_files(path) == [tmp_path / "vectors.faiss.dead.ivfdata"]
 
 
 def test_rerank_vectors_by_id_in_any_order(tmp_path: Path) -> None:

@@ -123,6 +123,8 @@ def read_header(path: str | Path) -> dict[str, Any] | None:
             if len(head) < len(MAGIC) + 8 or not head.startswith(MAGIC):
                 return None
             (hlen,) = struct.unpack_from("<Q", head, len(MAGIC))
+            if len(MAGIC) + 8 + hlen > os.fstat(f.fileno()).st_size:  # damaged: a length past the end
+                return None
             header = json.loads(f.read(hlen))
     except (OSError, ValueError):
         return None
