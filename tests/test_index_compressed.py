@@ -214,6 +214,9 @@ def test_missing_or_foreign_side_files_are_refused(tmp_path: Path, data, trained
     RerankVectors(DIM).write(rerank, "another-save")
     with pytest.raises(StoreError, match="belongs to save 'another-save'"):
         VectorIndex.read(path)
+    rerank.write_bytes(b"SORARR01 damaged")
+    with pytest.raises(StoreError, match="truncated header"):
+        RerankVectors.open(rerank, header["pq_token"])
     rerank.unlink()
     with pytest.raises(StoreError, match="unusable"):
         VectorIndex.read(path)
