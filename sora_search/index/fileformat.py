@@ -84,16 +84,26 @@ def open_payload(path: str | Path) -> Iterator[tuple[dict[str, Any], io.Buffered
         yield header, f
 
 
+def header_length(f: BinaryIO, path: Path, magic: bytes = MAGIC, kind: str = "index") -> int:
+    """The JSON header's length that a file read from its start declares after ``magic``.
+
+    Raises:
+        StoreError: the file does not start with ``magic``, or its header would run past its end.
+    """
+    lead = f.read(len(magic) + 8)
+    if len(lead) < len(magic) + 8 or not lead.startswith(magic):
+        raise corrupt(path, f"not a sora-search {kind} file")
+    (hlen,) = struct.unpack_from("<Q", lead, len(magic))
+    if len(magic) + 8 + hlen > os.fstat(f.fileno()).st_size:
+        raise corrupt(path, "truncated header")
+    return int(hlen)
+
+
 def _check(p: Path, f: io.BufferedReader) -> tuple[dict[str, Any], int]:
     """The header and the payload's offset, once length and checksum hold."""
     total = os.fstat(f.fileno()).st_size
-    lead = f.read(len(MAGIC) + 8)
-    if len(lead) < len(MAGIC) + 8 or not lead.startswith(MAGIC):
-        raise corrupt(p, "not a sora-search index file")
-    (hlen,) = struct.unpack_from("<Q", lead, len(MAGIC))
+    hlen = header_length(f, p)
     start = len(MAGIC) + 8 + hlen
-    if start > total:
-        raise corrupt(p, "truncated header")
     try:
         header = json.loads(f.read(hlen))
         int(header["generation"])
@@ -119,14 +129,8 @@ def read_header(path: str | Path) -> dict[str, Any] | None:
     """The JSON header of a file made by :func:`write`, unchecked (no payload is read), or None if unreadable."""
     try:
         with open(path, "rb") as f:
-            head = f.read(len(MAGIC) + 8)
-            if len(head) < len(MAGIC) + 8 or not head.startswith(MAGIC):
-                return None
-            (hlen,) = struct.unpack_from("<Q", head, len(MAGIC))
-            if len(MAGIC) + 8 + hlen > os.fstat(f.fileno()).st_size:  # damaged: a length past the end
-                return None
-            header = json.loads(f.read(hlen))
-    except (OSError, ValueError):
+            header = json.loads(f.read(header_length(f, Path(path))))
+    except (OSError, ValueError, StoreError):
         return None
     return header if isinstance(header, dict) else None
 

@@ -129,12 +129,7 @@ class RerankVectors:
         p = Path(path)
         try:
             with open(p, "rb") as f:
-                head = f.read(len(MAGIC) + 8)
-                if len(head) < len(MAGIC) + 8 or not head.startswith(MAGIC):
-                    raise fileformat.corrupt(p, "not a sora-search re-rank file")
-                (hlen,) = struct.unpack_from("<Q", head, len(MAGIC))
-                if len(MAGIC) + 8 + hlen > p.stat().st_size:
-                    raise fileformat.corrupt(p, "truncated header")
+                hlen = fileformat.header_length(f, p, MAGIC, "re-rank")
                 header = json.loads(f.read(hlen))
             n, dim = int(header["n"]), int(header["dim"])
         except OSError as e:
