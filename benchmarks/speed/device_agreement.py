@@ -54,9 +54,10 @@ def run_device(device: str, root: Path, files: list[Path], queries: list[Path]) 
 
 def stored_vectors(path: Path) -> dict[tuple[str, float], np.ndarray]:
     from sora_search.store import Store
+    from sora_search.store.catalogue import DB_NAME
 
     out = {}
-    with Store.open(path / "sora.db", create=False) as store:
+    with Store.open(path / DB_NAME, create=False) as store:
         for video in store.videos(status="indexed"):
             _, times, vectors = store.vectors_of_video(video.id)
             for t, v in zip(times, vectors):

@@ -52,13 +52,14 @@ from sora_search.encoder import Projection  # noqa: E402
 from sora_search.index import IndexKeeper  # noqa: E402
 from sora_search.params import DEFAULT_ENCODER, IndexParams  # noqa: E402
 from sora_search.store import Store  # noqa: E402
+from sora_search.store.catalogue import DB_NAME  # noqa: E402
 
 CLIP_S = 60
 
 
 def load_raw_seeds(index: Path) -> np.ndarray:
     """(m, raw_dim) float32: every stored raw descriptor of a sora-search index, in store order."""
-    with Store.open(index / "sora.db", create=False) as store:
+    with Store.open(index / DB_NAME, create=False) as store:
         return np.concatenate([raw for _, raw in store.iter_vectors()]).astype(np.float32)
 
 
@@ -96,7 +97,7 @@ class Library:
         self.location, self.gen, self.planted_share, self.sigma = location, gen, planted_share, reencode_sigma
         self.clip_sigma = clip_sigma
         self.rng = np.random.default_rng(seed)
-        self.store = Store.open(location / "sora.db")
+        self.store = Store.open(location / DB_NAME)
         identity.ensure(self.store, location, DEFAULT_ENCODER, 1.0)
         self.vectors = self.clips = 0
         self.truth: list[tuple[str, str, str]] = []

