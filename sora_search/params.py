@@ -111,6 +111,8 @@ class QueryParams:
     views: str | tuple[str, ...] = "auto"
     decode_timeout_s: float = 120.0    # a decoder silent this long on the probe is killed
     escalate_below: float = 0.25       # views="auto" looks harder only while no video scores this much
+    last_step_sample: int = 4          # auto's last step first encodes every Nth second of its views (1: all) ...
+    last_step_gate: float = 0.3        # ... then all of those whose best sampled second's score reaches this
     region_penalty: float = 0.1        # a half or window view scores this much less than the same match seen whole
     inset_penalty: float = 0.05        # a found inset is a region the probe points at: it pays half
     runner_up_gap: float = 0.5         # every match but the best loses this share of its gap to the best
@@ -138,6 +140,7 @@ class QueryParams:
             "k": self.k >= 1, "min_score": math.isfinite(self.min_score) and -1 <= self.min_score <= 1,
             "views": (self.views in VIEW_CHOICES) if isinstance(self.views, str) else len(self.views) > 0,
             "decode_timeout_s": self.decode_timeout_s > 0, "neighbours": self.neighbours >= 1,
+            "last_step_sample": self.last_step_sample >= 1,
             "background_max_k": self.background_max_k >= self.neighbours,
             "background_skip": self.background_skip >= 0, "background_take": self.background_take >= 1,
             "novelty_full": self.novelty_full is None or self.novelty_full > self.novelty_floor,

@@ -235,13 +235,19 @@ def test_a_probe_seen_whole_is_decoded_as_the_library_was(lib, library_copy, mon
     embedder.close()
 
 
-@pytest.mark.parametrize("escalate_below, expected", [
-    (-1.0, [[FULL]]),
-    (2.0, [[FULL], [HFLIP], [*ROTATIONS, *HALVES]]),
+@pytest.mark.parametrize("params, expected", [
+    (QueryParams(escalate_below=-1.0), [([FULL], 1)]),
+    # Every view of the last step passes a gate of -1: the sample, then every second of all of them.
+    (QueryParams(escalate_below=2.0, last_step_gate=-1.0),
+     [([FULL], 1), ([HFLIP], 1), ([*ROTATIONS, *HALVES], 4), ([*ROTATIONS, *HALVES], 1)]),
+    # None passes a gate of 2: the last step ends with its sample (and the inset, if the finder saw one).
+    (QueryParams(escalate_below=2.0, last_step_gate=2.0), [([FULL], 1), ([HFLIP], 1), ([*ROTATIONS, *HALVES], 4)]),
+    (QueryParams(escalate_below=2.0, last_step_sample=1), [([FULL], 1), ([HFLIP], 1), ([*ROTATIONS, *HALVES], 1)]),
 ])
-def test_auto_views_escalate_one_step_at_a_time(lib, library_copy, media_dir, monkeypatch, escalate_below, expected):
-    """Each pass only while nothing scores ``escalate_below``; the probe is decoded once at S for the first two
-    (kept in memory) and once at 2S for the last."""
+def test_auto_views_escalate_one_step_at_a_time(lib, library_copy, media_dir, monkeypatch, params, expected):
+    """Each step only while nothing scores ``escalate_below``; the last looks at a sample of seconds first and then
+    at every second of the views whose sample reached ``last_step_gate``. The probe is decoded once at S for the
+    first two steps and once at 2S for the last (kept in memory between them)."""
     from sora_search.decode import DecodeWorker
     from sora_search.embed import Embedder
 
@@ -250,7 +256,7 @@ def test_auto_views_escalate_one_step_at_a_time(lib, library_copy, media_dir, mo
     real, real_open = Embedder.probe, DecodeWorker.open
 
     def spy(self, path, views, **kw):
-        seen.append(list(views))
+        seen.append(([v for v in views if v != "inset"], kw.get("every", 1)))  # the inset where the finder saw one
         return real(self, path, views, **kw)
 
     def spy_open(self, p, **kw):
@@ -259,11 +265,44 @@ def test_auto_views_escalate_one_step_at_a_time(lib, library_copy, media_dir, mo
 
     monkeypatch.setattr(Embedder, "probe", spy)
     monkeypatch.setattr(DecodeWorker, "open", spy_open)
-    lib.query(media_dir / "probe_a.mp4", params=QueryParams(escalate_below=escalate_below))
-    assert [[v for v in views if v != "inset"] for views in seen] == expected  # the inset where the finder saw one
+    lib.query(media_dir / "probe_a.mp4", params=params)
+    assert [call for call in seen if call[0]] == expected  # a call for the inset alone left out
     size = lib._embedder.encoder.identity.input_size
     assert sides == ([size] if len(expected) == 1 else [size, 2 * size])
     assert lib._embedder._kept is None  # nothing kept once the query is answered
+
+
+def test_a_sample_encodes_every_nth_frame_alone(media_dir, monkeypatch):
+    """``every``: the first frame and each N-th after it, across batches, each encoded on its own (not pooled with
+    its neighbours); the inset finder still sees every frame."""
+    from sora_search.decode import DecodeWorker
+    from sora_search.embed import Embedder
+    from sora_search.embed.inset import InsetFinder
+
+    real_open = DecodeWorker.open
+    monkeypatch.setattr(DecodeWorker, "open", lambda self, p, **kw: real_open(self, p, **{**kw, "chunk_size": 4}))
+    path = media_dir / "probe_a.mp4"
+    alone = Embedder("tiny", device=None, fps=1.0, temporal_radius=0)
+    pooled = Embedder("tiny", device=None, fps=1.0, temporal_radius=1)
+    every = alone.probe(path, [FULL, "left"], timeout_s=60, blank_std=5.0)
+    all_seen, sample_seen = InsetFinder(), InsetFinder()
+    pooled.probe(path, [FULL, "left"], timeout_s=60, blank_std=5.0, finder=all_seen)
+    pooled.forget_probe()
+    sample = pooled.probe(path, [FULL, "left"], timeout_s=60, blank_std=5.0, every=4, finder=sample_seen)
+    assert len(every.timestamps_s) == 6  # in batches of 4 and 2: the sample is frames 0 and 4
+    np.testing.assert_array_equal(sample.timestamps_s, every.timestamps_s[::4])
+    for view in (FULL, "left"):
+        np.testing.assert_allclose(sample.vectors[view], every.vectors[view][::4], atol=1e-6)
+        np.testing.assert_array_equal(sample.blank[view], every.blank[view][::4])
+    assert not np.allclose(pooled.probe(path, [FULL], timeout_s=60, blank_std=5.0).vectors[FULL][4],
+                           every.vectors[FULL][4], atol=1e-4)  # the same frame pooled with its neighbours differs
+    assert sample_seen.__dict__.keys() == all_seen.__dict__.keys()
+    for name, value in all_seen.__dict__.items():
+        np.testing.assert_array_equal(getattr(sample_seen, name), value)  # the same frames went by
+    with pytest.raises(ValueError, match="every"):
+        pooled.probe(path, [FULL], timeout_s=60, blank_std=5.0, every=0)
+    alone.close()
+    pooled.close()
 
 
 def test_a_kept_probe_is_decoded_again_once_its_file_changes(lib, library_copy, media_dir, tmp_path, monkeypatch):

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 
 # The most probe frames kept in memory between the passes of one query (a probe at S = 224 px: 150 KB a second,
-# so about 28 minutes of probe).
+# so about 28 minutes of probe; at 2S, 7 minutes).
 PROBE_KEEP_BYTES = 256 << 20
 
 
@@ -85,7 +85,7 @@ class Embedder:
         self._pool_workers: list[DecodeWorker] = []  # one per pooled thread, see pooled_thread
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._kept: _Kept | None = None  # the last probe decoded at S, for the next pass of the same query
+        self._kept: _Kept | None = None  # the last probe decoded, for the next pass of the same query
         # Seconds per stage since the last reset: decode (waiting for frames), encode, and what callers add; with
         # several threads, their seconds add up.
         self.timings: defaultdict[str, float] = defaultdict(float)
@@ -173,33 +173,39 @@ class Embedder:
         return self._embed(path, [FULL], encoder_identity(self.encoder_name).input_size, timeout_s=timeout_s)
 
     def probe(self, path: str | Path, views: Sequence[str], *, timeout_s: float, blank_std: float,
-              finder: InsetFinder | None = None, box: Box | None = None) -> Embedded:
+              finder: InsetFinder | None = None, box: Box | None = None, every: int = 1) -> Embedded:
         """A probe through ``views`` (names of :mod:`sora_search.embed.views`).
 
-        A probe decoded at S is kept in memory (up to ``PROBE_KEEP_BYTES``) until :meth:`forget_probe`, so the
-        next pass of the same query that needs it at S encodes it again without decoding it again.
+        The probe's frames are kept in memory (up to ``PROBE_KEEP_BYTES``) until :meth:`forget_probe`, so the next
+        pass of the same query that needs them at the same side encodes them again without decoding them again.
 
         Args:
             blank_std: a view frame whose luma standard deviation is below this is blank.
             finder: also sees every frame as decoded (at S or 2S); with no views the probe is decoded at 2S only
                 for it.
             box: the rectangle the ``inset`` view cuts out.
+            every: encode only every ``every``-th sampled frame (the first, then each ``every``-th after it), each
+                on its own, not pooled with its neighbours: a sample of the probe (the finder still sees every frame).
 
         Raises:
             VideoError: the probe cannot be decoded, or yields no frame.
         """
+        if every < 1:
+            raise ValueError(f"every must be at least 1, got {every}")
         size = self.encoder.identity.input_size
         side = decode_side(views, size) if views else 2 * size
-        return self._embed(path, list(views), side, timeout_s=timeout_s, probe_views=(blank_std, finder, box))
+        return self._embed(path, list(views), side, timeout_s=timeout_s, probe_views=(blank_std, finder, box),
+                           every=every)
 
     def forget_probe(self) -> None:
         """Drop the probe frames kept by :meth:`probe`."""
         self._kept = None
 
     def _embed(self, path: str | Path, names: list[str], side: int, *, timeout_s: float,
-               probe_views: tuple[float, InsetFinder | None, Box | None] | None = None) -> Embedded:
+               probe_views: tuple[float, InsetFinder | None, Box | None] | None = None, every: int = 1) -> Embedded:
         from sora_search.encoder import temporal_pool
 
+        seen = 0  # frames decoded so far: which of a batch's frames are in a sample (``every``)
         ts_parts: list[np.ndarray] = []
         vec_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
         blank_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
@@ -209,8 +215,8 @@ class Embedder:
             size = encoder.identity.input_size
             for batch in batches:
                 fault_point("decode")
-                ts_parts.append(batch.timestamps_s)
                 if probe_views is None:
+                    ts_parts.append(batch.timestamps_s)
                     with self.timed("encode"):
                         vec_parts[FULL].append(encoder.embed(batch.frames))
                     blank_parts[FULL].append(np.zeros(len(batch.frames), dtype=bool))
@@ -218,14 +224,19 @@ class Embedder:
                     blank_std, finder, box = probe_views
                     if finder is not None:
                         finder.add(batch.frames, halve=side != size)
-                    if names:
+                    rows = np.flatnonzero((np.arange(len(batch.frames)) + seen) % every == 0)
+                    seen += len(batch.frames)
+                    ts_parts.append(batch.timestamps_s[rows])
+                    if names and len(rows):
+                        frames = batch.frames if every == 1 else batch.frames[rows]
                         with self.timed("encode"):
-                            self._encode_views(batch.frames, names, box, size, blank_std, vec_parts, blank_parts)
+                            self._encode_views(frames, names, box, size, blank_std, vec_parts, blank_parts)
                 fault_point("encode")
         if not ts_parts:
             raise NoFramesError(path, "no decodable frame")
         blank = {v: np.concatenate(parts) for v, parts in blank_parts.items()}
-        pooled = {v: temporal_pool(np.concatenate(parts), radius=self.temporal_radius, skip=blank[v])
+        radius = self.temporal_radius if every == 1 else 0
+        pooled = {v: temporal_pool(np.concatenate(parts), radius=radius, skip=blank[v])
                   for v, parts in vec_parts.items()}
         return Embedded(info, np.concatenate(ts_parts), pooled, blank)
 
@@ -233,11 +244,8 @@ class Embedder:
     def _frames(self, path: str | Path, side: int, timeout_s: float, *,
                 keep: bool) -> Iterator[tuple[VideoInfo, Iterator[FrameBatch]]]:
         """The file's frames at ``side``: from the probe kept by an earlier call (same file, unchanged, same side)
-        or from the decode worker; with ``keep``, a probe decoded at S whole and within PROBE_KEEP_BYTES is kept."""
-        from sora_search.encoder import encoder_identity
-
-        key = _probe_key(path, side, self.fps) if keep and side == encoder_identity(self.encoder_name).input_size \
-            else None
+        or from the decode worker; with ``keep``, a probe decoded whole and within PROBE_KEEP_BYTES is kept."""
+        key = _probe_key(path, side, self.fps) if keep else None
         if key is not None and self._kept is not None and self._kept.key == key and self._kept.batches is not None:
             yield self._kept.info, iter(self._kept.batches)
             return
@@ -281,7 +289,7 @@ class Embedder:
 
 @dataclass(eq=False)
 class _Kept:
-    """A probe's frames at S, kept for the next pass of the same query (see :meth:`Embedder.probe`)."""
+    """A probe's frames at one side, kept for the next pass of the same query (see :meth:`Embedder.probe`)."""
 
     key: tuple[str, int, int, int, float]
     info: VideoInfo

@@ -97,13 +97,7 @@ class ProbeSearch:
         duration = max(probe.info.duration_s, float(ts[-1]) + p.align.interval_s)
         keep = [np.flatnonzero(~probe.blank[v]) for v in names]
         vectors = self._projection.apply(np.concatenate([probe.vectors[v][rows] for v, rows in zip(names, keep)]))
-        index = self._index
-        scores, ids = index.search(vectors, min(p.neighbours, max(1, index.ntotal)))
-        video_ids, ref_s = self._store.locate(ids.ravel())
-        video_ids, ref_s = video_ids.reshape(ids.shape), ref_s.reshape(ids.shape)
-        exclude = None if self._exclude is None else np.full(len(vectors), self._exclude, dtype=np.int64)
-        scores = scores - background(index.search, lambda i: self._store.locate(i)[0], index.ntotal, vectors,
-                                     video_ids, scores, self._n_videos, p, exclude)[:, None]
+        scores, video_ids, ref_s = self._search(vectors)
         start = 0
         for name, kept in zip(names, keep):
             rows = slice(start, start + len(kept))
@@ -118,6 +112,31 @@ class ProbeSearch:
                 if spans and (video_id not in self.best or spans[0].score > self.best[video_id][0].score):
                     self.best[video_id] = spans
                     self._best_view[video_id] = name
+
+    def peaks(self, probe: Embedded) -> dict[str, float]:
+        """Each view's best second: the highest similarity to any other video, less its background, over the
+        view's seconds that are not blank (views with none are left out). Nothing is kept."""
+        out = {}
+        for name, vectors in probe.vectors.items():
+            rows = np.flatnonzero(~probe.blank[name])
+            if len(rows):
+                scores, video_ids, _ = self._search(self._projection.apply(vectors[rows]))
+                if self._exclude is not None:
+                    scores = np.where(video_ids == self._exclude, -np.inf, scores)
+                out[name] = float(scores.max())
+        return out
+
+    def _search(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Projected probe vectors' nearest stored vectors: (n, k) similarities less each row's background, their
+        videos and their seconds."""
+        p, index = self._params, self._index
+        scores, ids = index.search(vectors, min(p.neighbours, max(1, index.ntotal)))
+        video_ids, ref_s = self._store.locate(ids.ravel())
+        video_ids, ref_s = video_ids.reshape(ids.shape), ref_s.reshape(ids.shape)
+        exclude = None if self._exclude is None else np.full(len(vectors), self._exclude, dtype=np.int64)
+        scores = scores - background(index.search, lambda i: self._store.locate(i)[0], index.ntotal, vectors,
+                                     video_ids, scores, self._n_videos, p, exclude)[:, None]
+        return scores, video_ids, ref_s
 
     def ranked(self) -> list[Ranked]:
         """Matches at or above ``min_score`` after motion agreement and the runner-up gap, best first (ties by video
@@ -187,11 +206,29 @@ def run(clip: str | Path, embedder: Embedder, search: ProbeSearch, params: Query
                 break
             box = finder.find(params.inset_min_strength) if INSET in views else None
             views = tuple(v for v in views if v != INSET or box is not None)
-            search.add(embedder.probe(clip, views, timeout_s=timeout_s, blank_std=blank_std,
-                                      finder=finder if views == (HFLIP,) else None, box=box))
+            if n_pass == len(passes) - 1:
+                views = _sampled(clip, embedder, search, params, views)
+            if views:
+                search.add(embedder.probe(clip, views, timeout_s=timeout_s, blank_std=blank_std,
+                                          finder=finder if views == (HFLIP,) else None, box=box))
         return search.ranked()
     finally:
         embedder.forget_probe()
+
+
+def _sampled(clip: str | Path, embedder: Embedder, search: ProbeSearch, params: QueryParams,
+             views: tuple[str, ...]) -> tuple[str, ...]:
+    """The views of ``auto``'s last step worth encoding at every second: those whose best second in a sample of every
+    ``last_step_sample``-th second reaches ``last_step_gate``, and the inset (a found inset is always looked at)."""
+    gated = [v for v in views if v != INSET]
+    if params.last_step_sample == 1 or not gated:
+        return views
+    sample = embedder.probe(clip, gated, timeout_s=params.decode_timeout_s, blank_std=params.blank_std,
+                            every=params.last_step_sample)
+    peaks = search.peaks(sample)
+    logger.debug("%s: last step, best sampled second per view %s", clip,
+                 {v: round(peak, 3) for v, peak in peaks.items()})
+    return tuple(v for v in views if v == INSET or peaks.get(v, -np.inf) >= params.last_step_gate)
 
 
 def _look(clip: str | Path, embedder: Embedder, search: ProbeSearch, params: QueryParams,
