@@ -202,7 +202,8 @@ def index(ctx: click.Context, paths: tuple[Path, ...], index_dir: Path | None, d
                    "90, 180 and 270 degrees, halves, half-size windows and any picture-in-picture inset found, cut "
                    "out (rotated, stacked and inset copies); "
                    "auto = whole frames, then mirrored, then turned, halves and a found inset (thorough without "
-                   f"the windows), each step only when nothing scores {_QUERY.escalate_below:g}.")
+                   f"the windows, on a sample of seconds first), each step only when nothing scores "
+                   f"{_QUERY.escalate_below:g}.")
 @click.option("--timeout", "timeout_s", type=_FiniteFloat(min=1), default=_QUERY.decode_timeout_s,
               show_default=True, help="Seconds the decoder may stall on CLIP before it is stopped.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")

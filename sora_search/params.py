@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 
 DEFAULT_ENCODER = "sora-lite0"
 DEFAULT_FPS = 1.0
-# Names accepted by QueryParams.views besides an explicit sequence of view names (sora_search.query.views).
+# Names accepted by QueryParams.views besides an explicit sequence of view names (sora_search.embed.views).
 VIEW_CHOICES = ("auto", "fast", "standard", "thorough")
 # What IndexParams.projection may be: the shipped contrastive map, or PCA fitted on the library.
 PROJECTIONS = ("contrastive", "pca")
@@ -102,8 +102,10 @@ class AlignParams:
 class QueryParams:
     """How a probe is looked at, searched, normalised, aligned and ranked.
 
-    ``views``: ``auto`` (whole frames; then, only while nothing scores ``escalate_below``, mirrored; then every region
-    view and the inset), a set name from ``VIEW_CHOICES``, or a tuple of view names (:mod:`sora_search.query.views`).
+    ``views``: ``auto`` (whole frames; then, only while nothing scores ``escalate_below``, mirrored; then the turns,
+    halves and the inset, the turns and halves on a sample of seconds first: ``last_step_sample``,
+    ``last_step_gate``), a set name from ``VIEW_CHOICES``, or a tuple of view names
+    (:mod:`sora_search.embed.views`).
     """
 
     k: int = 10                        # at most this many videos, best first
