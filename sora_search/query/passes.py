@@ -1,7 +1,8 @@
 """A query: the probe seen through passes of views, each view searched, normalised and aligned per video; then ranked.
 
 ``views="auto"`` looks at the whole frame first; only while no video scores ``escalate_below`` does it look at the
-mirrored frame, and after that at the turned frame, its halves and a found inset (:func:`run`). Each video keeps its
+mirrored frame, and after that at the turned frame, its halves and a found inset (:func:`run`), the turns and
+halves first on a sample of seconds, so a probe that matches nothing pays little for them. Each video keeps its
 best view; a region view scores ``region_penalty`` less, the inset ``inset_penalty`` less. Every match but the best
 then loses ``runner_up_gap`` of its gap to the best: a video far behind the probe's best match more likely shows the
 same kind of scene than the clip. Before that, the best ``motion_candidates`` matches move by how well the probe's
@@ -187,8 +188,8 @@ def run(clip: str | Path, embedder: Embedder, search: ProbeSearch, params: Query
 
     ``auto`` looks at the whole frame; only while no video scores ``escalate_below``, at the mirror image, while an
     :class:`InsetFinder` watches; then at the frame turned by quarter turns, its halves and the inset the finder saw,
-    if any. The first two passes decode the probe once at S (the embedder keeps it in memory), the last once at 2S.
-    A view set is looked at in one pass.
+    if any, the turns and halves on a sample of seconds first (:func:`_sampled`). The first two passes decode the
+    probe once at S (the embedder keeps it in memory), the last once at 2S. A view set is looked at in one pass.
 
     Raises:
         VideoError: the clip cannot be decoded. ValueError: an unknown view or view set.
