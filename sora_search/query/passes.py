@@ -117,15 +117,17 @@ class ProbeSearch:
     def peaks(self, probe: Embedded) -> dict[str, float]:
         """Each view's best second: the highest similarity to any other video, less its background, over the
         view's seconds that are not blank (views with none are left out). Nothing is kept."""
-        out = {}
-        for name, vectors in probe.vectors.items():
-            rows = np.flatnonzero(~probe.blank[name])
-            if len(rows):
-                scores, video_ids, _ = self._search(self._projection.apply(vectors[rows]))
-                if self._exclude is not None:
-                    scores = np.where(video_ids == self._exclude, -np.inf, scores)
-                out[name] = float(scores.max())
-        return out
+        names = [v for v in probe.vectors if not probe.blank[v].all()]
+        if not names:
+            return {}
+        keep = [np.flatnonzero(~probe.blank[v]) for v in names]
+        vectors = self._projection.apply(np.concatenate([probe.vectors[v][rows] for v, rows in zip(names, keep)]))
+        scores, video_ids, _ = self._search(vectors)  # every view in one search, as add() does
+        if self._exclude is not None:
+            scores = np.where(video_ids == self._exclude, -np.inf, scores)
+        best = scores.max(axis=1)
+        ends = np.cumsum([len(rows) for rows in keep])
+        return {v: float(best[end - len(rows):end].max()) for v, rows, end in zip(names, keep, ends)}
 
     def _search(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Projected probe vectors' nearest stored vectors: (n, k) similarities less each row's background, their
