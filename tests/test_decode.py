@@ -270,6 +270,30 @@ def test_backends_agree(clip: str, clips: dict[str, Path], exact_pyav: None) -> 
     assert np.abs(f0.astype(np.int16) - f1.astype(np.int16)).mean() < 8
 
 
+@pytest.mark.skipif("decord" not in BACKENDS, reason="decord is not installed")
+@pytest.mark.parametrize("fps", [1.0, 3.0])
+def test_decord_samples_are_the_frames_a_frame_by_frame_read_gives(fps: float, tmp_path: Path) -> None:
+    """decord skips the frames between samples without converting them, never across a key frame (its seek can
+    land short on open-GOP H.264); with a key frame every 7 frames, samples fall on key frames, just before them
+    and between them, and each must be the frame a plain read of every frame gives at that index."""
+    import decord
+
+    from sora_search.decode.decord_backend import _to_numpy
+
+    path = tmp_path / "gop7.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25", "-t", "6", "-c:v", "libx264", "-pix_fmt",
+           "yuv420p", "-g", "7", "-keyint_min", "7", "-sc_threshold", "0", "-bf", "3", "-x264-params",
+           "b-pyramid=normal:open-gop=1", str(path))
+    whole = decord.VideoReader(str(path), ctx=decord.cpu(0), width=64, height=64)
+    every = np.stack([_to_numpy(whole.next()) for _ in range(len(whole))])
+    keys = set(_to_numpy(whole.get_key_indices()).tolist())
+    with open_video(path, "decord") as reader:
+        chosen = select_indices(reader._pts, fps, reader.info.duration_s)
+        frames, _ = _all(reader.sample(fps=fps, size=64))
+    assert len(keys) > 10 and keys & set(chosen.tolist()) and {k - 1 for k in keys} & set(chosen.tolist())
+    np.testing.assert_array_equal(frames, every[chosen])
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_awkward_sizes_never_leak_raw_errors(backend: str, clips: dict[str, Path]) -> None:
     # decord2 3.4.0 cannot produce 32x32 or 48x48 output; it must say so as a VideoDecodeError, not crash.

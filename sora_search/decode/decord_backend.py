@@ -21,8 +21,6 @@ logger = logging.getLogger(__name__)
 
 # 0 lets FFmpeg pick (about one thread per core); a fixed larger number oversubscribes small machines.
 DECODE_THREADS = 0
-# Frames per get_batch call when reading a contiguous run (bounds memory: 64 x 224 x 224 x 3 bytes = 9.6 MB).
-_RUN = 64
 
 
 def _short(exc: BaseException) -> str:
@@ -49,8 +47,8 @@ class DecordReader(VideoReader):
     """Reads a video with decord.
 
     The sampled frame indices come from decord's frame timestamp table (``get_frame_timestamp``), so variable
-    frame rate video is sampled by time; frames are read in contiguous runs from the start (see
-    :meth:`_decode_chosen` for why not sparse ``get_batch``).
+    frame rate video is sampled by time; every frame is decoded from the start, and only the sampled ones are resized
+    and copied out (see :meth:`_decode_chosen` for why it never seeks).
     """
 
     backend = "decord"
@@ -62,8 +60,7 @@ class DecordReader(VideoReader):
         except Exception as exc:  # a broken install must not stop the other backends
             raise VideoDecodeError(self.path, f"decord cannot be imported ({exc})") from exc
         self._decord = decord
-        self._vr: Any = None
-        self._vr_size: int | None = None
+        self._vr: Any = None  # the native reader of the sample being read
         try:
             vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=DECODE_THREADS)
         except Exception as exc:
@@ -119,12 +116,11 @@ class DecordReader(VideoReader):
         return self._info
 
     def _reader(self, size: int) -> Any:
-        if self._vr is None or self._vr_size != size:
-            self._vr = None
-            decord = self._decord
-            self._vr = decord.VideoReader(self.path, ctx=decord.cpu(0), width=size, height=size,
-                                          num_threads=DECODE_THREADS)
-            self._vr_size = size
+        """A native reader at ``size``, at the first frame: each sample reads from the start and never seeks."""
+        self._vr = None
+        decord = self._decord
+        self._vr = decord.VideoReader(self.path, ctx=decord.cpu(0), width=size, height=size,
+                                      num_threads=DECODE_THREADS)
         return self._vr
 
     def sample(self, fps: float = 1.0, size: int = DEFAULT_SIZE, chunk_size: int = 32) -> Iterator[FrameBatch]:
@@ -166,28 +162,38 @@ class DecordReader(VideoReader):
             yield self._batch(pending_frames, pending_idx, size)
 
     def _decode_chosen(self, vr: Any, chosen: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-        """Decode the chosen frame indices in order by reading every frame up to each, in contiguous runs.
+        """Decode the chosen frame indices in order, reading every frame up to each and converting only the chosen.
 
-        decord's ``get_batch`` on sparse indices skips forward, and decord2 3.4.0's skip gives up part-way
-        ("Failed to skip frames effectively") and returns an earlier picture under the requested index: on Big
-        Buck Bunny (720p H.264) 88 of 320 one-per-second samples were wrong, even when each jump targeted a key
-        frame. Contiguous reads never skip and matched PyAV on every sample; they decode what ``ffmpeg -i FILE
-        -f null -`` decodes anyway, and the per-frame resize to the small output size is cheap.
+        The frames between two chosen ones are decoded but neither resized nor copied (``skip_frames``), and a skip
+        never crosses a key frame: decord turns such a skip into a seek, and decord2 3.4.0's seek can land short
+        ("Failed to skip frames effectively") and return an earlier picture under the requested index (on Big Buck
+        Bunny, 720p H.264, 88 of 320 one-per-second samples were wrong). So the frame before each key frame is read
+        whole instead, and the reader never seeks; the samples match a frame-by-frame read.
         """
+        keys = np.asarray(_to_numpy(vr.get_key_indices()), dtype=np.int64)
         next_unread = 0
         for target in chosen.tolist():
-            for lo in range(next_unread, target + 1, _RUN):
-                hi = min(lo + _RUN, target + 1)
-                run = _to_numpy(vr.get_batch(list(range(lo, hi))))
-                if hi == target + 1:
-                    yield target, run[-1]
+            while next_unread < target:
+                key = keys[np.searchsorted(keys, next_unread, side="right"):]
+                key = int(key[0]) if len(key) and key[0] <= target else None
+                stop = target if key is None else key - 1  # the next frame to read whole
+                if stop > next_unread:
+                    vr.skip_frames(stop - next_unread)
+                if key is None:
+                    next_unread = target
+                else:
+                    vr.next()  # the frame before the key frame
+                    next_unread = key
+            yield target, _to_numpy(vr.next())
             next_unread = target + 1
 
     def _batch(self, frames: list[np.ndarray], idx: list[int], size: int) -> FrameBatch:
         out = np.stack(frames)
         if out.shape != (len(idx), size, size, 3) or out.dtype != np.uint8:
-            raise VideoDecodeError(self.path, f"decord returned frames of shape {out.shape} {out.dtype}, "
-                                              f"expected ({len(idx)}, {size}, {size}, 3) uint8")
+            # decord2 3.4.0 mis-sizes some square outputs (see sample); frame by frame it returns them misshapen.
+            raise VideoDecodeError(self.path, f"decord returned frames of shape {out.shape} {out.dtype}, expected "
+                                              f"({len(idx)}, {size}, {size}, 3) uint8; use another size or "
+                                              f"backend='pyav'")
         return FrameBatch(frames=out, timestamps_s=self._pts[np.asarray(idx)].astype(np.float64))
 
     def close(self) -> None:
