@@ -174,8 +174,8 @@ class DecordReader(VideoReader):
         next_unread = 0
         for target in chosen.tolist():
             while next_unread < target:
-                key = keys[np.searchsorted(keys, next_unread, side="right"):]
-                key = int(key[0]) if len(key) and key[0] <= target else None
+                later = keys[np.searchsorted(keys, next_unread, side="right"):]
+                key = int(later[0]) if len(later) and later[0] <= target else None
                 stop = target if key is None else key - 1  # the next frame to read whole
                 if stop > next_unread:
                     vr.skip_frames(stop - next_unread)
