@@ -416,6 +416,39 @@ def test_worker_matches_direct_reader(backend: str, clips: dict[str, Path]) -> N
     np.testing.assert_array_equal(frames, want_frames)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_worker_gives_held_pictures_at_another_size_without_decoding(backend: str, clips: dict[str, Path],
+                                                                    tmp_path: Path) -> None:
+    """An open with hold_bytes keeps the file's sampled pictures in the child; the next such open of the same file
+    gets them at its own size, undecoded, and equal to a decode at that size. Another file, an open without
+    hold_bytes, forget(), a change to the file, or too few bytes: decoded again. decord cannot hold."""
+    clip = Path(shutil.copy(clips["vfr"], tmp_path / "vfr.mp4"))
+
+    def read(w: DecodeWorker, size: int, hold: int = 64 << 20) -> tuple[bool, np.ndarray, np.ndarray]:
+        with w.open(clip, fps=4.0, size=size, chunk_size=5, hold_bytes=hold) as video:
+            frames, ts = _all(video)
+            return video.held, frames, ts
+
+    with open_video(clip, backend) as reader:
+        want_frames, want_ts = _all(reader.sample(fps=4.0, size=56))
+    can_hold = backend == "pyav"
+    with DecodeWorker(backend=backend, timeout_s=30) as w:
+        assert not read(w, 40)[0]
+        held, frames, ts = read(w, 56)
+        assert held == can_hold
+        np.testing.assert_array_equal(frames, want_frames)
+        np.testing.assert_array_equal(ts, want_ts)
+        assert read(w, 40)[0] == can_hold  # still held for a third open
+        w.forget()
+        assert [read(w, 40)[0], read(w, 40, hold=0)[0], read(w, 40)[0]] == [False, False, False]
+        with w.open(clips["cfr"], fps=4.0, size=40):
+            pass  # another file, not read to the end
+        assert not read(w, 40)[0] and read(w, 40)[0] == can_hold
+        clip.write_bytes(clips["cfr"].read_bytes())
+        assert not read(w, 40)[0]
+        assert not read(w, 40, hold=1000)[0] and not read(w, 40, hold=1000)[0]  # too few bytes to hold any
+
+
 def test_worker_reused_across_files(worker: DecodeWorker, clips: dict[str, Path]) -> None:
     pids = set()
     for name, n in [("cfr", 10), ("short", 1), ("vfr", 6), ("cfr", 10)]:

@@ -246,8 +246,9 @@ def test_a_probe_seen_whole_is_decoded_as_the_library_was(lib, library_copy, mon
 ])
 def test_auto_views_escalate_one_step_at_a_time(lib, library_copy, media_dir, monkeypatch, params, expected):
     """Each step only while nothing scores ``escalate_below``; the last looks at a sample of seconds first and then
-    at every second of the views whose sample reached ``last_step_gate``. The probe is decoded once at S for the
-    first two steps and once at 2S for the last (kept in memory between them)."""
+    at every second of the views whose sample reached ``last_step_gate``. The probe is decoded once, at S, for the
+    first two steps (kept in memory between them); the last gets it at 2S from the pictures the decode worker held,
+    without decoding it again."""
     from sora_search.decode import DecodeWorker
     from sora_search.embed import Embedder
 
@@ -260,16 +261,19 @@ def test_auto_views_escalate_one_step_at_a_time(lib, library_copy, media_dir, mo
         return real(self, path, views, **kw)
 
     def spy_open(self, p, **kw):
-        sides.append(kw["size"])
-        return real_open(self, p, **kw)
+        video = real_open(self, p, **kw)
+        sides.append((kw["size"], video.held))
+        return video
 
     monkeypatch.setattr(Embedder, "probe", spy)
     monkeypatch.setattr(DecodeWorker, "open", spy_open)
     lib.query(media_dir / "probe_a.mp4", params=params)
     assert [call for call in seen if call[0]] == expected  # a call for the inset alone left out
     size = lib._embedder.encoder.identity.input_size
-    assert sides == ([size] if len(expected) == 1 else [size, 2 * size])
-    assert lib._embedder._kept is None  # nothing kept once the query is answered
+    assert sides == ([(size, False)] if len(expected) == 1 else [(size, False), (2 * size, True)])
+    assert lib._embedder._kept is None  # nothing kept once the query is answered, here or in the worker:
+    with lib._embedder.worker(60).open(media_dir / "probe_a.mp4", size=size, hold_bytes=1 << 30) as again:
+        assert not again.held
 
 
 def test_a_sample_encodes_every_nth_frame_alone(media_dir, monkeypatch):

@@ -47,6 +47,8 @@ class VideoReader(ABC):
     """
 
     backend: ClassVar[str]
+    # Bytes of decoded pictures the next sample() may keep for held(); 0 keeps none.
+    hold_bytes = 0
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -90,6 +92,12 @@ class VideoReader(ABC):
             VideoDecodeError: decoding failed.
         """
 
+    def held(self) -> Held | None:
+        """The sampled pictures the last :meth:`sample` kept, as decoded, to give them at another side without
+        decoding again: only when ``hold_bytes`` was set before it, the sample ran to the end and its pictures fit;
+        None otherwise, and always for a backend that cannot keep them (the default)."""
+        return None
+
     def close(self) -> None:
         """Release the decoder. Safe to call more than once."""
         self._closed = True
@@ -106,6 +114,17 @@ class VideoReader(ABC):
 
 
 _R = TypeVar("_R", bound=VideoReader)
+
+
+class Held(ABC):
+    """A file's sampled pictures kept as decoded (:meth:`VideoReader.held`), to be given at any side."""
+
+    nbytes: int
+
+    @abstractmethod
+    def sample(self, size: int, chunk_size: int) -> Iterator[FrameBatch]:
+        """The kept pictures at ``size``, as :meth:`VideoReader.sample` would give them, in batches of at most
+        ``chunk_size``."""
 
 
 def check_sample_args(fps: float, size: int, chunk_size: int) -> None:

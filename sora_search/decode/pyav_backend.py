@@ -14,7 +14,7 @@ from typing import Any, Generator, Iterator
 
 import numpy as np
 
-from sora_search.decode.base import DEFAULT_SIZE, StreamSampler, VideoReader, check_sample_args
+from sora_search.decode.base import DEFAULT_SIZE, Held, StreamSampler, VideoReader, check_sample_args
 from sora_search.decode.diagnose import mp4_rotation, no_video_stream, why_unreadable
 from sora_search.errors import NoFramesError, VideoDecodeError
 from sora_search.types import FrameBatch, VideoInfo
@@ -48,6 +48,7 @@ class PyAVReader(VideoReader):
         self._av = av
         self._container: Any = None
         self._sampled = False
+        self._held: Held | None = None
         self._packets = self._bad_packets = 0
         try:
             self._container = av.open(self.path, mode="r")
@@ -124,14 +125,20 @@ class PyAVReader(VideoReader):
         frames: list[np.ndarray] = []
         times: list[float] = []
         emitted = 0
+        self._held = None
+        holding: list[tuple[Any, float]] | None = [] if self.hold_bytes > 0 else None
+        held_bytes = 0
 
         def convert(frame: Any, t: float) -> None:
-            rgb = frame.to_ndarray(format="rgb24", width=size, height=size)
-            # Honour the display matrix (phone videos shot upright are stored sideways). Frames are square here,
-            # so turning after the resize equals turning first.
-            quarter_turns = round((frame.rotation or 0) / 90) % 4
-            frames.append(np.rot90(rgb, quarter_turns) if quarter_turns else rgb)
+            nonlocal holding, held_bytes
+            frames.append(_rgb(frame, size))
             times.append(t)
+            if holding is not None:
+                held_bytes += sum(plane.buffer_size for plane in frame.planes)
+                if held_bytes <= self.hold_bytes:
+                    holding.append((frame, t))
+                else:  # too many to keep: let go of those kept so far
+                    holding = None
 
         decoded = self._frames()
         try:
@@ -172,6 +179,11 @@ class PyAVReader(VideoReader):
         if emitted == 0:
             raise NoFramesError(self.path, f"no decodable frame ({self._packets} video packets, "
                                            f"{self._bad_packets} rejected by the decoder)")
+        if holding is not None:
+            self._held = _PyAVHeld(holding, held_bytes)
+
+    def held(self) -> Held | None:
+        return self._held
 
     def _frames(self) -> Generator[Any, None, None]:
         """Decoded frames in presentation order, skipping packets the decoder rejects.
@@ -205,6 +217,28 @@ class PyAVReader(VideoReader):
                 logger.debug("closing %s raised", self.path, exc_info=True)
             self._container = None
         super().close()
+
+
+def _rgb(frame: Any, size: int) -> np.ndarray:
+    """A decoded picture as (size, size, 3) uint8 RGB, upright."""
+    rgb = frame.to_ndarray(format="rgb24", width=size, height=size)
+    # Honour the display matrix (phone videos shot upright are stored sideways). Frames are square here, so turning
+    # after the resize equals turning first.
+    quarter_turns = round((frame.rotation or 0) / 90) % 4
+    return np.rot90(rgb, quarter_turns) if quarter_turns else rgb
+
+
+class _PyAVHeld(Held):
+    """Sampled PyAV frames, kept as decoded: each is converted again at the side asked for."""
+
+    def __init__(self, frames: list[tuple[Any, float]], nbytes: int) -> None:
+        self._frames = frames
+        self.nbytes = nbytes
+
+    def sample(self, size: int, chunk_size: int) -> Iterator[FrameBatch]:
+        for start in range(0, len(self._frames), chunk_size):
+            part = self._frames[start:start + chunk_size]
+            yield _batch([_rgb(frame, size) for frame, _ in part], [t for _, t in part])
 
 
 def _batch(frames: list[np.ndarray], times: list[float]) -> FrameBatch:

@@ -10,8 +10,9 @@ raises :class:`~sora_search.errors.DecodeTimeout`, and the next :meth:`DecodeWor
 
 Protocol over one duplex pipe, every message tagged with the request id so stale ones are dropped:
 
-    parent -> child   ("open", rid, path, backend, fps, size, chunk_size) | ("cancel", rid) | ("stop",)
-    child -> parent   ("info", rid, VideoInfo) once, before the first batch
+    parent -> child   ("open", rid, path, backend, fps, size, chunk_size, hold_bytes) | ("cancel", rid)
+                      | ("forget",) | ("stop",)
+    child -> parent   ("info", rid, VideoInfo, held) once, before the first batch
                       ("batch", rid, frames, timestamps_s)      frames (n, size, size, 3) uint8
                       ("backend", rid, name)                    auto mode switched backend midway
                       ("end", rid) | ("error", rid, kind, path, reason, extra)
@@ -21,6 +22,11 @@ cancel is read between batches, and the parent drains until the matching "end".
 
 In ``"auto"`` mode the child tries the backends in order: if one fails before its first frame it moves to the
 next; if one fails midway the next one resumes after the last timestamp already sent.
+
+An open with ``hold_bytes`` asks the child to keep the file's sampled pictures as decoded (up to that many bytes,
+where the backend can: :meth:`~sora_search.decode.base.VideoReader.held`); the next open of the same, unchanged
+file at the same rate, also with ``hold_bytes``, is then served from them at its own size without decoding
+(``held`` True in its info). Any other open, or "forget", lets them go.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import signal
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import TracebackType
@@ -38,7 +45,7 @@ from typing import Any, Generator, Iterator
 
 import numpy as np
 
-from sora_search.decode.base import DEFAULT_SIZE, check_sample_args
+from sora_search.decode.base import DEFAULT_SIZE, Held, check_sample_args
 from sora_search.errors import DecodeTimeout, NoFramesError, VideoDecodeError, VideoError, debug_wanted
 from sora_search.types import FrameBatch, VideoInfo
 
@@ -166,8 +173,8 @@ class DecodeWorker:
 
     # -- requests ----------------------------------------------------------------------------------------------
 
-    def open(self, path: str | Path, *, fps: float = 1.0, size: int = DEFAULT_SIZE,
-             chunk_size: int = 32) -> DecodedVideo:
+    def open(self, path: str | Path, *, fps: float = 1.0, size: int = DEFAULT_SIZE, chunk_size: int = 32,
+             hold_bytes: int = 0) -> DecodedVideo:
         """Start decoding ``path`` in the child; returns once its first batch is ready.
 
         Args:
@@ -175,6 +182,9 @@ class DecodeWorker:
             fps: sampling rate, frames per second of video time.
             size: output side, frames are (size, size, 3) uint8 RGB.
             chunk_size: most frames per batch.
+            hold_bytes: keep up to this many bytes of the sampled pictures in the child, as decoded, so that the
+                next open of the same file with ``hold_bytes`` (at any size) needs no decode; 0 keeps nothing
+                and lets go of what an earlier open kept.
 
         Returns:
             A :class:`DecodedVideo` to iterate for :class:`~sora_search.types.FrameBatch` chunks. Opening another
@@ -196,7 +206,7 @@ class DecodeWorker:
         self._rid += 1
         rid = self._rid
         try:
-            conn.send(("open", rid, path, self.backend, float(fps), int(size), int(chunk_size)))
+            conn.send(("open", rid, path, self.backend, float(fps), int(size), int(chunk_size), int(hold_bytes)))
         except (OSError, ValueError):
             # The child died between requests; its exit code explains more than the broken pipe.
             raise self._died(path) from None
@@ -204,11 +214,21 @@ class DecodeWorker:
         msg = video._recv()
         if msg[0] != "info":
             raise VideoDecodeError(path, f"decoder protocol error: expected info, got {msg[0]!r}")
-        video.info = msg[2]
+        video.info, video.held = msg[2], msg[3]
         video.backend = video.info.backend
         logger.debug("decoding %s with %s", path, video.backend)
         self._active = video
         return video
+
+    def forget(self) -> None:
+        """Let go of the pictures the child holds (see ``hold_bytes``); nothing to do without a child."""
+        if self._active is not None:
+            self._active._abandon()
+        if self._conn is not None:
+            try:
+                self._conn.send(("forget",))
+            except (OSError, ValueError):
+                self._discard_child()  # a dead child holds nothing; the next open starts another
 
     def _died(self, path: str) -> VideoDecodeError:
         proc = self._proc
@@ -233,10 +253,12 @@ class DecodedVideo:
     Attributes:
         info: what the decoder learned when it opened the file.
         backend: the backend producing frames (changes if ``"auto"`` fell back midway).
+        held: the frames come from pictures the child held from the previous open (no decode).
     """
 
     info: VideoInfo
     backend: str
+    held: bool
 
     def __init__(self, worker: DecodeWorker, rid: int, path: str) -> None:
         self._worker = worker
@@ -342,6 +364,7 @@ def _child_main(conn: Connection) -> None:
     import sora_search.decode  # noqa: F401  (pay the imports before the first timed request)
 
     conn.send(("ready",))
+    held: list[_HeldFile] = []  # at most one: the pictures of the last file opened with hold_bytes
     while True:
         try:
             msg = conn.recv()
@@ -349,13 +372,32 @@ def _child_main(conn: Connection) -> None:
             return
         if msg[0] == "stop":
             return
+        if msg[0] == "forget":
+            held.clear()
         if msg[0] == "open":
-            if not _serve(conn, *msg[1:]):
+            if not _serve(conn, held, *msg[1:]):
                 return
 
 
-def _serve(conn: Connection, rid: int, path: str, backend: str, fps: float, size: int, chunk_size: int) -> bool:
-    """Stream one file to the parent. Returns False if the parent asked the child to stop."""
+@dataclass(frozen=True, eq=False)
+class _HeldFile:
+    key: tuple[str, int, int, float, str]  # path, size, modification time, fps, backend asked for
+    info: VideoInfo
+    pictures: Held
+
+
+def _file_key(path: str, fps: float, backend: str) -> tuple[str, int, int, float, str] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return path, st.st_size, st.st_mtime_ns, fps, backend
+
+
+def _serve(conn: Connection, held: list[_HeldFile], rid: int, path: str, backend: str, fps: float, size: int,
+           chunk_size: int, hold_bytes: int) -> bool:
+    """Stream one file to the parent, from ``held`` pictures where they are the file's (``hold_bytes``), else
+    decoded (and held when asked). Returns False if the parent asked the child to stop."""
     from sora_search.decode import resolve_backend
 
     if backend != "auto":
@@ -364,7 +406,17 @@ def _serve(conn: Connection, rid: int, path: str, backend: str, fps: float, size
         except ValueError as exc:
             conn.send(("error", rid, "ValueError", path, str(exc), None))
             return True
-    events = decode_events(path, backend, fps, size, chunk_size)
+    key = _file_key(path, fps, backend) if hold_bytes else None
+    found = held[0] if held and key is not None and held[0].key == key else None
+    if found is not None and found.pictures.nbytes > hold_bytes:
+        found = None  # more than this open may hold
+    held.clear()
+    kept: list[tuple[VideoInfo, Held]] = []
+    if found is not None:
+        events = _held_events(found, size, chunk_size)
+        kept.append((found.info, found.pictures))  # still the file's, for a third open
+    else:
+        events = decode_events(path, backend, fps, size, chunk_size, hold_bytes=hold_bytes, held=kept)
     try:
         for event in events:
             conn.send((event[0], rid, *event[1:]))
@@ -376,6 +428,8 @@ def _serve(conn: Connection, rid: int, path: str, backend: str, fps: float, size
                     conn.send(("end", rid))
                     return True
         conn.send(("end", rid))
+        if key is not None and kept:
+            held.append(_HeldFile(key, *kept[0]))
     except VideoError as exc:
         extra = exc.timeout_s if isinstance(exc, DecodeTimeout) else None
         conn.send(("error", rid, type(exc).__name__ if isinstance(exc, (DecodeTimeout, NoFramesError))
@@ -387,14 +441,22 @@ def _serve(conn: Connection, rid: int, path: str, backend: str, fps: float, size
     return True
 
 
-def decode_events(path: str, backend: str, fps: float, size: int,
-                  chunk_size: int) -> Generator[tuple[Any, ...], None, None]:
+def _held_events(found: _HeldFile, size: int, chunk_size: int) -> Generator[tuple[Any, ...], None, None]:
+    """A held file's pictures as the protocol events :func:`decode_events` yields."""
+    yield ("info", found.info, True)
+    for batch in found.pictures.sample(size, chunk_size):
+        yield ("batch", np.ascontiguousarray(batch.frames), batch.timestamps_s)
+
+
+def decode_events(path: str, backend: str, fps: float, size: int, chunk_size: int, *, hold_bytes: int = 0,
+                  held: list[tuple[VideoInfo, Held]] | None = None) -> Generator[tuple[Any, ...], None, None]:
     """Decode ``path`` as a stream of protocol events, with the ``"auto"`` fallback rules.
 
-    Yields ``("info", VideoInfo)`` just before the first batch, then ``("batch", frames, timestamps_s)`` with
-    frames (n, size, size, 3) uint8 and timestamps_s (n,) float64, and ``("backend", name)`` when a fallback
+    Yields ``("info", VideoInfo, False)`` just before the first batch, then ``("batch", frames, timestamps_s)``
+    with frames (n, size, size, 3) uint8 and timestamps_s (n,) float64, and ``("backend", name)`` when a fallback
     backend takes over midway. Raises the first backend's error if every backend fails before a frame, or the
-    last one's if decoding fails midway with no backend left.
+    last one's if decoding fails midway with no backend left. With ``hold_bytes``, a backend that sampled the
+    whole file alone appends its info and :meth:`~sora_search.decode.base.VideoReader.held` pictures to ``held``.
     """
     from sora_search.decode import available_backends, open_video
 
@@ -406,7 +468,9 @@ def decode_events(path: str, backend: str, fps: float, size: int,
     current: str | None = None
     for name in names:
         try:
+            alone = last_t is None  # this backend samples the file from its start
             with open_video(path, name) as reader:
+                reader.hold_bytes = hold_bytes
                 for batch in reader.sample(fps=fps, size=size, chunk_size=chunk_size):
                     frames, ts = batch.frames, batch.timestamps_s
                     if last_t is not None:
@@ -416,7 +480,7 @@ def decode_events(path: str, backend: str, fps: float, size: int,
                             continue
                         frames, ts = frames[keep], ts[keep]
                     if current is None:
-                        yield ("info", reader.info)
+                        yield ("info", reader.info, False)
                     elif current != reader.backend:
                         yield ("backend", reader.backend)
                     current = reader.backend
@@ -424,6 +488,9 @@ def decode_events(path: str, backend: str, fps: float, size: int,
                     last_t = float(ts[-1])
             if current is None:
                 raise NoFramesError(path, f"no decodable frame ({name} yielded none)")
+            pictures = reader.held() if alone else None  # None too where the reader cannot hold
+            if held is not None and pictures is not None:
+                held.append((reader.info, pictures))
             return
         except VideoError as exc:
             if backend != "auto" or name == names[-1]:

@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 
 
 # The most probe frames kept in memory between the passes of one query (a probe at S = 224 px: 150 KB a second,
-# so about 28 minutes of probe; at 2S, 7 minutes).
+# so about 28 minutes of probe; at 2S, 7 minutes); the decode worker may hold as many bytes of decoded pictures
+# (640x360: 12 minutes, 1080p: 80 s).
 PROBE_KEEP_BYTES = 256 << 20
 
 
@@ -198,8 +199,10 @@ class Embedder:
                            every=every)
 
     def forget_probe(self) -> None:
-        """Drop the probe frames kept by :meth:`probe`."""
+        """Drop the probe frames kept by :meth:`probe`, here and in the decode worker."""
         self._kept = None
+        if self._worker is not None and not self._worker.closed:
+            self._worker.forget()
 
     def _embed(self, path: str | Path, names: list[str], side: int, *, timeout_s: float,
                probe_views: tuple[float, InsetFinder | None, Box | None] | None = None, every: int = 1) -> Embedded:
@@ -244,14 +247,15 @@ class Embedder:
     def _frames(self, path: str | Path, side: int, timeout_s: float, *,
                 keep: bool) -> Iterator[tuple[VideoInfo, Iterator[FrameBatch]]]:
         """The file's frames at ``side``: from the probe kept by an earlier call (same file, unchanged, same side)
-        or from the decode worker; with ``keep``, a probe decoded whole and within PROBE_KEEP_BYTES is kept."""
+        or from the decode worker; with ``keep``, a probe decoded whole and within PROBE_KEEP_BYTES is kept, and the
+        worker holds its decoded pictures (as many bytes again), so that it gives them at another side undecoded."""
         key = _probe_key(path, side, self.fps) if keep else None
         if key is not None and self._kept is not None and self._kept.key == key and self._kept.batches is not None:
             yield self._kept.info, iter(self._kept.batches)
             return
         worker = self.worker(timeout_s)
         with self.timed("decode"):
-            video = worker.open(path, fps=self.fps, size=side)
+            video = worker.open(path, fps=self.fps, size=side, hold_bytes=PROBE_KEEP_BYTES if keep else 0)
         with video:
             kept = _Kept(key, video.info) if key is not None else None
             yield video.info, self._decoded(video, kept)
