@@ -100,3 +100,30 @@ def test_tiny_compressed_run_builds_in_shards_and_reports(tmp_path: Path) -> Non
     assert out["describe"].startswith("OPQ8,IVF16,PQ8") and "lists on disk" in out["describe"]
     assert 0.5 <= out["recall_at_10"] <= 1.0 and out["warm"]["p50_ms"] > 0 and out["cold"]["n"] == 2
     assert 16 <= out["bytes_per_vector"]["lists_and_header"] and out["bytes_per_vector"]["rerank_f16"] >= 512
+
+
+def test_resample_sensitivity_measures_every_second_of_each_query(tmp_path: Path, library_copy: Path,
+                                                                  media_dir: Path) -> None:
+    """Each query second is compared in both resamplings; an index that only centres (the tiny library is too small
+    for PCA) changes them exactly as centring does."""
+    import json
+
+    from sora_search import Library
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy" / "resample_sensitivity.py"
+    spec = importlib.util.spec_from_file_location("resample_sensitivity", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    idx = tmp_path / "idx"
+    with Library.open(idx, encoder="tiny") as lib:
+        lib.index([library_copy])
+        assert lib._keeper.searchable()[1].name == "centre"
+        d = script.distances(lib, media_dir / "probe_a.mp4")
+    assert len(d["raw"]) == 6 and (d["raw"] >= -1e-6).all() and d["raw"].max() > 0
+    np.testing.assert_allclose(d["projected"], d["centred"], atol=1e-6)
+    out = tmp_path / "sens.json"
+    assert script.main(["--index", str(idx), str(media_dir / "probe_a.mp4"), str(media_dir / "probe_other.mp4"),
+                        "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["queries"] == 2 and summary["seconds"] > 6 and summary["index_projection"] == "centre"
