@@ -17,6 +17,7 @@ seconds, relative to the first frame, so variable frame rate video is sampled by
 from __future__ import annotations
 
 import logging
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
@@ -125,6 +126,16 @@ class Held(ABC):
     def sample(self, size: int, chunk_size: int) -> Iterator[FrameBatch]:
         """The kept pictures at ``size``, as :meth:`VideoReader.sample` would give them, in batches of at most
         ``chunk_size``."""
+
+
+def file_stamp(path: str | Path) -> tuple[str, int, int] | None:
+    """What tells a file's contents apart without reading it: its resolved path, size and modification time (ns);
+    None when it cannot be stat'ed. Frames kept for a file are reused only while its stamp holds."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return str(Path(path).resolve()), st.st_size, st.st_mtime_ns
 
 
 def check_sample_args(fps: float, size: int, chunk_size: int) -> None:

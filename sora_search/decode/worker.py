@@ -45,7 +45,7 @@ from typing import Any, Generator, Iterator
 
 import numpy as np
 
-from sora_search.decode.base import DEFAULT_SIZE, Held, check_sample_args
+from sora_search.decode.base import DEFAULT_SIZE, Held, check_sample_args, file_stamp
 from sora_search.errors import DecodeTimeout, NoFramesError, VideoDecodeError, VideoError, debug_wanted
 from sora_search.types import FrameBatch, VideoInfo
 
@@ -381,17 +381,9 @@ def _child_main(conn: Connection) -> None:
 
 @dataclass(frozen=True, eq=False)
 class _HeldFile:
-    key: tuple[str, int, int, float, str]  # path, size, modification time, fps, backend asked for
+    key: tuple[object, ...]  # the file's stamp, fps and the backend asked for
     info: VideoInfo
     pictures: Held
-
-
-def _file_key(path: str, fps: float, backend: str) -> tuple[str, int, int, float, str] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return path, st.st_size, st.st_mtime_ns, fps, backend
 
 
 def _serve(conn: Connection, held: list[_HeldFile], rid: int, path: str, backend: str, fps: float, size: int,
@@ -406,7 +398,8 @@ def _serve(conn: Connection, held: list[_HeldFile], rid: int, path: str, backend
         except ValueError as exc:
             conn.send(("error", rid, "ValueError", path, str(exc), None))
             return True
-    key = _file_key(path, fps, backend) if hold_bytes else None
+    stamp = file_stamp(path) if hold_bytes else None
+    key = None if stamp is None else (*stamp, fps, backend)
     found = held[0] if held and key is not None and held[0].key == key else None
     if found is not None and found.pictures.nbytes > hold_bytes:
         found = None  # more than this open may hold

@@ -14,7 +14,6 @@ decode worker.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import defaultdict
@@ -295,17 +294,17 @@ class Embedder:
 class _Kept:
     """A probe's frames at one side, kept for the next pass of the same query (see :meth:`Embedder.probe`)."""
 
-    key: tuple[str, int, int, int, float]
+    key: tuple[object, ...]
     info: VideoInfo
     batches: list[FrameBatch] | None = field(default_factory=list)  # None once it outgrew PROBE_KEEP_BYTES
     nbytes: int = 0
     complete: bool = False
 
 
-def _probe_key(path: str | Path, side: int, fps: float) -> tuple[str, int, int, int, float] | None:
-    """What a kept probe must match: the file (path, size, modification time), the side and the sampling rate."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return str(Path(path).resolve()), st.st_size, st.st_mtime_ns, side, fps
+def _probe_key(path: str | Path, side: int, fps: float) -> tuple[object, ...] | None:
+    """What a kept probe must match: the file (:func:`~sora_search.decode.base.file_stamp`), the side and the
+    sampling rate."""
+    from sora_search.decode.base import file_stamp
+
+    stamp = file_stamp(path)
+    return None if stamp is None else (*stamp, side, fps)
