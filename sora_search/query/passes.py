@@ -91,18 +91,13 @@ class ProbeSearch:
     def add(self, probe: Embedded) -> None:
         """Search every view of ``probe`` and keep each video's better spans. Blank seconds are not searched."""
         p = self._params
-        names = [v for v in probe.vectors if not probe.blank[v].all()]
         ts = probe.timestamps_s
-        if not names or not len(ts):
+        views, vectors = self._projected(probe)
+        if not views or not len(ts):
             return
         duration = max(probe.info.duration_s, float(ts[-1]) + p.align.interval_s)
-        keep = [np.flatnonzero(~probe.blank[v]) for v in names]
-        vectors = self._projection.apply(np.concatenate([probe.vectors[v][rows] for v, rows in zip(names, keep)]))
         scores, video_ids, ref_s = self._search(vectors)
-        start = 0
-        for name, kept in zip(names, keep):
-            rows = slice(start, start + len(kept))
-            start += len(kept)
+        for name, kept, rows in views:
             penalty = _penalty(name, p)
             self._probe[name] = (ts[kept], vectors[rows])
             weights = novelty_weights(vectors[rows], p.novelty_floor, p.novelty_full)
@@ -117,17 +112,25 @@ class ProbeSearch:
     def peaks(self, probe: Embedded) -> dict[str, float]:
         """Each view's best second: the highest similarity to any other video, less its background, over the
         view's seconds that are not blank (views with none are left out). Nothing is kept."""
-        names = [v for v in probe.vectors if not probe.blank[v].all()]
-        if not names:
+        views, vectors = self._projected(probe)
+        if not views:
             return {}
-        keep = [np.flatnonzero(~probe.blank[v]) for v in names]
-        vectors = self._projection.apply(np.concatenate([probe.vectors[v][rows] for v, rows in zip(names, keep)]))
         scores, video_ids, _ = self._search(vectors)  # every view in one search, as add() does
         if self._exclude is not None:
             scores = np.where(video_ids == self._exclude, -np.inf, scores)
         best = scores.max(axis=1)
-        ends = np.cumsum([len(rows) for rows in keep])
-        return {v: float(best[end - len(rows):end].max()) for v, rows, end in zip(names, keep, ends)}
+        return {name: float(best[rows].max()) for name, _, rows in views}
+
+    def _projected(self, probe: Embedded) -> tuple[list[tuple[str, np.ndarray, slice]], np.ndarray]:
+        """The views of ``probe`` with a second that is not blank, each with those seconds' rows in the probe and
+        its slice of the projected vectors of them all, stacked (searched together)."""
+        names = [v for v in probe.vectors if not probe.blank[v].all()]
+        keep = [np.flatnonzero(~probe.blank[v]) for v in names]
+        ends = np.cumsum([len(rows) for rows in keep], dtype=np.int64)
+        views = [(v, rows, slice(int(end) - len(rows), int(end))) for v, rows, end in zip(names, keep, ends)]
+        if not views:
+            return [], np.zeros((0, self._projection.out_dim), dtype=np.float32)
+        return views, self._projection.apply(np.concatenate([probe.vectors[v][rows] for v, rows, _ in views]))
 
     def _search(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Projected probe vectors' nearest stored vectors: (n, k) similarities less each row's background, their
@@ -190,8 +193,9 @@ def run(clip: str | Path, embedder: Embedder, search: ProbeSearch, params: Query
 
     ``auto`` looks at the whole frame; only while no video scores ``escalate_below``, at the mirror image, while an
     :class:`InsetFinder` watches; then at the frame turned by quarter turns, its halves and the inset the finder saw,
-    if any, the turns and halves on a sample of seconds first (:func:`_sampled`). The first two passes decode the
-    probe once at S (the embedder keeps it in memory), the last once at 2S. A view set is looked at in one pass.
+    if any, the turns and halves on a sample of seconds first (:func:`_sampled`). The probe is decoded once, at S:
+    the embedder keeps the frames for the mirror, and the decode worker the pictures, which the last step gets at 2S
+    (see :meth:`Embedder.probe`). A view set is looked at in one pass.
 
     Raises:
         VideoError: the clip cannot be decoded. ValueError: an unknown view or view set.
