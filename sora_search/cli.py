@@ -116,7 +116,7 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sora-search")
-@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug, -vvv for the libraries underneath too).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary on stderr.")
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
@@ -128,9 +128,11 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
       sora-search dupes                library videos that share footage, and which copy to keep
       sora-search serve                a web page and JSON API on http://127.0.0.1:8765
     """
-    level = logging.WARNING - 10 * verbose if not quiet else logging.ERROR
-    logging.basicConfig(level=max(logging.DEBUG, level), format="%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    level = max(logging.DEBUG, logging.WARNING - 10 * verbose) if not quiet else logging.ERROR
+    # -v and -vv speak for sora-search; other libraries (alembic's migrations, faiss's loader) only from -vvv.
+    logging.basicConfig(level=level if verbose >= 3 else max(level, logging.WARNING),
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("sora_search").setLevel(level)
     ctx.obj = {"quiet": quiet, "verbose": verbose}
 
 

@@ -151,6 +151,23 @@ def test_older_schema_is_one_line_then_upgrade_fixes_it(runner, tmp_path):
     assert runner.invoke(cli, ["info", "--index", str(idx)]).exit_code == 0
 
 
+def test_verbose_is_about_sora_search_until_vvv(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    def upgrade(flag: str) -> str:
+        idx = tmp_path / flag
+        idx.mkdir()
+        shutil.copy(Path(__file__).parent / "data" / "rev0001.db", idx / "sora.db")
+        done = subprocess.run([sys.executable, "-m", "sora_search", flag, "upgrade", "--index", str(idx)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    assert "alembic" not in upgrade("-v")  # the migration's own INFO lines are noise at -v
+    assert "INFO alembic" in upgrade("-vvv")
+
+
 def test_query_help_states_the_library_defaults():
     defaults = QueryParams()
     text = " ".join(CliRunner().invoke(cli, ["query", "--help"], terminal_width=200).output.split())
