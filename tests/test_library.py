@@ -383,6 +383,31 @@ def test_black_seconds_of_a_probe_match_nothing(lib, library_copy, tmp_path, bla
         assert on_black == [], on_black
 
 
+def test_blank_view_frames_are_not_encoded(tmp_path):
+    """A probe's blank frames (here 4 s of black, in the whole frame and its mirror) never reach the encoder; the
+    seconds that are not blank get the vectors they get when every frame is encoded (blank detection off)."""
+    from sora_search.embed import Embedder
+
+    probe = _black_then("life", tmp_path / "black_then_life.mp4", 4, 4)
+    embedder = Embedder("tiny", device=None, fps=1.0, temporal_radius=0)
+    encoded = []
+    real_embed = embedder.encoder.embed
+    embedder.encoder.embed = lambda frames: encoded.append(len(frames)) or real_embed(frames)  # type: ignore
+    skipping = embedder.probe(probe, [FULL, HFLIP], timeout_s=60, blank_std=5.0)
+    embedder.forget_probe()
+    n_blank = int(skipping.blank[FULL].sum())
+    assert n_blank >= 3 and np.array_equal(skipping.blank[HFLIP], skipping.blank[FULL])
+    assert sum(encoded) == 2 * (len(skipping.timestamps_s) - n_blank)
+    encoded.clear()
+    every = embedder.probe(probe, [FULL, HFLIP], timeout_s=60, blank_std=-1.0)
+    assert sum(encoded) == 2 * len(every.timestamps_s) and not every.blank[FULL].any()
+    for view in (FULL, HFLIP):
+        live = ~skipping.blank[view]
+        np.testing.assert_allclose(skipping.vectors[view][live], every.vectors[view][live], atol=1e-5)
+        assert not skipping.vectors[view][~live].any()
+    embedder.close()
+
+
 def test_faiss_follows_the_device_setting_onto_a_gpu(tmp_path, library_copy, media_dir, fake_gpu_faiss,
                                                      monkeypatch):
     monkeypatch.delenv("SORA_SEARCH_DEVICE", raising=False)

@@ -51,7 +51,8 @@ class Embedded:
         info: what the decoder learned about the file.
         timestamps_s: (n,) float64 seconds of the sampled frames.
         vectors: {view: (n, raw_dim) float32 raw vectors, temporally pooled}; empty when only a finder watched.
-        blank: {view: (n,) bool, which frames of the view are blank}; all False for a library file.
+        blank: {view: (n,) bool, which frames of the view are blank (not encoded, their rows meaningless)}; all
+            False for a library file.
     """
 
     info: VideoInfo
@@ -281,10 +282,14 @@ class Embedder:
 
     def _encode_views(self, frames: np.ndarray, names: list[str], box: Box | None, size: int, blank_std: float,
                       vec_parts: dict[str, list[np.ndarray]], blank_parts: dict[str, list[np.ndarray]]) -> None:
-        """Cut every view of ``frames`` and encode them all in one batch."""
+        """Cut every view of ``frames`` and encode those that are not blank in one batch (a blank one's vector is
+        zero: nothing searches it or pools it with its neighbours)."""
         stacked = np.concatenate([make_view(frames, v, box, side=size) for v in names])
-        vecs = self.encoder.embed(stacked).reshape(len(names), len(frames), -1)
-        masks = blank_frames(stacked, blank_std).reshape(len(names), len(frames))
+        blank = blank_frames(stacked, blank_std)
+        flat = np.zeros((len(stacked), self.encoder.identity.dim), dtype=np.float32)
+        if not blank.all():
+            flat[~blank] = self.encoder.embed(stacked[~blank] if blank.any() else stacked)
+        vecs, masks = flat.reshape(len(names), len(frames), -1), blank.reshape(len(names), len(frames))
         for v, part, mask in zip(names, vecs, masks):
             vec_parts[v].append(part)
             blank_parts[v].append(mask)
