@@ -231,7 +231,8 @@ def query(clip: Path, index_dir: Path | None, device: str | None, k: int, min_sc
         echo(json.dumps(result.to_dict(), indent=2))
         return
     if not result.matches:
-        echo(f"no match for {clip}")
+        echo(f"no match for {clip}" + (": every second of it is blank (black, a fade or one colour once scaled for "
+                                       "the encoder), so there was nothing to compare" if result.blank else ""))
         return
     echo(f"{'score':>6}  {'clip span':<13}  {'library span':<13}  video")
     for m in result.matches:

@@ -78,14 +78,19 @@ class Match:
 
 @dataclass(frozen=True)
 class QueryResult:
-    """Ranked matches for one probe clip. ``to_dict()`` is the CLI's ``--json`` shape."""
+    """Ranked matches for one probe clip. ``to_dict()`` is the CLI's ``--json`` shape.
+
+    ``blank``: every second of the clip is blank in every view (black, a fade, one colour at the encoder's side),
+    so nothing was searched and nothing can match; an empty ``matches`` then says nothing about the library.
+    """
 
     query: str
     matches: tuple[Match, ...] = ()
+    blank: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"query": self.query, "matches": [asdict(m) | {"segments": [asdict(s) for s in m.segments]}
-                                                 for m in self.matches]}
+                                                 for m in self.matches], "blank": self.blank}
 
 
 @dataclass(frozen=True)

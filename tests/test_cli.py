@@ -108,7 +108,7 @@ def test_query_json_shape_and_table(runner, tiny_index, library_copy, tmp_path):
     result = runner.invoke(cli, ["query", str(clip), "--index", str(tiny_index), "--json", "--min-score", "0"])
     assert result.exit_code == 0
     data = json.loads(result.output)
-    assert data["query"] == str(clip)
+    assert data["query"] == str(clip) and data["blank"] is False
     assert data["matches"][0]["path"] == str(library_copy / "bars.mp4")
     for match in data["matches"]:
         assert set(match) == {"path", "score", "segments"}
@@ -117,6 +117,18 @@ def test_query_json_shape_and_table(runner, tiny_index, library_copy, tmp_path):
     table = runner.invoke(cli, ["query", str(clip), "--index", str(tiny_index)])
     assert table.output.splitlines()[0].split() == ["score", "clip", "span", "library", "span", "video"]
     assert "00:00-00:08" in table.output and str(library_copy / "bars.mp4") in table.output
+
+
+def test_a_blank_clip_says_there_was_nothing_to_compare(runner, tiny_index, tmp_path):
+    from tests.media import ffmpeg
+
+    clip = tmp_path / "black.mp4"
+    ffmpeg("-f", "lavfi", "-t", "4", "-i", "color=c=black:size=320x240:rate=25", "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", str(clip))
+    table = runner.invoke(cli, ["query", str(clip), "--index", str(tiny_index), "--min-score=-1"])
+    assert table.exit_code == 0 and "every second of it is blank" in table.output, table.output
+    data = json.loads(runner.invoke(cli, ["query", str(clip), "--index", str(tiny_index), "--json"]).output)
+    assert data["matches"] == [] and data["blank"] is True
 
 
 def test_info_and_remove(runner, tiny_index, library_copy):

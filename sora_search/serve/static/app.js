@@ -106,7 +106,11 @@
 
   function render(data, probeLength) {
     results.textContent = "";
-    if (!data.matches.length) { say(status, "No library video matches " + data.query + "."); return; }
+    if (!data.matches.length) {
+      say(status, data.blank ? data.query + " is blank throughout (black, a fade or one colour): nothing to compare."
+                             : "No library video matches " + data.query + ".");
+      return;
+    }
     say(status, data.matches.length + " match" + (data.matches.length === 1 ? "" : "es") + " for " + data.query);
     data.matches.forEach(function (m, i) {
       m.name = baseName(m.path);
