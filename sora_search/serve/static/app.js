@@ -69,7 +69,8 @@
     }
     playerBox.scrollIntoView({block: "nearest"});
   }
-  $("player-close").addEventListener("click", function () { player.pause(); playerBox.hidden = true; });
+  function closePlayer() { player.pause(); playerBox.hidden = true; }
+  $("player-close").addEventListener("click", closePlayer);
 
   // A button showing the thumbnail of (video, second) that plays the video from there.
   function thumb(video, t, label) {
@@ -165,6 +166,7 @@
     xhr.open("POST", "api/query");
     if (token) xhr.setRequestHeader("Authorization", "Bearer " + token);
     bar.hidden = false; bar.value = 0; results.textContent = "";
+    closePlayer();  // it played a match of the clip before
     say(status, "Uploading " + file.name + "…");
     xhr.upload.onprogress = function (e) {
       if (e.lengthComputable) bar.value = e.loaded / e.total;
