@@ -116,7 +116,8 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sora-search")
-@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug, -vvv for the libraries underneath too).")
+@click.option("-v", "--verbose", count=True,
+              help="More log output on stderr (-vv for debug, -vvv for the libraries underneath too).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary on stderr.")
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from tests.media import ffmpeg
+from tests.media import make_testsrc
 from tests.serving import CHROMIUM, CHROMIUM_ARGS, build_index, needs_browser, server
 
 pytestmark = needs_browser
@@ -53,9 +53,7 @@ def test_upload_see_matches_and_play_from_a_span(idx, media_dir, tmp_path):
             except OSError:
                 pass
 
-            black = tmp_path / "black.mp4"  # blank throughout: the page says so instead of "no match"
-            ffmpeg("-f", "lavfi", "-t", "3", "-i", "color=c=black:size=320x240:rate=25", "-c:v", "libx264",
-                   "-pix_fmt", "yuv420p", str(black))
+            black = make_testsrc(tmp_path / "black.mp4", 3, pattern="color")  # the page says it is blank
             page.set_input_files("#file", str(black))
             page.wait_for_selector("#status:has-text('black.mp4 is blank throughout')", timeout=60_000)
             assert page.locator(".match").count() == 0 and page.locator("#player-box").is_hidden()

@@ -120,11 +120,9 @@ def test_query_json_shape_and_table(runner, tiny_index, library_copy, tmp_path):
 
 
 def test_a_blank_clip_says_there_was_nothing_to_compare(runner, tiny_index, tmp_path):
-    from tests.media import ffmpeg
+    from tests.media import make_testsrc
 
-    clip = tmp_path / "black.mp4"
-    ffmpeg("-f", "lavfi", "-t", "4", "-i", "color=c=black:size=320x240:rate=25", "-c:v", "libx264",
-           "-pix_fmt", "yuv420p", str(clip))
+    clip = make_testsrc(tmp_path / "black.mp4", 4, pattern="color")  # lavfi's color source is black
     table = runner.invoke(cli, ["query", str(clip), "--index", str(tiny_index), "--min-score=-1"])
     assert table.exit_code == 0 and "every second of it is blank" in table.output, table.output
     data = json.loads(runner.invoke(cli, ["query", str(clip), "--index", str(tiny_index), "--json"]).output)
