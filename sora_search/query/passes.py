@@ -83,7 +83,11 @@ class ProbeSearch:
         self.best: dict[int, list[Span]] = {}
         self._best_view: dict[int, str] = {}  # the view each video's best spans were found in
         self._probe: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # view -> its seconds and projected vectors
-        self.searched = False  # whether any second of any view was searched (not blank)
+
+    @property
+    def searched(self) -> bool:
+        """Whether any second of any view was searched (not blank): each searched view's seconds are kept."""
+        return bool(self._probe)
 
     def top(self) -> float | None:
         """The best score so far, or None before any match."""
@@ -96,7 +100,6 @@ class ProbeSearch:
         views, vectors = self._projected(probe)
         if not views or not len(ts):
             return
-        self.searched = True
         duration = max(probe.info.duration_s, float(ts[-1]) + p.align.interval_s)
         scores, video_ids, ref_s = self._search(vectors)
         for name, kept, rows in views:
