@@ -1,7 +1,8 @@
 """What a file holds, judged from its first bytes: the one table of container and file signatures.
 
-``scan`` asks :func:`sniff_video` which files an index run should try; ``decode.diagnose`` asks
-:func:`not_video_kind` and :func:`iso_bmff` to name why a file no decoder could open failed. Nothing here opens a
+``scan`` asks :func:`sniff_video` which files an index run should try and :func:`content_kind` what a file named
+for indexing is instead; ``decode.diagnose`` asks :func:`content_kind` and :func:`iso_bmff` to name why a file no
+decoder could open failed. Nothing here opens a
 file or imports anything heavy.
 """
 
@@ -131,4 +132,24 @@ def not_video_kind(head: bytes) -> str | None:
     kind = still_image(head) or next((k for magic, k in OTHER_KINDS if head.startswith(magic)), None)
     if kind is None and _riff_form(head) == RIFF_AUDIO[0]:
         kind = RIFF_AUDIO[1]
+    return kind
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if not head or b"\x00" in head:
+        return False
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # only a character cut at the end of the sample is acceptable
+            return False
+        text = head[:exc.start].decode("utf-8")
+    return all(c.isprintable() or c in "\t\r\n\f" for c in text)
+
+
+def content_kind(head: bytes) -> str | None:
+    """What the bytes are when they are recognisably not a video, else None."""
+    kind = not_video_kind(head)
+    if kind is None and _looks_like_text(head):
+        kind = "text file"
     return kind

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .containers import GIF_MAGIC, HEAD_BYTES, animated_gif, sniff_video
+from .containers import GIF_MAGIC, HEAD_BYTES, animated_gif, content_kind, sniff_video
 from .types import FailedFile
 
 logger = logging.getLogger(__name__)
@@ -64,26 +64,38 @@ def _looks_like_video(path: str) -> bool:
         return False
 
 
-def _entry(path: str) -> FileEntry | FailedFile | None:
-    """Classify one path: a candidate video, a problem to report, or None (not a video)."""
+def _entry(path: str, named: bool = False) -> FileEntry | FailedFile | None:
+    """Classify one path: a candidate video, a problem to report, or None (not a video). A file ``named`` by the
+    caller (not found in a folder) is never passed over in silence: what cannot be indexed is a problem."""
+    report = named or _named_like_video(path)
     try:
         st = os.stat(path)
     except FileNotFoundError:
         if os.path.islink(path):
-            return FailedFile(path, "broken symbolic link") if _named_like_video(path) else None
+            return FailedFile(path, "broken symbolic link") if report else None
         return None
     except OSError as exc:  # symlink loop, permission denied on a parent, name too long...
         reason = "symbolic link loop" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
-        return FailedFile(path, reason) if _named_like_video(path) else None
+        return FailedFile(path, reason) if report else None
     if not stat.S_ISREG(st.st_mode):
         # A pipe or device named like a video is reported, never opened: reading a pipe can block forever.
         kind = _SPECIAL_FILES.get(stat.S_IFMT(st.st_mode))
-        return FailedFile(path, f"not a regular file ({kind})") if kind and _named_like_video(path) else None
+        return FailedFile(path, f"not a regular file ({kind})") if kind and report else None
     if not os.access(path, os.R_OK):
-        return FailedFile(path, "permission denied (file is not readable)") if _named_like_video(path) else None
+        return FailedFile(path, "permission denied (file is not readable)") if report else None
     if not _looks_like_video(path):
-        return None
+        return FailedFile(path, _not_video(path)) if named else None
     return FileEntry(path, st.st_size, st.st_mtime)
+
+
+def _not_video(path: str) -> str:
+    """Why a named file is not indexed: "not a video", with what it is where its first bytes tell."""
+    try:
+        with open(path, "rb") as f:
+            kind = content_kind(f.read(HEAD_BYTES))
+    except OSError:
+        kind = None
+    return f"not a video ({kind})" if kind else "not a video"
 
 
 def _named_like_video(path: str) -> bool:
@@ -96,7 +108,8 @@ def walk(paths: Sequence[str | Path], *, exclude: Iterable[str | Path] = (), fol
     Directory symlinks are not followed (no loops). File symlinks are followed and keep their own name; with
     ``follow_links=False`` a link whose target lies outside every one of ``paths`` is left out. Hidden directories
     and the kernel's virtual file systems (``/proc``, ``/sys``, ``/dev``) are skipped. ``exclude`` names directories
-    never to descend into (the index itself).
+    never to descend into (the index itself). A file named in ``paths`` itself is never passed over: one that is not
+    a video is among the problems ("not a video (text file)").
 
     Raises:
         FileNotFoundError: a given path does not exist.
@@ -106,11 +119,11 @@ def walk(paths: Sequence[str | Path], *, exclude: Iterable[str | Path] = (), fol
     files: dict[str, FileEntry] = {}
     problems: dict[str, FailedFile] = {}
 
-    def consider(path: str) -> None:
+    def consider(path: str, named: bool = False) -> None:
         if not follow_links and os.path.islink(path) and not _inside(os.path.realpath(path), roots):
             logger.info("not following %s: its target is outside the folders indexed", path)
             return
-        found = _entry(path)
+        found = _entry(path, named)
         if isinstance(found, FileEntry):
             files[path] = found
         elif isinstance(found, FailedFile):
@@ -121,7 +134,7 @@ def walk(paths: Sequence[str | Path], *, exclude: Iterable[str | Path] = (), fol
         if not os.path.lexists(root_abs):
             raise FileNotFoundError(root_abs)
         if not os.path.isdir(root_abs):
-            consider(root_abs)
+            consider(root_abs, named=True)
             continue
         for dirpath, dirnames, filenames in os.walk(root_abs, followlinks=False, onerror=_log_walk_error):
             dirnames[:] = sorted(d for d in dirnames

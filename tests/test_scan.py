@@ -56,6 +56,18 @@ def test_walk_finds_videos_by_content_and_extension(tmp_path, clip):
     assert [(os.path.basename(p.path), p.reason) for p in found.problems] == [("broken.mp4", "broken symbolic link")]
 
 
+def test_walk_reports_a_named_file_that_is_not_a_video(tmp_path, clip):
+    # Found in a folder, such a file is passed over; named by the caller, it is reported (never skipped in silence).
+    (tmp_path / "notes.txt").write_text("not a video")
+    (tmp_path / "blob.dat").write_bytes(b"\x00\x01" * 64)
+    shutil.copy(clip, tmp_path / "camera_dump.bin")
+    assert scan.walk([tmp_path]).problems == ()
+    found = scan.walk([tmp_path / "notes.txt", tmp_path / "blob.dat", tmp_path / "camera_dump.bin"])
+    assert [os.path.basename(f.path) for f in found.files] == ["camera_dump.bin"]
+    assert [(os.path.basename(p.path), p.reason) for p in found.problems] == [
+        ("blob.dat", "not a video"), ("notes.txt", "not a video (text file)")]
+
+
 def test_walk_excludes_index_dir_and_rejects_missing_paths(tmp_path, clip):
     (tmp_path / "idx").mkdir()
     shutil.copy(clip, tmp_path / "idx" / "x.mp4")

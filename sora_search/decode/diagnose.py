@@ -14,7 +14,7 @@ import os
 import struct
 from typing import BinaryIO
 
-from sora_search.containers import HEAD_BYTES, iso_bmff, not_video_kind, sniff_video
+from sora_search.containers import HEAD_BYTES, content_kind, iso_bmff, sniff_video
 
 _MAX_MOOV_BYTES = 64 * 1024 * 1024  # a moov box this large is corrupt; do not read it into memory
 
@@ -23,26 +23,6 @@ def read_head(path: str, n: int = HEAD_BYTES) -> bytes:
     """The first ``n`` bytes of ``path`` (fewer if it is shorter). Raises OSError if it cannot be read."""
     with open(path, "rb") as f:
         return f.read(n)
-
-
-def _looks_like_text(head: bytes) -> bool:
-    if not head or b"\x00" in head:
-        return False
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 3:  # only a character cut at the end of the sample is acceptable
-            return False
-        text = head[:exc.start].decode("utf-8")
-    return all(c.isprintable() or c in "\t\r\n\f" for c in text)
-
-
-def _content_kind(head: bytes) -> str | None:
-    """What the bytes are when they are recognisably not a video, else None."""
-    kind = not_video_kind(head)
-    if kind is None and _looks_like_text(head):
-        kind = "text file"
-    return kind
 
 
 def _boxes(f: BinaryIO, start: int, end: int) -> list[tuple[bytes, int, int, int]]:
@@ -125,7 +105,7 @@ def why_unreadable(path: str, detail: str) -> str:
         return f"cannot read: {exc.strerror or exc}"
     if size == 0:
         return "empty file (0 bytes)"
-    kind = _content_kind(head)
+    kind = content_kind(head)
     if kind is not None:
         return f"not a video ({kind})"
     if iso_bmff(head):
