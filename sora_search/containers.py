@@ -2,8 +2,7 @@
 
 ``scan`` asks :func:`sniff_video` which files an index run should try and :func:`content_kind` what a file named
 for indexing is instead; ``decode.diagnose`` asks :func:`content_kind` and :func:`iso_bmff` to name why a file no
-decoder could open failed. Nothing here opens a
-file or imports anything heavy.
+decoder could open failed. Nothing here opens a file or imports anything heavy.
 """
 
 from __future__ import annotations
