@@ -51,7 +51,7 @@ class WalkResult:
 
 
 def _looks_like_video(path: str) -> bool:
-    if os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS:
+    if _named_like_video(path):
         return True
     try:
         with open(path, "rb") as f:
