@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 
 # Numeric precisions of an encoder's network; "fp32" also covers fp16 autocast on CUDA.
 PRECISIONS: tuple[str, ...] = ("fp32", "int8")
+# The int8 build's own version (sora_search/encoder/int8.py), stored after the precision ("1+int8.2"): bumped when
+# the int8 vectors change, so that an index is only ever searched by the int8 network that built it.
+INT8_RECIPE = "2"
 # Rows with a smaller norm than this are left (near) zero instead of being blown up to unit length.
 _NORM_EPS = 1e-12
 
@@ -37,7 +40,7 @@ class EncoderIdentity:
         input_size: side in pixels of the square uint8 RGB frames :meth:`Encoder.embed` accepts.
         precision: ``"fp32"`` (float; fp16 autocast on CUDA gives the same vectors to rounding) or ``"int8"``
             (the quantized CPU trunk). Stored in the index as a suffix of the version (:attr:`stored_version`), so
-            an index from before precisions existed reads as fp32.
+            an index from before precisions existed reads as fp32; the int8 suffix carries its recipe.
     """
 
     name: str
@@ -60,19 +63,18 @@ class EncoderIdentity:
 
     @property
     def stored_version(self) -> str:
-        """The version as the index stores it: ``"1"`` for fp32, ``"1+int8"`` for int8."""
-        return self.version if self.precision == "fp32" else f"{self.version}+{self.precision}"
+        """The version as the index stores it: ``"1"`` for fp32, ``"1+int8.2"`` for int8 (recipe 2)."""
+        return self.version if self.precision == "fp32" else f"{self.version}+{self.precision}.{INT8_RECIPE}"
 
     @staticmethod
     def split_version(stored: str) -> tuple[str, str]:
-        """(version, precision) of a stored version string (see :attr:`stored_version`)."""
+        """(version, precision) of a stored version string (see :attr:`stored_version`); the recipe is dropped."""
         version, _, precision = stored.partition("+")
-        return version, precision or "fp32"
+        return version, precision.partition(".")[0] or "fp32"
 
     def describe(self) -> str:
-        """Human-readable one-liner, e.g. ``"sora-lite0 v1 (704-d, 224 px)"`` (``int8`` added for int8)."""
-        extra = "" if self.precision == "fp32" else f" {self.precision}"
-        return f"{self.name} v{self.version}{extra} ({self.dim}-d, {self.input_size} px)"
+        """Human-readable one-liner, e.g. ``"sora-lite0 v1 (704-d, 224 px)"``, ``"sora-lite0 v1+int8.2 (...)"``."""
+        return f"{self.name} v{self.stored_version} ({self.dim}-d, {self.input_size} px)"
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
@@ -138,7 +140,8 @@ class Encoder(ABC):
                 f"resize frames to {s}x{s} RGB before embedding"
             )
         if frames.dtype != np.uint8:
-            raise ValueError(f"{self.identity.name} expects uint8 frames, got dtype {frames.dtype} (shape {frames.shape})")
+            raise ValueError(f"{self.identity.name} expects uint8 frames, got dtype {frames.dtype} "
+                             f"(shape {frames.shape})")
         n = frames.shape[0]
         out = np.empty((n, self.identity.dim), dtype=np.float32)
         for start in range(0, n, self.batch_size):

@@ -1,19 +1,23 @@
 """The int8 CPU build of the EfficientNet-Lite0 trunk that the Sora encoder taps (``precision="int8"``).
 
 Static post-training quantization with torch.ao FX graph mode (``prepare_fx`` / ``convert_fx``, the ``x86`` engine):
-per-channel symmetric int8 weights, per-tensor uint8 activations from min/max calibration. The pooling and the
-projection stay float32. Three details keep the vectors within cosine 0.99 of float32 (docs/tuning.md):
+per-channel symmetric int8 weights, per-tensor uint8 activations. The pooling and the projection stay float32. What
+keeps the vectors within cosine 0.99 of float32 (docs/tuning.md):
 
-* ReLU6 is ReLU (fused into its convolution) whose output range is capped at [0, 6] after calibration, so
-  saturation does the clipping and the 256 levels cover only what the network can pass on;
+* ReLU6 is ReLU (fused into its convolution) whose range is at most [0, 6]: calibration clips at 6 as it observes,
+  so every later layer is calibrated on what the float network passes on, and saturation does the clipping;
+* activation ranges from a histogram search (the range that minimises the quantization error), not min/max;
 * TensorFlow "SAME" stride-2 padding (one pixel more on the right) is a symmetric-padding convolution on the input
   shifted by one row and column, then the first output row and column dropped: fbgemm's fast depthwise kernels
-  need symmetric padding, and an explicit pad would run in float between two requantizations;
-* the 5x5 depthwise weights use 7 bits: fbgemm sums pairs of uint8 x int8 products in int16, which overflows with
-  8-bit weights and full-range activations.
+  need symmetric padding. The padding and the dropped row run on the int8 tensor at its own scale;
+* weights use a narrow range (the largest weight of a channel is exactly +-127, not clipped from 127.5, which costs
+  the high-gain channels of the first block), 7 bits in depthwise convolutions (fbgemm's depthwise kernels sum
+  pairs of uint8 x int8 products in int16, which overflows with 8-bit weights and full-range activations), and are
+  rounded so that each output channel's weights sum to its float sum rounded: flat regions, the whole of a
+  low-contrast frame, then pass through every layer at their float gain.
 
 Calibration is done once, offline, on photos (``benchmarks/speed/int8_calibrate.py``: scikit-image's sample photos,
-none of the footage the vectors are checked on); the package ships the activation ranges it observed
+none of the footage the vectors are checked on); the package ships the activation ranges it found
 (``int8_ranges.json``, a few KB), so a process quantizes without calibrating (well under a second) and every
 process gets the same int8 network.
 """
@@ -24,6 +28,7 @@ import copy
 import json
 import logging
 import math
+import operator
 import time
 import warnings
 from functools import lru_cache
@@ -34,13 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sora_search.encoder.base import INT8_RECIPE as RECIPE
 from sora_search.encoder.efficientnet import Conv2dSame, EfficientNetLite0, MBConvBlock
 from sora_search.errors import EncoderError
 
 logger = logging.getLogger(__name__)
 
-# Bumped whenever the recipe below changes the int8 vectors (the identity's version then changes with it).
-RECIPE = "1"
 ENGINE = "x86"
 RANGES_FILE = "int8_ranges.json"
 RELU6_MAX = 6.0
@@ -117,55 +121,117 @@ class _QTrunk(nn.Module):
         return tuple(found[i] for i in self.taps)
 
 
-def _qconfig_mapping(trunk: _QTrunk) -> object:
-    from torch.ao.quantization import QConfig, QConfigMapping
-    from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
+def _weight_limit(conv: nn.Conv2d) -> int:
+    """The largest integer weight, narrow range: 63 (7 bits) in depthwise convolutions, 127 in the others."""
+    return 63 if conv.groups > 1 else 127
 
+
+def _qconfig_mapping(trunk: _QTrunk, calibrating: bool = False) -> object:
+    from torch.ao.quantization import QConfig, QConfigMapping
+    from torch.ao.quantization.observer import HistogramObserver, MinMaxObserver, PerChannelMinMaxObserver
+
+    # Calibration searches each range on a histogram; quantizing sets the ranges found on min/max observers.
+    act = HistogramObserver.with_args(reduce_range=False) if calibrating else MinMaxObserver.with_args()
     # eps: a floor on each channel's weight scale, so that the int32 bias of a dead channel cannot overflow.
-    weight8 = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric, eps=1e-5)
-    weight7 = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric, eps=1e-5,
-                                                 quant_min=-64, quant_max=63)
-    act = MinMaxObserver.with_args(reduce_range=False)
-    mapping = QConfigMapping().set_global(QConfig(activation=act, weight=weight8))
+    weights = {top: PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
+                                                       eps=1e-5, quant_min=-top, quant_max=top) for top in (63, 127)}
+    mapping = QConfigMapping().set_global(QConfig(activation=act, weight=weights[127]))
     for name, module in trunk.named_modules():
-        if isinstance(module, nn.Conv2d) and module.groups > 1 and module.kernel_size[0] == 5:
-            mapping.set_module_name(name, QConfig(activation=act, weight=weight7))
+        if isinstance(module, nn.Conv2d) and _weight_limit(module) != 127:
+            mapping.set_module_name(name, QConfig(activation=act, weight=weights[_weight_limit(module)]))
     return mapping
 
 
-def _cap_relu6(prepared: torch.fx.GraphModule) -> int:
-    """Cap the observed range after every (conv+)ReLU at 6: it is a ReLU6. Returns how many were capped."""
+def _relu_observers(prepared: torch.fx.GraphModule) -> list[nn.Module]:
+    """The observers of every (conv+)ReLU's output: those of a ReLU6."""
     import torch.ao.nn.intrinsic as nni
 
-    capped = 0
+    found = []
     for node in prepared.graph.nodes:
         if node.op != "call_module" or not isinstance(prepared.get_submodule(node.target), (nni.ConvReLU2d, nn.ReLU)):
             continue
-        for user in node.users:
-            obs = prepared.get_submodule(user.target) if user.op == "call_module" else None
-            if obs is not None and isinstance(getattr(obs, "max_val", None), torch.Tensor):
-                obs.max_val.clamp_(max=RELU6_MAX)  # type: ignore[operator]
-                capped += 1
-    return capped
+        found += [prepared.get_submodule(user.target) for user in node.users if user.op == "call_module"]
+    return found
 
 
-def _pad_in_int8(model: torch.fx.GraphModule) -> None:
-    """Pad the quantized tensor itself instead of dequantize -> pad -> quantize (zero padding is exact in int8)."""
+def _input_observer(prepared: torch.fx.GraphModule) -> str:
+    """The name of the observer of the trunk's input (after the stem's padding)."""
+    for node in prepared.graph.nodes:
+        src = node.args[0] if node.op == "call_module" and node.args else None
+        if getattr(src, "target", None) is F.pad:
+            src = src.args[0]  # type: ignore[union-attr]
+        if getattr(src, "op", None) == "placeholder":
+            return str(node.target)
+    raise EncoderError("the int8 trunk has no input observer")
+
+
+class _Clip6:
+    """An observer's forward that clips at 6 before observing and passing on: the ReLU6, during calibration."""
+
+    def __init__(self, observer: nn.Module) -> None:
+        self.observe = observer.forward
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.observe(x.clamp(max=RELU6_MAX))  # type: ignore[no-any-return]
+
+
+def _round_keeping_sums(v: torch.Tensor, top: int) -> torch.Tensor:
+    """Round each row of ``v`` to integers in [-top, top] whose sum is the row's sum rounded: plain rounding,
+    then the fewest elements moved one step, those nearest to rounding the other way."""
+    r = torch.round(v)
+    residual = v - r
+    need = torch.round(v.sum(1) - r.sum(1))[:, None]
+    up = torch.argsort(torch.argsort(residual, dim=1, descending=True), dim=1) < need
+    down = torch.argsort(torch.argsort(residual, dim=1), dim=1) < -need
+    return (r + up.to(r.dtype) - down.to(r.dtype)).clamp(-top, top)
+
+
+def _requantize_weights(model: torch.fx.GraphModule, trunk: _QTrunk) -> None:
+    """Replace each quantized convolution's rounded weights by :func:`_round_keeping_sums` of the float ones, at
+    the same per-channel scales."""
+    floats = {name: m for name, m in trunk.named_modules() if isinstance(m, nn.Conv2d)}
+    for name, module in model.named_modules():
+        if name not in floats or not hasattr(module, "set_weight_bias"):
+            continue
+        qweight = module.weight()
+        scales = qweight.q_per_channel_scales()
+        weight = floats[name].weight.detach().float()
+        ints = _round_keeping_sums((weight / scales.view(-1, 1, 1, 1)).flatten(1), _weight_limit(floats[name]))
+        module.set_weight_bias(torch._make_per_channel_quantized_tensor(
+            ints.view_as(weight).to(torch.int8), scales, qweight.q_per_channel_zero_points(), 0), module.bias())
+
+
+def _pad_int8(q: torch.Tensor, pad: tuple[int, ...], mode: str = "constant", value: float | None = None
+              ) -> torch.Tensor:
+    """``F.pad`` with zeros of a per-tensor quantized tensor, done on its integers (``F.pad`` on the quantized tensor
+    itself takes a generic path several times slower than the convolution it feeds)."""
+    if mode != "constant" or value:
+        raise EncoderError(f"the int8 trunk pads with zeros only, not {mode} {value}")
+    padded = F.pad(q.int_repr(), pad, value=q.q_zero_point())
+    return torch._make_per_tensor_quantized_tensor(padded, q.q_scale(), q.q_zero_point())
+
+
+def _shape_ops_in_int8(model: torch.fx.GraphModule) -> None:
+    """Pad and slice the quantized tensor itself, at its own scale, instead of dequantize -> op -> quantize (zero
+    padding and dropping rows are exact in int8)."""
     graph = model.graph
     for node in list(graph.nodes):
-        if node.op != "call_function" or node.target is not F.pad:
+        if node.op != "call_function" or node.target not in (F.pad, operator.getitem):
             continue
         src, users = node.args[0], list(node.users)
         if (getattr(src, "op", None) == "call_method" and src.target == "dequantize" and len(users) == 1
                 and users[0].target is torch.quantize_per_tensor):
+            op = _pad_int8 if node.target is F.pad else node.target
             with graph.inserting_after(node):
-                padded = graph.call_function(F.pad, (src.args[0],) + tuple(node.args[1:]), dict(node.kwargs))
-            users[0].replace_all_uses_with(padded)
+                moved = graph.call_function(op, (src.args[0],) + tuple(node.args[1:]), dict(node.kwargs))
+            users[0].replace_all_uses_with(moved)
     graph.eliminate_dead_code()
     model.recompile()
 
 
-def _prepare(fused: EfficientNetLite0, taps: tuple[int, ...], size: int) -> torch.fx.GraphModule:
+def _prepare(fused: EfficientNetLite0, taps: tuple[int, ...], size: int, calibrating: bool = False
+             ) -> tuple[torch.fx.GraphModule, _QTrunk]:
+    """The trunk with observers, and the float trunk it was made from."""
     from torch.ao.quantization.quantize_fx import prepare_fx
 
     if ENGINE not in torch.backends.quantized.supported_engines:
@@ -173,7 +239,9 @@ def _prepare(fused: EfficientNetLite0, taps: tuple[int, ...], size: int) -> torc
                            "use precision 'fp32' (--precision fp32 or SORA_SEARCH_PRECISION=fp32)")
     torch.backends.quantized.engine = ENGINE
     trunk = _QTrunk(copy.deepcopy(fused), tuple(taps), size).eval()
-    return prepare_fx(trunk, _qconfig_mapping(trunk), (torch.zeros(1, 3, size, size),))  # type: ignore[arg-type]
+    example = (torch.zeros(1, 3, size, size),)
+    mapping = _qconfig_mapping(trunk, calibrating)
+    return prepare_fx(copy.deepcopy(trunk), mapping, example), trunk  # type: ignore[arg-type]
 
 
 def _activation_observers(prepared: torch.fx.GraphModule) -> dict[str, nn.Module]:
@@ -183,15 +251,22 @@ def _activation_observers(prepared: torch.fx.GraphModule) -> dict[str, nn.Module
 
 def calibrate(fused: EfficientNetLite0, frames: np.ndarray, taps: tuple[int, ...], size: int = 224
               ) -> dict[str, list[float]]:
-    """Activation ranges of the int8 trunk observed on ``frames`` ((n, size, size, 3) uint8 RGB): the content of
+    """Activation ranges of the int8 trunk found on ``frames`` ((n, size, size, 3) uint8 RGB): the content of
     ``int8_ranges.json`` (made by ``benchmarks/speed/int8_calibrate.py``)."""
-    prepared = _prepare(fused, taps, size)
+    prepared, _ = _prepare(fused, taps, size, calibrating=True)
+    for observer in _relu_observers(prepared):
+        observer.forward = _Clip6(observer)  # type: ignore[method-assign]
     batch = torch.from_numpy(np.ascontiguousarray(frames))
     with torch.inference_mode():
         for start in range(0, len(batch), 16):
             prepared(EfficientNetLite0.preprocess(batch[start:start + 16]))
-    return {name: [float(obs.min_val), float(obs.max_val)]  # type: ignore[arg-type]
-            for name, obs in _activation_observers(prepared).items()}
+    ranges = {}
+    for name, obs in _activation_observers(prepared).items():
+        low, high = obs._non_linear_param_search()  # type: ignore[operator]  # torch's own search; offline only
+        ranges[name] = [float(low), float(high)]
+    # The input's range is the preprocessing's, whole: 256 levels, one per pixel value, quantize it exactly.
+    ranges[_input_observer(prepared)] = [(0 - 127) / 128, (255 - 127) / 128]
+    return ranges
 
 
 def packaged_ranges() -> dict[str, object]:
@@ -237,7 +312,7 @@ def _quantize(fused: EfficientNetLite0, taps: tuple[int, ...], size: int, ranges
               started: float) -> torch.nn.Module:
     from torch.ao.quantization.quantize_fx import convert_fx
 
-    prepared = _prepare(fused, taps, size)
+    prepared, trunk = _prepare(fused, taps, size)
     observers = _activation_observers(prepared)
     if set(observers) != set(ranges):
         raise EncoderError(f"the int8 calibration names {len(ranges)} activations, this trunk has {len(observers)}; "
@@ -245,9 +320,9 @@ def _quantize(fused: EfficientNetLite0, taps: tuple[int, ...], size: int, ranges
     for name, obs in observers.items():
         low, high = ranges[name]
         obs.min_val, obs.max_val = torch.tensor(float(low)), torch.tensor(float(high))
-    _cap_relu6(prepared)
     model = convert_fx(prepared)
-    _pad_in_int8(model)
+    _shape_ops_in_int8(model)
+    _requantize_weights(model, trunk)
     logger.debug("quantized the EfficientNet-Lite0 trunk to int8 in %.1f s", time.perf_counter() - started)
     return model.eval()
 
