@@ -1,6 +1,6 @@
 """Train the contrastive projection that ships with sora-search (``sora_search/encoder/data``).
 
-    python benchmarks/accuracy/train_projection.py BENCH [--split tune] [--library-minutes 20] [--out FILE]
+    python benchmarks/accuracy/train_projection.py BENCH [--split tune] [--library-minutes 20] [--int8-copies] [--out FILE]
 
 The Sora encoder's raw 704-d descriptor comes from a backbone trained to name ImageNet classes, so two different
 pages of text, or two colourful test patterns, look alike to it, while a blurred or cropped copy of one frame can
@@ -152,15 +152,16 @@ def library_frames(paths: list[Path]) -> tuple[list[Image.Image], np.ndarray, np
 
 
 @functools.cache
-def _encoder():  # loaded once for the frames and every round of edited copies
+def _encoder(precision: str = "fp32"):  # loaded once for the frames and every round of edited copies
     from sora_search.encoder import load_encoder
 
-    return load_encoder("sora-lite0", device="cpu")
+    return load_encoder("sora-lite0", device="cpu", precision=precision)
 
 
-def encode(images: list[Image.Image]) -> np.ndarray:
+def encode(images: list[Image.Image], precision: str = "fp32") -> np.ndarray:
     """(n, 704) float32 raw Sora descriptors of ``images`` resized to the encoder's side."""
-    return _encoder().embed(np.stack([np.asarray(im.resize((SIDE, SIDE), Image.BILINEAR)) for im in images]))
+    return _encoder(precision).embed(np.stack([np.asarray(im.resize((SIDE, SIDE), Image.BILINEAR))
+                                               for im in images]))
 
 
 def train(x0: np.ndarray, edited: np.ndarray, video: np.ndarray, seconds: np.ndarray, *, dim: int = 256,
@@ -214,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--library-minutes", type=float, default=20.0)
     ap.add_argument("--edits", type=int, default=2, help="edited copies per frame")
     ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--int8-copies", action="store_true",
+                    help="also count each frame and each edited copy through the int8 encoder as copies")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
@@ -226,8 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("%d frames of %d videos decoded (%.0f s)", len(frames), len(paths), time.perf_counter() - t0)
     editor = Editor(args.seed)
     x0 = encode(frames)
-    edited = np.stack([encode([editor.edit(im, frames[editor.rng.randrange(len(frames))]) for im in frames])
-                       for _ in range(args.edits)])
+    rounds = [[editor.edit(im, frames[editor.rng.randrange(len(frames))]) for im in frames]
+              for _ in range(args.edits)]
+    copies = [encode(images) for images in rounds]
+    if args.int8_copies:  # the int8 encoder's error is one more edit the map must not magnify
+        copies += [encode(frames, "int8")] + [encode(images, "int8") for images in rounds]
+    edited = np.stack(copies)
     logger.info("encoded (%.0f s)", time.perf_counter() - t0)
     projection = train(x0, edited, video, seconds, steps=args.steps, seed=args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
