@@ -143,26 +143,33 @@ def _qconfig_mapping(trunk: _QTrunk, calibrating: bool = False) -> object:
 
 
 def _relu_observers(prepared: torch.fx.GraphModule) -> list[nn.Module]:
-    """The observers of every (conv+)ReLU's output: those of a ReLU6."""
+    """The observers of every (conv+)ReLU's output, directly or through padding and slicing: those of a ReLU6."""
     import torch.ao.nn.intrinsic as nni
 
     found = []
     for node in prepared.graph.nodes:
         if node.op != "call_module" or not isinstance(prepared.get_submodule(node.target), (nni.ConvReLU2d, nn.ReLU)):
             continue
-        found += [prepared.get_submodule(user.target) for user in node.users if user.op == "call_module"]
+        users = list(node.users)
+        while users:
+            user = users.pop()
+            if user.op == "call_module":
+                found.append(prepared.get_submodule(user.target))
+            elif user.op == "call_function" and user.target in (F.pad, operator.getitem):
+                users += list(user.users)
     return found
 
 
-def _input_observer(prepared: torch.fx.GraphModule) -> str:
-    """The name of the observer of the trunk's input (after the stem's padding)."""
+def _input_observer(prepared: torch.fx.GraphModule) -> str | None:
+    """The name of the observer of the trunk's input (after the stem's padding); None when the stem is float."""
+    observers = _activation_observers(prepared)
     for node in prepared.graph.nodes:
-        src = node.args[0] if node.op == "call_module" and node.args else None
+        src = node.args[0] if node.op == "call_module" and node.target in observers and node.args else None
         if getattr(src, "target", None) is F.pad:
             src = src.args[0]  # type: ignore[union-attr]
         if getattr(src, "op", None) == "placeholder":
             return str(node.target)
-    raise EncoderError("the int8 trunk has no input observer")
+    return None
 
 
 class _Clip6:
@@ -265,7 +272,9 @@ def calibrate(fused: EfficientNetLite0, frames: np.ndarray, taps: tuple[int, ...
         low, high = obs._non_linear_param_search()  # type: ignore[operator]  # torch's own search; offline only
         ranges[name] = [float(low), float(high)]
     # The input's range is the preprocessing's, whole: 256 levels, one per pixel value, quantize it exactly.
-    ranges[_input_observer(prepared)] = [(0 - 127) / 128, (255 - 127) / 128]
+    name = _input_observer(prepared)
+    if name is not None:
+        ranges[name] = [(0 - 127) / 128, (255 - 127) / 128]
     return ranges
 
 
