@@ -272,9 +272,9 @@ def calibrate(fused: EfficientNetLite0, frames: np.ndarray, taps: tuple[int, ...
         low, high = obs._non_linear_param_search()  # type: ignore[operator]  # torch's own search; offline only
         ranges[name] = [float(low), float(high)]
     # The input's range is the preprocessing's, whole: 256 levels, one per pixel value, quantize it exactly.
-    name = _input_observer(prepared)
-    if name is not None:
-        ranges[name] = [(0 - 127) / 128, (255 - 127) / 128]
+    source = _input_observer(prepared)
+    if source is not None:
+        ranges[source] = [(0 - 127) / 128, (255 - 127) / 128]
     return ranges
 
 
