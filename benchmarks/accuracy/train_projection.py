@@ -1,6 +1,7 @@
 """Train the contrastive projection that ships with sora-search (``sora_search/encoder/data``).
 
-    python benchmarks/accuracy/train_projection.py BENCH [--split tune] [--library-minutes 20] [--int8-copies] [--out FILE]
+    python benchmarks/accuracy/train_projection.py BENCH [--split tune] [--library-minutes 20] [--int8-copies]
+        [--out FILE]
 
 The Sora encoder's raw 704-d descriptor comes from a backbone trained to name ImageNet classes, so two different
 pages of text, or two colourful test patterns, look alike to it, while a blurred or cropped copy of one frame can
