@@ -5,7 +5,7 @@
 The photos are scikit-image's bundled samples (``skimage.data``, installed with the test extra), each resized
 whole and as four corner crops to 224 px: no network, and none of the footage the int8 vectors are checked on. The
 ranges depend only on these photos, the packaged weights and the recipe in ``sora_search/encoder/int8.py``; run this
-again (and bump its ``RECIPE``) when either changes.
+again (and bump ``INT8_RECIPE`` in ``sora_search/encoder/base.py``) when either changes.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 ENCODERS: tuple[str, ...] = ("sora-lite0", "sora-lite0-gap", "tiny")
 DEVICE_ENV = "SORA_SEARCH_DEVICE"
 PRECISION_ENV = "SORA_SEARCH_PRECISION"
-# Encoders with an int8 build: opt-in, not the default, as its vectors are not yet close enough (docs/tuning.md).
+# Encoders with an int8 build: opt-in, not the default, as its scores move more than a default may (docs/tuning.md).
 _INT8 = ("sora-lite0",)
 # Frames per encoder batch: on a CPU 8 is as fast as 32 in the pipeline with less memory (docs/tuning.md).
 _DEFAULT_BATCH = {"cpu": 8, "cuda": 128}
