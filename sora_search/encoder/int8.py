@@ -188,9 +188,15 @@ def _round_keeping_sums(v: torch.Tensor, top: int) -> torch.Tensor:
     r = torch.round(v)
     residual = v - r
     need = torch.round(v.sum(1) - r.sum(1))[:, None]
-    up = torch.argsort(torch.argsort(residual, dim=1, descending=True), dim=1) < need
-    down = torch.argsort(torch.argsort(residual, dim=1), dim=1) < -need
+    up = _ranks(torch.argsort(residual, dim=1, descending=True)) < need
+    down = _ranks(torch.argsort(residual, dim=1)) < -need
     return (r + up.to(r.dtype) - down.to(r.dtype)).clamp(-top, top)
+
+
+def _ranks(order: torch.Tensor) -> torch.Tensor:
+    """Each element's position in its row's ``order`` (the inverse permutation of every row)."""
+    positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, positions)
 
 
 def _requantize_weights(model: torch.fx.GraphModule, trunk: _QTrunk) -> None:
@@ -248,7 +254,13 @@ def _prepare(fused: EfficientNetLite0, taps: tuple[int, ...], size: int, calibra
     trunk = _QTrunk(copy.deepcopy(fused), tuple(taps), size).eval()
     example = (torch.zeros(1, 3, size, size),)
     mapping = _qconfig_mapping(trunk, calibrating)
-    return prepare_fx(copy.deepcopy(trunk), mapping, example), trunk  # type: ignore[arg-type]
+    # The quantization tracer records a stack trace per node, which imports torch._inductor (seconds); unused here.
+    emit = torch.fx.config.do_not_emit_stack_traces
+    torch.fx.config.do_not_emit_stack_traces = True
+    try:
+        return prepare_fx(copy.deepcopy(trunk), mapping, example), trunk  # type: ignore[arg-type]
+    finally:
+        torch.fx.config.do_not_emit_stack_traces = emit
 
 
 def _activation_observers(prepared: torch.fx.GraphModule) -> dict[str, nn.Module]:
