@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -51,6 +53,19 @@ def test_int8_vectors_stay_close_to_float32():
     # A short batch runs at the full batch size (fbgemm prepares kernels per shape), with its own frames' vectors.
     assert int8_encoder._rows_to_run(3, "cpu") == int8_encoder.batch_size
     np.testing.assert_allclose(int8_encoder.embed(frames[:3]), int8[:3], atol=1e-5)
+
+
+def test_building_the_int8_trunk_leaves_torchs_compiler_unloaded():
+    """The quantization tracer's per-node stack traces import torch._inductor (seconds of start-up): off while
+    building, and the caller's setting restored."""
+    code = ("import sys, torch\n"
+            "from sora_search.encoder.int8 import cached_trunk\n"
+            "from sora_search.encoder.sora import SORA_TAPS\n"
+            "cached_trunk(SORA_TAPS)\n"
+            "assert 'torch._inductor' not in sys.modules, 'the int8 build imported torch._inductor'\n"
+            "assert torch.fx.config.do_not_emit_stack_traces is False\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_identity_records_precision_and_int8_recipe_in_the_version():
