@@ -168,10 +168,14 @@ class Embedder:
         Raises:
             VideoError: the file cannot be decoded, or yields no frame.
         """
+        return self._embed(path, [FULL], self._input_size(), timeout_s=timeout_s)
+
+    def _input_size(self) -> int:
+        """The encoder's side, known without loading it, so the decode child starts on a file or probe while the
+        encoder loads."""
         from sora_search.encoder import encoder_identity
 
-        # The side is known without the model, so the decode child starts on the file while the encoder loads.
-        return self._embed(path, [FULL], encoder_identity(self.encoder_name).input_size, timeout_s=timeout_s)
+        return encoder_identity(self.encoder_name).input_size
 
     def probe(self, path: str | Path, views: Sequence[str], *, timeout_s: float, blank_std: float,
               finder: InsetFinder | None = None, box: Box | None = None, every: int = 1) -> Embedded:
@@ -193,7 +197,7 @@ class Embedder:
         """
         if every < 1:
             raise ValueError(f"every must be at least 1, got {every}")
-        size = self.encoder.identity.input_size
+        size = self._input_size()
         side = decode_side(views, size) if views else 2 * size
         return self._embed(path, list(views), side, timeout_s=timeout_s, probe_views=(blank_std, finder, box),
                            every=every)
