@@ -31,8 +31,11 @@ import math
 import operator
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -254,13 +257,24 @@ def _prepare(fused: EfficientNetLite0, taps: tuple[int, ...], size: int, calibra
     trunk = _QTrunk(copy.deepcopy(fused), tuple(taps), size).eval()
     example = (torch.zeros(1, 3, size, size),)
     mapping = _qconfig_mapping(trunk, calibrating)
-    # The quantization tracer records a stack trace per node, which imports torch._inductor (seconds); unused here.
-    emit = torch.fx.config.do_not_emit_stack_traces
-    torch.fx.config.do_not_emit_stack_traces = True
-    try:
+    with _no_stack_traces():
         return prepare_fx(copy.deepcopy(trunk), mapping, example), trunk  # type: ignore[arg-type]
+
+
+@contextmanager
+def _no_stack_traces() -> Iterator[None]:
+    """The quantization tracer records a stack trace per node, which imports torch._inductor (seconds); off
+    inside, where torch has the setting, and the caller's setting restored after."""
+    config: Any = getattr(torch.fx, "config", None)
+    emit = getattr(config, "do_not_emit_stack_traces", None)
+    if emit is None:  # an older torch
+        yield
+        return
+    config.do_not_emit_stack_traces = True
+    try:
+        yield
     finally:
-        torch.fx.config.do_not_emit_stack_traces = emit
+        config.do_not_emit_stack_traces = emit
 
 
 def _activation_observers(prepared: torch.fx.GraphModule) -> dict[str, nn.Module]:
