@@ -88,7 +88,10 @@ def test_blank_frames_are_black_uniform_or_nearly_so() -> None:
     grain = np.clip(40 + rng.normal(0, 3, (16, 16, 3)), 0, 255).astype(np.uint8)  # a dark frame with codec noise
     ramp = np.broadcast_to(np.linspace(0, 60, 16, dtype=np.uint8)[None, :, None], (16, 16, 3))  # a dim gradient
     noise = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(blank_frames(np.stack([black, teal, grain, ramp, noise]), QueryParams().blank_std),
-                                  [True, True, True, False, False])
+    # green triangles on blue of the same brightness (ffmpeg's cellauto scaled down): luma is nearly flat
+    tiles = np.where((np.arange(16)[:, None] // 4 + np.arange(16)[None, :] // 4)[..., None] % 2 == 0,
+                     np.array([140, 220, 60], np.uint8), np.array([120, 190, 240], np.uint8)).astype(np.uint8)
+    frames = np.stack([black, teal, grain, ramp, noise, tiles])
+    np.testing.assert_array_equal(blank_frames(frames, QueryParams().blank_std), [True, True, True, False, False, False])
     with pytest.raises(ValueError, match="blank_frames needs"):
         blank_frames(black, QueryParams().blank_std)

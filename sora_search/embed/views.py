@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from sora_search.embed.images import crop_resize, luma, pool2
+from sora_search.embed.images import crop_resize, pool2
 from sora_search.embed.inset import Box
 
 FULL = "full"
@@ -52,12 +52,13 @@ VIEW_SETS: dict[str, tuple[str, ...]] = {
 
 
 def blank_frames(frames: np.ndarray, max_std: float) -> np.ndarray:
-    """(n,) bool: which of ``frames`` ((n, H, W, 3) uint8 RGB) are blank: black, a fade, a uniform colour, whose
-    luma standard deviation (0-255 scale) is below ``max_std`` (``QueryParams.blank_std``)."""
+    """(n,) bool: which of ``frames`` ((n, H, W, 3) uint8 RGB) are blank: black, a fade, a uniform colour, where
+    every colour channel's standard deviation (0-255 scale) is below ``max_std`` (``QueryParams.blank_std``).
+    Per channel, not luma: two colours of equal brightness (green cells on blue) are content."""
     if frames.ndim != 4 or frames.shape[3] != 3:
         raise ValueError(f"blank_frames needs (n, H, W, 3) frames, got shape {frames.shape}")
-    grey = luma(frames[:, ::4, ::4])  # every 16th pixel: enough for a standard deviation
-    return grey.reshape(len(frames), -1).std(axis=1) < max_std
+    sample = frames[:, ::4, ::4].reshape(len(frames), -1, 3).astype(np.float32)  # every 16th pixel is enough
+    return sample.std(axis=1).max(axis=1) < max_std
 
 
 def decode_side(views: Iterable[str], side: int) -> int:
