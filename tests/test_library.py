@@ -408,6 +408,21 @@ def test_blank_view_frames_are_not_encoded(tmp_path):
     embedder.close()
 
 
+def test_a_two_colour_pattern_of_equal_brightness_is_searched_not_blank(lib, library_copy, tmp_path):
+    """Green cells on blue of nearly the same luma (as some of ffmpeg's colourised cellular automata are): a luma-only
+    blank test called every second of its copy blank and answered "no match"; per colour channel it is found."""
+    from tests.media import cut, ffmpeg
+
+    colours = "lutrgb=r='if(gt(val,128),140,120)':g='if(gt(val,128),220,190)':b='if(gt(val,128),60,240)'"
+    pattern = library_copy / "cells.mp4"
+    ffmpeg("-f", "lavfi", "-i", f"cellauto=s=160x120:r=25:rule=18:seed=3:scroll=1,format=rgb24,{colours},"
+           "scale=320:240:flags=neighbor", "-t", "8", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(pattern))
+    lib.index([library_copy])
+    result = lib.query(cut(pattern, tmp_path / "cells_copy.mp4", 2, 5), min_score=-1)
+    assert not result.blank
+    assert result.matches and Path(result.matches[0].path).name == "cells.mp4", result.matches
+
+
 def test_faiss_follows_the_device_setting_onto_a_gpu(tmp_path, library_copy, media_dir, fake_gpu_faiss,
                                                      monkeypatch):
     monkeypatch.delenv("SORA_SEARCH_DEVICE", raising=False)
