@@ -185,7 +185,7 @@ class Embedder:
         pass of the same query that needs them at the same side encodes them again without decoding them again.
 
         Args:
-            blank_std: a view frame whose luma standard deviation is below this is blank.
+            blank_std: a view frame whose every colour channel's standard deviation is below this is blank.
             finder: also sees every frame as decoded (at S or 2S); with no views the probe is decoded at 2S only
                 for it.
             box: the rectangle the ``inset`` view cuts out.
