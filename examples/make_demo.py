@@ -24,7 +24,8 @@ LIBRARY = {
     "mandelbrot": "mandelbrot=start_x=-0.743643887037151:start_y=0.131825904205330:start_scale=2",
     "life": "life=seed=5:mold=10:ratio=0.2:mold_color=#204060:life_color=#e0c080",
     "cellauto": "cellauto=rule=110:seed=2",
-    "gradients": "gradients=seed=3:speed=0.02:n=5",
+    # gradients' colours are random unless given, whatever the seed
+    "gradients": "gradients=seed=3:speed=0.02:n=5:c0=#d04020:c1=#20a0d0:c2=#e0d040:c3=#302080:c4=#40c060",
     "sierpinski": "sierpinski=seed=4:jump=10",
     "testsrc": "testsrc2",
 }

@@ -32,9 +32,14 @@ def make_testsrc(path: Path, duration_s: float, *, size: tuple[int, int] = (320,
 
 def lavfi_source(pattern: str, size: tuple[int, int], fps: int, *, seed: int = 7) -> str:
     """An ffmpeg lavfi source; ``life`` starts from a random grid, so it gets a fixed ``seed`` (ffmpeg's default is
-    a new one each run)."""
+    a new one each run), and ``gradients`` also fixed colours (its default colours are random whatever the seed)."""
     w, h = size
-    return f"{pattern}=size={w}x{h}:rate={fps}" + (f":seed={seed}" if pattern == "life" else "")
+    spec = f"{pattern}=size={w}x{h}:rate={fps}"
+    if pattern == "life":
+        spec += f":seed={seed}"
+    elif pattern == "gradients":
+        spec += f":seed={seed}:c0=#d04020:c1=#20a0d0:c2=#e0d040:c3=#302080"
+    return spec
 
 
 def save_photo(path: Path, image: np.ndarray) -> Path:

@@ -193,7 +193,7 @@ def _black(dst: Path, seconds: float) -> Path:
 
 
 def _pattern(dst: Path, pattern: str, seconds: float, seed: int) -> Path:
-    src = lavfi_source(pattern, (320, 240), 25, seed=seed) + (f":seed={seed}" if pattern == "gradients" else "")
+    src = lavfi_source(pattern, (320, 240), 25, seed=seed)
     ffmpeg("-f", "lavfi", "-i", src, "-t", f"{seconds}", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(dst))
     return dst
 
