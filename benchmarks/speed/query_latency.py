@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 
 
-# ffmpeg lavfi sources for the no-match probes.
+# ffmpeg lavfi sources for the no-match probes (seeded: cellauto and life start from a random row or grid otherwise).
 NO_MATCH = (
-    "cellauto=s=640x360:rule=110:rate=25",
+    "cellauto=s=640x360:rule=110:rate=25:seed=1",
     "mandelbrot=s=640x360:rate=25",
-    "life=s=640x360:mold=10:rate=25:ratio=0.1:death_color=#C83232:life_color=#00ff00",
-    "cellauto=s=640x360:rule=30:rate=25:scroll=0",
+    "life=s=640x360:mold=10:rate=25:ratio=0.1:death_color=#C83232:life_color=#00ff00:seed=2",
+    "cellauto=s=640x360:rule=30:rate=25:scroll=0:seed=3",
 )
 
 
