@@ -92,6 +92,7 @@ def test_blank_frames_are_black_uniform_or_nearly_so() -> None:
     tiles = np.where((np.arange(16)[:, None] // 4 + np.arange(16)[None, :] // 4)[..., None] % 2 == 0,
                      np.array([140, 220, 60], np.uint8), np.array([120, 190, 240], np.uint8)).astype(np.uint8)
     frames = np.stack([black, teal, grain, ramp, noise, tiles])
-    np.testing.assert_array_equal(blank_frames(frames, QueryParams().blank_std), [True, True, True, False, False, False])
+    np.testing.assert_array_equal(blank_frames(frames, QueryParams().blank_std),
+                                  [True, True, True, False, False, False])
     with pytest.raises(ValueError, match="blank_frames needs"):
         blank_frames(black, QueryParams().blank_std)
