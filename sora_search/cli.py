@@ -149,8 +149,8 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
               show_default=True,
               help="Seconds a decoder may stall on one file before it is stopped and the file skipped.")
 @click.option("--decode-workers", type=click.IntRange(min=0), default=_INDEX.decode_workers,
-              help="Files decoded at once, each in its own process. Default (0): one while the encoder runs on the "
-                   "CPU, half the CPUs (up to 8) when it runs on a GPU.")
+              help="Files decoded at once, each in its own process. Default (0): two while the encoder runs on the "
+                   "CPU (one on a single core), half the CPUs (up to 8) when it runs on a GPU; 1 uses less memory.")
 @click.option("--ray", "ray_address", metavar="[auto|local|ADDRESS]", is_flag=False, flag_value="auto", default=None,
               help="Decode and encode on a Ray cluster (needs sora-search[ray]): auto = $RAY_ADDRESS, else a cluster "
                    "started on this machine, else a new local one; local = a new one on this machine; or the "

@@ -93,13 +93,15 @@ def embeddings(work: Sequence[tuple[FileEntry, str]], embedder: Embedder, *, tim
 
 
 def decode_workers(setting: int, encoder_device: str | None) -> int:
-    """Files to embed at once in this process: ``setting`` when it is not 0; else one while the encoder runs on the
-    CPU or is not loaded yet (it loads during the first file), half the CPUs up to ``MAX_AUTO_DECODE_WORKERS`` on a
-    GPU."""
+    """Files to embed at once in this process: ``setting`` when it is not 0; else one while the encoder is not loaded
+    yet (it loads during the first file), two on a CPU of two cores or more (one file decodes while another is
+    encoded), half the CPUs up to ``MAX_AUTO_DECODE_WORKERS`` on a GPU."""
     if setting:
         return setting
-    if encoder_device is None or encoder_device == "cpu":
+    if encoder_device is None:
         return 1
+    if encoder_device == "cpu":
+        return min(2, available_cpus())
     return max(1, min(MAX_AUTO_DECODE_WORKERS, available_cpus() // 2))
 
 

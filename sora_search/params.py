@@ -54,8 +54,8 @@ class IndexParams:
     """How an index run decodes, pools, projects and saves. Times in seconds."""
 
     decode_timeout_s: float = 120.0    # a decoder silent this long on one file is killed; the file is recorded failed
-    decode_workers: int = 0            # files decoded at once, each in its own child; 0: one while the encoder runs
-                                       # on the CPU, half the CPUs (up to 8) when it runs on a GPU
+    decode_workers: int = 0            # files decoded at once, each in its own child; 0: two while the encoder runs
+                                       # on the CPU (one on one core), half the CPUs (up to 8) when it runs on a GPU
     temporal_radius: int = 1           # "pooled again over time": each vector averages its +-radius seconds
     projection: str = "contrastive"    # the shipped contrastive map (PCA for encoders without one), or "pca"
     projection_dim: int = 256          # dimension FAISS holds (PCA: once the library is large enough)

@@ -111,7 +111,8 @@ class IndexSummary:
     failed: tuple[FailedFile, ...] = ()
     vectors_added: int = 0
     seconds: float = 0.0
-    # Seconds per stage: decode (waiting for frames), encode, store (SQLite writes), index (FAISS updates/saves).
+    # Seconds per stage: decode (waiting for frames), encode, store (SQLite writes), index (FAISS updates/saves);
+    # with several files embedded at once (decode_workers) decode and encode add up over their threads.
     timings: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
 
     @property

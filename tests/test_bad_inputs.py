@@ -140,10 +140,11 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(corpus: Path, tmp_path_factory: pytest.TempPathFactory):
-    """Two index runs over the corpus with the tiny encoder: (index folder, library, first, second summary)."""
+    """Two index runs over the corpus with the tiny encoder, one file decoded at a time: (index folder, library,
+    first, second summary)."""
     idx = tmp_path_factory.mktemp("bad-inputs-index") / "idx"
     with Library.open(idx, encoder="tiny", decode_backend=HANG_READER,
-                      params=IndexParams(decode_timeout_s=HANG_TIMEOUT_S)) as lib:
+                      params=IndexParams(decode_timeout_s=HANG_TIMEOUT_S, decode_workers=1)) as lib:
         first = lib.index([corpus])
         second = lib.index([corpus])
         yield idx, lib, first, second
@@ -266,14 +267,41 @@ def test_several_decode_workers_index_the_same_as_one(runs, corpus: Path, tmp_pa
         assert pooled.query(corpus / "good.mp4").matches == lib.query(corpus / "good.mp4").matches
 
 
-def test_decode_workers_default_to_one_unless_the_encoder_runs_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_decode_workers_default_to_two_on_a_cpu_and_half_the_cpus_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     from sora_search import cluster
 
     monkeypatch.setattr(cluster, "available_cpus", lambda: 16)
-    assert [cluster.decode_workers(0, d) for d in (None, "cpu", "cuda", "cuda:1")] == [1, 1, 8, 8]
+    assert [cluster.decode_workers(0, d) for d in (None, "cpu", "cuda", "cuda:1")] == [1, 2, 8, 8]
     assert cluster.decode_workers(3, "cpu") == 3 and cluster.decode_workers(1, "cuda") == 1
     monkeypatch.setattr(cluster, "available_cpus", lambda: 2)
-    assert cluster.decode_workers(0, "cuda") == 1
+    assert cluster.decode_workers(0, "cuda") == 1 and cluster.decode_workers(0, "cpu") == 2
+    monkeypatch.setattr(cluster, "available_cpus", lambda: 1)
+    assert cluster.decode_workers(0, "cpu") == 1
+
+
+def test_a_pool_of_two_starts_one_child_more_than_one_file_at_a_time(corpus: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first file is embedded in the calling thread (the encoder loads meanwhile); the pool that takes over
+    reuses that thread's decode child, so two files at once cost one process more than one at a time, not two."""
+    import sora_search.decode as decode
+    from sora_search import cluster
+
+    started = []
+
+    class Counted(decode.DecodeWorker):
+        def __init__(self, *args, **kwargs) -> None:
+            started.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(decode, "DecodeWorker", Counted)
+    monkeypatch.setattr(cluster, "available_cpus", lambda: 2)  # the default: two at once on a CPU
+    files = [corpus / "good.mp4", corpus / "short.mp4", corpus / "vfr.mp4"]
+    for workers, expected in ((1, 1), (0, 2)):
+        started.clear()
+        with Library.open(tmp_path / f"idx{workers}", encoder="tiny",
+                          params=IndexParams(decode_workers=workers)) as lib:
+            assert len(lib.index(files).added) == 3
+        assert len(started) == expected
 
 
 def test_a_run_stopped_midway_stops_its_decode_pool(corpus: Path, tmp_path: Path) -> None:

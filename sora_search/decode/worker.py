@@ -144,6 +144,11 @@ class DecodeWorker:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def busy(self) -> bool:
+        """A file opened from this worker is still being read."""
+        return self._active is not None
+
     def close(self) -> None:
         """Stop the child process. Safe to call more than once; the worker cannot be reopened after."""
         if self._active is not None:

@@ -134,7 +134,15 @@ class Embedder:
         pooled = getattr(self._local, "pooled", False)
         worker = getattr(self._local, "worker", None) if pooled else self._worker
         if worker is None or worker.closed:
-            worker = DecodeWorker(backend=self._decode_backend, timeout_s=timeout_s)
+            own = None
+            if pooled:
+                # The first pooled thread takes over this embedder's own child, idle while the pool runs, rather than
+                # start one more process; the pool's end stops it with the others.
+                with self._lock:
+                    own, self._worker = self._worker, None
+                    if own is not None and (own.closed or own.busy):
+                        own, self._worker = None, own
+            worker = own or DecodeWorker(backend=self._decode_backend, timeout_s=timeout_s)
             if pooled:
                 self._local.worker = worker
                 with self._lock:
