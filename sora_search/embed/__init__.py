@@ -139,9 +139,8 @@ class Embedder:
                 # The first pooled thread takes over this embedder's own child, idle while the pool runs, rather than
                 # start one more process; the pool's end stops it with the others.
                 with self._lock:
-                    own, self._worker = self._worker, None
-                    if own is not None and (own.closed or own.busy):
-                        own, self._worker = None, own
+                    if self._worker is not None and not (self._worker.closed or self._worker.busy):
+                        own, self._worker = self._worker, None
             worker = own or DecodeWorker(backend=self._decode_backend, timeout_s=timeout_s)
             if pooled:
                 self._local.worker = worker
