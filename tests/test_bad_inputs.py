@@ -304,6 +304,25 @@ def test_a_pool_of_two_starts_one_child_more_than_one_file_at_a_time(corpus: Pat
         assert len(started) == expected
 
 
+def test_a_pool_encodes_in_one_thread(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files decode side by side, but one thread encodes them, one batch at a time, stopped when the library
+    closes."""
+    from sora_search.encoder.tiny import TinyEncoder
+
+    threads: list[str] = []
+    embed = TinyEncoder.embed
+
+    def recorded(self, frames):
+        threads.append(threading.current_thread().name)
+        return embed(self, frames)
+
+    monkeypatch.setattr(TinyEncoder, "embed", recorded)
+    with Library.open(tmp_path / "idx", encoder="tiny", params=IndexParams(decode_workers=3)) as lib:
+        assert len(lib.index([corpus / "good.mp4", corpus / "short.mp4", corpus / "vfr.mp4"]).added) == 3
+    assert len(threads) >= 3 and len(set(threads)) == 1 and threads[0].startswith("sora-encode"), threads
+    assert not [t for t in threading.enumerate() if t.name.startswith("sora-encode")]
+
+
 def test_a_run_stopped_midway_stops_its_decode_pool(corpus: Path, tmp_path: Path) -> None:
     """An error in the committing thread (as Ctrl-C would be) ends the run at once: a pooled thread waiting on the
     hanging decoder is released by killing its child, not after the 60 s timeout, and no child is left."""

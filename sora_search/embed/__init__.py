@@ -7,9 +7,9 @@ their neighbours' temporal pooling so that a cut to black does not leak into the
 :class:`~sora_search.embed.inset.InsetFinder` may watch the probe's frames as they pass.
 
 The decode worker and the encoder are made on first use and kept until :meth:`Embedder.close`, so a warm query pays
-no start-up. Files may be embedded from several threads at once (:mod:`sora_search.cluster` does so when the encoder
-runs on a GPU): the encoder is shared, and each thread marked with :meth:`Embedder.pooled_thread` has its own
-decode worker.
+no start-up. Files may be embedded from several threads at once (:mod:`sora_search.cluster` does so, so that one
+file decodes while another is encoded): each thread marked with :meth:`Embedder.pooled_thread` has its own decode
+worker, and they share one encoder thread, so that one forward pass at a time holds memory.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +85,7 @@ class Embedder:
         self._encoder: Encoder | None = None
         self._worker: DecodeWorker | None = None
         self._pool_workers: list[DecodeWorker] = []  # one per pooled thread, see pooled_thread
+        self._encode_thread: ThreadPoolExecutor | None = None  # the pooled threads' encoder, see pooled_thread
         self._local = threading.local()
         self._lock = threading.Lock()
         self._kept: _Kept | None = None  # the last probe decoded, for the next pass of the same query
@@ -152,8 +154,20 @@ class Embedder:
         return worker
 
     def pooled_thread(self) -> None:
-        """Mark the calling thread as one of a pool: it decodes with its own worker, until :meth:`close_pool`."""
+        """Mark the calling thread as one of a pool: it decodes with its own worker, until :meth:`close_pool`, and
+        encodes through the one encoder thread the pool shares (until :meth:`close`)."""
         self._local.pooled = True
+        with self._lock:
+            if self._encode_thread is None:
+                self._encode_thread = ThreadPoolExecutor(1, thread_name_prefix="sora-encode")
+
+    def _encode(self, frames: np.ndarray) -> np.ndarray:
+        """``encoder.embed(frames)``, in the pool's encoder thread when called from a pooled thread: two forward
+        passes at once only share the CPU's cores, and each thread's allocator would keep what its passes freed."""
+        thread = self._encode_thread if getattr(self._local, "pooled", False) else None
+        if thread is None:
+            return self.encoder.embed(frames)
+        return thread.submit(self.encoder.embed, frames).result()
 
     def close_pool(self) -> None:
         """Stop the pooled threads' decode workers: a thread waiting on one gets a VideoDecodeError, and one that
@@ -165,6 +179,9 @@ class Embedder:
 
     def close(self) -> None:
         self.close_pool()
+        if self._encode_thread is not None:
+            self._encode_thread.shutdown()
+            self._encode_thread = None
         if self._worker is not None:
             self._worker.close()
             self._worker = None
@@ -232,7 +249,7 @@ class Embedder:
                 if probe_views is None:
                     ts_parts.append(batch.timestamps_s)
                     with self.timed("encode"):
-                        vec_parts[FULL].append(encoder.embed(batch.frames))
+                        vec_parts[FULL].append(self._encode(batch.frames))
                     blank_parts[FULL].append(np.zeros(len(batch.frames), dtype=bool))
                 else:
                     blank_std, finder, box = probe_views
