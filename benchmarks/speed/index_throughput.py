@@ -9,7 +9,7 @@ breakdown (decode wait, encode, store, index), the peak RSS of the indexer and t
 decode workers together, sampled every 0.2 s (a child's own peak counts the parent's pages it was forked with).
 
 ``--files`` indexes those files instead of a subset of ``--media``; ``--precision fp32 int8`` indexes them once per
-encoder precision, each into a fresh index, in the same run (peak RSS is then the run's, over all of them).
+encoder precision, each into a fresh index in a fresh process (so each has its own peak RSS), in the same run.
 ``--decode-workers N`` decodes N files at once (``index --decode-workers``; 0, the default, lets the library pick).
 """
 
@@ -63,6 +63,29 @@ class ChildrenRSS(threading.Thread):
             self.peak_kib = max(self.peak_kib, total)
 
 
+def index_once(roots: list[Path], precision: str | None, device: str | None, decode_workers: int) -> dict:
+    """Index ``roots`` into a fresh index in this process: wall time, stages, what was indexed, peak RSS."""
+    from sora_search import IndexParams, Library
+    from sora_search.encoder import resolve_device
+
+    children = ChildrenRSS()
+    children.start()
+    params = IndexParams(decode_workers=decode_workers)
+    with tempfile.TemporaryDirectory() as tmp, Library.open(Path(tmp) / "idx", device=device, precision=precision,
+                                                            params=params) as lib:
+        start = time.perf_counter()
+        summary = lib.index(roots)
+        index_s = time.perf_counter() - start
+        info = lib.info()
+    children.stop.set()
+    children.join()
+    return {"index_s": index_s, "encoder_version": info.encoder_version, "stages_s": summary.timings,
+            "indexed": info.videos, "failed": len(summary.failed), "video_s": info.duration_s,
+            "vectors": info.vectors, "encoder_device": resolve_device(device), "faiss_device": info.index_device,
+            "peak_rss_mib": {"indexer": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                             "decode_workers": children.peak_kib / 1024}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--media", type=Path, default=None, help="the media/ folder made by benchmarks/fetch_media.sh")
@@ -75,61 +98,58 @@ def main() -> None:
     ap.add_argument("--device", choices=["cpu", "cuda"], default=None,
                     help="where the encoder (and a GPU build of faiss) runs; default CUDA when available")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/index_throughput.json"))
+    ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # one precision, JSON on stdout
     args = ap.parse_args()
 
-    from sora_search import IndexParams, Library
     from sora_search.scan import walk
 
     if not args.files and args.media is None:
         ap.error("give --media or --files")
     roots = list(args.files) or [args.media / d for d in SUBSETS[args.subset]]
+    if args.one:
+        print(json.dumps(index_once(roots, args.precision[0], args.device, args.decode_workers)))
+        return
     files = [Path(f.path) for f in walk(roots).files]
     floor_s = ffmpeg_floor(files, args.threads)
 
     runs = {}
-    children = ChildrenRSS()
-    children.start()
     for precision in args.precision:
-        params = IndexParams(decode_workers=args.decode_workers)
-        with tempfile.TemporaryDirectory() as tmp, Library.open(Path(tmp) / "idx", device=args.device,
-                                                                precision=precision, params=params) as lib:
-            start = time.perf_counter()
-            summary = lib.index(roots)
-            index_s = time.perf_counter() - start
-            info = lib.info()
-        runs[precision or "default"] = {"index_s": index_s, "index_over_floor": index_s / floor_s,
-                                        "encoder_version": info.encoder_version, "stages_s": summary.timings}
-        print(f"{precision or 'default'} (encoder v{info.encoder_version}): {index_s:.1f} s, "
-              f"{index_s / floor_s:.2f}x the decode floor; stages: "
-              + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(summary.timings.items())))
-    from sora_search.encoder import resolve_device
-
-    encoder_device = resolve_device(args.device)
-    video_s = info.duration_s
-    children.stop.set()
-    children.join()
-    rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    rss_children = children.peak_kib / 1024
+        cmd = [sys.executable, __file__, "--one", "--decode-workers", str(args.decode_workers),
+               "--files", *map(str, roots)]
+        cmd += ["--precision", precision] if precision else []
+        cmd += ["--device", args.device] if args.device else []
+        done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
+        run = json.loads(done.stdout.strip().splitlines()[-1])
+        run["index_over_floor"] = run["index_s"] / floor_s
+        runs[precision or "default"] = run
+        print(f"{precision or 'default'} (encoder v{run['encoder_version']}): {run['index_s']:.1f} s, "
+              f"{run['index_over_floor']:.2f}x the decode floor; stages: "
+              + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(run["stages_s"].items()))
+              + f"; peak RSS indexer {run['peak_rss_mib']['indexer']:.0f} MiB, decode workers together "
+              f"{run['peak_rss_mib']['decode_workers']:.0f} MiB")
+    last = run
+    index_s, video_s = last["index_s"], last["video_s"]
+    peak = {k: max(r["peak_rss_mib"][k] for r in runs.values()) for k in ("indexer", "decode_workers")}
     result = {
-        "files": len(files), "indexed": info.videos, "failed": len(summary.failed), "video_s": video_s,
-        "vectors": info.vectors, "cpu_count": os.cpu_count(), "decode_workers": args.decode_workers,
-        "encoder_device": encoder_device, "faiss_device": info.index_device,
+        "files": len(files), "indexed": last["indexed"], "failed": last["failed"], "video_s": video_s,
+        "vectors": last["vectors"], "cpu_count": os.cpu_count(), "decode_workers": args.decode_workers,
+        "encoder_device": last["encoder_device"], "faiss_device": last["faiss_device"],
         "decode_floor_s": floor_s, "index_s": index_s,
         "floor_video_s_per_s": video_s / floor_s, "index_video_s_per_s": video_s / index_s,
         "index_over_floor": index_s / floor_s,
-        "stages_s": summary.timings,
-        "peak_rss_mib": {"indexer": rss_self, "decode_workers": rss_children}, "by_precision": runs,
+        "stages_s": last["stages_s"],
+        "peak_rss_mib": peak, "by_precision": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    print(f"{len(files)} files, {video_s:.0f} s of video, {info.vectors} vectors ({len(summary.failed)} failed); "
-          f"encoder on {encoder_device}, FAISS on {info.index_device}")
+    print(f"{len(files)} files, {video_s:.0f} s of video, {last['vectors']} vectors ({last['failed']} failed); "
+          f"encoder on {last['encoder_device']}, FAISS on {last['faiss_device']}")
     print(f"decode floor (ffmpeg -threads {args.threads} -f null): {floor_s:7.1f} s  "
           f"{video_s / floor_s:6.1f} video-s/s")
     print(f"sora-search index:                       {index_s:7.1f} s  {video_s / index_s:6.1f} video-s/s")
     print(f"index / floor: {index_s / floor_s:.2f}x")
-    print("stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(summary.timings.items())))
-    print(f"peak RSS: indexer {rss_self:.0f} MiB, decode workers together {rss_children:.0f} MiB")
+    print(f"peak RSS over the runs: indexer {peak['indexer']:.0f} MiB, decode workers together "
+          f"{peak['decode_workers']:.0f} MiB")
     print(f"wrote {args.out}")
 
 
