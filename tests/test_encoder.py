@@ -109,7 +109,7 @@ def test_cuda_without_cuda_raises(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_env_device_and_batch_size(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SORA_SEARCH_DEVICE", "cpu")
     enc = load_encoder("sora-lite0-gap")
-    assert enc.device == "cpu" and enc.batch_size == 8
+    assert enc.device == "cpu" and enc.batch_size == 4
     assert enc.identity == EncoderIdentity("sora-lite0-gap", "1", 1280, 224)
 
 

@@ -47,8 +47,9 @@ DEVICE_ENV = "SORA_SEARCH_DEVICE"
 PRECISION_ENV = "SORA_SEARCH_PRECISION"
 # Encoders with an int8 build: opt-in, not the default, as its scores move more than a default may (docs/tuning.md).
 _INT8 = ("sora-lite0",)
-# Frames per encoder batch: on a CPU 8 is as fast as 32 in the pipeline with less memory (docs/tuning.md).
-_DEFAULT_BATCH = {"cpu": 8, "cuda": 128}
+# Frames per encoder batch (docs/tuning.md): on a CPU, float32 runs as fast in the pipeline at 4 as at 8 or 32 with
+# less memory; int8, whose activations take a quarter of the bytes, keeps 8.
+_DEFAULT_BATCH = {("cpu", "fp32"): 4, ("cpu", "int8"): 8, ("cuda", "fp32"): 128}
 _THREADS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")
 THP_ENV = "THP_MEM_ALLOC_ENABLE"
 _threads_checked = False
@@ -111,7 +112,7 @@ def load_encoder(name: str = DEFAULT_ENCODER, *, device: str | None = None, batc
         name: one of :data:`ENCODERS`.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; default: env ``SORA_SEARCH_DEVICE``, else CUDA when
             available, else CPU. ``tiny`` always runs on CPU and ignores it; so does int8, which has CPU kernels only.
-        batch_size: frames per forward pass; default 8 on CPU, 128 on CUDA.
+        batch_size: frames per forward pass; default 4 on CPU (8 in int8), 128 on CUDA.
         precision: ``"fp32"`` or ``"int8"`` (``sora-lite0`` only; quantized once per process).
 
     Raises:
@@ -133,7 +134,8 @@ def load_encoder(name: str = DEFAULT_ENCODER, *, device: str | None = None, batc
         logger.debug("int8 encoder: running on the CPU, not %s (no int8 kernels there)", resolved)
         resolved = "cpu"
     _limit_threads()
-    bs = batch_size if batch_size is not None else _DEFAULT_BATCH["cuda" if resolved.startswith("cuda") else "cpu"]
+    kind = "cuda" if resolved.startswith("cuda") else "cpu"
+    bs = batch_size if batch_size is not None else _DEFAULT_BATCH[kind, precision]
 
     from sora_search.encoder.efficientnet import load_backbone
     from sora_search.encoder.sora import SoraLite0Encoder, SoraLite0GapEncoder
