@@ -173,8 +173,8 @@ def index(ctx: click.Context, paths: tuple[Path, ...], index_dir: Path | None, d
     if missing:
         raise click.BadParameter(f"no such file or folder: {', '.join(missing)}", param_hint="PATHS")
     quiet = ctx.obj["quiet"]
-    with _open(index_dir, create=True, device=device, params=IndexParams(decode_timeout_s=timeout_s, decode_workers=decode_workers),
-               precision=precision) as lib:
+    params = IndexParams(decode_timeout_s=timeout_s, decode_workers=decode_workers)
+    with _open(index_dir, create=True, device=device, params=params, precision=precision) as lib:
         display = None if quiet else progress_display(sys.stderr)
         progress = None if display is None else display.update
         try:
@@ -232,8 +232,10 @@ def query(clip: Path, index_dir: Path | None, device: str | None, k: int, min_sc
         echo(json.dumps(result.to_dict(), indent=2))
         return
     if not result.matches:
-        echo(f"no match for {clip}" + (": every second of it is blank (black, a fade or one colour once scaled for "
-                                       "the encoder), so there was nothing to compare" if result.blank else ""))
+        why = (": every second of it is blank (black, a fade or one colour once scaled for the encoder), so there "
+               "was nothing to compare" if result.blank else
+               " other than itself: it is indexed, and left out of its own answer" if result.indexed else "")
+        echo(f"no match for {clip}{why}")
         return
     echo(f"{'score':>6}  {'clip span':<13}  {'library span':<13}  video")
     for m in result.matches:

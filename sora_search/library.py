@@ -278,10 +278,10 @@ class Library:
             raise EmptyIndex(f"nothing is indexed in {self.location} yet: run `sora-search index PATH` first")
         identity.check_encoder(meta, self.location, self._embedder.encoder_name, self._embedder.precision)
         index, projection = self._keeper.searchable()
-        ranked, searched = query_clip(clip, self._embedder, self._store, index, projection, p)
+        ranked, searched, indexed = query_clip(clip, self._embedder, self._store, index, projection, p)
         paths = self._store.video_paths(r.video_id for r in ranked)
         matches = tuple(Match(path=paths[r.video_id], score=round(r.score, 4), segments=r.spans) for r in ranked)
-        return QueryResult(query=str(clip), matches=matches, blank=not searched)
+        return QueryResult(query=str(clip), matches=matches, blank=not searched, indexed=indexed)
 
     def duplicates(self, *, min_score: float | None = None, keep: str | None = None,
                    params: DupesParams | None = None,

@@ -82,15 +82,18 @@ class QueryResult:
 
     ``blank``: every second of the clip is blank in every view (black, a fade, one colour at the encoder's side),
     so nothing was searched and nothing can match; an empty ``matches`` then says nothing about the library.
+    ``indexed``: the clip is itself an indexed library video (the same path), left out of its own answer.
     """
 
     query: str
     matches: tuple[Match, ...] = ()
     blank: bool = False
+    indexed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"query": self.query, "matches": [asdict(m) | {"segments": [asdict(s) for s in m.segments]}
-                                                 for m in self.matches], "blank": self.blank}
+                                                 for m in self.matches], "blank": self.blank,
+                "indexed": self.indexed}
 
 
 @dataclass(frozen=True)

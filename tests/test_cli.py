@@ -108,7 +108,7 @@ def test_query_json_shape_and_table(runner, tiny_index, library_copy, tmp_path):
     result = runner.invoke(cli, ["query", str(clip), "--index", str(tiny_index), "--json", "--min-score", "0"])
     assert result.exit_code == 0
     data = json.loads(result.output)
-    assert data["query"] == str(clip) and data["blank"] is False
+    assert data["query"] == str(clip) and data["blank"] is False and data["indexed"] is False
     assert data["matches"][0]["path"] == str(library_copy / "bars.mp4")
     for match in data["matches"]:
         assert set(match) == {"path", "score", "segments"}
@@ -127,6 +127,16 @@ def test_a_blank_clip_says_there_was_nothing_to_compare(runner, tiny_index, tmp_
     assert table.exit_code == 0 and "every second of it is blank" in table.output, table.output
     data = json.loads(runner.invoke(cli, ["query", str(clip), "--index", str(tiny_index), "--json"]).output)
     assert data["matches"] == [] and data["blank"] is True
+
+
+def test_an_indexed_clip_is_left_out_of_its_own_answer_and_says_so(runner, tiny_index, library_copy):
+    clip = library_copy / "bars.mp4"
+    data = json.loads(runner.invoke(cli, ["query", str(clip), "--index", str(tiny_index), "--json"]).output)
+    assert data["indexed"] is True and str(clip) not in [m["path"] for m in data["matches"]]
+    table = runner.invoke(cli, ["query", str(clip), "--index", str(tiny_index), "--min-score", "1"])
+    assert table.exit_code == 0, table.output
+    said = "other than itself: it is indexed, and left out of its own answer"
+    assert table.output.strip() == f"no match for {clip} {said}"
 
 
 def test_info_and_remove(runner, tiny_index, library_copy):

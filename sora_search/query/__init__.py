@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 
 
 def query_clip(clip: str | Path, embedder: Embedder, store: Store, index: VectorIndex, projection: Projection,
-               params: QueryParams) -> tuple[list[Ranked], bool]:
-    """The library videos that match ``clip``, best first, and whether any second of it was searched (False: it is
-    blank throughout, see :attr:`~sora_search.types.QueryResult.blank`).
+               params: QueryParams) -> tuple[list[Ranked], bool, bool]:
+    """The library videos that match ``clip``, best first; whether any second of it was searched (False: it is
+    blank throughout, see :attr:`~sora_search.types.QueryResult.blank`); and whether it is an indexed video itself.
 
     A clip that is an indexed video is left out of its own answer. When its file is unchanged since it was indexed
     and ``params.views`` is ``auto`` or ``fast``, it is answered from its stored whole-frame vectors, nothing
@@ -40,11 +40,11 @@ def query_clip(clip: str | Path, embedder: Embedder, store: Store, index: Vector
     """
     own, unchanged = indexed_video(store, clip)
     if own is not None and unchanged and params.views in ("auto", "fast"):
-        return stored_query(store, index, projection, own, params, params.align.interval_s), True
+        return stored_query(store, index, projection, own, params, params.align.interval_s), True, True
     search = ProbeSearch(index, projection, store, store.indexed_video_count(), params,
                          exclude=None if own is None else own.id)
     ranked = run(clip, embedder, search, params)
-    return ranked, search.searched
+    return ranked, search.searched, own is not None
 
 
 __all__ = ["ProbeSearch", "Ranked", "query_clip", "rank", "run", "view_passes"]
