@@ -181,3 +181,45 @@ def test_a_reference_second_seen_twice_counts_once(repeat_weight, distinct):
     top = align(_hits(pairs, sim=0.6), 10, AlignParams(repeat_weight=repeat_weight))[0]
     assert (top.query_start_s, top.query_end_s, top.ref_start_s, top.ref_end_s) == (0, 10, 30, 35)
     assert top.score == pytest.approx(0.6 * distinct / (distinct + 1))
+
+
+def _chain_over_every_earlier_hit(q, r, s, p: AlignParams) -> np.ndarray:
+    """The chain search written plainly, each hit looking back over every earlier hit in the gap: the oracle for the
+    one that looks only at hits whose chains weigh more than 0."""
+    n = len(q)
+    sa = s - p.hit_threshold
+    best, prev, first = sa.copy(), np.full(n, -1), np.arange(n)
+    tol = p.interval_s
+    for i in range(n):
+        for j in range(i):
+            dq, dr, gq, gr = q[i] - q[j], r[i] - r[j], q[i] - q[first[j]], r[i] - r[first[j]]
+            if not (0 < dq <= p.max_gap_s and 0 <= dr and p.min_speed * dq - tol <= dr <= p.max_speed * dq + tol
+                    and p.min_speed * gq - tol <= gr <= p.max_speed * gq + tol):
+                continue
+            cand = best[j] - p.speed_penalty * abs(dr - dq)
+            if cand > 0 and (prev[i] < 0 or cand > best[i] - sa[i]):
+                best[i], prev[i], first[i] = sa[i] + cand, j, first[j]
+    i = int(np.argmax(best))
+    chain = []
+    while best[i] > 0 and i >= 0:
+        chain.append(i)
+        i = int(prev[i])
+    return np.array(chain[::-1], dtype=np.int64)
+
+
+def test_the_chain_search_finds_the_chain_a_look_at_every_earlier_hit_finds() -> None:
+    from sora_search.query.align import _best_chain
+
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        n = int(rng.integers(1, 60))
+        q = np.sort(rng.integers(0, 30, n)).astype(np.float64)
+        r = rng.integers(0, 60, n).astype(np.float64)
+        r[: n // 3] = q[: n // 3] + 10  # a copy among chance hits
+        s = np.round(rng.uniform(-0.2, 1.0 if trial % 2 else 0.3, n), 3)
+        order = np.lexsort((r, q))
+        q, r, s = q[order], r[order], s[order]
+        p = AlignParams(hit_threshold=float(rng.uniform(0, 0.4)), speed_penalty=float(rng.uniform(0, 0.1)))
+        got = _best_chain(q, r, s, np.ones(n, dtype=bool), p)
+        want = _chain_over_every_earlier_hit(q, r, s, p)
+        assert np.array_equal(got, want), (trial, got, want)

@@ -140,25 +140,34 @@ def _best_chain(q: np.ndarray, r: np.ndarray, s: np.ndarray, alive: np.ndarray, 
     prev = np.full(n, -1, dtype=np.int64)
     first = np.arange(n)
     tol = p.interval_s
-    lo = 0
+    # Only a hit whose best chain weighs more than 0 can extend one (a step never adds weight), so each hit looks
+    # back over those alone: in order, a prefix of them dropping out as the window moves on. Where few hits are
+    # strong (a probe that matches nothing) most hits have none to look at.
+    ahead = np.empty(n, dtype=np.int64)  # ahead[:n_ahead]: the hits so far whose best chain weighs > 0
+    n_ahead = start = lo = 0
     for i in range(n):
         while qa[lo] < qa[i] - p.max_gap_s:
             lo += 1
-        if lo >= i:
-            continue
-        dq = qa[i] - qa[lo:i]
-        dr = ra[i] - ra[lo:i]
-        f = first[lo:i]
-        gq, gr = qa[i] - qa[f], ra[i] - ra[f]
-        ok = ((dq > 0) & (dr >= 0) & (dr >= p.min_speed * dq - tol) & (dr <= p.max_speed * dq + tol)
-              & (gr >= p.min_speed * gq - tol) & (gr <= p.max_speed * gq + tol))
-        if ok.any():
-            cand = np.where(ok, best[lo:i] - p.speed_penalty * np.abs(dr - dq), -np.inf)
-            j = int(np.argmax(cand))
-            if cand[j] > 0:
-                best[i] = sa[i] + cand[j]
-                prev[i] = lo + j
-                first[i] = first[lo + j]
+        while start < n_ahead and ahead[start] < lo:
+            start += 1
+        if start < n_ahead:
+            js = ahead[start:n_ahead]
+            dq = qa[i] - qa[js]
+            dr = ra[i] - ra[js]
+            f = first[js]
+            gq, gr = qa[i] - qa[f], ra[i] - ra[f]
+            ok = ((dq > 0) & (dr >= 0) & (dr >= p.min_speed * dq - tol) & (dr <= p.max_speed * dq + tol)
+                  & (gr >= p.min_speed * gq - tol) & (gr <= p.max_speed * gq + tol))
+            if ok.any():
+                cand = np.where(ok, best[js] - p.speed_penalty * np.abs(dr - dq), -np.inf)
+                j = int(np.argmax(cand))
+                if cand[j] > 0:
+                    best[i] = sa[i] + cand[j]
+                    prev[i] = js[j]
+                    first[i] = first[js[j]]
+        if best[i] > 0:
+            ahead[n_ahead] = i
+            n_ahead += 1
     i = int(np.argmax(best))
     if best[i] <= 0:
         return idx[:0]
