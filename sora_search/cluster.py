@@ -116,7 +116,8 @@ def _local(work: Sequence[tuple[FileEntry, str]], embedder: Embedder, timeout_s:
         while True:
             want = decode_workers(setting, embedder.encoder_device)
             if pool is None and want > 1:
-                pool = ThreadPoolExecutor(want, thread_name_prefix="sora-decode", initializer=embedder.pooled_thread)
+                pool = ThreadPoolExecutor(want, thread_name_prefix="sora-decode", initializer=embedder.pooled_thread,
+                                          initargs=(want,))
             if pool is None:
                 for entry, fp in islice(todo, 1):
                     yield entry, fp, partial(embedder.file, entry.path, timeout_s=timeout_s)

@@ -61,6 +61,18 @@ class FailBeforeFirstFrame(DecordReader):
         yield  # pragma: no cover - makes this a generator
 
 
+class ThreadCountReader(PyAVReader):
+    """Decodes as :class:`PyAVReader` does, then paints every frame with the thread count the codec opened with, so
+    the parent can see how many threads the child's decoder got."""
+
+    backend = "test-threads"
+
+    def sample(self, fps: float = 1.0, size: int = DEFAULT_SIZE, chunk_size: int = 32) -> Iterator[FrameBatch]:
+        for batch in super().sample(fps, size, chunk_size):
+            batch.frames[:] = self._stream.codec_context.thread_count
+            yield batch
+
+
 class NotAReader:
     """Not a VideoReader subclass; naming it as a backend must be refused."""
 

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from sora_search import Library
 from sora_search.cli import cli
 from sora_search.decode import available_backends, open_video
+from sora_search.threads import available_cpus
 from sora_search.errors import VideoError
 from sora_search.params import IndexParams
 from tests.media import ffmpeg, make_testsrc
@@ -251,7 +252,7 @@ def test_several_decode_workers_index_the_same_as_one(runs, corpus: Path, tmp_pa
     pooled_threads = set()
     mark = Embedder.pooled_thread
     monkeypatch.setattr(Embedder, "pooled_thread",
-                        lambda self: (pooled_threads.add(threading.get_ident()), mark(self))[1])
+                        lambda self, size: (pooled_threads.add(threading.get_ident()), mark(self, size))[1])
     with Library.open(tmp_path / "idx", encoder="tiny", decode_backend=HANG_READER,
                       params=IndexParams(decode_timeout_s=HANG_TIMEOUT_S, decode_workers=3)) as pooled:
         got = pooled.index([corpus])
@@ -263,6 +264,7 @@ def test_several_decode_workers_index_the_same_as_one(runs, corpus: Path, tmp_pa
             np.testing.assert_array_equal(ts, ts0)
             np.testing.assert_allclose(vectors, vectors0, atol=1e-6)
         assert len(pooled_threads) == 3
+        assert pooled._embedder._pool_threads == max(1, available_cpus() // 3)  # the decoders share the cores
         assert _children() <= before  # the pool's decoding children are stopped when the run ends
         assert pooled.query(corpus / "good.mp4").matches == lib.query(corpus / "good.mp4").matches
 

@@ -449,6 +449,20 @@ def test_worker_gives_held_pictures_at_another_size_without_decoding(backend: st
         assert not read(w, 40, hold=1000)[0] and not read(w, 40, hold=1000)[0]  # too few bytes to hold any
 
 
+@pytest.mark.skipif("pyav" not in BACKENDS, reason="PyAV not installed")
+def test_worker_decodes_with_the_threads_it_is_given(clips: dict[str, Path]) -> None:
+    """0 lets FFmpeg pick; a worker given a share of the cores opens each file's codec with that many threads,
+    changed between files as a pool's share changes."""
+    with DecodeWorker(backend=f"{HELPERS}:ThreadCountReader", timeout_s=30, threads=1) as w:
+        got = []
+        for threads in (1, 3, 0):
+            w.threads = threads
+            with w.open(clips["cfr"], fps=1.0, size=40) as video:
+                got.append({int(v) for batch in video for v in np.unique(batch.frames)})
+    assert got[:2] == [{1}, {3}]
+    assert got[2] != {0} and len(got[2]) == 1  # FFmpeg's own choice, at least one thread
+
+
 def test_worker_reused_across_files(worker: DecodeWorker, clips: dict[str, Path]) -> None:
     pids = set()
     for name, n in [("cfr", 10), ("short", 1), ("vfr", 6), ("cfr", 10)]:
@@ -576,3 +590,4 @@ def test_worker_works_from_a_script_without_main_guard(tmp_path: Path, clips: di
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "FRAMES 10" in out.stdout
+

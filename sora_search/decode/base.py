@@ -50,6 +50,8 @@ class VideoReader(ABC):
     backend: ClassVar[str]
     # Bytes of decoded pictures the next sample() may keep for held(); 0 keeps none.
     hold_bytes = 0
+    # Threads the decoder of the next sample() may use; 0 lets the backend pick (FFmpeg: about one per core).
+    threads = 0
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)

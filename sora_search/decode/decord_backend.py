@@ -19,10 +19,6 @@ from sora_search.types import FrameBatch, VideoInfo
 
 logger = logging.getLogger(__name__)
 
-# 0 lets FFmpeg pick (about one thread per core); a fixed larger number oversubscribes small machines.
-DECODE_THREADS = 0
-
-
 def _short(exc: BaseException) -> str:
     """decord errors carry a C++ stack trace; keep the first meaningful line."""
     text = str(exc).strip()
@@ -62,7 +58,7 @@ class DecordReader(VideoReader):
         self._decord = decord
         self._vr: Any = None  # the native reader of the sample being read
         try:
-            vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=DECODE_THREADS)
+            vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=self.threads)
         except Exception as exc:
             detail = _short(exc)
             if "cannot find video stream" in detail:
@@ -120,7 +116,7 @@ class DecordReader(VideoReader):
         self._vr = None
         decord = self._decord
         self._vr = decord.VideoReader(self.path, ctx=decord.cpu(0), width=size, height=size,
-                                      num_threads=DECODE_THREADS)
+                                      num_threads=self.threads)
         return self._vr
 
     def sample(self, fps: float = 1.0, size: int = DEFAULT_SIZE, chunk_size: int = 32) -> Iterator[FrameBatch]:

@@ -110,6 +110,8 @@ class PyAVReader(VideoReader):
                 container.seek(0, stream=stream)
             except Exception as exc:
                 raise VideoDecodeError(self.path, f"PyAV cannot rewind it: {_short(exc)}") from exc
+        elif self.threads:
+            stream.thread_count = self.threads  # before the first decode: the codec opens with it
         self._sampled = True
         # At a sampling rate well below the frame rate, frames no other frame depends on (most B-frames) are never
         # needed: the nearest decoded frame is at most a couple of frame intervals from the sampling instant, and

@@ -10,7 +10,8 @@ raises :class:`~sora_search.errors.DecodeTimeout`, and the next :meth:`DecodeWor
 
 Protocol over one duplex pipe, every message tagged with the request id so stale ones are dropped:
 
-    parent -> child   ("open", rid, path, backend, fps, size, chunk_size, hold_bytes) | ("cancel", rid)
+    parent -> child   ("open", rid, path, backend, fps, size, chunk_size, hold_bytes, threads)
+                      | ("cancel", rid)
                       | ("forget",) | ("stop",)
     child -> parent   ("info", rid, VideoInfo, held) once, before the first batch
                       ("batch", rid, frames, timestamps_s)      frames (n, size, size, 3) uint8
@@ -74,6 +75,8 @@ class DecodeWorker:
             inject a reader).
         timeout_s: longest wait for any single message (the first batch, each next batch) before the child is
             killed and :class:`~sora_search.errors.DecodeTimeout` is raised.
+        threads: decoder threads per file (:attr:`~sora_search.decode.VideoReader.threads`; 0: the backend picks),
+            also settable between files as the ``threads`` attribute.
 
     Example::
 
@@ -84,7 +87,7 @@ class DecodeWorker:
                         ...
     """
 
-    def __init__(self, backend: str = "auto", timeout_s: float = 60.0) -> None:
+    def __init__(self, backend: str = "auto", timeout_s: float = 60.0, threads: int = 0) -> None:
         from sora_search.decode import resolve_backend
 
         if not timeout_s > 0:
@@ -93,6 +96,7 @@ class DecodeWorker:
             resolve_backend(backend)  # unknown names fail here, in the caller, not in the child
         self.backend = backend
         self.timeout_s = float(timeout_s)
+        self.threads = int(threads)
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._rid = 0
@@ -211,7 +215,8 @@ class DecodeWorker:
         self._rid += 1
         rid = self._rid
         try:
-            conn.send(("open", rid, path, self.backend, float(fps), int(size), int(chunk_size), int(hold_bytes)))
+            conn.send(("open", rid, path, self.backend, float(fps), int(size), int(chunk_size), int(hold_bytes),
+                       self.threads))
         except (OSError, ValueError):
             # The child died between requests; its exit code explains more than the broken pipe.
             raise self._died(path) from None
@@ -392,7 +397,7 @@ class _HeldFile:
 
 
 def _serve(conn: Connection, held: list[_HeldFile], rid: int, path: str, backend: str, fps: float, size: int,
-           chunk_size: int, hold_bytes: int) -> bool:
+           chunk_size: int, hold_bytes: int, threads: int) -> bool:
     """Stream one file to the parent, from ``held`` pictures where they are the file's (``hold_bytes``), else
     decoded (and held when asked). Returns False if the parent asked the child to stop."""
     from sora_search.decode import resolve_backend
@@ -414,7 +419,8 @@ def _serve(conn: Connection, held: list[_HeldFile], rid: int, path: str, backend
         events = _held_events(found, size, chunk_size)
         kept.append((found.info, found.pictures))  # still the file's, for a third open
     else:
-        events = decode_events(path, backend, fps, size, chunk_size, hold_bytes=hold_bytes, held=kept)
+        events = decode_events(path, backend, fps, size, chunk_size, hold_bytes=hold_bytes, held=kept,
+                               threads=threads)
     try:
         for event in events:
             conn.send((event[0], rid, *event[1:]))
@@ -447,7 +453,8 @@ def _held_events(found: _HeldFile, size: int, chunk_size: int) -> Generator[tupl
 
 
 def decode_events(path: str, backend: str, fps: float, size: int, chunk_size: int, *, hold_bytes: int = 0,
-                  held: list[tuple[VideoInfo, Held]] | None = None) -> Generator[tuple[Any, ...], None, None]:
+                  held: list[tuple[VideoInfo, Held]] | None = None,
+                  threads: int = 0) -> Generator[tuple[Any, ...], None, None]:
     """Decode ``path`` as a stream of protocol events, with the ``"auto"`` fallback rules.
 
     Yields ``("info", VideoInfo, False)`` just before the first batch, then ``("batch", frames, timestamps_s)``
@@ -455,6 +462,7 @@ def decode_events(path: str, backend: str, fps: float, size: int, chunk_size: in
     backend takes over midway. Raises the first backend's error if every backend fails before a frame, or the
     last one's if decoding fails midway with no backend left. With ``hold_bytes``, a backend that sampled the
     whole file alone appends its info and :meth:`~sora_search.decode.base.VideoReader.held` pictures to ``held``.
+    Each reader decodes with ``threads`` threads (:attr:`~sora_search.decode.base.VideoReader.threads`).
     """
     from sora_search.decode import available_backends, open_video
 
@@ -468,7 +476,7 @@ def decode_events(path: str, backend: str, fps: float, size: int, chunk_size: in
         try:
             alone = last_t is None  # this backend samples the file from its start
             with open_video(path, name) as reader:
-                reader.hold_bytes = hold_bytes
+                reader.hold_bytes, reader.threads = hold_bytes, threads
                 for batch in reader.sample(fps=fps, size=size, chunk_size=chunk_size):
                     frames, ts = batch.frames, batch.timestamps_s
                     if last_t is not None:

@@ -29,6 +29,7 @@ import numpy as np
 from sora_search._faults import fault_point
 from sora_search.embed.views import FULL, blank_frames, decode_side, make_view
 from sora_search.errors import NoFramesError
+from sora_search.threads import available_cpus
 from sora_search.types import FrameBatch, VideoInfo
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ class Embedder:
         self._pool_workers: list[DecodeWorker] = []  # one per pooled thread, see pooled_thread
         self._encode_thread: ThreadPoolExecutor | None = None  # the pooled threads' encoder, see pooled_thread
         self._local = threading.local()
+        self._pool_threads = 0  # decoder threads per pooled worker, see pooled_thread
         self._lock = threading.Lock()
         self._kept: _Kept | None = None  # the last probe decoded, for the next pass of the same query
         # Seconds per stage since the last reset: decode (waiting for frames), encode, and what callers add; with
@@ -151,13 +153,16 @@ class Embedder:
             else:
                 self._worker = worker
         worker.timeout_s = float(timeout_s)
+        worker.threads = self._pool_threads if pooled else 0
         return worker
 
-    def pooled_thread(self) -> None:
-        """Mark the calling thread as one of a pool: it decodes with its own worker, until :meth:`close_pool`, and
-        encodes through the one encoder thread the pool shares (until :meth:`close`)."""
+    def pooled_thread(self, size: int = 1) -> None:
+        """Mark the calling thread as one of a pool of ``size``: it decodes with its own worker, until
+        :meth:`close_pool`, and encodes through the one encoder thread the pool shares (until :meth:`close`). The
+        pool's decoders share the cores: each gets ``cores // size`` threads rather than one per core."""
         self._local.pooled = True
         with self._lock:
+            self._pool_threads = max(1, available_cpus() // max(1, size))
             if self._encode_thread is None:
                 self._encode_thread = ThreadPoolExecutor(1, thread_name_prefix="sora-encode")
 
