@@ -591,3 +591,14 @@ def test_worker_works_from_a_script_without_main_guard(tmp_path: Path, clips: di
     assert out.returncode == 0, out.stderr
     assert "FRAMES 10" in out.stdout
 
+
+def test_worker_child_imports_the_parents_package_not_one_in_the_working_directory(
+        tmp_path: Path, clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from a folder that holds another ``sora_search`` (a checkout of another version), the child must still
+    import the parent's: ``python -m`` would put the working directory first and decode with the other one."""
+    other = tmp_path / "sora_search"
+    other.mkdir()
+    (other / "__init__.py").write_text("raise ImportError('the sora_search of the working directory')\n")
+    monkeypatch.chdir(tmp_path)
+    with DecodeWorker(timeout_s=30) as w, w.open(clips["cfr"], fps=1.0, size=40) as video:
+        assert sum(len(b) for b in video) == 10

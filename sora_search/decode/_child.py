@@ -1,6 +1,6 @@
-"""Entry point of the decode worker's child process: ``python -m sora_search.decode._child FD``.
-
-FD is the child's end of a socket pair set up by :class:`sora_search.decode.worker.DecodeWorker`.
+"""Entry point of the decode worker's child process: :func:`main`, which
+:class:`sora_search.decode.worker.DecodeWorker` starts as ``python -c "<CHILD_BOOT>" FD`` (see ``CHILD_BOOT``), FD
+being the child's end of the socket pair it set up.
 """
 
 from __future__ import annotations
@@ -10,5 +10,6 @@ from multiprocessing.connection import Connection
 
 from sora_search.decode.worker import _child_main
 
-if __name__ == "__main__":
+
+def main() -> None:
     _child_main(Connection(int(sys.argv[1])))

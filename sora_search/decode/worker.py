@@ -2,7 +2,7 @@
 
 decord and FFmpeg run native code that holds the GIL; a file that sends one into an endless loop cannot be
 interrupted from Python, and a segfault takes the process with it. :class:`DecodeWorker` keeps one child
-(a fresh interpreter running ``python -m sora_search.decode._child``, so it is safe to start after torch or other
+(a fresh interpreter running :mod:`sora_search.decode._child`, so it is safe to start after torch or other
 threads are loaded, and, unlike multiprocessing's "spawn", it never re-imports the caller's main module: a script
 without an ``if __name__ == "__main__":`` guard can use the library) and reuses
 it for every file. The parent waits at most ``timeout_s`` for each message; on silence it SIGKILLs the child and
@@ -52,6 +52,10 @@ from sora_search.types import FrameBatch, VideoInfo
 
 logger = logging.getLogger(__name__)
 
+# What the child runs: the import path without the working directory that ``-c`` puts first, then the entry point.
+# Not ``python -m``: that puts the working directory first, so a folder there named ``sora_search`` (another
+# checkout) would be imported in place of the parent's.
+CHILD_BOOT = "import sys; sys.path[:] = [p for p in sys.path if p]; from sora_search.decode._child import main; main()"
 # A stopping child gets this long to exit on its own before it is killed.
 _STOP_GRACE_S = 2.0
 # Starting the child imports Python and numpy; on a loaded machine that can take seconds, which must not count
@@ -114,7 +118,7 @@ class DecodeWorker:
         # importable here are importable there.
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         with child_sock:  # our copy of the child's end must close, or a dead child would never read as EOF
-            proc = subprocess.Popen([sys.executable, "-m", "sora_search.decode._child", str(child_sock.fileno())],
+            proc = subprocess.Popen([sys.executable, "-c", CHILD_BOOT, str(child_sock.fileno())],
                                     pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL, env=env,
                                     stderr=None if _child_stderr_wanted() else subprocess.DEVNULL)
         parent_conn = Connection(parent_sock.detach())
