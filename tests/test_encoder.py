@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 
@@ -376,3 +377,48 @@ def test_torch_starts_with_huge_pages_unless_told_otherwise(before: str, expecte
             "load_encoder('sora-lite0', device='cpu')\nprint(os.environ.get('THP_MEM_ALLOC_ENABLE'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.strip() == str(expected)
+
+
+
+
+# Prints how many blocks glibc maps for a 6 MiB array allocated after a 12 MiB one was freed, in a fresh process
+# whose heap cannot hold it.
+_MAPPED_BLOCKS = """
+import ctypes, sys
+import numpy as np
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+if sys.argv[1] == "set":
+    from sora_search.encoder import _mmap_threshold
+    _mmap_threshold()
+np.ones(12 << 20, dtype=np.uint8)  # mapped, and freed at once: glibc's own threshold rises to 12 MiB
+before = libc.mallinfo2().hblks
+held = np.ones(6 << 20, dtype=np.uint8)
+print(libc.mallinfo2().hblks - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc")
+@pytest.mark.parametrize("setting, mapped", [("set", "1"), ("none", "0"), ("MALLOC_MMAP_THRESHOLD_", "0")])
+def test_large_blocks_stay_mapped_with_the_encoders_malloc_setting(setting: str, mapped: str) -> None:
+    """Once a mapped block is freed glibc takes blocks up to its size from the heap, which keeps their pages; with
+    the setting load_encoder makes, blocks from MMAP_THRESHOLD up are mapped and given back, unless the caller set
+    glibc's own variable (here to 64 MiB)."""
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    if setting == "MALLOC_MMAP_THRESHOLD_":
+        env[setting] = str(64 << 20)
+    out = subprocess.run([sys.executable, "-c", _MAPPED_BLOCKS, "none" if setting == "none" else "set"],
+                         capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip() == mapped
+
+
+def test_load_encoder_makes_the_malloc_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sora_search.encoder as encoder
+
+    calls = []
+    monkeypatch.setattr(encoder, "_mmap_threshold", lambda: calls.append(1))
+    load_encoder("sora-lite0", device="cpu")
+    assert calls == [1]
