@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sora_search._faults import fault_point
+from sora_search.encoder import keep_large_blocks_mapped
 from sora_search.errors import ClusterError, DecodeTimeout, NoFramesError, VideoDecodeError, VideoError
 from sora_search.params import RayParams
 from sora_search.threads import available_cpus
@@ -109,6 +110,7 @@ def _local(work: Sequence[tuple[FileEntry, str]], embedder: Embedder, timeout_s:
            setting: int) -> Iterator[tuple[FileEntry, str, Callable[[], Embedded]]]:
     """Embeds here, in ``work`` order: in the caller's thread, when each call is made, while one file at a time is
     wanted; beyond that in a thread pool that keeps that many files decoding ahead of the one being committed."""
+    keep_large_blocks_mapped()
     todo = iter(work)
     pending: deque[tuple[FileEntry, str, Future[Embedded]]] = deque()
     pool: ThreadPoolExecutor | None = None

@@ -392,8 +392,8 @@ class Info(ctypes.Structure):
 libc = ctypes.CDLL(None)
 libc.mallinfo2.restype = Info
 if sys.argv[1] == "set":
-    from sora_search.encoder import _mmap_threshold
-    _mmap_threshold()
+    from sora_search.encoder import keep_large_blocks_mapped
+    keep_large_blocks_mapped()
 np.ones(12 << 20, dtype=np.uint8)  # mapped, and freed at once: glibc's own threshold rises to 12 MiB
 before = libc.mallinfo2().hblks
 held = np.ones(6 << 20, dtype=np.uint8)
@@ -405,7 +405,7 @@ print(libc.mallinfo2().hblks - before)
 @pytest.mark.parametrize("setting, mapped", [("set", "1"), ("none", "0"), ("MALLOC_MMAP_THRESHOLD_", "0")])
 def test_large_blocks_stay_mapped_with_the_encoders_malloc_setting(setting: str, mapped: str) -> None:
     """Once a mapped block is freed glibc takes blocks up to its size from the heap, which keeps their pages; with
-    the setting load_encoder makes, blocks from MMAP_THRESHOLD up are mapped and given back, unless the caller set
+    the setting an index run makes, blocks from MMAP_THRESHOLD up are mapped and given back, unless the caller set
     glibc's own variable (here to 64 MiB)."""
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
     if setting == "MALLOC_MMAP_THRESHOLD_":
@@ -415,10 +415,15 @@ def test_large_blocks_stay_mapped_with_the_encoders_malloc_setting(setting: str,
     assert out.strip() == mapped
 
 
-def test_load_encoder_makes_the_malloc_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sora_search.encoder as encoder
+
+def test_an_index_run_makes_the_malloc_setting_and_a_query_does_not(media_dir, tmp_path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from sora_search import Library, cluster
 
     calls = []
-    monkeypatch.setattr(encoder, "_mmap_threshold", lambda: calls.append(1))
-    load_encoder("sora-lite0", device="cpu")
+    monkeypatch.setattr(cluster, "keep_large_blocks_mapped", lambda: calls.append(1))
+    with Library.open(tmp_path / "idx", encoder="tiny") as lib:
+        lib.index([media_dir / "library" / "bars.mp4"])
+        assert calls == [1]
+        lib.query(media_dir / "probe_a.mp4")
     assert calls == [1]

@@ -54,7 +54,7 @@ _DEFAULT_BATCH = {("cpu", "fp32"): 4, ("cpu", "int8"): 8, ("cuda", "fp32"): 128}
 _THREADS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")
 THP_ENV = "THP_MEM_ALLOC_ENABLE"
 MMAP_THRESHOLD_ENV = "MALLOC_MMAP_THRESHOLD_"
-MMAP_THRESHOLD = 4 << 20  # bytes; glibc's M_MMAP_THRESHOLD, see _allocator_env
+MMAP_THRESHOLD = 4 << 20  # bytes; glibc's M_MMAP_THRESHOLD, see keep_large_blocks_mapped
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number in glibc's malloc.h
 _threads_checked = False
 
@@ -164,16 +164,16 @@ def _allocator_env() -> None:
     """
     if "torch" not in sys.modules:
         os.environ.setdefault(THP_ENV, "1")
-    _mmap_threshold()
 
 
-def _mmap_threshold() -> None:
-    """Blocks of ``MMAP_THRESHOLD`` bytes and more mapped afresh and given back when freed (glibc), unless the caller
-    decided (``MALLOC_MMAP_THRESHOLD_``).
+def keep_large_blocks_mapped() -> None:
+    """For an index run: blocks of ``MMAP_THRESHOLD`` bytes and more mapped afresh and given back when freed (glibc),
+    for the rest of the process, unless the caller decided (``MALLOC_MMAP_THRESHOLD_``).
 
     glibc raises its threshold to the largest mapped block freed so far (up to 32 MiB): from then on frame batches and
     activations come from the heaps of the threads that allocate them, which keep the pages, and with several files
-    embedded at once the indexer grew by about 100 MiB (docs/tuning.md).
+    embedded at once the indexer grew by about 100 MiB. Queries are left to glibc's default: their views at 2S fault
+    in more pages than they keep (docs/tuning.md).
     """
     if os.environ.get(MMAP_THRESHOLD_ENV) is not None or not sys.platform.startswith("linux"):
         return
