@@ -403,7 +403,7 @@ print(libc.mallinfo2().hblks - before)
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc")
 @pytest.mark.parametrize("setting, mapped", [("set", "1"), ("none", "0"), ("MALLOC_MMAP_THRESHOLD_", "0")])
-def test_large_blocks_stay_mapped_with_the_encoders_malloc_setting(setting: str, mapped: str) -> None:
+def test_large_blocks_stay_mapped_with_the_index_runs_malloc_setting(setting: str, mapped: str) -> None:
     """Once a mapped block is freed glibc takes blocks up to its size from the heap, which keeps their pages; with
     the setting an index run makes, blocks from MMAP_THRESHOLD up are mapped and given back, unless the caller set
     glibc's own variable (here to 64 MiB)."""
