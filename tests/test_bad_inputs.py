@@ -22,9 +22,9 @@ from click.testing import CliRunner
 from sora_search import Library
 from sora_search.cli import cli
 from sora_search.decode import available_backends, open_video
-from sora_search.threads import available_cpus
 from sora_search.errors import VideoError
 from sora_search.params import IndexParams
+from sora_search.threads import available_cpus
 from tests.media import ffmpeg, make_testsrc
 
 # The hang is simulated by a reader that decodes like backend="auto" but sleeps forever on "*hang*" files, passed to

@@ -379,8 +379,6 @@ def test_torch_starts_with_huge_pages_unless_told_otherwise(before: str, expecte
     assert out.strip() == str(expected)
 
 
-
-
 # Prints how many blocks glibc maps for a 6 MiB array allocated after a 12 MiB one was freed, in a fresh process
 # whose heap cannot hold it.
 _MAPPED_BLOCKS = """
@@ -413,7 +411,6 @@ def test_large_blocks_stay_mapped_with_the_index_runs_malloc_setting(setting: st
     out = subprocess.run([sys.executable, "-c", _MAPPED_BLOCKS, "none" if setting == "none" else "set"],
                          capture_output=True, text=True, check=True, env=env).stdout
     assert out.strip() == mapped
-
 
 
 def test_an_index_run_makes_the_malloc_setting_and_a_query_does_not(media_dir, tmp_path,
