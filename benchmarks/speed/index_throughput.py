@@ -3,7 +3,7 @@
     python benchmarks/speed/index_throughput.py --media /path/to/media-cache/media [--out results.json]
 
 The decode floor is what ``ffmpeg -threads N -i FILE -f null -`` takes over the same files (every frame decoded,
-nothing else done); the engine beats it only by decoding less (it skips frames no sampled frame depends on) and
+nothing else done); the engine beats it only by decoding less (it skips the frames no other frame depends on) and
 keeping every core busy. The run then indexes the same files into a fresh index with the public API and reports
 video-seconds per wall-second for both, their ratio, the per-stage breakdown (decode wait, encode, store, index),
 the peak RSS of the indexer and the largest resident size of its decode workers together, sampled every 0.2 s (a
