@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def stored_precision(meta: IndexMeta) -> str:
-    """``"fp32"`` or ``"int8"``: the precision recorded in the index's encoder version (``"1"``, ``"1+int8.2"``)."""
+    """``"fp32"``, ``"bf16"`` or ``"int8"``: the precision in the index's encoder version (``"1"``, ``"1+int8.2"``)."""
     from sora_search.encoder import EncoderIdentity
 
     return EncoderIdentity.split_version(meta.encoder_version)[1]

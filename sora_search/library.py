@@ -85,7 +85,7 @@ class Library:
             params: knobs of index runs (:class:`~sora_search.params.IndexParams`).
             db: where the catalogue (the store) lives: a database URL (``postgresql+psycopg://...``) or SQLite file;
                 default ``$SORA_SEARCH_DB``, else ``sora.db`` in the folder, which always holds the FAISS file.
-            precision: ``fp32`` / ``int8`` for a new index (else ``$SORA_SEARCH_PRECISION``, else fp32); see encoder.
+            precision: ``fp32``, ``bf16`` or ``int8`` for a new index (else ``$SORA_SEARCH_PRECISION``, else fp32).
         """
         location = Path(path) if path is not None else default_location()
         store = open_index_store(location, db, create=create)

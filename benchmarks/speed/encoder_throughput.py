@@ -15,8 +15,9 @@ The GPU target is >= 3,000 frames/s in fp16 on one GPU. Writes ``benchmarks/resu
 ``--int8`` adds the int8 CPU build against float32 on the CPU, in the same process and threads, alternating
 ``--rounds`` times (the median of each is reported, so a neighbour's load hits both alike), and the per-frame cosine of
 the two builds' vectors on real frames: ``--media FILE...`` decoded to ``--media-frames`` frames each, evenly spread.
+``--bf16`` does the same for the bfloat16 build.
 
-    python benchmarks/speed/encoder_throughput.py --device cpu --batch 8 --int8 --media a.mp4 b.avi c.mpg
+    python benchmarks/speed/encoder_throughput.py --device cpu --batch 8 --bf16 --int8 --media a.mp4 b.avi c.mpg
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--cpu-batch", type=int, default=8, help="the CPU baseline's batch size (the CPU default)")
     ap.add_argument("--cudnn-benchmark", action="store_true", help="set torch.backends.cudnn.benchmark first")
     ap.add_argument("--int8", action="store_true", help="also time the int8 CPU build against float32 (CPU)")
-    ap.add_argument("--rounds", type=int, default=5, help="alternations of float32 and int8 timing")
+    ap.add_argument("--bf16", action="store_true", help="also time the bf16 CPU build against float32 (CPU)")
+    ap.add_argument("--rounds", type=int, default=5, help="alternations of float32 and int8 (or bf16) timing")
     ap.add_argument("--media", type=Path, nargs="*", default=[], help="videos whose frames the cosine is taken on")
     ap.add_argument("--media-frames", type=int, default=100, help="frames per --media file")
     ap.add_argument("--seed", type=int, default=0)
@@ -127,8 +129,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["gpu_target_fps"] = GPU_TARGET_FPS
         result["gpu_target_met"] = best["frames_per_s"] >= GPU_TARGET_FPS
 
-    if args.int8:
-        result["int8"] = int8_vs_fp32(args, frames)
+    for precision in ("bf16", "int8"):
+        if getattr(args, precision):
+            result[precision] = reduced_vs_fp32(args, frames, precision)
 
     print(f"{args.encoder} on {result['device']} ({result['device_name']}, {result['precision']}):")
     for r in rows:
@@ -143,14 +146,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print("  first calls (CUDA start, then short batches of new sizes): "
               + ", ".join(f"{n} frames {t * 1000:.0f} ms" for n, t in (cold or {}).items()))
         print(f"  target >= {GPU_TARGET_FPS:.0f} frames/s in fp16: {'met' if result['gpu_target_met'] else 'NOT met'}")
-    if args.int8:
-        q = result["int8"]
-        print(f"  int8 vs float32 on the CPU, batch {args.cpu_batch}, median of {args.rounds} alternating rounds: "
-              f"{q['int8_frames_per_s']:.1f} vs {q['fp32_frames_per_s']:.1f} frames/s ({q['speedup']}x); "
-              f"int8 build {q['quantize_s']} s")
+    for precision in ("bf16", "int8"):
+        if precision not in result:
+            continue
+        q = result[precision]
+        print(f"  {precision} vs float32 on the CPU, batch {args.cpu_batch}, median of {args.rounds} alternating "
+              f"rounds: {q[precision + '_frames_per_s']:.1f} vs {q['fp32_frames_per_s']:.1f} frames/s "
+              f"({q['speedup']}x); {precision} build {q['build_s']} s")
         c = q["cosine"]
-        print(f"  int8 vs float32 cosine on {c['frames']} {c['frames_from']} frames: min {c['min']}, p1 {c['p1']}, "
-              f"mean {c['mean']}")
+        print(f"  {precision} vs float32 cosine on {c['frames']} {c['frames_from']} frames: min {c['min']}, "
+              f"p1 {c['p1']}, mean {c['mean']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
@@ -170,24 +175,25 @@ def media_frames(paths: list[Path], per_file: int, side: int) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def int8_vs_fp32(args: argparse.Namespace, frames: np.ndarray) -> dict[str, Any]:
-    """Frames/s of the float32 and int8 CPU builds, alternating, and the cosine of their vectors."""
+def reduced_vs_fp32(args: argparse.Namespace, frames: np.ndarray, precision: str) -> dict[str, Any]:
+    """Frames/s of the float32 and the ``precision`` (bf16, int8) CPU builds, alternating, and the cosine of their
+    vectors."""
     from sora_search.encoder import encoder_identity, load_encoder
 
     fp32 = load_encoder(args.encoder, device="cpu", batch_size=args.cpu_batch)
     start = time.perf_counter()
-    int8 = load_encoder(args.encoder, device="cpu", batch_size=args.cpu_batch, precision="int8")
-    quantize_s = time.perf_counter() - start
-    rates: dict[str, list[float]] = {"fp32": [], "int8": []}
+    other = load_encoder(args.encoder, device="cpu", batch_size=args.cpu_batch, precision=precision)
+    build_s = time.perf_counter() - start
+    rates: dict[str, list[float]] = {"fp32": [], precision: []}
     for _ in range(args.rounds):
-        for name, enc in (("fp32", fp32), ("int8", int8)):
+        for name, enc in (("fp32", fp32), (precision, other)):
             rates[name].append(frames_per_second(enc, frames, args.cpu_batch, args.cpu_seconds)["frames_per_s"])
     side = encoder_identity(args.encoder).input_size
     real = media_frames(list(args.media), args.media_frames, side) if args.media else frames
-    cos = np.sum(fp32.embed(real) * int8.embed(real), axis=1)
-    f32, i8 = float(np.median(rates["fp32"])), float(np.median(rates["int8"]))
-    return {"fp32_frames_per_s": round(f32, 1), "int8_frames_per_s": round(i8, 1), "speedup": round(i8 / f32, 2),
-            "rounds": rates, "quantize_s": round(quantize_s, 2),
+    cos = np.sum(fp32.embed(real) * other.embed(real), axis=1)
+    f32, fast = float(np.median(rates["fp32"])), float(np.median(rates[precision]))
+    return {"fp32_frames_per_s": round(f32, 1), f"{precision}_frames_per_s": round(fast, 1),
+            "speedup": round(fast / f32, 2), "rounds": rates, "build_s": round(build_s, 2),
             "cosine": {"frames": len(cos), "frames_from": "real" if args.media else "random",
                        "media": [str(p) for p in args.media], "min": round(float(cos.min()), 4),
                        "p1": round(float(np.percentile(cos, 1)), 4), "mean": round(float(cos.mean()), 4)}}

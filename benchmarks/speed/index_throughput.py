@@ -100,7 +100,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--media", type=Path, default=None, help="the media/ folder made by benchmarks/fetch_media.sh")
     ap.add_argument("--files", type=Path, nargs="*", default=[], help="index these files instead of --media's")
-    ap.add_argument("--precision", nargs="+", choices=["fp32", "int8"], default=[None],
+    ap.add_argument("--precision", nargs="+", choices=["fp32", "bf16", "int8"], default=[None],
                     help="encoder precision(s) to index with, one fresh index each (default: the library's)")
     ap.add_argument("--subset", choices=sorted(SUBSETS), default="all")
     ap.add_argument("--decode-workers", type=int, default=0, help="files decoded at once (0: the library's default)")

@@ -72,7 +72,7 @@ class Embedder:
         fps: frames sampled per second.
         temporal_radius: each vector averages its +-radius neighbours.
         decode_backend: ``auto``, ``decord``, ``pyav`` or ``module:Class`` (see :mod:`sora_search.decode`).
-        precision: the encoder's ``fp32`` or ``int8`` build (see :func:`sora_search.encoder.load_encoder`).
+        precision: the encoder's ``fp32``, ``bf16`` or ``int8`` build (see :func:`sora_search.encoder.load_encoder`).
     """
 
     def __init__(self, encoder_name: str, *, device: str | None, fps: float, temporal_radius: int,

@@ -31,6 +31,7 @@ __all__ = [
     "Encoder",
     "EncoderIdentity",
     "PRECISIONS",
+    "cpu_has_bf16",
     "Projection",
     "device_setting",
     "l2_normalize",
@@ -46,11 +47,13 @@ logger = logging.getLogger(__name__)
 ENCODERS: tuple[str, ...] = ("sora-lite0", "sora-lite0-gap", "tiny")
 DEVICE_ENV = "SORA_SEARCH_DEVICE"
 PRECISION_ENV = "SORA_SEARCH_PRECISION"
-# Encoders with an int8 build: opt-in, not the default, as its scores move more than a default may (docs/tuning.md).
-_INT8 = ("sora-lite0",)
+# Encoders with bf16 and int8 builds: opt-in, not the default, as their scores move more than a default may
+# (docs/tuning.md).
+_REDUCED = ("sora-lite0",)
 # Frames per encoder batch (docs/tuning.md): on a CPU, float32 runs as fast in the pipeline at 4 as at 8 or 32 with
 # less memory; int8, whose activations take a quarter of the bytes, keeps 8.
-_DEFAULT_BATCH = {("cpu", "fp32"): 4, ("cpu", "int8"): 8, ("cuda", "fp32"): 128}
+_DEFAULT_BATCH = {("cpu", "fp32"): 4, ("cpu", "bf16"): 8, ("cpu", "int8"): 8, ("cuda", "fp32"): 128,
+                  ("cuda", "bf16"): 128}
 _THREADS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")
 THP_ENV = "THP_MEM_ALLOC_ENABLE"
 MMAP_THRESHOLD_ENV = "MALLOC_MMAP_THRESHOLD_"
@@ -79,7 +82,7 @@ def encoder_identity(name: str, precision: str = "fp32") -> EncoderIdentity:
         raise EncoderError(f"unknown encoder {name!r}; known encoders: {', '.join(ENCODERS)}")
     if precision == "fp32":
         return _IDENTITIES[name]
-    if precision == "int8" and name in _INT8:
+    if precision in PRECISIONS and name in _REDUCED:
         return replace(_IDENTITIES[name], precision=precision)
     raise EncoderError(f"encoder {name!r} has no {precision!r} build; use precision 'fp32'")
 
@@ -97,14 +100,14 @@ def precision_setting(precision: str | None) -> tuple[str | None, str]:
     """The precision asked for: the argument, else ``$SORA_SEARCH_PRECISION``; None means "the default".
 
     Returns:
-        (``"fp32"``, ``"int8"`` or None, where it came from: ``"argument"`` or ``"$SORA_SEARCH_PRECISION"``).
+        (``"fp32"``, ``"bf16"``, ``"int8"`` or None, where it came from: ``"argument"`` or ``"$SORA_SEARCH_PRECISION"``).
 
     Raises:
         EncoderError: anything else.
     """
     precision, source = _argument_or_env(precision, PRECISION_ENV)
     if precision is not None and precision not in PRECISIONS:
-        raise EncoderError(f"unknown precision {precision!r} (from {source}); use 'fp32' or 'int8'")
+        raise EncoderError(f"unknown precision {precision!r} (from {source}); use one of {', '.join(PRECISIONS)}")
     return precision, source
 
 
@@ -116,8 +119,9 @@ def load_encoder(name: str = DEFAULT_ENCODER, *, device: str | None = None, batc
         name: one of :data:`ENCODERS`.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; default: env ``SORA_SEARCH_DEVICE``, else CUDA when
             available, else CPU. ``tiny`` always runs on CPU and ignores it; so does int8, which has CPU kernels only.
-        batch_size: frames per forward pass; default 4 on CPU (8 in int8), 128 on CUDA.
-        precision: ``"fp32"`` or ``"int8"`` (``sora-lite0`` only; quantized once per process).
+        batch_size: frames per forward pass; default 4 on CPU (8 in bf16 and int8), 128 on CUDA.
+        precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (the last two ``sora-lite0`` only; int8 quantized once per
+            process).
 
     Raises:
         EncoderError: unknown name or precision, CUDA asked for but unavailable, or weights missing.
@@ -137,6 +141,10 @@ def load_encoder(name: str = DEFAULT_ENCODER, *, device: str | None = None, batc
     if precision == "int8" and resolved != "cpu":
         logger.debug("int8 encoder: running on the CPU, not %s (no int8 kernels there)", resolved)
         resolved = "cpu"
+    if precision == "bf16" and resolved == "cpu" and not cpu_has_bf16():
+        logger.warning("this CPU reports no bf16 instructions (amx_bf16, avx512_bf16): the bf16 encoder emulates "
+                       "them here and runs many times slower than fp32; an index built in fp32 is faster to search "
+                       "on this machine")
     _limit_threads()
     kind = "cuda" if resolved.startswith("cuda") else "cpu"
     bs = batch_size if batch_size is not None else _DEFAULT_BATCH[kind, precision]
@@ -152,6 +160,19 @@ def load_encoder(name: str = DEFAULT_ENCODER, *, device: str | None = None, batc
         encoder = SoraLite0GapEncoder(backbone, device=resolved, batch_size=bs)
     logger.debug("loaded %r", encoder)
     return encoder
+
+
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU reports bfloat16 instructions (x86 ``amx_bf16`` or ``avx512_bf16``; Linux only), where the
+    bf16 encoder is fast: elsewhere oneDNN emulates them, about ten times slower than float32 (docs/tuning.md)."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return bool({"amx_bf16", "avx512_bf16"} & set(line.partition(":")[2].split()))
+    except OSError:
+        pass
+    return False
 
 
 def _allocator_env() -> None:

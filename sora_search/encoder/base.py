@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # Numeric precisions of an encoder's network; "fp32" also covers fp16 autocast on CUDA.
-PRECISIONS: tuple[str, ...] = ("fp32", "int8")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 # The int8 build's own version (sora_search/encoder/int8.py), stored after the precision ("1+int8.2"): bumped when
 # the int8 vectors change, so that an index is only ever searched by the int8 network that built it.
 INT8_RECIPE = "2"
@@ -38,8 +38,8 @@ class EncoderIdentity:
         version: bumped whenever the descriptor for the same input changes.
         dim: raw descriptor dimension (before any :class:`~sora_search.encoder.Projection`).
         input_size: side in pixels of the square uint8 RGB frames :meth:`Encoder.embed` accepts.
-        precision: ``"fp32"`` (float; fp16 autocast on CUDA gives the same vectors to rounding) or ``"int8"``
-            (the quantized CPU trunk). Stored in the index as a suffix of the version (:attr:`stored_version`), so
+        precision: ``"fp32"`` (float; fp16 autocast on CUDA gives the same vectors to rounding), ``"bf16"``
+            (the trunk under bfloat16 autocast) or ``"int8"`` (the quantized CPU trunk). Stored in the index as a suffix of the version (:attr:`stored_version`), so
             an index from before precisions existed reads as fp32; the int8 suffix carries its recipe.
     """
 
@@ -63,8 +63,10 @@ class EncoderIdentity:
 
     @property
     def stored_version(self) -> str:
-        """The version as the index stores it: ``"1"`` for fp32, ``"1+int8.2"`` for int8 (recipe 2)."""
-        return self.version if self.precision == "fp32" else f"{self.version}+{self.precision}.{INT8_RECIPE}"
+        """The version as the index stores it: ``"1"`` for fp32, ``"1+bf16"``, ``"1+int8.2"`` for int8 (recipe 2)."""
+        if self.precision == "fp32":
+            return self.version
+        return f"{self.version}+int8.{INT8_RECIPE}" if self.precision == "int8" else f"{self.version}+{self.precision}"
 
     @staticmethod
     def split_version(stored: str) -> tuple[str, str]:
