@@ -103,8 +103,8 @@ class QueryParams:
     """How a probe is looked at, searched, normalised, aligned and ranked.
 
     ``views``: ``auto`` (whole frames; then, only while nothing scores ``escalate_below``, mirrored; then the turns,
-    halves and the inset, the turns and halves on a sample of seconds first: ``last_step_sample``,
-    ``last_step_gate``), a set name from ``VIEW_CHOICES``, or a tuple of view names
+    halves and the inset, on a sample of seconds first: ``last_step_sample``, ``last_step_gate``, ``inset_gate``),
+    a set name from ``VIEW_CHOICES``, or a tuple of view names
     (:mod:`sora_search.embed.views`).
     """
 
@@ -115,6 +115,7 @@ class QueryParams:
     escalate_below: float = 0.25       # views="auto" looks harder only while no video scores this much
     last_step_sample: int = 4          # auto's last step first encodes every Nth second of its views (1: all) ...
     last_step_gate: float = 0.3        # ... then all of those whose best sampled second's score reaches this
+    inset_gate: float = 0.2            # ... and the found inset, if its best sampled second reaches this
     region_penalty: float = 0.1        # a half or window view scores this much less than the same match seen whole
     inset_penalty: float = 0.05        # a found inset is a region the probe points at: it pays half
     runner_up_gap: float = 0.5         # every match but the best loses this share of its gap to the best

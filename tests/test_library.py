@@ -276,6 +276,30 @@ def test_auto_views_escalate_one_step_at_a_time(lib, library_copy, media_dir, mo
         assert not again.held
 
 
+@pytest.mark.parametrize("inset_gate, looked_at_in_full", [(-1.0, True), (2.0, False)])
+def test_a_found_inset_is_looked_at_in_full_only_past_its_gate(lib, library_copy, media_dir, monkeypatch, inset_gate,
+                                                                looked_at_in_full):
+    """The inset goes through the last step's sample with the turns and halves, and is encoded at every second only
+    when its best sampled second reaches ``inset_gate``: a spurious inset in footage that matches nothing costs a
+    sample, not a full look."""
+    from sora_search.embed import Embedder
+
+    lib.index([library_copy])
+    seen = []
+    real = Embedder.probe
+
+    def spy(self, path, views, **kw):
+        seen.append((tuple(views), kw.get("every", 1), kw.get("box") is not None))
+        return real(self, path, views, **kw)
+
+    monkeypatch.setattr(Embedder, "probe", spy)
+    params = QueryParams(escalate_below=2.0, last_step_gate=2.0, inset_gate=inset_gate)
+    lib.query(media_dir / "probe_pip.mp4", params=params)
+    sample = (*ROTATIONS, *HALVES, "inset")
+    assert seen[2] == (sample, 4, True)  # the finder saw the inset during the mirror step
+    assert seen[3:] == ([(("inset",), 1, True)] if looked_at_in_full else [])
+
+
 def test_a_sample_encodes_every_nth_frame_alone(media_dir, monkeypatch):
     """``every``: the first frame and each N-th after it, across batches, each encoded on its own (not pooled with
     its neighbours); the inset finder still sees every frame."""
