@@ -257,10 +257,10 @@ def _decode_file(path: str, backend: str, fps: float, size: int, timeout_s: floa
 class _EncoderActor:
     """A Ray actor: loads the encoder once, then encodes and pools decoded files."""
 
-    def __init__(self, encoder_name: str, device: str, temporal_radius: int) -> None:
+    def __init__(self, encoder_name: str, device: str, temporal_radius: int, precision: str) -> None:
         from sora_search.encoder import load_encoder
 
-        self._encoder = load_encoder(encoder_name, device=device)
+        self._encoder = load_encoder(encoder_name, device=device, precision=precision)
         self._radius = temporal_radius
 
     def identity(self) -> tuple[str, Any]:
@@ -294,7 +294,7 @@ class _RayRun:
         from sora_search.encoder import device_setting, encoder_identity
 
         self._ray, self._embedder, self._timeout_s, self._params = ray, embedder, timeout_s, params
-        self._identity = encoder_identity(embedder.encoder_name)
+        self._identity = encoder_identity(embedder.encoder_name, embedder.precision)
         env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
         runtime = {"runtime_env": {"env_vars": env}} if env else {}
         resources = ray.cluster_resources()
@@ -316,7 +316,7 @@ class _RayRun:
             num_cpus=params.encoder_cpus, num_gpus=1 if on_gpu else 0, max_restarts=params.retries,
             max_task_retries=params.retries, **runtime)
         self._new_actor = partial(actor.remote, embedder.encoder_name, "cuda" if on_gpu else "cpu",
-                                  embedder.temporal_radius)
+                                  embedder.temporal_radius, embedder.precision)
         self._actors = [self._new_actor() for _ in range(n)]
         logger.info("Ray: %d %s encoder actor(s), up to %d files in flight", n, "GPU" if on_gpu else "CPU",
                     self._in_flight)

@@ -94,6 +94,21 @@ def test_ray_gives_the_same_videos_vectors_and_answers(ray_cluster, one_process,
         assert again.encoded == 0 and len(again.unchanged) == 4
 
 
+def test_ray_encodes_at_the_precision_of_the_index(ray_cluster, media_dir, tmp_path):
+    """The encoder actors load the index's own build (here int8, whose vectors do not depend on the thread count),
+    never float32 vectors stored in an int8 index."""
+    with Library.open(tmp_path / "local", encoder="sora-lite0", device="cpu", precision="int8") as lib:
+        lib.index([media_dir / "library"])
+        local = _vectors(lib)
+    with Library.open(tmp_path / "idx", encoder="sora-lite0", device="cpu", precision="int8") as lib:
+        summary = lib.index([media_dir / "library"], ray="auto")
+        assert summary.failed == () and lib.info().encoder_version.startswith("1+int8")
+        remote = _vectors(lib)
+    assert sorted(remote) == sorted(local)
+    for name in local:
+        np.testing.assert_allclose(remote[name][1], local[name][1], atol=1e-5, err_msg=name)
+
+
 @pytest.mark.parametrize("point", ["decode", pytest.param("encode", marks=pytest.mark.slow)])
 def test_a_worker_killed_mid_run_costs_a_retry(ray_cluster, library_copy, tmp_path, monkeypatch, point):
     """A decode task or an encoder actor SIGKILLs itself once (the fault hook, forwarded to the workers): Ray runs
