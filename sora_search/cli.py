@@ -157,8 +157,8 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
                    "head's ADDRESS. This process still scans and writes the index; every node must see PATHS at "
                    "the same absolute paths.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "int8"]), default=None,
-              help="Encoder precision of a new index: fp32; bf16 (2.1x the encoder's speed on CPUs with bf16 "
-                   "instructions, vectors within cosine 0.999 of fp32); or int8 on the CPU (2.5x, within 0.99). "
+              help="Encoder precision of a new index: fp32; bf16 (1.7x the encoder's speed on CPUs with bf16 "
+                   "instructions, vectors within cosine 0.999 of fp32); or int8 on the CPU (1.6-2.5x, within 0.99). "
                    "Scores move a little from fp32's. Default: $SORA_SEARCH_PRECISION, else fp32. An existing "
                    "index keeps its own.")
 @click.pass_context

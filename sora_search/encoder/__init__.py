@@ -51,7 +51,7 @@ PRECISION_ENV = "SORA_SEARCH_PRECISION"
 # (docs/tuning.md).
 _REDUCED = ("sora-lite0",)
 # Frames per encoder batch (docs/tuning.md): on a CPU, float32 runs as fast in the pipeline at 4 as at 8 or 32 with
-# less memory; int8, whose activations take a quarter of the bytes, keeps 8.
+# less memory; int8, whose activations take a quarter of the bytes, keeps 8; bf16 runs fastest at 8.
 _DEFAULT_BATCH = {("cpu", "fp32"): 4, ("cpu", "bf16"): 8, ("cpu", "int8"): 8, ("cuda", "fp32"): 128,
                   ("cuda", "bf16"): 128}
 _THREADS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")
@@ -100,7 +100,8 @@ def precision_setting(precision: str | None) -> tuple[str | None, str]:
     """The precision asked for: the argument, else ``$SORA_SEARCH_PRECISION``; None means "the default".
 
     Returns:
-        (``"fp32"``, ``"bf16"``, ``"int8"`` or None, where it came from: ``"argument"`` or ``"$SORA_SEARCH_PRECISION"``).
+        (``"fp32"``, ``"bf16"``, ``"int8"`` or None; where it came from: ``"argument"`` or
+        ``"$SORA_SEARCH_PRECISION"``).
 
     Raises:
         EncoderError: anything else.
@@ -143,7 +144,7 @@ def load_encoder(name: str = DEFAULT_ENCODER, *, device: str | None = None, batc
         resolved = "cpu"
     if precision == "bf16" and resolved == "cpu" and not cpu_has_bf16():
         logger.warning("this CPU reports no bf16 instructions (amx_bf16, avx512_bf16): the bf16 encoder emulates "
-                       "them here and runs many times slower than fp32; an index built in fp32 is faster to search "
+                       "them here and runs several times slower than fp32; an index built in fp32 is faster to search "
                        "on this machine")
     _limit_threads()
     kind = "cuda" if resolved.startswith("cuda") else "cpu"
@@ -164,7 +165,7 @@ def load_encoder(name: str = DEFAULT_ENCODER, *, device: str | None = None, batc
 
 def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether the CPU reports bfloat16 instructions (x86 ``amx_bf16`` or ``avx512_bf16``; Linux only), where the
-    bf16 encoder is fast: elsewhere oneDNN emulates them, about ten times slower than float32 (docs/tuning.md)."""
+    bf16 encoder is fast: elsewhere oneDNN emulates them, several times slower than float32 (docs/tuning.md)."""
     try:
         with open(cpuinfo, encoding="ascii", errors="replace") as f:
             for line in f:

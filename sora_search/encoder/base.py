@@ -39,8 +39,9 @@ class EncoderIdentity:
         dim: raw descriptor dimension (before any :class:`~sora_search.encoder.Projection`).
         input_size: side in pixels of the square uint8 RGB frames :meth:`Encoder.embed` accepts.
         precision: ``"fp32"`` (float; fp16 autocast on CUDA gives the same vectors to rounding), ``"bf16"``
-            (the trunk under bfloat16 autocast) or ``"int8"`` (the quantized CPU trunk). Stored in the index as a suffix of the version (:attr:`stored_version`), so
-            an index from before precisions existed reads as fp32; the int8 suffix carries its recipe.
+            (the trunk under bfloat16 autocast) or ``"int8"`` (the quantized CPU trunk). Stored in the index as a
+            suffix of the version (:attr:`stored_version`), so an index from before precisions existed reads as
+            fp32; the int8 suffix carries its recipe.
     """
 
     name: str
