@@ -170,6 +170,40 @@ def test_fused_backbone_gives_the_same_features(frames: dict[str, np.ndarray]) -
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
 
 
+def test_blocks_work_in_place_on_their_own_tensors_only(frames: dict[str, np.ndarray]) -> None:
+    """Each block's ReLU6 and residual add run in place on the tensors its convolutions made: the outputs equal the
+    plain out-of-place arithmetic exactly, and the block's input (a tap another stage may hold) is left as it was."""
+    import torch.nn.functional as F
+
+    model = efficientnet.load_backbone().fused()
+    x = model.preprocess(torch.from_numpy(np.stack([frames["chelsea"], frames["coins"]])))
+    with torch.inference_mode():
+        x = F.relu6(model._conv_stem(x))
+        for block in model._blocks[:4]:  # expand or not, stride 1 and 2, residual or not
+            before = x.clone()
+            h = F.relu6(block._expand_conv(x)) if block.has_expand else x
+            h = block._project_conv(F.relu6(block._depthwise_conv(h)))
+            expected = h + x if block.residual else h
+            out = block(x)
+            assert torch.equal(x, before)
+            assert torch.equal(out, expected)
+            x = out
+
+
+@pytest.mark.parametrize("shape", [(2, 80, 14, 14), (2, 320, 7, 7), (1, 3, 5, 9), (1, 4, 1, 1)])
+def test_rmac_equals_each_regions_own_maximum(shape: tuple[int, ...]) -> None:
+    """The region maxima come from column maxima shared between regions: exactly the maximum of each region's
+    slice, summed in the same order."""
+    from sora_search.encoder.sora import SORA_SCALES, region_grid, rmac
+
+    fmap = torch.randn(shape, generator=torch.Generator().manual_seed(sum(shape)))
+    total = torch.zeros(shape[:2])
+    for y0, y1, x0, x1 in region_grid(shape[2], shape[3], SORA_SCALES):
+        v = fmap[:, :, y0:y1, x0:x1].amax(dim=(2, 3))
+        total += v / v.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    assert torch.equal(rmac(fmap), total / total.norm(dim=1, keepdim=True).clamp_min(1e-6))
+
+
 def test_weights_loaded_with_weights_only(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict[str, object]] = []
     real_load = torch.load

@@ -66,8 +66,11 @@ def rmac(feature_map: torch.Tensor, scales: tuple[int, ...] = SORA_SCALES) -> to
     """
     fmap = feature_map.float()  # fp16 from autocast would overflow the squared norms
     total = torch.zeros(fmap.shape[:2], dtype=fmap.dtype, device=fmap.device)
+    columns: dict[tuple[int, int], torch.Tensor] = {}  # each column range's maxima per row, shared by its regions
     for y0, y1, x0, x1 in region_grid(fmap.shape[2], fmap.shape[3], scales):
-        v = fmap[:, :, y0:y1, x0:x1].amax(dim=(2, 3))
+        if (x0, x1) not in columns:
+            columns[x0, x1] = fmap[:, :, :, x0:x1].amax(dim=3)
+        v = columns[x0, x1][:, :, y0:y1].amax(dim=2)
         total += v / v.norm(dim=1, keepdim=True).clamp_min(_EPS)
     return total / total.norm(dim=1, keepdim=True).clamp_min(_EPS)
 
