@@ -67,7 +67,8 @@ class EncoderIdentity:
         """The version as the index stores it: ``"1"`` for fp32, ``"1+bf16"``, ``"1+int8.2"`` for int8 (recipe 2)."""
         if self.precision == "fp32":
             return self.version
-        return f"{self.version}+int8.{INT8_RECIPE}" if self.precision == "int8" else f"{self.version}+{self.precision}"
+        recipe = f".{INT8_RECIPE}" if self.precision == "int8" else ""
+        return f"{self.version}+{self.precision}{recipe}"
 
     @staticmethod
     def split_version(stored: str) -> tuple[str, str]:
