@@ -131,13 +131,14 @@ def main() -> None:
         done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
         run = json.loads(done.stdout.strip().splitlines()[-1])
         run["index_over_floor"] = run["index_s"] / floor_s
-        run["cpu_over_floor"] = sum(run["cpu_s"].values()) / floor_cpu_s
+        cpu_total_s = sum(run["cpu_s"].values())
+        run["cpu_over_floor"] = cpu_total_s / floor_cpu_s
         runs[precision or "default"] = run
         print(f"{precision or 'default'} (encoder v{run['encoder_version']}): {run['index_s']:.1f} s, "
               f"{run['index_over_floor']:.2f}x the decode floor; stages: "
               + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(run["stages_s"].items()))
-              + f"; CPU {sum(run['cpu_s'].values()):.1f} s ({run['cpu_over_floor']:.2f}x the floor's, "
-              f"{sum(run['cpu_s'].values()) / run['index_s']:.1f} cores busy)"
+              + f"; CPU {cpu_total_s:.1f} s ({run['cpu_over_floor']:.2f}x the floor's, "
+              f"{cpu_total_s / run['index_s']:.1f} cores busy)"
               + f"; peak RSS indexer {run['peak_rss_mib']['indexer']:.0f} MiB, decode workers together "
               f"{run['peak_rss_mib']['decode_workers']:.0f} MiB")
     last = run
