@@ -129,6 +129,24 @@ def test_pyav_skipping_nonref_stays_close_to_exact(clip: str, fps: float, clips:
     assert np.abs(fast_frames.astype(np.int16) - frames.astype(np.int16)).mean() < 20
 
 
+@pytest.mark.skipif("pyav" not in BACKENDS, reason="PyAV not installed")
+def test_pyav_skips_the_loop_filter_only_on_a_shrunk_sparse_sample(clips: dict[str, Path],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    def sample(size: int, fps: float = 1.0) -> np.ndarray:
+        with open_video(clips["cfr"], "pyav") as reader:  # 320x240 H.264 at 25 fps
+            return _all(reader.sample(fps=fps, size=size))[0].astype(np.int16)
+
+    fast = {size: sample(size) for size in (96, 160)}
+    dense = sample(96, fps=10.0)
+    monkeypatch.setattr(PyAVReader, "skip_loop_filter", False)
+    # Shrunk 2.5-fold at 1 of 25 frames: deblocking skipped, the frames a little off.
+    diff = np.abs(fast[96] - sample(96)).mean(axis=(1, 2, 3))
+    assert diff.max() > 0 and diff.mean() < 2, diff
+    # Shrunk 1.5-fold, or sampled densely (no frame skipped): decoded exactly.
+    np.testing.assert_array_equal(fast[160], sample(160))
+    np.testing.assert_array_equal(dense, sample(96, fps=10.0))
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_info(backend: str, clips: dict[str, Path]) -> None:
     with open_video(clips["cfr"], backend) as reader:
@@ -179,7 +197,8 @@ def test_chunking_preserves_frames(backend: str, clips: dict[str, Path]) -> None
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("fps", [1.0, 4.0, 10.0])
-def test_variable_frame_rate_uses_real_timestamps(backend: str, fps: float, clips: dict[str, Path], exact_pyav: None) -> None:
+def test_variable_frame_rate_uses_real_timestamps(backend: str, fps: float, clips: dict[str, Path],
+                                                  exact_pyav: None) -> None:
     with open_video(clips["vfr"], backend) as reader:
         duration = reader.info.duration_s
         _, ts = _all(reader.sample(fps=fps, size=40, chunk_size=7))

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 MAX_BAD_PACKETS = 100
 # Skip non-reference frames when the video has at least this many frames per sampled frame.
 SKIP_NONREF_FACTOR = 4.0
+# ... and skip the in-loop deblocking filter too when the picture is shrunk at least this much (docs/tuning.md).
+SKIP_LOOP_FILTER_SHRINK = 2.0
 
 
 def _short(exc: BaseException) -> str:
@@ -38,6 +40,9 @@ class PyAVReader(VideoReader):
     backend = "pyav"
     # Skip non-reference frames at sparse sampling (see sample()); False gives the exact "frame on screen" rule.
     skip_nonref = True
+    # Skip the deblocking filter (H.264, HEVC, VP8) too where non-reference frames are skipped and the picture is
+    # shrunk SKIP_LOOP_FILTER_SHRINK-fold or more: less decoding, at sizes where the block edges it smooths vanish.
+    skip_loop_filter = True
 
     def __init__(self, path: str | Path) -> None:
         super().__init__(path)
@@ -104,15 +109,6 @@ class PyAVReader(VideoReader):
         if self._closed or self._container is None:
             raise VideoDecodeError(self.path, "reader is closed")
         container, stream = self._container, self._stream
-        if self._sampled:
-            # A second pass over the same reader starts from the beginning again.
-            try:
-                container.seek(0, stream=stream)
-            except Exception as exc:
-                raise VideoDecodeError(self.path, f"PyAV cannot rewind it: {_short(exc)}") from exc
-        elif self.threads:
-            stream.thread_count = self.threads  # before the first decode: the codec opens with it
-        self._sampled = True
         # At a sampling rate well below the frame rate, frames no other frame depends on (most B-frames) are never
         # needed: the nearest decoded frame is at most a couple of frame intervals from the sampling instant, and
         # skipping them halves decoding on typical H.264 (57% of Big Buck Bunny's frames are B-frames).
@@ -121,6 +117,19 @@ class PyAVReader(VideoReader):
         frame_dt = 1.0 / self._info.fps if self._info.fps > 0 else 1.0 / 25
         skipping = self.skip_nonref and self._info.fps >= SKIP_NONREF_FACTOR * fps
         stream.codec_context.skip_frame = "NONREF" if skipping else "DEFAULT"
+        if self._sampled:
+            # A second pass over the same reader starts from the beginning again.
+            try:
+                container.seek(0, stream=stream)
+            except Exception as exc:
+                raise VideoDecodeError(self.path, f"PyAV cannot rewind it: {_short(exc)}") from exc
+        else:  # before the first decode: the codec opens with these, and a second pass keeps them
+            if self.threads:
+                stream.thread_count = self.threads
+            shrunk = min(self._info.width, self._info.height) >= SKIP_LOOP_FILTER_SHRINK * size
+            if skipping and shrunk and self.skip_loop_filter:
+                stream.codec_context.options = {"skip_loop_filter": "all"}
+        self._sampled = True
         sampler: StreamSampler[Any] = StreamSampler(fps, self._info.duration_s, skipping=skipping)
         first: float | None = None
         last_t = -np.inf
