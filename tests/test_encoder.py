@@ -398,19 +398,19 @@ def test_cuda_fp16_matches_cpu(frames: dict[str, np.ndarray]) -> None:
         assert ((tail * b[[(131 - 3 + i) % len(batch) for i in range(3)]]).sum(axis=1) > 0.99).all(), name
 
 
-@pytest.mark.parametrize("before, expected", [("", "1"), ("THP_MEM_ALLOC_ENABLE=0", "0"), ("import torch", None)])
-def test_torch_starts_with_huge_pages_unless_told_otherwise(before: str, expected: str | None) -> None:
-    # torch reads THP_MEM_ALLOC_ENABLE once, at its first allocation: load_encoder sets it only before torch is in.
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    setup = ""
-    if before.startswith("THP"):
-        env["THP_MEM_ALLOC_ENABLE"] = before.split("=")[1]
-    else:
-        setup = before
+@pytest.mark.parametrize("variable, value", [("THP_MEM_ALLOC_ENABLE", "1"), ("OMP_WAIT_POLICY", "PASSIVE")])
+@pytest.mark.parametrize("before", ["", "set", "import torch"])
+def test_torch_starts_with_our_settings_unless_told_otherwise(variable: str, value: str, before: str) -> None:
+    # torch reads both once, when it starts: load_encoder sets them only before torch is in, and never over the
+    # caller's own.
+    env = {k: v for k, v in os.environ.items() if k != variable}
+    if before == "set":
+        env[variable] = "caller's"
+    setup = before if before.startswith("import") else ""
     code = (f"{setup}\nimport os\nfrom sora_search.encoder import load_encoder\n"
-            "load_encoder('sora-lite0', device='cpu')\nprint(os.environ.get('THP_MEM_ALLOC_ENABLE'))")
+            f"load_encoder('sora-lite0', device='cpu')\nprint(os.environ.get({variable!r}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
-    assert out.strip() == str(expected)
+    assert out.strip() == {"": value, "set": "caller's", "import torch": "None"}[before]
 
 
 # Prints how many blocks glibc maps for a 6 MiB array allocated after a 12 MiB one was freed, in a fresh process

@@ -12,6 +12,8 @@ child's own peak counts the parent's pages it was forked with), and the CPU seco
 ``--files`` indexes those files instead of a subset of ``--media``; ``--precision fp32 int8`` indexes them once per
 encoder precision, each into a fresh index in a fresh process (so each has its own peak RSS), in the same run.
 ``--decode-workers N`` decodes N files at once (``index --decode-workers``; 0, the default, lets the library pick).
+``--cli`` times ``sora-search index`` as a user runs it instead, from the command's start to its exit (imports,
+model load and decode worker start included; the stages are then not broken down).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -96,6 +99,40 @@ def index_once(roots: list[Path], precision: str | None, device: str | None, dec
                              "decode_workers": children.peak_kib / 1024}}
 
 
+def cli_once(roots: list[Path], precision: str | None, device: str | None, decode_workers: int) -> dict:
+    """``sora-search index`` over ``roots`` into a fresh index, in a child process: its wall time from start to exit,
+    the CPU time of it and its decode workers, the peak RSS of the largest of them, and what was indexed."""
+    from sora_search import Library
+    from sora_search.encoder import resolve_device
+
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Path(tmp) / "idx"
+        cmd = [sys.executable, "-m", "sora_search", "index", "--index", str(index), "--decode-workers",
+               str(decode_workers), *map(str, roots)]
+        cmd += ["--precision", precision] if precision else []
+        cmd += ["--device", device] if device else []
+        start = time.perf_counter()
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        index_s = time.perf_counter() - start
+        failed = re.findall(r"(\d+) failed", done.stderr)  # the summary line, last
+        if not failed:
+            sys.exit(f"sora-search index failed: {done.stderr.strip()}")
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # this process ran only the command
+        with Library.open(index) as lib:
+            info = lib.info()
+    return {"index_s": index_s, "encoder_version": info.encoder_version, "stages_s": {},
+            "cpu_s": {"command": usage.ru_utime + usage.ru_stime}, "indexed": info.videos,
+            "failed": int(failed[-1]), "video_s": info.duration_s, "vectors": info.vectors,
+            "encoder_device": resolve_device(device), "faiss_device": info.index_device,
+            "peak_rss_mib": {"largest process": usage.ru_maxrss / 1024}}
+
+
+def _rss(peak_mib: dict[str, float]) -> str:
+    """"indexer 400 MiB, decode workers together 170 MiB" from ``{"indexer": 400.0, "decode_workers": 170.0}``."""
+    return ", ".join(f"{k.replace('_', ' ')}{' together' if k == 'decode_workers' else ''} {v:.0f} MiB"
+                     for k, v in peak_mib.items())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--media", type=Path, default=None, help="the media/ folder made by benchmarks/fetch_media.sh")
@@ -107,6 +144,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ffmpeg threads for the floor")
     ap.add_argument("--device", choices=["cpu", "cuda"], default=None,
                     help="where the encoder (and a GPU build of faiss) runs; default CUDA when available")
+    ap.add_argument("--cli", action="store_true", help="time the sora-search index command, start-up included")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/index_throughput.json"))
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # one precision, JSON on stdout
     args = ap.parse_args()
@@ -117,7 +155,8 @@ def main() -> None:
         ap.error("give --media or --files")
     roots = list(args.files) or [args.media / d for d in SUBSETS[args.subset]]
     if args.one:
-        print(json.dumps(index_once(roots, args.precision[0], args.device, args.decode_workers)))
+        once = cli_once if args.cli else index_once
+        print(json.dumps(once(roots, args.precision[0], args.device, args.decode_workers)))
         return
     files = [Path(f.path) for f in walk(roots).files]
     floor_s, floor_cpu_s = ffmpeg_floor(files, args.threads)
@@ -128,22 +167,21 @@ def main() -> None:
                "--files", *map(str, roots)]
         cmd += ["--precision", precision] if precision else []
         cmd += ["--device", args.device] if args.device else []
+        cmd += ["--cli"] if args.cli else []
         done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
         run = json.loads(done.stdout.strip().splitlines()[-1])
         run["index_over_floor"] = run["index_s"] / floor_s
         cpu_total_s = sum(run["cpu_s"].values())
         run["cpu_over_floor"] = cpu_total_s / floor_cpu_s
         runs[precision or "default"] = run
+        stages = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(run["stages_s"].items())) or "not broken down"
         print(f"{precision or 'default'} (encoder v{run['encoder_version']}): {run['index_s']:.1f} s, "
-              f"{run['index_over_floor']:.2f}x the decode floor; stages: "
-              + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(run["stages_s"].items()))
+              f"{run['index_over_floor']:.2f}x the decode floor; stages: {stages}"
               + f"; CPU {cpu_total_s:.1f} s ({run['cpu_over_floor']:.2f}x the floor's, "
-              f"{cpu_total_s / run['index_s']:.1f} cores busy)"
-              + f"; peak RSS indexer {run['peak_rss_mib']['indexer']:.0f} MiB, decode workers together "
-              f"{run['peak_rss_mib']['decode_workers']:.0f} MiB")
+              f"{cpu_total_s / run['index_s']:.1f} cores busy); peak RSS {_rss(run['peak_rss_mib'])}")
     last = run
     index_s, video_s = last["index_s"], last["video_s"]
-    peak = {k: max(r["peak_rss_mib"][k] for r in runs.values()) for k in ("indexer", "decode_workers")}
+    peak = {k: max(r["peak_rss_mib"][k] for r in runs.values()) for k in last["peak_rss_mib"]}
     result = {
         "files": len(files), "indexed": last["indexed"], "failed": last["failed"], "video_s": video_s,
         "vectors": last["vectors"], "cpu_count": os.cpu_count(), "decode_workers": args.decode_workers,
@@ -162,8 +200,7 @@ def main() -> None:
           f"{video_s / floor_s:6.1f} video-s/s, CPU {floor_cpu_s:.1f} s ({floor_cpu_s / floor_s:.1f} cores busy)")
     print(f"sora-search index:                       {index_s:7.1f} s  {video_s / index_s:6.1f} video-s/s")
     print(f"index / floor: {index_s / floor_s:.2f}x")
-    print(f"peak RSS over the runs: indexer {peak['indexer']:.0f} MiB, decode workers together "
-          f"{peak['decode_workers']:.0f} MiB")
+    print(f"peak RSS over the runs: {_rss(peak)}")
     print(f"wrote {args.out}")
 
 

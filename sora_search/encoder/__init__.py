@@ -56,6 +56,7 @@ _DEFAULT_BATCH = {("cpu", "fp32"): 4, ("cpu", "bf16"): 8, ("cpu", "int8"): 8, ("
                   ("cuda", "bf16"): 128}
 _THREADS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")
 THP_ENV = "THP_MEM_ALLOC_ENABLE"
+WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
 MMAP_THRESHOLD_ENV = "MALLOC_MMAP_THRESHOLD_"
 MMAP_THRESHOLD = 4 << 20  # bytes; glibc's M_MMAP_THRESHOLD, see keep_large_blocks_mapped
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number in glibc's malloc.h
@@ -137,7 +138,7 @@ def load_encoder(name: str = DEFAULT_ENCODER, *, device: str | None = None, batc
 
         return TinyEncoder() if batch_size is None else TinyEncoder(batch_size=batch_size)
 
-    _allocator_env()
+    _torch_env()
     resolved = resolve_device(device)
     if precision == "int8" and resolved != "cpu":
         logger.debug("int8 encoder: running on the CPU, not %s (no int8 kernels there)", resolved)
@@ -176,16 +177,20 @@ def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return False
 
 
-def _allocator_env() -> None:
-    """Transparent huge pages for torch's large CPU tensors, unless the caller decided (THP_MEM_ALLOC_ENABLE).
+def _torch_env() -> None:
+    """Before torch is imported, unless the caller decided: transparent huge pages for its large CPU tensors
+    (THP_MEM_ALLOC_ENABLE=1), and OpenMP threads that sleep when they wait (OMP_WAIT_POLICY=PASSIVE).
 
     torch's CPU allocator maps every large tensor afresh and unmaps it when freed, so each activation of each batch
     faults its pages in again, 4 KiB at a time; on a virtual machine those faults cost as much as the convolutions.
-    With huge pages (2 MiB) there are 512x fewer. torch reads the variable once, at its first allocation, so it is
-    set only when torch is not imported yet (the measurements are in docs/tuning.md).
+    With huge pages (2 MiB) there are 512x fewer. OpenMP's threads spin at the end of every parallel region until
+    the slowest arrives: while a decode worker holds a core, the encoder's other thread spins on the one left, and an
+    index run spent almost twice the encoder's CPU time for the same frames. torch reads both once, when it starts,
+    so they are set only when torch is not imported yet (the measurements are in docs/tuning.md).
     """
     if "torch" not in sys.modules:
         os.environ.setdefault(THP_ENV, "1")
+        os.environ.setdefault(WAIT_POLICY_ENV, "PASSIVE")
 
 
 def keep_large_blocks_mapped() -> None:
