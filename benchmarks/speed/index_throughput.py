@@ -128,7 +128,8 @@ def cli_once(roots: list[Path], precision: str | None, device: str | None, decod
 
 
 def _rss(peak_mib: dict[str, float]) -> str:
-    """"indexer 400 MiB, decode workers together 170 MiB" from ``{"indexer": 400.0, "decode_workers": 170.0}``."""
+    """Peak RSS figures as text: ``{"indexer": 400.0, "decode_workers": 170.0}`` gives "indexer 400 MiB, decode
+    workers together 170 MiB"."""
     return ", ".join(f"{k.replace('_', ' ')}{' together' if k == 'decode_workers' else ''} {v:.0f} MiB"
                      for k, v in peak_mib.items())
 

@@ -184,9 +184,9 @@ def _torch_env() -> None:
     torch's CPU allocator maps every large tensor afresh and unmaps it when freed, so each activation of each batch
     faults its pages in again, 4 KiB at a time; on a virtual machine those faults cost as much as the convolutions.
     With huge pages (2 MiB) there are 512x fewer. OpenMP's threads spin at the end of every parallel region until
-    the slowest arrives: while a decode worker holds a core, the encoder's other thread spins on the one left, and an
-    index run spent almost twice the encoder's CPU time for the same frames. torch reads both once, when it starts,
-    so they are set only when torch is not imported yet (the measurements are in docs/tuning.md).
+    the slowest arrives: while a decode worker holds a core, the encoder's other thread spins on the one left, and a
+    busy machine's index run spent far more CPU time encoding the same frames. torch reads both once, when it
+    starts, so they are set only when torch is not imported yet (the measurements are in docs/tuning.md).
     """
     if "torch" not in sys.modules:
         os.environ.setdefault(THP_ENV, "1")
