@@ -117,14 +117,13 @@ def cli_once(roots: list[Path], precision: str | None, device: str | None, decod
         failed = re.findall(r"(\d+) failed", done.stderr)  # the summary line, last
         if not failed:
             sys.exit(f"sora-search index failed: {done.stderr.strip()}")
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # this process ran only the command
         with Library.open(index) as lib:
             info = lib.info()
     return {"index_s": index_s, "encoder_version": info.encoder_version, "stages_s": {},
-            "cpu_s": {"command": usage.ru_utime + usage.ru_stime}, "indexed": info.videos,
+            "cpu_s": {"command": cpu_s(resource.RUSAGE_CHILDREN)}, "indexed": info.videos,  # its only child
             "failed": int(failed[-1]), "video_s": info.duration_s, "vectors": info.vectors,
             "encoder_device": resolve_device(device), "faiss_device": info.index_device,
-            "peak_rss_mib": {"largest process": usage.ru_maxrss / 1024}}
+            "peak_rss_mib": {"largest process": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}}
 
 
 def _rss(peak_mib: dict[str, float]) -> str:
