@@ -1,0 +1,151 @@
+"""Which descriptor finds a copy: the index's whole-frame vectors, the same centred only, or the pooling's regions
+compared position by position.
+
+    python benchmarks/accuracy/region_match.py BENCH --index IDX --split tune [--top 5] [--pca 128] [--out FILE]
+
+BENCH is a benchmark folder (``generate.py``), IDX the index ``run.py --work DIR`` built for that split (its library
+and projection are used; DIR/<split>/sora). Every library video and every query of the split is decoded at 1 fps and
+run through the encoder's backbone once, keeping each R-MAC region's maxima (the whole map, the 2x2 and the 3x3 grid;
+:func:`sora_search.encoder.sora.region_grid`) instead of only their sum. Then, per positive query, over the seconds
+the truth says hold the copy (an oracle: no localisation, no views, no alignment), each library video's best-matching
+second per query second, averaged over the copy, less the median over videos: is the true reference first?
+
+- ``map``: the index's projection of the whole-frame descriptor (what the engine searches).
+- ``centred``: the whole-frame descriptor centred on the library's mean, nothing else.
+- ``regions``: each of the 13 grid regions (2x2 and 3x3) centred on its position's library mean and compared only
+  with the same region of a library second; the mean of the ``--top`` best of the 13. An overlay or a blend spoils
+  the regions it covers; the rest still match.
+- ``regions-pcaD``: the same through one PCA of D dimensions fitted on the library's regions, as an index that
+  stored them would hold them.
+
+A measurement for choosing what to store, not a score of the engine: see docs/tuning.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+TAP_SLICES = ((0, 80), (80, 192), (192, 384), (384, 704))  # sora-lite0's four stages in the 704-d descriptor
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+
+
+def region_vectors(encoder, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 14, 704) float16 per sampled second: each region's per-stage maxima, each stage L2-normalised; and the
+    (n,) timestamps in seconds."""
+    import torch
+
+    from sora_search.decode import open_video
+    from sora_search.encoder.efficientnet import EfficientNetLite0
+    from sora_search.encoder.sora import region_grid
+
+    with open_video(path) as reader:
+        batches = list(reader.sample(1.0, encoder.identity.input_size))
+    frames = np.concatenate([b.frames for b in batches])
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(frames), 16):
+            x = EfficientNetLite0.preprocess(torch.from_numpy(frames[i:i + 16]))
+            stages = []
+            for fmap in encoder.backbone.features(x, encoder.taps):
+                regions = [fmap[:, :, y0:y1, x0:x1].amax(dim=(2, 3))
+                           for y0, y1, x0, x1 in region_grid(fmap.shape[2], fmap.shape[3], encoder.scales)]
+                stages.append(torch.nn.functional.normalize(torch.stack(regions, 1), dim=2))
+            out.append(torch.cat(stages, 2).numpy().astype(np.float16))
+    return np.concatenate(out), np.concatenate([b.timestamps_s for b in batches])
+
+
+def whole_frame(regions: np.ndarray) -> np.ndarray:
+    """The engine's descriptor from the regions: per stage the normalised sum, stages concatenated, normalised."""
+    return unit(np.concatenate([unit(regions[:, :, a:b].sum(axis=1)) for a, b in TAP_SLICES], axis=1))
+
+
+def video_scores(sims: np.ndarray, video_of: np.ndarray, n_videos: int) -> np.ndarray:
+    """(query seconds, library seconds) similarities -> (n_videos,): each video's best second per query second,
+    averaged, less the median over videos."""
+    best = np.full((sims.shape[0], n_videos), -9.0, dtype=np.float32)
+    for v in range(n_videos):
+        best[:, v] = sims[:, video_of == v].max(axis=1)
+    per_video = best.mean(axis=0)
+    return per_video - np.median(per_video)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bench", type=Path)
+    ap.add_argument("--index", type=Path, required=True, help="the split's index as run.py built it")
+    ap.add_argument("--split", required=True)
+    ap.add_argument("--top", type=int, default=5, help="regions averaged (of 13)")
+    ap.add_argument("--pca", type=int, nargs="*", default=[128], help="dimensions of the stored-regions variants")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    from sora_search import Library
+    from sora_search.encoder import load_encoder
+
+    truth = json.loads((args.bench / "truth.json").read_text())
+    queries = [q for q in truth["queries"] if q["split"] == args.split and q["positive"]]
+    if not queries:
+        sys.exit(f"no positive query in split {args.split!r}")
+    encoder = load_encoder("sora-lite0", precision="fp32")
+    with Library.open(args.index, create=False) as lib:
+        _, projection = lib._keeper.searchable()
+        videos = lib._store.videos(status="indexed")
+    names = [Path(v.path).resolve() for v in videos]
+    lib_regions = [region_vectors(encoder, p)[0] for p in names]
+    video_of = np.concatenate([np.full(len(r), i) for i, r in enumerate(lib_regions)])
+    regions = np.concatenate(lib_regions).astype(np.float32)
+    whole = whole_frame(regions)
+    mean = whole.mean(axis=0)
+    lib_map, lib_centred = projection.apply(whole), unit(whole - mean)
+    region_mean = regions[:, 1:].mean(axis=0)  # per position
+    lib_reg = unit(regions[:, 1:] - region_mean)
+    bases = {d: np.linalg.svd(lib_reg[::3].reshape(-1, lib_reg.shape[2]), full_matrices=False)[2][:d].T
+             for d in args.pca}
+    lib_pca = {d: unit(lib_reg @ b) for d, b in bases.items()}
+
+    def top_mean(sims: np.ndarray) -> np.ndarray:  # (q, l, regions) -> (q, l)
+        return np.sort(sims, axis=2)[:, :, -args.top:].mean(axis=2)
+
+    methods = ["map", "centred", "regions"] + [f"regions-pca{d}" for d in args.pca]
+    hits: dict[str, list[str]] = {m: [] for m in methods}
+    rows = []
+    for q in queries:
+        qr, t = region_vectors(encoder, args.bench / "queries" / q["name"])
+        copy = (t >= q["query_start_s"]) & (t < q["query_end_s"])
+        qr = (qr[copy] if copy.any() else qr).astype(np.float32)
+        true = names.index((args.bench / "refs" / q["reference"]).resolve())
+        qw = whole_frame(qr)
+        q_reg = unit(qr[:, 1:] - region_mean)
+        sims = {"map": projection.apply(qw) @ lib_map.T, "centred": unit(qw - mean) @ lib_centred.T,
+                "regions": top_mean(np.einsum("qkd,lkd->qlk", q_reg, lib_reg))}
+        for d, b in bases.items():
+            sims[f"regions-pca{d}"] = top_mean(np.einsum("qkd,lkd->qlk", unit(q_reg @ b), lib_pca[d]))
+        row = {"query": q["name"], "family": q["family"]}
+        for m in methods:
+            scores = video_scores(sims[m], video_of, len(names))
+            rival = float(np.delete(scores, true).max())
+            row[m] = [round(float(scores[true]), 4), round(rival, 4)]
+            if scores[true] > rival:
+                hits[m].append(q["name"])
+        rows.append(row)
+        if not all(q["name"] in hits[m] for m in methods):
+            print(q["name"], q["family"], {m: row[m] for m in methods}, flush=True)
+    summary = {m: {"recall_at_1": round(len(hits[m]) / len(queries), 3), "misses": len(queries) - len(hits[m])}
+               for m in methods}
+    print(json.dumps({"split": args.split, "positives": len(queries), "top": args.top, **summary}))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"split": args.split, "top": args.top, "summary": summary, "queries": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
