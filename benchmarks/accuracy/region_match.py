@@ -17,6 +17,8 @@ second per query second, averaged over the copy, less the median over videos: is
   the regions it covers; the rest still match.
 - ``regions-pcaD``: the same through one PCA of D dimensions fitted on the library's regions, as an index that
   stored them would hold them.
+- ``map+regions``: the sum of the ``map`` and ``regions`` scores for the ``--shortlist`` videos the map scores
+  highest (all of them with 0), as a re-ranking step after the engine's search would see it.
 
 A measurement for choosing what to store, not a score of the engine: see docs/tuning.md.
 """
@@ -84,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", required=True)
     ap.add_argument("--top", type=int, default=5, help="regions averaged (of 13)")
     ap.add_argument("--pca", type=int, nargs="*", default=[128], help="dimensions of the stored-regions variants")
+    ap.add_argument("--shortlist", type=int, default=10, help="videos the map+regions score re-ranks (0: all)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     def top_mean(sims: np.ndarray) -> np.ndarray:  # (q, l, regions) -> (q, l)
         return np.sort(sims, axis=2)[:, :, -args.top:].mean(axis=2)
 
-    methods = ["map", "centred", "regions"] + [f"regions-pca{d}" for d in args.pca]
+    methods = ["map", "centred", "regions"] + [f"regions-pca{d}" for d in args.pca] + ["map+regions"]
     hits: dict[str, list[str]] = {m: [] for m in methods}
     rows = []
     for q in queries:
@@ -129,8 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         for d, b in bases.items():
             sims[f"regions-pca{d}"] = top_mean(np.einsum("qkd,lkd->qlk", unit(q_reg @ b), lib_pca[d]))
         row = {"query": q["name"], "family": q["family"]}
+        per_video = {m: video_scores(v, video_of, len(names)) for m, v in sims.items()}
+        shortlist = np.argsort(-per_video["map"])[:args.shortlist or None]
+        per_video["map+regions"] = np.full(len(names), -9.0)
+        per_video["map+regions"][shortlist] = per_video["map"][shortlist] + per_video["regions"][shortlist]
         for m in methods:
-            scores = video_scores(sims[m], video_of, len(names))
+            scores = per_video[m]
             rival = float(np.delete(scores, true).max())
             row[m] = [round(float(scores[true]), 4), round(rival, 4)]
             if scores[true] > rival:
