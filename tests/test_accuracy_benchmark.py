@@ -257,7 +257,8 @@ def test_region_match_splits_the_engine_descriptor_into_regions_and_ranks_each_c
     result = json.loads(report.read_text())
     positives = [q for q in truth["queries"] if q["split"] == split and q["positive"]]
     assert [r["query"] for r in result["queries"]] == [q["name"] for q in positives]
-    assert set(result["summary"]) == {"map", "centred", "regions", "regions-pca16", "map+regions"}
+    assert set(result["summary"]) == {"map", "centred", "regions", "regions-pca16", "quadrants", "quadrants-int8",
+                                      "map+regions", "map+quadrants"}
     for row in result["queries"]:
         assert all(len(row[m]) == 2 for m in result["summary"])  # the true reference's score and the best rival's
     # Synthetic copies on a few references: the plain comparisons find most of them first.

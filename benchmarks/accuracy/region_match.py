@@ -1,7 +1,8 @@
 """Which descriptor finds a copy: the index's whole-frame vectors, the same centred only, or the pooling's regions
 compared position by position.
 
-    python benchmarks/accuracy/region_match.py BENCH --index IDX --split tune [--top 5] [--pca 128] [--out FILE]
+    python benchmarks/accuracy/region_match.py BENCH --index IDX --split tune [--top 5] [--pca 128] [--shortlist 10]
+        [--out FILE]
 
 BENCH is a benchmark folder (``generate.py``), IDX the index ``run.py --work DIR`` built for that split (its library
 and projection are used; DIR/<split>/sora). Every library video and every query of the split is decoded at 1 fps and
@@ -17,8 +18,10 @@ second per query second, averaged over the copy, less the median over videos: is
   the regions it covers; the rest still match.
 - ``regions-pcaD``: the same through one PCA of D dimensions fitted on the library's regions, as an index that
   stored them would hold them.
-- ``map+regions``: the sum of the ``map`` and ``regions`` scores for the ``--shortlist`` videos the map scores
-  highest (all of them with 0), as a re-ranking step after the engine's search would see it.
+- ``quadrants``: the 2x2 grid alone (4 regions a second), the mean of the best 2; ``quadrants-int8`` with the
+  library's side rounded to 8 bits a value (a scale per region), as an index would store it.
+- ``map+regions``, ``map+quadrants``: the sum of the ``map`` score and the other for the ``--shortlist`` videos the
+  map scores highest (all of them with 0), as a re-ranking step after the engine's search would see it.
 
 A measurement for choosing what to store, not a score of the engine: see docs/tuning.md.
 """
@@ -33,6 +36,8 @@ from pathlib import Path
 import numpy as np
 
 TAP_SLICES = ((0, 80), (80, 192), (192, 384), (384, 704))  # sora-lite0's four stages in the 704-d descriptor
+QUADRANTS = slice(0, 4)  # the 2x2 grid among the 13 regions after the whole map (region_grid's order)
+QUADRANT_TOP = 2
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -62,6 +67,12 @@ def region_vectors(encoder, path: Path) -> tuple[np.ndarray, np.ndarray]:
                 stages.append(torch.nn.functional.normalize(torch.stack(regions, 1), dim=2))
             out.append(torch.cat(stages, 2).numpy().astype(np.float16))
     return np.concatenate(out), np.concatenate([b.timestamps_s for b in batches])
+
+
+def int8_rows(x: np.ndarray) -> np.ndarray:
+    """``x`` rounded to 8 bits per value with one scale per row (last axis), back in float32."""
+    scale = np.maximum(np.abs(x).max(axis=-1, keepdims=True), 1e-12) / 127.0
+    return (np.round(x / scale) * scale).astype(np.float32)
 
 
 def whole_frame(regions: np.ndarray) -> np.ndarray:
@@ -113,11 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     bases = {d: np.linalg.svd(lib_reg[::3].reshape(-1, lib_reg.shape[2]), full_matrices=False)[2][:d].T
              for d in args.pca}
     lib_pca = {d: unit(lib_reg @ b) for d, b in bases.items()}
+    lib_quad = lib_reg[:, QUADRANTS]
+    lib_quad8 = int8_rows(lib_quad)
 
-    def top_mean(sims: np.ndarray) -> np.ndarray:  # (q, l, regions) -> (q, l)
-        return np.sort(sims, axis=2)[:, :, -args.top:].mean(axis=2)
+    def top_mean(sims: np.ndarray, top: int = args.top) -> np.ndarray:  # (q, l, regions) -> (q, l)
+        return np.sort(sims, axis=2)[:, :, -top:].mean(axis=2)
 
-    methods = ["map", "centred", "regions"] + [f"regions-pca{d}" for d in args.pca] + ["map+regions"]
+    fused = ["map+regions", "map+quadrants"]
+    methods = (["map", "centred", "regions"] + [f"regions-pca{d}" for d in args.pca]
+               + ["quadrants", "quadrants-int8"] + fused)
     hits: dict[str, list[str]] = {m: [] for m in methods}
     rows = []
     for q in queries:
@@ -131,11 +146,15 @@ def main(argv: list[str] | None = None) -> int:
                 "regions": top_mean(np.einsum("qkd,lkd->qlk", q_reg, lib_reg))}
         for d, b in bases.items():
             sims[f"regions-pca{d}"] = top_mean(np.einsum("qkd,lkd->qlk", unit(q_reg @ b), lib_pca[d]))
+        q_quad = q_reg[:, QUADRANTS]
+        sims["quadrants"] = top_mean(np.einsum("qkd,lkd->qlk", q_quad, lib_quad), QUADRANT_TOP)
+        sims["quadrants-int8"] = top_mean(np.einsum("qkd,lkd->qlk", q_quad, lib_quad8), QUADRANT_TOP)
         row = {"query": q["name"], "family": q["family"]}
         per_video = {m: video_scores(v, video_of, len(names)) for m, v in sims.items()}
         shortlist = np.argsort(-per_video["map"])[:args.shortlist or None]
-        per_video["map+regions"] = np.full(len(names), -9.0)
-        per_video["map+regions"][shortlist] = per_video["map"][shortlist] + per_video["regions"][shortlist]
+        for m in fused:
+            per_video[m] = np.full(len(names), -9.0)
+            per_video[m][shortlist] = per_video["map"][shortlist] + per_video[m.split("+")[1]][shortlist]
         for m in methods:
             scores = per_video[m]
             rival = float(np.delete(scores, true).max())
