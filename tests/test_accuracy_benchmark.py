@@ -264,3 +264,45 @@ def test_region_match_splits_the_engine_descriptor_into_regions_and_ranks_each_c
     # Synthetic copies on a few references: the plain comparisons find most of them first.
     assert result["summary"]["centred"]["recall_at_1"] >= 0.6, result["summary"]
     assert result["summary"]["regions"]["recall_at_1"] >= 0.6, result["summary"]
+
+
+def test_a_filler_video_named_like_a_reference_is_never_taken_for_it(split_bench: tuple[Path, dict],
+                                                                      tmp_path: Path) -> None:
+    """The split benchmark names filler like references (``t000.mp4`` in refs/ and in filler/): predictions name a
+    library video that is not a reference by its folder too, so neither the engine nor a baseline takes one for the
+    reference it shares a name with."""
+    import baselines
+    from systems import reference_name
+
+    out, truth = split_bench
+    refs = [out / "refs" / r["name"] for r in truth["references"] if r["split"] == "tune"]
+    filler = [out / "filler" / f["name"] for f in truth["filler"] if f["split"] == "tune"]
+    assert {p.name for p in refs} & {p.name for p in filler}  # the benchmark has the case
+    assert reference_name(refs[0]) == refs[0].name and reference_name(filler[0]) == f"filler/{filler[0].name}"
+
+    class SizeHash(baselines._HashBaseline[int]):  # a baseline without its tools: the file size as the hash
+        name, threshold = "size", None
+
+        def hash(self, path: Path) -> int:
+            return path.stat().st_size
+
+        def compare(self, reference: str, query: int, ref: int) -> tuple[Prediction, float]:
+            return Prediction(reference, -abs(query - ref)), 0.0
+
+    hashed = SizeHash(top_k=100)
+    hashed.index(refs + filler)
+    names = {p.reference for p in hashed.query(refs[0])}
+    assert names == {reference_name(p) for p in refs + filler}
+
+    system = run.SoraSystem("sora", "tiny", tmp_path)
+    system.index(refs + filler)
+    try:
+        seen: set[str] = set()
+        for q in [q for q in truth["queries"] if q["split"] == "tune"]:
+            names_q = [p.reference for p in system.query(out / "queries" / q["name"])]
+            assert len(names_q) == len(set(names_q)), names_q
+            seen |= set(names_q)
+    finally:
+        system.close()
+    assert seen <= {reference_name(p) for p in refs + filler}
+    assert any(n.startswith("filler/") for n in seen) and any("/" not in n for n in seen)

@@ -69,7 +69,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from systems import Prediction, System  # noqa: E402
+from systems import Prediction, System, reference_name  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class _HashBaseline(ABC, Generic[H]):
     def index(self, refs: list[Path]) -> None:
         for ref, h in zip(refs, self._hash_all(refs)):
             if h is not None:
-                self._refs[ref.name] = h
+                self._refs[reference_name(ref)] = h
 
     def query(self, path: Path) -> list[Prediction]:
         q = self.hash(path)

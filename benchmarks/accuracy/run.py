@@ -45,7 +45,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import metrics  # noqa: E402
-from systems import Prediction, System  # noqa: E402
+from systems import Prediction, System, reference_name  # noqa: E402
 
 if TYPE_CHECKING:
     from sora_search import Library
@@ -107,7 +107,7 @@ class SoraSystem:
         out = []
         for m in result.matches:
             seg = m.segments[0] if m.segments else None
-            out.append(Prediction(reference=Path(m.path).name, score=float(m.score),
+            out.append(Prediction(reference=reference_name(Path(m.path)), score=float(m.score),
                                   query_span=(seg.query_start_s, seg.query_end_s) if seg else None,
                                   ref_span=(seg.ref_start_s, seg.ref_end_s) if seg else None))
         return out

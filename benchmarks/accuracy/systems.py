@@ -16,7 +16,7 @@ class Prediction:
     """One reference a system says a query copies, and how sure it is.
 
     Attributes:
-        reference: the reference's file name (``Path.name``), e.g. ``"r012.mp4"``.
+        reference: the library video, as :func:`reference_name` names it: ``"r012.mp4"`` for ``refs/r012.mp4``.
         score: higher means more confident; only the order matters across one system's predictions.
         query_span: (start_s, end_s) of the copied part in the query, for systems that localise; else None.
         ref_span: (start_s, end_s) of the copied part in the reference, for systems that localise; else None.
@@ -34,6 +34,14 @@ class Prediction:
             span = getattr(self, name)
             if span is not None and not (len(span) == 2 and span[0] <= span[1]):
                 raise ValueError(f"Prediction.{name} must be (start_s, end_s) with start_s <= end_s, got {span!r}")
+
+
+def reference_name(path: Path) -> str:
+    """What a prediction calls a library video: a reference by its file name, as the truth does (``refs/t012.mp4``
+    -> ``t012.mp4``), any other video by its folder and file name (``filler/t012.mp4``). The split benchmark names
+    filler like references (``t000.mp4`` in both folders), so the file name alone would take a filler video for the
+    reference it shares a name with."""
+    return path.name if path.parent.name == "refs" else f"{path.parent.name}/{path.name}"
 
 
 class System(Protocol):
