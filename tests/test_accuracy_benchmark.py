@@ -253,7 +253,7 @@ def test_region_match_splits_the_engine_descriptor_into_regions_and_ranks_each_c
         lib.index([out / "refs" / r["name"] for r in truth["references"] if r["split"] == split])
     report = tmp_path / "regions.json"
     assert region_match.main([str(out), "--index", str(idx), "--split", split, "--pca", "16",
-                              "--out", str(report)]) == 0
+                              "--engine-weight", "0", "0.5", "--out", str(report)]) == 0
     result = json.loads(report.read_text())
     positives = [q for q in truth["queries"] if q["split"] == split and q["positive"]]
     assert [r["query"] for r in result["queries"]] == [q["name"] for q in positives]
@@ -264,6 +264,15 @@ def test_region_match_splits_the_engine_descriptor_into_regions_and_ranks_each_c
     # Synthetic copies on a few references: the plain comparisons find most of them first.
     assert result["summary"]["centred"]["recall_at_1"] >= 0.6, result["summary"]
     assert result["summary"]["regions"]["recall_at_1"] >= 0.6, result["summary"]
+    # The engine's own answers, as run.py scores them at weight 0, then re-ranked.
+    as_is, reranked = result["engine"]
+    assert (as_is["weight"], reranked["weight"]) == (0.0, 0.5)
+    refs = [out / "refs" / r["name"] for r in truth["references"] if r["split"] == split]
+    queries = [out / "queries" / q["name"] for q in truth["queries"] if q["split"] == split]
+    engine = run.evaluate(run.run_system(run.SoraSystem("sora", "sora-lite0", tmp_path / "again"), refs, queries),
+                          run.split_truth(truth, split))
+    assert as_is["micro_ap"] == round(engine["micro_ap"], 3) and as_is["recall_at_1"] == round(engine["recall_at_1"], 3)
+    assert 0.0 <= reranked["micro_ap"] <= 1.0 and 0.0 <= reranked["recall_at_1"] <= 1.0
 
 
 def test_a_filler_video_named_like_a_reference_is_never_taken_for_it(split_bench: tuple[Path, dict],

@@ -23,6 +23,11 @@ second per query second, averaged over the copy, less the median over videos: is
 - ``map+regions``, ``map+quadrants``: the sum of the ``map`` score and the other for the ``--shortlist`` videos the
   map scores highest (all of them with 0), as a re-ranking step after the engine's search would see it.
 
+With ``--engine-weight W...`` it also asks the engine itself (every query of the split, default settings) and
+re-ranks its answer as a step after the search could: each of the ``--shortlist`` best matches gains W times its
+quadrant score over its first span (each probe second's best reference second of the span, averaged) less the
+median of the shortlist's; scored as ``run.py`` scores the engine (W = 0: the engine as it is).
+
 A measurement for choosing what to store, not a score of the engine: see docs/tuning.md.
 """
 
@@ -98,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=5, help="regions averaged (of 13)")
     ap.add_argument("--pca", type=int, nargs="*", default=[128], help="dimensions of the stored-regions variants")
     ap.add_argument("--shortlist", type=int, default=10, help="videos the map+regions score re-ranks (0: all)")
+    ap.add_argument("--engine-weight", type=float, nargs="*", default=[],
+                    help="re-rank the engine's answers with these weights of the quadrant score")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -113,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         _, projection = lib._keeper.searchable()
         videos = lib._store.videos(status="indexed")
     names = [Path(v.path).resolve() for v in videos]
-    lib_regions = [region_vectors(encoder, p)[0] for p in names]
+    lib_sampled = [region_vectors(encoder, p) for p in names]
+    lib_regions = [r for r, _ in lib_sampled]
     video_of = np.concatenate([np.full(len(r), i) for i, r in enumerate(lib_regions)])
     regions = np.concatenate(lib_regions).astype(np.float32)
     whole = whole_frame(regions)
@@ -167,10 +175,76 @@ def main(argv: list[str] | None = None) -> int:
     summary = {m: {"recall_at_1": round(len(hits[m]) / len(queries), 3), "misses": len(queries) - len(hits[m])}
                for m in methods}
     print(json.dumps({"split": args.split, "positives": len(queries), "top": args.top, **summary}))
+    engine = []
+    if args.engine_weight:
+        library = {str(p): (unit(r[:, 1:][:, QUADRANTS].astype(np.float32) - region_mean[QUADRANTS]), t)
+                   for p, (r, t) in zip(names, lib_sampled)}
+        engine = engine_rerank(args, truth, library, region_mean[QUADRANTS], encoder)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"split": args.split, "top": args.top, "summary": summary, "queries": rows}))
+        args.out.write_text(json.dumps({"split": args.split, "top": args.top, "summary": summary, "queries": rows,
+                                        "engine": engine}))
     return 0
+
+
+def engine_rerank(args: argparse.Namespace, truth: dict, library: dict[str, tuple[np.ndarray, np.ndarray]],
+                  quad_mean: np.ndarray, encoder) -> list[dict]:
+    """The engine's answers to every query of the split, re-ranked by quadrant scores at each weight; scored.
+
+    ``library``: resolved path -> ((n, 4, 704) centred, normalised quadrants, (n,) timestamps)."""
+    import run
+    from systems import Prediction, reference_name
+
+    from sora_search import Library
+    from sora_search.params import QueryParams
+
+    split_truth = run.split_truth(truth, args.split)
+    answers: dict[str, list[tuple[str, float, tuple[float, float, float, float] | None]]] = {}
+    probes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    with Library.open(args.index, create=False) as lib:
+        for q in split_truth["queries"]:
+            path = args.bench / "queries" / q["name"]
+            result = lib.query(path, k=20, min_score=-1.0)
+            answers[q["name"]] = [
+                (str(Path(m.path).resolve()), float(m.score),
+                 (m.segments[0].query_start_s, m.segments[0].query_end_s, m.segments[0].ref_start_s,
+                  m.segments[0].ref_end_s) if m.segments else None) for m in result.matches]
+            r, t = region_vectors(encoder, path)
+            probes[q["name"]] = unit(r[:, 1:][:, QUADRANTS].astype(np.float32) - quad_mean), t
+
+    def quadrant_score(query: str, path: str, span: tuple[float, float, float, float] | None) -> float | None:
+        if span is None or path not in library:
+            return None
+        (pq, pt), (lq, lt) = probes[query], library[path]
+        rows, cols = (pt >= span[0] - 0.5) & (pt <= span[1] + 0.5), (lt >= span[2] - 1) & (lt <= span[3] + 1)
+        if not rows.any() or not cols.any():
+            return None
+        sims = np.einsum("qkd,lkd->qlk", pq[rows], lq[cols])
+        return float(np.sort(sims, axis=2)[:, :, -QUADRANT_TOP:].mean(axis=2).max(axis=1).mean())
+
+    out = []
+    for weight in args.engine_weight:
+        result = run.Run("sora", QueryParams().min_score)
+        for name, matches in answers.items():
+            scores = [m[1] for m in matches]
+            shortlist = np.argsort(-np.asarray(scores))[:args.shortlist or None] if matches else []
+            quad = {int(i): quadrant_score(name, matches[i][0], matches[i][2]) for i in shortlist}
+            known = [v for v in quad.values() if v is not None]
+            if weight and len(known) >= 2:
+                median = float(np.median(known))
+                scores = [s + weight * (quad[i] - median) if quad.get(i) is not None else s
+                          for i, s in enumerate(scores)]
+            preds = [Prediction(reference=reference_name(Path(m[0])), score=s) for m, s in zip(matches, scores)]
+            result.predictions[name] = sorted(preds, key=lambda p: -p.score)
+        scored = run.evaluate(result, split_truth)
+        row = {"weight": weight, "micro_ap": round(scored["micro_ap"], 3),
+               "recall_at_1": round(scored["recall_at_1"], 3),
+               "precision_at_threshold": round(scored["precision_at_threshold"], 3),
+               "recall_at_threshold": round(scored["recall_at_threshold"], 3),
+               "families_under_1": {k: round(v, 2) for k, v in scored["recall_at_1_by_family"].items() if v < 1}}
+        print(json.dumps({"engine": row}), flush=True)
+        out.append(row)
+    return out
 
 
 if __name__ == "__main__":
