@@ -177,8 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"split": args.split, "positives": len(queries), "top": args.top, **summary}))
     engine = []
     if args.engine_weight:
-        library = {str(p): (unit(r[:, 1:][:, QUADRANTS].astype(np.float32) - region_mean[QUADRANTS]), t)
-                   for p, (r, t) in zip(names, lib_sampled)}
+        library = {str(p): (lib_quad[video_of == i], t) for i, (p, (_, t)) in enumerate(zip(names, lib_sampled))}
         engine = engine_rerank(args, truth, library, region_mean[QUADRANTS], encoder)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -204,7 +203,7 @@ def engine_rerank(args: argparse.Namespace, truth: dict, library: dict[str, tupl
     with Library.open(args.index, create=False) as lib:
         for q in split_truth["queries"]:
             path = args.bench / "queries" / q["name"]
-            result = lib.query(path, k=20, min_score=-1.0)
+            result = lib.query(path, k=run.PREDICTIONS_PER_QUERY, min_score=-1.0)
             answers[q["name"]] = [
                 (str(Path(m.path).resolve()), float(m.score),
                  (m.segments[0].query_start_s, m.segments[0].query_end_s, m.segments[0].ref_start_s,
