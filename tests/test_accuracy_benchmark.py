@@ -315,3 +315,13 @@ def test_a_filler_video_named_like_a_reference_is_never_taken_for_it(split_bench
         system.close()
     assert seen <= {reference_name(p) for p in refs + filler}
     assert any(n.startswith("filler/") for n in seen) and any("/" not in n for n in seen)
+
+
+def test_dupes_eval_refuses_a_split_benchmark(split_bench: tuple[Path, dict], tmp_path: Path) -> None:
+    """Its pairs go by file name, which a split benchmark gives a reference, a query and a filler video alike."""
+    import dupes_eval
+
+    out, _ = split_bench
+    with pytest.raises(SystemExit, match="split benchmark"):
+        dupes_eval.main([str(out), "--work", str(tmp_path / "idx"), "--out", str(tmp_path / "d.json")])
+    assert not (tmp_path / "idx").exists()
