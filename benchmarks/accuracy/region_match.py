@@ -143,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
                + ["quadrants", "quadrants-int8"] + fused)
     hits: dict[str, list[str]] = {m: [] for m in methods}
     rows = []
+    sampled: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # query -> its regions and timestamps, for the engine mode
     for q in queries:
-        qr, t = region_vectors(encoder, args.bench / "queries" / q["name"])
+        qr, t = sampled[q["name"]] = region_vectors(encoder, args.bench / "queries" / q["name"])
         copy = (t >= q["query_start_s"]) & (t < q["query_end_s"])
         qr = (qr[copy] if copy.any() else qr).astype(np.float32)
         true = names.index((args.bench / "refs" / q["reference"]).resolve())
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = []
     if args.engine_weight:
         library = {str(p): (lib_quad[video_of == i], t) for i, (p, (_, t)) in enumerate(zip(names, lib_sampled))}
-        engine = engine_rerank(args, truth, library, region_mean[QUADRANTS], encoder)
+        engine = engine_rerank(args, truth, library, region_mean[QUADRANTS], encoder, sampled)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"split": args.split, "top": args.top, "summary": summary, "queries": rows,
@@ -187,10 +188,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def engine_rerank(args: argparse.Namespace, truth: dict, library: dict[str, tuple[np.ndarray, np.ndarray]],
-                  quad_mean: np.ndarray, encoder) -> list[dict]:
+                  quad_mean: np.ndarray, encoder, sampled: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[dict]:
     """The engine's answers to every query of the split, re-ranked by quadrant scores at each weight; scored.
 
-    ``library``: resolved path -> ((n, 4, 704) centred, normalised quadrants, (n,) timestamps)."""
+    ``library``: resolved path -> ((n, 4, 704) centred, normalised quadrants, (n,) timestamps); ``sampled``: the
+    queries' regions and timestamps already computed (the rest are computed here)."""
     import run
     from systems import Prediction, reference_name
 
@@ -208,7 +210,7 @@ def engine_rerank(args: argparse.Namespace, truth: dict, library: dict[str, tupl
                 (str(Path(m.path).resolve()), float(m.score),
                  (m.segments[0].query_start_s, m.segments[0].query_end_s, m.segments[0].ref_start_s,
                   m.segments[0].ref_end_s) if m.segments else None) for m in result.matches]
-            r, t = region_vectors(encoder, path)
+            r, t = sampled[q["name"]] if q["name"] in sampled else region_vectors(encoder, path)
             probes[q["name"]] = unit(r[:, 1:][:, QUADRANTS].astype(np.float32) - quad_mean), t
 
     def quadrant_score(query: str, path: str, span: tuple[float, float, float, float] | None) -> float | None:
