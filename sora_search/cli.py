@@ -26,6 +26,7 @@ from .errors import EncoderError, SoraSearchError, debug_wanted
 from .params import KEEP_RULES, VIEW_CHOICES, DupesParams, IndexParams, QueryParams
 from .render import (DupesProgress, echo, hms, mmss, print_dupes, print_pairs_csv, print_summary, progress_display,
                      shown)
+from .threads import raise_from_handler
 
 EXIT_PARTIAL = 3
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -421,7 +422,7 @@ def serve(ctx: click.Context, index_dir: Path | None, device: str | None, host: 
 def _terminated(signum: int, frame: Any) -> None:
     """SIGTERM ends the command as Ctrl-C does: open transactions roll back, locks and workers are released."""
     sys.stderr.write("Aborted: terminated (SIGTERM); what was committed is kept and the next run carries on\n")
-    raise SystemExit(EXIT_TERMINATED)
+    raise_from_handler(SystemExit(EXIT_TERMINATED))  # at once, or where a thread pool's locks are let go
 
 
 def run() -> None:

@@ -47,7 +47,7 @@ from sora_search._faults import fault_point
 from sora_search.encoder import keep_large_blocks_mapped
 from sora_search.errors import ClusterError, DecodeTimeout, NoFramesError, VideoDecodeError, VideoError
 from sora_search.params import RayParams
-from sora_search.threads import available_cpus
+from sora_search.threads import available_cpus, signals_held
 from sora_search.types import VideoInfo
 
 if TYPE_CHECKING:
@@ -127,8 +127,9 @@ def _local(work: Sequence[tuple[FileEntry, str]], embedder: Embedder, timeout_s:
                 else:
                     return
                 continue
-            for entry, fp in islice(todo, max(0, want - len(pending))):
-                pending.append((entry, fp, pool.submit(embedder.file, entry.path, timeout_s=timeout_s)))
+            with signals_held():  # SIGTERM's exit raised inside submit could leave the pool's locks held
+                for entry, fp in islice(todo, max(0, want - len(pending))):
+                    pending.append((entry, fp, pool.submit(embedder.file, entry.path, timeout_s=timeout_s)))
             if not pending:
                 return
             entry, fp, future = pending.popleft()

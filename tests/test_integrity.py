@@ -279,6 +279,32 @@ def test_sigterm_ends_a_run_like_ctrl_c(library_copy, tmp_path):
     assert _cli("-q", "index", str(library_copy), "--index", str(idx)).returncode == 0  # the lock was released
 
 
+def test_what_a_signal_handler_raises_inside_a_thread_pools_locks_waits_for_them_to_be_let_go():
+    """SIGTERM's exit raised inside ThreadPoolExecutor.submit could leave one of the pool's locks held, and the run
+    then hung in its shutdown: inside signals_held() the handler's exception comes out when the block ends."""
+    from sora_search import threads
+
+    def handler(signum, frame):
+        threads.raise_from_handler(SystemExit(7))
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    finished = []
+    try:
+        with pytest.raises(SystemExit) as held:
+            with threads.signals_held():
+                os.kill(os.getpid(), signal.SIGUSR1)
+                time.sleep(0.05)  # the handler runs here, in this thread
+                finished.append("the block")
+        assert held.value.code == 7 and finished == ["the block"]
+        with pytest.raises(SystemExit):  # outside the block: at once
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.05)
+            finished.append("too far")
+        assert finished == ["the block"]
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
 def test_a_damaged_store_is_refused_before_anything_is_written(library_copy, tmp_path):
     idx = tmp_path / "idx"
     with Library.open(idx, encoder="tiny") as lib:
