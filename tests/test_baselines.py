@@ -63,9 +63,11 @@ SYSTEMS = {  # system name -> (package to skip on, factory)
 def clips(tmp_path_factory) -> dict[str, Path]:
     """Two 6 s references, a downscaled re-encode of the first, a 3 s excerpt of it, an unrelated clip, junk."""
     root = tmp_path_factory.mktemp("baselines")
+    refs = root / "refs"  # the benchmark's folder of references: predictions name them by file name alone
+    refs.mkdir()
     out = {  # mpeg4: these patterns are slow to encode with x264, and the copies are x264 re-encodes anyway
-        "bars": make_testsrc(root / "bars.mp4", 6, pattern="testsrc2", codec="mpeg4"),
-        "mandel": make_testsrc(root / "mandel.mp4", 6, pattern="mandelbrot", codec="mpeg4"),
+        "bars": make_testsrc(refs / "bars.mp4", 6, pattern="testsrc2", codec="mpeg4"),
+        "mandel": make_testsrc(refs / "mandel.mp4", 6, pattern="mandelbrot", codec="mpeg4"),
         "other": make_testsrc(root / "other.mp4", 4, pattern="life", codec="mpeg4"),
     }
     out["copy"] = cut(out["bars"], root / "copy.mp4", 0, 6, scale=0.75, crf=30)
