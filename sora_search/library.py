@@ -213,11 +213,12 @@ class Library:
                 logger.info("failed %s: %s", entry.path, exc.reason)
             else:
                 info, vectors = got.info, next(iter(got.vectors.values()))
+                regions = next(iter(got.regions.values()), None)
                 with timed("store"):
                     _, new_ids, old_ids = self._store.add_video(
                         path=entry.path, size=entry.size, mtime=entry.mtime, fingerprint=fp,
                         duration_s=info.duration_s, fps=info.fps, width=info.width, height=info.height,
-                        timestamps_s=got.timestamps_s, vectors=vectors)
+                        timestamps_s=got.timestamps_s, vectors=vectors, regions=regions)
                 with timed("index"):
                     self._keeper.remove([old_ids])
                     self._keeper.add(new_ids, vectors)
@@ -262,8 +263,9 @@ class Library:
 
         A score is the shrunk mean, over the aligned probe seconds, of each second's similarity to the video minus
         its background similarity to the library's next best other videos, each second weighted by how much it
-        changed from the one before; every match but the best then loses ``runner_up_gap`` of its gap to the best
-        (:mod:`sora_search.query`).
+        changed from the one before; the best matches then move by how well the probe's changes and the parts of
+        its frames agree with the matched stretch's, and every match but the best loses ``runner_up_gap`` of its
+        gap to the best (:mod:`sora_search.query`).
 
         Raises:
             VideoError: the clip cannot be decoded. EmptyIndex: nothing is indexed yet.

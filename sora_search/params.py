@@ -132,6 +132,8 @@ class QueryParams:
     motion_baseline: float = 0.05      # the agreement of unrelated changes, a little above chance (0)
     motion_min_step: float = 0.1       # a second that moves less than this (vector distance) says nothing
     motion_candidates: int = 5         # the best matches checked for motion agreement
+    region_weight: float = 0.25        # a match gains this times (its region score - the checked ones' median); 0: off
+    region_candidates: int = 10        # the best matches checked region by region
     align: AlignParams = field(default_factory=AlignParams)
 
     def __post_init__(self) -> None:
@@ -148,7 +150,8 @@ class QueryParams:
             "background_skip": self.background_skip >= 0, "background_take": self.background_take >= 1,
             "novelty_full": self.novelty_full is None or self.novelty_full > self.novelty_floor,
             "motion_weight": self.motion_weight >= 0, "motion_baseline": -1 <= self.motion_baseline <= 1,
-            "motion_min_step": self.motion_min_step >= 0, "motion_candidates": self.motion_candidates >= 0})
+            "motion_min_step": self.motion_min_step >= 0, "motion_candidates": self.motion_candidates >= 0,
+            "region_weight": self.region_weight >= 0, "region_candidates": self.region_candidates >= 0})
 
 
 @dataclass(frozen=True)

@@ -167,7 +167,7 @@ def test_older_schema_is_one_line_then_upgrade_fixes_it(runner, tmp_path):
     assert old.exit_code == 1 and len(old.output.strip().splitlines()) == 1
     assert "0001" in old.output and "sora-search upgrade" in old.output
     up = runner.invoke(cli, ["upgrade", "--index", str(idx)])
-    assert up.exit_code == 0 and up.output.strip() == "schema 0001 -> 0002"
+    assert up.exit_code == 0 and up.output.strip() == "schema 0001 -> 0003"
     assert runner.invoke(cli, ["info", "--index", str(idx)]).exit_code == 0
 
 

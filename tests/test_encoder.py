@@ -198,10 +198,42 @@ def test_rmac_equals_each_regions_own_maximum(shape: tuple[int, ...]) -> None:
 
     fmap = torch.randn(shape, generator=torch.Generator().manual_seed(sum(shape)))
     total = torch.zeros(shape[:2])
+    own = []
     for y0, y1, x0, x1 in region_grid(shape[2], shape[3], SORA_SCALES):
         v = fmap[:, :, y0:y1, x0:x1].amax(dim=(2, 3))
-        total += v / v.norm(dim=1, keepdim=True).clamp_min(1e-6)
+        own.append(v / v.norm(dim=1, keepdim=True).clamp_min(1e-6))
+        total += own[-1]
     assert torch.equal(rmac(fmap), total / total.norm(dim=1, keepdim=True).clamp_min(1e-6))
+    kept: list[torch.Tensor] = []
+    assert torch.equal(rmac(fmap, regions=kept), rmac(fmap))
+    assert len(kept) == len(own) and all(torch.equal(a, b) for a, b in zip(kept, own))
+
+
+def test_region_vectors_are_the_quadrant_maxima_the_descriptor_sums(frames: dict[str, np.ndarray],
+                                                                     sora: Encoder) -> None:
+    from sora_search.encoder.efficientnet import EfficientNetLite0
+    from sora_search.encoder.sora import QUADRANTS, SORA_SCALES, region_grid
+
+    enc = sora
+    batch = np.stack(list(frames.values()))[:3]
+    vectors, regions = enc.embed_regions(batch)
+    np.testing.assert_array_equal(vectors, enc.embed(batch))  # the same pass gives the same descriptor
+    assert enc.region_count == 4 and regions.shape == (3, 4, enc.identity.dim) and regions.dtype == np.float32
+    with torch.inference_mode():
+        maps = enc.backbone.features(EfficientNetLite0.preprocess(torch.from_numpy(batch)), enc.taps)
+    start = 0
+    for fmap in maps:  # each stage's slice: its 2x2 grid regions' maxima, each L2-normalised
+        end = start + fmap.shape[1]
+        grid = region_grid(fmap.shape[2], fmap.shape[3], SORA_SCALES)[QUADRANTS]
+        assert [(y0 == 0, x0 == 0) for y0, _, x0, _ in grid] == [(True, True), (True, False), (False, True),
+                                                                  (False, False)]
+        for q, (y0, y1, x0, x1) in enumerate(grid):
+            expected = torch.nn.functional.normalize(fmap[:, :, y0:y1, x0:x1].amax(dim=(2, 3)), dim=1)
+            np.testing.assert_allclose(regions[:, q, start:end], expected.numpy(), atol=1e-5)
+        start = end
+    assert start == enc.identity.dim
+    with pytest.raises(ValueError, match="no region vectors"):
+        load_encoder("tiny").embed_regions(np.zeros((1, 32, 32, 3), np.uint8))
 
 
 def test_weights_loaded_with_weights_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -370,7 +402,7 @@ def test_short_batches_are_padded_to_few_shapes_without_changing_their_vectors(f
     assert enc._rows_to_run(3, "cpu") == 3 and enc._rows_to_run(3, "cuda") == 4
     batch = torch.from_numpy(np.stack(list(frames.values()))[:3])
     with torch.inference_mode():
-        alone, padded = enc._embed_batch(batch), enc._embed_padded(batch, 8)
+        alone, (padded,) = enc._embed_batch(batch), enc._embed_padded(batch, 8)
     assert padded.shape == alone.shape
     torch.testing.assert_close(padded, alone, atol=1e-4, rtol=1e-4)
 

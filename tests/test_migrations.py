@@ -27,7 +27,8 @@ from sora_search.store.models import Base
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
-FROZEN = {"0001": DATA / "rev0001.db", "0002": DATA / "rev0002.db"}
+FROZEN = {"0001": DATA / "rev0001.db", "0002": DATA / "rev0002.db", "0003": DATA / "rev0003.db"}
+HEAD = "0003"
 FROZEN_UID = "f0" * 16
 RAW_DIM = 4
 
@@ -68,6 +69,10 @@ def freeze(db: Path, revision: str) -> None:
                 "INSERT INTO vectors (video_id, timestamp_s, data) VALUES (?, ?, ?)",
                 (cur.lastrowid, t + 0.5, np.asarray(v, dtype="<f2").tobytes()),
             )
+    if revision >= "0003":
+        # One region per second: its float32 scale, then its values as int8 (value = int8 * scale).
+        regions = np.asarray([1 / 127], "<f4").tobytes() + np.asarray([127, 0, -127, 0], np.int8).tobytes()
+        con.execute("UPDATE vectors SET regions = ? WHERE id = 2", (regions,))
     con.execute(
         "INSERT INTO videos (path, size, mtime, fingerprint, duration_s, fps, width, height, status, error,"
         " n_vectors, indexed_at) VALUES ('/lib/bad.mp4', 5, 1700000000.0, 'fp-bad', 0, 0, 0, 0, 'failed',"
@@ -83,7 +88,7 @@ def freeze(db: Path, revision: str) -> None:
     con.close()
 
 
-def _copy_frozen(tmp_path: Path, revision: str = "0002", name: str = "index.db") -> Path:
+def _copy_frozen(tmp_path: Path, revision: str = HEAD, name: str = "index.db") -> Path:
     target = tmp_path / name
     shutil.copyfile(FROZEN[revision], target)
     return target
@@ -100,6 +105,13 @@ def _check_frozen_data(store: Store) -> None:
     np.testing.assert_array_equal(vecs[3], [0, 0, 0, 1])
     video_ids, times = store.locate(np.array([4, -1], dtype=np.int64))
     assert video_ids[0] == store.video_by_path("/lib/b.mp4").id and times[0] == 0.5
+    a = store.video_by_path("/lib/a.mp4").id
+    region_s, regions = store.regions_between(a, 0.0, 10.0)
+    if store.revision() >= "0003" and region_s.size:  # the frozen 0003 stores one second's regions
+        assert list(region_s) == [1.5]
+        np.testing.assert_allclose(regions, [[[1, 0, -1, 0]]], atol=1e-6)
+    else:
+        assert regions.shape == (0, 0, RAW_DIM)
     # Still writable, and ids keep counting from where the frozen file stopped.
     _, new_ids, removed = store.add_video(
         path="/lib/a.mp4", size=1, mtime=1.0, fingerprint="fp2", duration_s=1.0, fps=1.0, width=1, height=1,
@@ -139,7 +151,7 @@ def _schema_snapshot(db: Path) -> dict[str, object]:
 
 
 def test_head_is_single_and_new_db_is_stamped(tmp_path: Path) -> None:
-    assert head_revision() == "0002"
+    assert head_revision() == HEAD
     with Store.open(tmp_path / "new.db") as s:
         assert s.revision() == head_revision()
 
@@ -164,11 +176,23 @@ def test_orm_matches_migrations(tmp_path: Path) -> None:
     assert snap["autoincrement"] == ["runs", "vectors", "videos"]
 
 
-def test_frozen_0002_opens_and_is_usable(tmp_path: Path) -> None:
+def test_frozen_head_opens_and_is_usable(tmp_path: Path) -> None:
     db = _copy_frozen(tmp_path)
     with Store.open(db, create=False) as s:
-        assert s.revision() == "0002"
+        assert s.revision() == HEAD
         assert s.meta().index_uid == FROZEN_UID
+        assert s.regions_between(s.video_by_path("/lib/a.mp4").id, 0, 10)[0].size == 1
+        _check_frozen_data(s)
+
+
+def test_frozen_0002_is_outdated_then_upgraded_without_regions(tmp_path: Path) -> None:
+    db = _copy_frozen(tmp_path, "0002")
+    with pytest.raises(SchemaOutdated, match="sora-search upgrade"):
+        Store.open(db)
+    assert upgrade(db) == ("0002", HEAD)
+    with Store.open(db) as s:
+        assert s.meta().index_uid == FROZEN_UID
+        assert s.mean_regions(100) is None  # the seconds stored before keep no regions
         _check_frozen_data(s)
 
 
@@ -176,7 +200,7 @@ def test_frozen_0001_is_outdated_then_upgraded_with_an_index_id(tmp_path: Path) 
     db = _copy_frozen(tmp_path, "0001")
     with pytest.raises(SchemaOutdated, match="sora-search upgrade"):
         Store.open(db)
-    assert upgrade(db) == ("0001", "0002")
+    assert upgrade(db) == ("0001", HEAD)
     with Store.open(db) as s:
         uid = s.meta().index_uid
         assert len(uid) == 32 and int(uid, 16) >= 0
@@ -186,7 +210,7 @@ def test_frozen_0001_is_outdated_then_upgraded_with_an_index_id(tmp_path: Path) 
 
 def test_upgrade_at_head_is_a_no_op(tmp_path: Path) -> None:
     db = _copy_frozen(tmp_path)
-    assert upgrade(db) == ("0002", "0002")
+    assert upgrade(db) == (HEAD, HEAD)
     with Store.open(db) as s:
         _check_frozen_data(s)
 
@@ -215,18 +239,18 @@ def test_sora_tables_without_revision_is_store_error(tmp_path: Path) -> None:
         upgrade(db)
 
 
-_REV_0003 = '''
+_REV_TEST = '''
 """Test-only revision: a nullable column on videos, forcing SQLite's copy-and-rename batch path (PostgreSQL alters
 the table in place: a copy there cannot drop a table other tables' keys point at).
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 9000
+Revises: 0003
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "9000"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
@@ -247,28 +271,28 @@ def downgrade() -> None:
 
 
 @pytest.fixture
-def scripts_with_0003(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """This checkout's migrations plus a test-only 0003, so 0002 becomes an outdated revision."""
+def scripts_with_test_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This checkout's migrations plus a test-only 9000, so the head becomes an outdated revision."""
     location = tmp_path / "migrations"
     shutil.copytree(migrate.script_location(), location, ignore=shutil.ignore_patterns("__pycache__"))
-    (location / "versions" / "0003_test_note.py").write_text(textwrap.dedent(_REV_0003))
+    (location / "versions" / "9000_test_note.py").write_text(textwrap.dedent(_REV_TEST))
     monkeypatch.setattr(migrate, "script_location", lambda: location)
     return location
 
 
-def test_older_revision_is_schema_outdated_then_upgrade(tmp_path: Path, scripts_with_0003: Path) -> None:
-    assert head_revision() == "0003"
+def test_older_revision_is_schema_outdated_then_upgrade(tmp_path: Path, scripts_with_test_revision: Path) -> None:
+    assert head_revision() == "9000"
     db = _copy_frozen(tmp_path)
     with pytest.raises(SchemaOutdated) as info:
         Store.open(db)
     message = str(info.value)
-    assert "0002" in message and "0003" in message
+    assert HEAD in message and "9000" in message
     assert f"sora-search upgrade --index {db.parent}" in message
 
-    assert upgrade(db) == ("0002", "0003")
-    assert upgrade(db) == ("0003", "0003")
+    assert upgrade(db) == (HEAD, "9000")
+    assert upgrade(db) == ("9000", "9000")
     with Store.open(db) as s:
-        assert s.revision() == "0003"
+        assert s.revision() == "9000"
         # The videos table was copied and dropped with vectors pointing at it: nothing may cascade.
         _check_frozen_data(s)
     con = sqlite3.connect(db)
@@ -301,6 +325,7 @@ def test_wheel_ships_migrations_and_creates_a_store(tmp_path: Path) -> None:
     assert "sora_search/migrations/env.py" in names
     assert "sora_search/migrations/versions/0001_initial.py" in names
     assert "sora_search/migrations/versions/0002_index_uid.py" in names
+    assert "sora_search/migrations/versions/0003_vector_regions.py" in names
     assert "sora_search/migrations/script.py.mako" in names
     assert not any("__pycache__" in n for n in names)
 
@@ -318,7 +343,7 @@ def test_wheel_ships_migrations_and_creates_a_store(tmp_path: Path) -> None:
         assert all(p.startswith(site) for p in sora_search.__path__), sora_search.__path__
         assert str(migrate.script_location()).startswith(site), migrate.script_location()
         with Store.open("new.db") as s:
-            assert s.revision() == head_revision() == "0002", s.revision()
+            assert s.revision() == head_revision() == "0003", s.revision()
         print("ok")
         """
     )
@@ -410,8 +435,8 @@ def test_pg_0001_is_outdated_then_upgraded_and_usable(pg_url: str) -> None:
         Store.open(secret)
     assert "sora-search upgrade --db postgresql+psycopg://postgres:***@" in str(info.value)
     assert "pw" not in str(info.value).replace("psycopg", "")
-    assert upgrade(secret) == ("0001", "0002")
-    assert upgrade(secret) == ("0002", "0002")
+    assert upgrade(secret) == ("0001", HEAD)
+    assert upgrade(secret) == (HEAD, HEAD)
     with Store.open(pg_url) as s:
         uid = s.meta().index_uid
         assert len(uid) == 32
@@ -422,7 +447,7 @@ def test_pg_0001_is_outdated_then_upgraded_and_usable(pg_url: str) -> None:
 def test_pg_newer_revision_is_schema_too_new(pg_url: str) -> None:
     from sqlalchemy import text
 
-    _pg_at_revision(pg_url, "0002")
+    _pg_at_revision(pg_url, HEAD)
     engine = create_engine(pg_url)
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
@@ -433,14 +458,14 @@ def test_pg_newer_revision_is_schema_too_new(pg_url: str) -> None:
         upgrade(pg_url)
 
 
-def test_pg_upgrade_to_a_new_revision(pg_url: str, scripts_with_0003: Path) -> None:
+def test_pg_upgrade_to_a_new_revision(pg_url: str, scripts_with_test_revision: Path) -> None:
     """A revision written for SQLite's batch mode runs on PostgreSQL too, in one transaction, data kept."""
-    _pg_at_revision(pg_url, "0002")
+    _pg_at_revision(pg_url, HEAD)
     with pytest.raises(SchemaOutdated):
         Store.open(pg_url)
-    assert upgrade(pg_url) == ("0002", "0003")
+    assert upgrade(pg_url) == (HEAD, "9000")
     with Store.open(pg_url) as s:
-        assert s.revision() == "0003"
+        assert s.revision() == "9000"
         _check_frozen_data(s)
     engine = create_engine(pg_url)
     assert "note" in [c["name"] for c in inspect(engine).get_columns("videos")]

@@ -87,6 +87,7 @@ class _Probe:
 
         self.vectors = {"full": vectors.astype(np.float32)}
         self.blank = {"full": np.zeros(len(vectors), dtype=bool)}
+        self.regions: dict[str, np.ndarray] = {}  # no region check
         self.timestamps_s = np.arange(len(vectors), dtype=np.float64)
         self.info = VideoInfo(duration_s=float(len(vectors)), fps=25.0, width=64, height=64)
 

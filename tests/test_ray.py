@@ -46,11 +46,16 @@ def ray_cluster():
 
 
 def _vectors(lib: Library) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{file name: (timestamps_s, raw vectors)} of every indexed video."""
+    """{file name: (timestamps_s, raw vectors)} of every indexed video, and where it has regions {file name +
+    "#regions": (timestamps_s, its seconds' four region vectors side by side)}."""
     out = {}
     for v in lib._store.videos(status="indexed"):
         _, ts, raw = lib._store.vectors_of_video(v.id)
         out[os.path.basename(v.path)] = (ts, raw)
+        region_s, regions = lib._store.regions_between(v.id, -1.0, 1e9)
+        if len(region_s):  # an encoder with regions (sora-lite0) stores them for every second
+            assert regions.shape == (len(ts), 4, raw.shape[1])
+            out[os.path.basename(v.path) + "#regions"] = (region_s, regions.reshape(len(ts), -1))
     return out
 
 
@@ -75,6 +80,7 @@ def one_process(tmp_path_factory, media_dir):
 
 def test_ray_gives_the_same_videos_vectors_and_answers(ray_cluster, one_process, media_dir, tmp_path):
     local, local_vectors, local_answer = one_process
+    assert sum(name.endswith("#regions") for name in local_vectors) == 4
     with Library.open(tmp_path / "idx", encoder="sora-lite0", device="cpu") as lib:
         progress = []
         summary = lib.index([media_dir / "library"], ray="auto", progress=progress.append)

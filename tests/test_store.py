@@ -146,6 +146,28 @@ def test_add_and_read_back(store: Store) -> None:
     assert store.video_by_path("/v/nope.mp4") is None
 
 
+def test_region_vectors_are_stored_at_8_bits_and_read_back_by_time(store: Store) -> None:
+    ts, v = _vecs(4, 2)
+    regions = np.random.default_rng(3).standard_normal((4, 3, RAW_DIM)).astype(np.float32)
+    regions[2, 1] = 0.0  # an all-zero region (a blank quadrant) must come back zero, not NaN
+    vid, _, _ = store.add_video(path="/v/r.mp4", size=1, mtime=1.0, fingerprint="r", duration_s=4.0, fps=25.0,
+                                width=64, height=48, timestamps_s=ts, vectors=v, regions=regions)
+    _add(store, "/v/plain.mp4", 3, seed=4)  # stored without regions
+    got_s, got = store.regions_between(vid, 1.0, 3.0)
+    np.testing.assert_array_equal(got_s, [1.5, 2.5])
+    scale = np.abs(regions[1:3]).max(axis=2, keepdims=True) / 127
+    assert got.dtype == np.float32 and np.all(np.abs(got - regions[1:3]) <= scale / 2 + 1e-6)
+    assert not got[1, 1].any()
+    plain = store.video_by_path("/v/plain.mp4").id
+    assert store.regions_between(plain, 0, 10)[1].shape == (0, 0, RAW_DIM)
+    np.testing.assert_allclose(store.mean_regions(100), store.regions_between(vid, 0, 10)[1].mean(axis=0), atol=1e-6)
+    assert store.mean_regions(2).shape == (3, RAW_DIM)  # a sample of the seconds that have regions
+    with pytest.raises(ValueError, match="regions must be"):
+        store.add_video(path="/v/bad.mp4", size=1, mtime=1.0, fingerprint="b", duration_s=4.0, fps=25.0, width=64,
+                        height=48, timestamps_s=ts, vectors=v, regions=regions[:, :, :4])
+    assert store.video_by_path("/v/bad.mp4") is None
+
+
 def test_reindex_replaces_vectors_and_ids_are_never_reused(store: Store) -> None:
     vid, first, _ = _add(store, "/v/a.mp4", 4)
     store.record_failure(path="/v/a.mp4", size=1, mtime=2.0, fingerprint="fp2", error="boom")

@@ -55,12 +55,15 @@ class Embedded:
         vectors: {view: (n, raw_dim) float32 raw vectors, temporally pooled}; empty when only a finder watched.
         blank: {view: (n,) bool, which frames of the view are blank (not encoded, their rows meaningless)}; all
             False for a library file.
+        regions: {view: (n, region_count, raw_dim) float16 region vectors of each frame, not pooled over time}, for
+            an encoder with regions (:attr:`~sora_search.encoder.Encoder.region_count`); empty otherwise.
     """
 
     info: VideoInfo
     timestamps_s: np.ndarray
     vectors: dict[str, np.ndarray]
     blank: dict[str, np.ndarray]
+    regions: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Embedder:
@@ -166,13 +169,13 @@ class Embedder:
             if self._encode_thread is None:
                 self._encode_thread = ThreadPoolExecutor(1, thread_name_prefix="sora-encode")
 
-    def _encode(self, frames: np.ndarray) -> np.ndarray:
-        """``encoder.embed(frames)``, in the pool's encoder thread when called from a pooled thread: two forward
+    def _encode(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """:func:`encode` of ``frames``, in the pool's encoder thread when called from a pooled thread: two forward
         passes at once only share the CPU's cores, and each thread's allocator would keep what its passes freed."""
         thread = self._encode_thread if getattr(self._local, "pooled", False) else None
         if thread is None:
-            return self.encoder.embed(frames)
-        return thread.submit(self.encoder.embed, frames).result()
+            return encode(self.encoder, frames)
+        return thread.submit(encode, self.encoder, frames).result()
 
     def close_pool(self) -> None:
         """Stop the pooled threads' decode workers: a thread waiting on one gets a VideoDecodeError, and one that
@@ -245,6 +248,7 @@ class Embedder:
         ts_parts: list[np.ndarray] = []
         vec_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
         blank_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
+        region_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
         with self._frames(path, side, timeout_s, keep=probe_views is not None) as (info, batches):
             with self.timed("load"):  # the model, on the first file only: the child decodes ahead meanwhile
                 encoder = self.encoder
@@ -254,7 +258,10 @@ class Embedder:
                 if probe_views is None:
                     ts_parts.append(batch.timestamps_s)
                     with self.timed("encode"):
-                        vec_parts[FULL].append(self._encode(batch.frames))
+                        vectors, regions = self._encode(batch.frames)
+                    vec_parts[FULL].append(vectors)
+                    if regions is not None:
+                        region_parts[FULL].append(regions)
                     blank_parts[FULL].append(np.zeros(len(batch.frames), dtype=bool))
                 else:
                     blank_std, finder, box = probe_views
@@ -266,7 +273,8 @@ class Embedder:
                     if names and len(rows):
                         frames = batch.frames if every == 1 else batch.frames[rows]
                         with self.timed("encode"):
-                            self._encode_views(frames, names, box, size, blank_std, vec_parts, blank_parts)
+                            self._encode_views(frames, names, box, size, blank_std, vec_parts, blank_parts,
+                                               region_parts)
                 fault_point("encode")
         if not ts_parts:
             raise NoFramesError(path, "no decodable frame")
@@ -274,7 +282,8 @@ class Embedder:
         radius = self.temporal_radius if every == 1 else 0
         pooled = {v: temporal_pool(np.concatenate(parts), radius=radius, skip=blank[v])
                   for v, parts in vec_parts.items()}
-        return Embedded(info, np.concatenate(ts_parts), pooled, blank)
+        kept = {v: np.concatenate(parts) for v, parts in region_parts.items() if parts}
+        return Embedded(info, np.concatenate(ts_parts), pooled, blank, kept)
 
     @contextmanager
     def _frames(self, path: str | Path, side: int, timeout_s: float, *,
@@ -314,18 +323,36 @@ class Embedder:
             yield batch
 
     def _encode_views(self, frames: np.ndarray, names: list[str], box: Box | None, size: int, blank_std: float,
-                      vec_parts: dict[str, list[np.ndarray]], blank_parts: dict[str, list[np.ndarray]]) -> None:
-        """Cut every view of ``frames`` and encode those that are not blank in one batch (a blank one's vector is
-        zero: nothing searches it or pools it with its neighbours)."""
+                      vec_parts: dict[str, list[np.ndarray]], blank_parts: dict[str, list[np.ndarray]],
+                      region_parts: dict[str, list[np.ndarray]]) -> None:
+        """Cut every view of ``frames`` and encode those that are not blank in one batch (a blank one's vector and
+        regions are zero: nothing searches it or pools it with its neighbours)."""
+        encoder = self.encoder
         stacked = np.concatenate([make_view(frames, v, box, side=size) for v in names])
         blank = blank_frames(stacked, blank_std)
-        flat = np.zeros((len(stacked), self.encoder.identity.dim), dtype=np.float32)
+        flat = np.zeros((len(stacked), encoder.identity.dim), dtype=np.float32)
+        flat_regions = np.zeros((len(stacked), encoder.region_count, encoder.identity.dim), dtype=np.float16)
         if not blank.all():
-            flat[~blank] = self.encoder.embed(stacked[~blank] if blank.any() else stacked)
+            vectors, regions = encode(encoder, stacked[~blank] if blank.any() else stacked)
+            flat[~blank] = vectors
+            if regions is not None:
+                flat_regions[~blank] = regions
         vecs, masks = flat.reshape(len(names), len(frames), -1), blank.reshape(len(names), len(frames))
-        for v, part, mask in zip(names, vecs, masks):
+        views_regions = flat_regions.reshape(len(names), len(frames), *flat_regions.shape[1:])
+        for v, part, mask, part_regions in zip(names, vecs, masks, views_regions):
             vec_parts[v].append(part)
             blank_parts[v].append(mask)
+            if encoder.region_count:
+                region_parts[v].append(part_regions)
+
+
+def encode(encoder: Encoder, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The encoder's vectors of ``frames`` and, where it has them, their region vectors as float16 (kept per frame
+    for the region check of a query, :mod:`sora_search.query.regions`; stored per second for a library file)."""
+    if not encoder.region_count:
+        return encoder.embed(frames), None
+    vectors, regions = encoder.embed_regions(frames)
+    return vectors, regions.astype(np.float16)
 
 
 @dataclass(eq=False)

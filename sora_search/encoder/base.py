@@ -112,6 +112,8 @@ class Encoder(ABC):
     identity: EncoderIdentity
     device: str
     batch_size: int
+    # Region vectors per frame that :meth:`embed_regions` gives besides the descriptor (0: none).
+    region_count: int = 0
 
     def __init__(self, identity: EncoderIdentity, *, device: str = "cpu", batch_size: int = 32) -> None:
         if batch_size < 1:
@@ -135,6 +137,25 @@ class Encoder(ABC):
         Raises:
             ValueError: wrong shape or dtype (the message names what was given).
         """
+        return self._embed_all(frames, regions=False)[0]
+
+    def embed_regions(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`embed`, and each frame's ``region_count`` region vectors from the same forward pass.
+
+        Returns:
+            (n, dim) float32 as :meth:`embed` gives; (n, region_count, dim) float32 region vectors (see the
+            encoder's :meth:`_embed_batch_regions`).
+
+        Raises:
+            ValueError: wrong shape or dtype, or the encoder has no regions (``region_count`` 0).
+        """
+        if not self.region_count:
+            raise ValueError(f"{self.identity.name} has no region vectors")
+        vectors, regions = self._embed_all(frames, regions=True)
+        assert regions is not None
+        return vectors, regions
+
+    def _embed_all(self, frames: np.ndarray, *, regions: bool) -> tuple[np.ndarray, np.ndarray | None]:
         s = self.identity.input_size
         if not isinstance(frames, np.ndarray):
             raise ValueError(f"{self.identity.name} expects a numpy array of frames, got {type(frames).__name__}")
@@ -146,19 +167,24 @@ class Encoder(ABC):
         if frames.dtype != np.uint8:
             raise ValueError(f"{self.identity.name} expects uint8 frames, got dtype {frames.dtype} "
                              f"(shape {frames.shape})")
-        n = frames.shape[0]
-        out = np.empty((n, self.identity.dim), dtype=np.float32)
+        n, dim = frames.shape[0], self.identity.dim
+        out = np.empty((n, dim), dtype=np.float32)
+        out_regions = np.empty((n, self.region_count, dim), dtype=np.float32) if regions else None
         for start in range(0, n, self.batch_size):
             batch = np.ascontiguousarray(frames[start:start + self.batch_size])
-            result = self._embed_numpy(batch)
-            if result.shape != (batch.shape[0], self.identity.dim):
+            if out_regions is not None:
+                result, part = self._embed_numpy_regions(batch)
+                out_regions[start:start + batch.shape[0]] = part
+            else:
+                result = self._embed_numpy(batch)
+            if result.shape != (batch.shape[0], dim):
                 # A subclass bug, not a caller error: say which encoder produced what.
                 raise RuntimeError(
                     f"{type(self).__name__}._embed_batch returned shape {result.shape}, "
-                    f"expected {(batch.shape[0], self.identity.dim)}"
+                    f"expected {(batch.shape[0], dim)}"
                 )
             out[start:start + batch.shape[0]] = result
-        return l2_normalize(out)
+        return l2_normalize(out), out_regions
 
     def _embed_numpy(self, batch: np.ndarray) -> np.ndarray:
         """Run one batch through :meth:`_embed_batch` with torch. Non-torch encoders override this.
@@ -169,6 +195,15 @@ class Encoder(ABC):
         Returns:
             (b, dim) float32, not yet normalised.
         """
+        (result,) = self._run_torch(batch, regions=False)
+        return result
+
+    def _embed_numpy_regions(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_embed_numpy` through :meth:`_embed_batch_regions`: (b, dim) and (b, region_count, dim)."""
+        result, regions = self._run_torch(batch, regions=True)
+        return result, regions
+
+    def _run_torch(self, batch: np.ndarray, *, regions: bool) -> tuple[np.ndarray, ...]:
         import torch
 
         if not batch.flags.writeable:
@@ -178,10 +213,10 @@ class Encoder(ABC):
             rows = self._rows_to_run(len(tensor), tensor.device.type)
             if tensor.device.type == "cuda":
                 with torch.autocast("cuda", dtype=torch.float16):
-                    result = self._embed_padded(tensor, rows)
+                    result = self._embed_padded(tensor, rows, regions=regions)
             else:
-                result = self._embed_padded(tensor, rows)
-            return result.float().cpu().numpy()
+                result = self._embed_padded(tensor, rows, regions=regions)
+            return tuple(part.float().cpu().numpy() for part in result)
 
     def _rows_to_run(self, n: int, device_type: str) -> int:
         """The batch size ``n`` frames run at: ``n``, or more on a backend that prepares kernels for each new input
@@ -189,18 +224,25 @@ class Encoder(ABC):
         at most ``batch_size``, so a whole run meets a handful of shapes."""
         return padded_size(n, self.batch_size) if device_type == "cuda" else n
 
-    def _embed_padded(self, tensor: torch.Tensor, size: int) -> torch.Tensor:
-        """:meth:`_embed_batch` of ``tensor`` padded with black frames to ``size`` rows, cut back to its own rows."""
+    def _embed_padded(self, tensor: torch.Tensor, size: int, *, regions: bool = False) -> tuple[torch.Tensor, ...]:
+        """:meth:`_embed_batch` (with ``regions``, :meth:`_embed_batch_regions`) of ``tensor`` padded with black
+        frames to ``size`` rows, each output cut back to its own rows."""
         import torch
 
         n = tensor.shape[0]
         if size > n:
             tensor = torch.cat([tensor, tensor.new_zeros((size - n, *tensor.shape[1:]))])
-        return self._embed_batch(tensor)[:n]
+        result = self._embed_batch_regions(tensor) if regions else (self._embed_batch(tensor),)
+        return tuple(part[:n] for part in result)
 
     @abstractmethod
     def _embed_batch(self, batch_uint8_nhwc: torch.Tensor | Any) -> torch.Tensor | Any:
         """One batch: (b, S, S, 3) uint8 tensor on ``self.device`` -> (b, dim) float tensor (un-normalised ok)."""
+
+    def _embed_batch_regions(self, batch_uint8_nhwc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_embed_batch` and the (b, region_count, dim) region vectors of the same pass. Encoders with
+        ``region_count`` > 0 implement it."""
+        raise NotImplementedError(f"{type(self).__name__} has no region vectors")
 
 
 def temporal_pool(vectors: np.ndarray, radius: int = 1, skip: np.ndarray | None = None) -> np.ndarray:

@@ -39,6 +39,9 @@ class Projection:
         fitted_on: number of vectors it was fitted on (0 for identity).
         mean: (in_dim,) float32, or None for identity.
         matrix: (in_dim, out_dim) float32, or None for identity and centre.
+        region_mean: (r, in_dim) float32, the library's mean region vector at each region position (what the
+            query's region check centres regions on, :mod:`sora_search.query.regions`), or None: the library has no
+            regions, or the projection was fitted before they were stored.
     """
 
     name: str
@@ -47,6 +50,7 @@ class Projection:
     fitted_on: int = 0
     mean: np.ndarray | None = field(default=None, repr=False)
     matrix: np.ndarray | None = field(default=None, repr=False)
+    region_mean: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.in_dim <= 0 or self.out_dim <= 0:
@@ -55,6 +59,9 @@ class Projection:
             raise ValueError("Projection with a matrix needs a mean")
         if self.mean is not None and self.mean.shape != (self.in_dim,):
             raise ValueError(f"Projection {self.name!r}: mean {self.mean.shape} does not match in_dim={self.in_dim}")
+        if self.region_mean is not None and (self.region_mean.ndim != 2 or self.region_mean.shape[1] != self.in_dim):
+            raise ValueError(f"Projection {self.name!r}: region_mean {self.region_mean.shape} does not match "
+                             f"in_dim={self.in_dim}")
         if self.matrix is None:
             if self.in_dim != self.out_dim:
                 raise ValueError(f"{self.name} Projection needs in_dim == out_dim, got {self.in_dim} -> {self.out_dim}")
@@ -190,6 +197,8 @@ class Projection:
             arrays["mean"] = self.mean.astype(np.float32)
         if self.matrix is not None:
             arrays["matrix"] = self.matrix.astype(np.float32)
+        if self.region_mean is not None:
+            arrays["region_mean"] = self.region_mean.astype(np.float32)
         np.savez(buf, allow_pickle=False, **arrays)
         return buf.getvalue()
 
@@ -209,7 +218,8 @@ class Projection:
                 in_dim, out_dim, fitted_on = (int(v) for v in npz["dims"])
                 mean = npz["mean"].astype(np.float32) if "mean" in npz.files else None
                 matrix = npz["matrix"].astype(np.float32) if "matrix" in npz.files else None
-            return cls(name, in_dim, out_dim, fitted_on, mean, matrix)
+                regions = npz["region_mean"].astype(np.float32) if "region_mean" in npz.files else None
+            return cls(name, in_dim, out_dim, fitted_on, mean, matrix, regions)
         except (ValueError, KeyError, OSError, EOFError, TypeError, zipfile.BadZipFile) as exc:
             raise EncoderError(
                 f"stored projection could not be read ({type(exc).__name__}: {exc}); "

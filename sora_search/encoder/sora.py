@@ -54,12 +54,15 @@ def region_grid(height: int, width: int, scales: tuple[int, ...]) -> list[tuple[
     return regions
 
 
-def rmac(feature_map: torch.Tensor, scales: tuple[int, ...] = SORA_SCALES) -> torch.Tensor:
+def rmac(feature_map: torch.Tensor, scales: tuple[int, ...] = SORA_SCALES,
+         regions: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Multi-scale regional max pooling.
 
     Args:
         feature_map: (b, C, h, w) float.
         scales: grid levels, see :func:`region_grid`.
+        regions: when given, each region's L2-normalised maxima (b, C) are appended to it, in
+            :func:`region_grid`'s order.
 
     Returns:
         (b, C) float32, L2-normalised: the sum of the L2-normalised region maxima.
@@ -71,7 +74,10 @@ def rmac(feature_map: torch.Tensor, scales: tuple[int, ...] = SORA_SCALES) -> to
         if (x0, x1) not in columns:
             columns[x0, x1] = fmap[:, :, :, x0:x1].amax(dim=3)
         v = columns[x0, x1][:, :, y0:y1].amax(dim=2)
-        total += v / v.norm(dim=1, keepdim=True).clamp_min(_EPS)
+        v = v / v.norm(dim=1, keepdim=True).clamp_min(_EPS)
+        total += v
+        if regions is not None:
+            regions.append(v)
     return total / total.norm(dim=1, keepdim=True).clamp_min(_EPS)
 
 
@@ -83,8 +89,15 @@ class _Lite0Encoder(Encoder):
         self.backbone = backbone.fused().to(device).eval()  # BatchNorm folded into the convolutions
 
 
+QUADRANTS = slice(1, 5)  # the 2x2 grid among region_grid's regions (the whole map comes first)
+
+
 class SoraLite0Encoder(_Lite0Encoder):
     """The Sora pooling encoder: multi-scale regional max pooling of four backbone stages, 704-d.
+
+    Its region vectors (:meth:`embed_regions`) are the 2x2 grid's four regions (top left, top right, bottom left,
+    bottom right), each stage's maxima L2-normalised and the four stages concatenated: the same maxima the descriptor
+    sums, kept apart, so an overlay that spoils one quadrant leaves the others to compare.
 
     ``precision="int8"`` runs the trunk quantized on the CPU (:mod:`sora_search.encoder.int8`), ``"bf16"`` under
     bfloat16 autocast (fast where the CPU has bf16 instructions: AMX, AVX512-BF16); the pooling stays float32.
@@ -110,16 +123,27 @@ class SoraLite0Encoder(_Lite0Encoder):
             return max(n, self.batch_size)
         return super()._rows_to_run(n, device_type)
 
-    def _embed_batch(self, batch_uint8_nhwc: torch.Tensor) -> torch.Tensor:
+    region_count = 4
+
+    def _maps(self, batch_uint8_nhwc: torch.Tensor) -> list[torch.Tensor]:
         x = EfficientNetLite0.preprocess(batch_uint8_nhwc)
         if self._int8 is not None:
-            maps = [m.dequantize() for m in self._int8(x.contiguous(memory_format=torch.channels_last))]
-        elif self.identity.precision == "bf16":
+            return [m.dequantize() for m in self._int8(x.contiguous(memory_format=torch.channels_last))]
+        if self.identity.precision == "bf16":
             with torch.autocast(x.device.type, dtype=torch.bfloat16):
-                maps = self.backbone.features(x, self.taps)
-        else:
-            maps = self.backbone.features(x, self.taps)
-        return torch.cat([rmac(m, self.scales) for m in maps], dim=1)
+                return list(self.backbone.features(x, self.taps))
+        return list(self.backbone.features(x, self.taps))
+
+    def _embed_batch(self, batch_uint8_nhwc: torch.Tensor) -> torch.Tensor:
+        return torch.cat([rmac(m, self.scales) for m in self._maps(batch_uint8_nhwc)], dim=1)
+
+    def _embed_batch_regions(self, batch_uint8_nhwc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        stages, quadrants = [], []
+        for m in self._maps(batch_uint8_nhwc):
+            regions: list[torch.Tensor] = []
+            stages.append(rmac(m, self.scales, regions))
+            quadrants.append(torch.stack(regions[QUADRANTS], dim=1))
+        return torch.cat(stages, dim=1), torch.cat(quadrants, dim=2)
 
 
 class SoraLite0GapEncoder(_Lite0Encoder):

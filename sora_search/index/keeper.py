@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FAISS_NAME = "vectors.faiss"
+# Stored seconds whose region vectors are averaged for the projection's region mean: a mean, so a sample does.
+REGION_MEAN_SAMPLE = 20_000
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,7 @@ class IndexKeeper:
             assert meta is not None, "the store's identity is written before its first vectors"
             projection = Projection.for_library(sample[spread], meta.encoder_name, kind=p.projection,
                                                 out_dim=p.projection_dim, min_vectors=p.pca_min_vectors)
+            projection = replace(projection, region_mean=self._store.mean_regions(REGION_MEAN_SAMPLE, seed=0))
         index = VectorIndex.build(projection.out_dim, projection.apply(sample), nlist=nlist, expected_n=total,
                                   gpu=self.gpu)
         del sample

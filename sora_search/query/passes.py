@@ -7,7 +7,9 @@ seconds, so a probe that matches nothing pays little for them. Each video keeps 
 gap to the best: a video far behind the probe's best match more likely shows the same kind of scene than the clip.
 Before that, the best ``motion_candidates`` matches move by how well the probe's changes agree with the matched
 stretch's (:mod:`sora_search.query.motion`): a copy changes as its original does, another stretch of the same recording
-does not.
+does not. Then the best ``region_candidates`` move by how well the parts of the probe's frames match the same parts of
+the matched stretch (:mod:`sora_search.query.regions`): a caption or a sticker over part of a copy spoils only the
+parts it covers.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sora_search.params import QueryParams
 from sora_search.query.align import align, group_hits, novelty_weights
 from sora_search.query.background import background
 from sora_search.query.motion import motion_agreement
+from sora_search.query.regions import centred, region_score, shifts
 from sora_search.types import Span
 
 if TYPE_CHECKING:
@@ -83,6 +86,7 @@ class ProbeSearch:
         self.best: dict[int, list[Span]] = {}
         self._best_view: dict[int, str] = {}  # the view each video's best spans were found in
         self._probe: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # view -> its seconds and projected vectors
+        self._probe_regions: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # view -> its seconds, centred regions
 
     @property
     def searched(self) -> bool:
@@ -105,6 +109,9 @@ class ProbeSearch:
         for name, kept, rows in views:
             penalty = _penalty(name, p)
             self._probe[name] = (ts[kept], vectors[rows])
+            mean, regions = self._projection.region_mean, probe.regions.get(name)
+            if mean is not None and regions is not None and regions.shape[1:] == mean.shape:
+                self._probe_regions[name] = (ts[kept], centred(regions[kept], mean))
             weights = novelty_weights(vectors[rows], p.novelty_floor, p.novelty_full)
             for video_id, hits in group_hits(ts[kept], video_ids[rows], ref_s[rows], scores[rows], weights).items():
                 if video_id == self._exclude:
@@ -150,9 +157,10 @@ class ProbeSearch:
         return scores, video_ids, ref_s
 
     def ranked(self) -> list[Ranked]:
-        """Matches at or above ``min_score`` after motion agreement and the runner-up gap, best first (ties by video
-        id), at most k."""
-        return rank(self._with_motion(), self._params.runner_up_gap, self._params.min_score, self._params.k)
+        """Matches at or above ``min_score`` after motion agreement, the region check and the runner-up gap, best
+        first (ties by video id), at most k."""
+        return rank(self._with_regions(self._with_motion()), self._params.runner_up_gap, self._params.min_score,
+                    self._params.k)
 
     def _with_motion(self) -> dict[int, list[Span]]:
         """``best``, the spans of its ``motion_candidates`` best videos moved by ``motion_weight`` times their best
@@ -171,6 +179,25 @@ class ProbeSearch:
             if agreement is not None:
                 shift = p.motion_weight * (agreement - p.motion_baseline)
                 out[video_id] = [replace(sp, score=min(1.0, sp.score + shift)) for sp in out[video_id]]
+        return out
+
+
+    def _with_regions(self, best: dict[int, list[Span]]) -> dict[int, list[Span]]:
+        """``best``, the spans of its ``region_candidates`` best videos moved by ``region_weight`` times their best
+        span's region score less the median of theirs (:func:`~sora_search.query.regions.shifts`, at most to 1);
+        unchanged where the index or the probe has no regions."""
+        p, mean = self._params, self._projection.region_mean
+        if not p.region_weight or mean is None or not self._probe_regions:
+            return best
+        out = dict(best)
+        scores: dict[int, float | None] = {}
+        for video_id in sorted(out, key=lambda v: (-out[v][0].score, v))[:p.region_candidates]:
+            span, probe = out[video_id][0], self._probe_regions.get(self._best_view[video_id])
+            ref_s, ref = self._store.regions_between(video_id, span.ref_start_s - 1, span.ref_end_s + 1)
+            scores[video_id] = None if probe is None or ref.shape[1:] != mean.shape else \
+                region_score(*probe, span, ref_s, centred(ref, mean))
+        for video_id, shift in shifts(scores, p.region_weight).items():
+            out[video_id] = [replace(sp, score=min(1.0, sp.score + shift)) for sp in out[video_id]]
         return out
 
 

@@ -4,7 +4,8 @@ Tables:
 
     videos       one row per file seen (indexed or failed); ``path`` unique, ``fingerprint`` indexed
     vectors      one row per sampled second; ``id`` is INTEGER PRIMARY KEY AUTOINCREMENT (never reused) and is
-                 the id FAISS holds; ``data`` is the raw vector as float16 little-endian bytes (raw_dim * 2 bytes)
+                 the id FAISS holds; ``data`` is the raw vector as float16 little-endian bytes (raw_dim * 2 bytes);
+                 ``regions`` the frame's region vectors or NULL (see :func:`sora_search.store.records.encode_regions`)
     index_meta   exactly one row (``id = 1``): the encoder identity, projection and FAISS bookkeeping
     runs         one row per index run with its counters
 
@@ -108,6 +109,7 @@ class VectorRow(Base):
     )
     timestamp_s: Mapped[float] = mapped_column(Float, nullable=False)
     data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    regions: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class IndexMetaRow(Base):

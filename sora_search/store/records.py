@@ -141,6 +141,33 @@ def decode_vectors(blobs: Sequence[bytes], dim: int | None = None) -> np.ndarray
     return np.frombuffer(joined, dtype=VECTOR_DTYPE).reshape(len(blobs), width).astype(np.float32)
 
 
+def encode_regions(regions: np.ndarray) -> list[bytes]:
+    """(n, r, dim) region vectors -> n blobs: per region a float32 scale (its largest magnitude / 127), then every
+    region's values as int8 (value / scale, rounded). A quarter of float32's bytes; the region check it serves
+    ranked copies the same at 8 bits as at 32 (docs/tuning.md)."""
+    x = np.asarray(regions, dtype=np.float32)
+    if x.ndim != 3:
+        raise ValueError(f"regions must be (n, regions, dim), got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("regions must be finite")
+    scale = np.maximum(np.abs(x).max(axis=2), 1e-12) / 127.0
+    values = np.clip(np.round(x / scale[:, :, None]), -127, 127).astype(np.int8)
+    return [s.astype("<f4").tobytes() + v.tobytes() for s, v in zip(scale, values)]
+
+
+def decode_regions(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    """Inverse of :func:`encode_regions`: n blobs of ``dim``-d regions -> (n, r, dim) float32."""
+    if not blobs:
+        return np.zeros((0, 0, dim), dtype=np.float32)
+    count, rest = divmod(len(blobs[0]), 4 + dim)
+    if rest or any(len(b) != len(blobs[0]) for b in blobs):
+        raise StoreError("stored regions have inconsistent lengths; run `sora-search check --repair`")
+    raw = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), -1)
+    scale = raw[:, :4 * count].copy().view("<f4").astype(np.float32)
+    values = raw[:, 4 * count:].copy().view(np.int8).reshape(len(blobs), count, dim).astype(np.float32)
+    return values * scale[:, :, None]
+
+
 def in_batches(values: Sequence[int], size: int = _IN_BATCH) -> Iterator[list[int]]:
     for start in range(0, len(values), size):
         yield list(values[start : start + size])

@@ -35,8 +35,8 @@ from sora_search.errors import IndexNotFound, StoreError
 from sora_search.store import migrate
 from sora_search.store.catalogue import Catalogue
 from sora_search.store.models import IndexMetaRow, RunRow, VectorRow, VideoRow
-from sora_search.store.records import (STATUSES, VECTOR_DTYPE, IndexMeta, RunRecord, VideoRecord, ids_array,
-                                       in_batches, meta_record, video_record)
+from sora_search.store.records import (STATUSES, VECTOR_DTYPE, IndexMeta, RunRecord, VideoRecord, encode_regions,
+                                       ids_array, in_batches, meta_record, video_record)
 from sora_search.store.runs import RunWrites
 from sora_search.store.vectors import VectorReads
 
@@ -267,12 +267,15 @@ class Store(VectorReads, RunWrites):
         height: int,
         timestamps_s: np.ndarray,
         vectors: np.ndarray,
+        regions: np.ndarray | None = None,
     ) -> tuple[int, np.ndarray, np.ndarray]:
         """Store an indexed video and its vectors in one transaction (replacing an existing row for ``path``).
 
         Args:
             timestamps_s: (n,) float64, seconds into the video of each vector.
             vectors: (n, raw_dim) float32; stored as float16 little-endian (finite values within +-65504).
+            regions: (n, r, raw_dim) float, each second's region vectors, or None; stored at 8 bits
+                (:func:`~sora_search.store.records.encode_regions`).
 
         Returns:
             (video_id, new vector ids (n,) int64 in input order, removed vector ids (m,) int64 that the
@@ -291,6 +294,11 @@ class Store(VectorReads, RunWrites):
         halves = vecs.astype(VECTOR_DTYPE)
         if not np.isfinite(halves).all() or not np.isfinite(ts).all():
             raise ValueError(f"{path}: vectors and timestamps must be finite and fit float16 (|x| <= 65504)")
+        if regions is not None and (np.ndim(regions) != 3 or np.shape(regions)[0] != ts.shape[0]
+                                    or np.shape(regions)[2] != vecs.shape[1]):
+            raise ValueError(f"{path}: regions must be (n, regions, raw_dim) for {vecs.shape} vectors, "
+                             f"got {np.shape(regions)}")
+        blobs = encode_regions(regions) if regions is not None else [None] * ts.shape[0]
         now = time.time()
         with self._write() as s:
             meta = s.get(IndexMetaRow, 1)
@@ -318,8 +326,8 @@ class Store(VectorReads, RunWrites):
             new_ids = np.zeros(0, dtype=np.int64)
             if ts.shape[0]:
                 params = [
-                    {"video_id": video_id, "timestamp_s": float(t), "data": h.tobytes()}
-                    for t, h in zip(ts, halves)
+                    {"video_id": video_id, "timestamp_s": float(t), "data": h.tobytes(), "regions": r}
+                    for t, h, r in zip(ts, halves, blobs)
                 ]
                 result = s.execute(
                     insert(VectorRow).returning(VectorRow.id, sort_by_parameter_order=True), params

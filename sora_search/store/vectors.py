@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from sora_search.store.models import IndexMetaRow, VectorRow
-from sora_search.store.records import decode_vectors, ids_array, in_batches
+from sora_search.store.records import decode_regions, decode_vectors, ids_array, in_batches
 
 
 class VectorReads:
@@ -84,6 +84,46 @@ class VectorReads:
                 blobs = s.scalars(select(VectorRow.data).where(VectorRow.id.in_(batch)).order_by(VectorRow.id))
                 parts.append(decode_vectors(list(blobs)))
         return np.concatenate(parts, axis=0)
+
+    def mean_regions(self, n: int, seed: int = 0) -> np.ndarray | None:
+        """The mean region vectors of a deterministic sample of at most ``n`` stored seconds that have regions.
+
+        Returns:
+            (r, raw_dim) float32 (each region position's own mean), or None when no second has regions.
+        """
+        with self._read() as s:
+            ids = ids_array(s.scalars(select(VectorRow.id).where(VectorRow.regions.is_not(None))
+                                      .order_by(VectorRow.id)))
+            meta = s.get(IndexMetaRow, 1)
+            if not ids.size or meta is None:
+                return None
+            if n < ids.size:
+                ids = np.sort(np.random.default_rng(seed).choice(ids, size=n, replace=False))
+            total: np.ndarray | None = None
+            for batch in in_batches(ids.tolist()):
+                blobs = list(s.scalars(select(VectorRow.regions).where(VectorRow.id.in_(batch))))
+                part = decode_regions([b for b in blobs if b is not None], meta.raw_dim).astype(np.float64).sum(0)
+                total = part if total is None else total + part
+        assert total is not None
+        return (total / ids.size).astype(np.float32)
+
+    def regions_between(self, video_id: int, start_s: float, end_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """A video's stored region vectors from ``start_s`` to ``end_s`` (both included), in time order; seconds
+        stored without regions are left out.
+
+        Returns:
+            (timestamps_s (n,) float64, regions (n, r, raw_dim) float32); empty if none.
+        """
+        with self._read() as s:
+            rows = s.execute(
+                select(VectorRow.timestamp_s, VectorRow.regions)
+                .where(VectorRow.video_id == int(video_id), VectorRow.timestamp_s >= float(start_s),
+                       VectorRow.timestamp_s <= float(end_s), VectorRow.regions.is_not(None))
+                .order_by(VectorRow.timestamp_s)
+            ).all()
+            meta = s.get(IndexMetaRow, 1)
+        return (np.asarray([r[0] for r in rows], dtype=np.float64),
+                decode_regions([r[1] for r in rows if r[1] is not None], meta.raw_dim if meta is not None else 0))
 
     def vectors_of_video(self, video_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A video's vectors by id.

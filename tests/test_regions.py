@@ -1,0 +1,92 @@
+"""The query's region check (:mod:`sora_search.query.regions`): the scoring on its own, then through a real index
+whose library seconds keep their quadrants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sora_search import Library
+from sora_search.params import QueryParams
+from sora_search.query import passes
+from sora_search.query.regions import centred, region_score, shifts
+from sora_search.types import Span
+from tests.media import cut
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_two_spoiled_quadrants_still_match_and_the_best_reference_second_counts() -> None:
+    rng = np.random.default_rng(0)
+    ref = _unit(rng.standard_normal((3, 4, 16)))  # three reference seconds
+    probe = ref[[1, 2]].copy()  # a copy of seconds 1-2 ...
+    probe[:, :2] = _unit(rng.standard_normal((2, 2, 16)))  # ... with its top half covered
+    span = Span(query_start_s=0.0, query_end_s=2.0, ref_start_s=1.0, ref_end_s=3.0, score=0.5)
+    probe_s, ref_s = np.array([0.5, 1.5]), np.array([0.5, 1.5, 2.5])
+    assert region_score(probe_s, probe, span, ref_s, ref) == pytest.approx(1.0)
+    # Every quadrant a little alike (cosine 0.5) is worse than two matching exactly and two not at all.
+    near = _unit(0.5 * ref + np.sqrt(0.75) * _unit(rng.standard_normal(ref.shape)))
+    assert region_score(probe_s, ref[[1, 2]], span, ref_s, near) < 0.75
+    outside = Span(query_start_s=5.0, query_end_s=6.0, ref_start_s=1.0, ref_end_s=3.0, score=0.5)
+    assert region_score(probe_s, probe, outside, ref_s, ref) is None
+    assert region_score(probe_s, probe, span, ref_s[:0], ref[:0]) is None
+
+
+def test_shifts_rank_the_checked_videos_among_themselves() -> None:
+    assert shifts({1: 0.9, 2: 0.5, 3: 0.3, 4: None}, 0.25) == pytest.approx({1: 0.1, 2: 0.0, 3: -0.05})
+    assert shifts({1: 0.9, 2: None}, 0.25) == {}  # one score has nothing to be compared with
+    assert shifts({1: 0.9, 2: 0.5}, 0.0) == {}
+
+
+def test_centred_regions_are_unit_length_and_a_region_equal_to_the_mean_stays_zero() -> None:
+    mean = np.ones((2, 3), np.float32)
+    out = centred(np.array([[[2, 1, 1], [1, 1, 1]]], np.float32), mean)
+    np.testing.assert_allclose(out, [[[1, 0, 0], [0, 0, 0]]])
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory, media_dir: Path) -> Path:
+    idx = tmp_path_factory.mktemp("regions") / "idx"
+    with Library.open(idx, encoder="sora-lite0", device="cpu") as lib:
+        lib.index([media_dir / "library"])
+    return idx
+
+
+def test_library_seconds_keep_their_quadrants_and_the_projection_their_mean(indexed: Path) -> None:
+    with Library.open(indexed, create=False) as lib:
+        _, projection = lib._keeper.searchable()
+        assert projection.region_mean is not None and projection.region_mean.shape == (4, 704)
+        for video in lib._store.videos(status="indexed"):
+            times, regions = lib._store.regions_between(video.id, -1.0, 1e9)
+            assert len(times) == video.n_vectors and regions.shape == (video.n_vectors, 4, 704)
+
+
+def test_a_copy_with_a_quarter_covered_gains_on_the_other_videos(indexed: Path, media_dir: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # Seconds 4-10 of pan_a (the astronaut, then the coffee pan_b shows too) under a white box over its top left.
+    probe = cut(media_dir / "library" / "pan_a.mp4", tmp_path / "boxed.mp4", 4, 6,
+                extra_vf="drawbox=x=0:y=0:w=iw*0.55:h=ih*0.55:color=white:t=fill")
+    scored: list[float | None] = []  # one per checked video
+    real = passes.region_score
+
+    def spy(*args, **kwargs):
+        scored.append(real(*args, **kwargs))
+        return scored[-1]
+
+    monkeypatch.setattr(passes, "region_score", spy)
+    with Library.open(indexed, create=False) as lib:
+        plain = lib.query(probe, params=QueryParams(views="fast", min_score=-1.0, region_weight=0.0))
+        assert not scored  # weight 0: nothing checked
+        checked = lib.query(probe, params=QueryParams(views="fast", min_score=-1.0))
+    before = {Path(m.path).name: m.score for m in plain.matches}
+    after = {Path(m.path).name: m.score for m in checked.matches}
+    assert len(scored) >= 2 and sorted(before) == sorted(after)
+    assert Path(checked.matches[0].path).name == "pan_a.mp4"
+    # The copy's own video gains, and more than any other video does.
+    gains = {name: after[name] - before[name] for name in after}
+    assert gains["pan_a.mp4"] > 0 and gains["pan_a.mp4"] == max(gains.values())
+    assert min(gains.values()) < 0
