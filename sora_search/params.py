@@ -132,7 +132,7 @@ class QueryParams:
     motion_baseline: float = 0.05      # the agreement of unrelated changes, a little above chance (0)
     motion_min_step: float = 0.1       # a second that moves less than this (vector distance) says nothing
     motion_candidates: int = 5         # the best matches checked for motion agreement
-    region_weight: float = 0.25        # a match gains this times (its region score - the checked ones' median); 0: off
+    region_weight: float = 0.25        # a match loses this times (the best checked region score - its own); 0: off
     region_candidates: int = 10        # the best matches checked region by region
     align: AlignParams = field(default_factory=AlignParams)
 

@@ -7,14 +7,15 @@ seconds, so a probe that matches nothing pays little for them. Each video keeps 
 gap to the best: a video far behind the probe's best match more likely shows the same kind of scene than the clip.
 Before that, the best ``motion_candidates`` matches move by how well the probe's changes agree with the matched
 stretch's (:mod:`sora_search.query.motion`): a copy changes as its original does, another stretch of the same recording
-does not. Then the best ``region_candidates`` move by how well the parts of the probe's frames match the same parts of
-the matched stretch (:mod:`sora_search.query.regions`): a caption or a sticker over part of a copy spoils only the
-parts it covers.
+does not. Last, after the gap, the best ``region_candidates`` move by how well the parts of the probe's frames match
+the same parts of the matched stretch (:mod:`sora_search.query.regions`): a caption or a sticker over part of a copy
+spoils only the parts it covers.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -157,10 +158,12 @@ class ProbeSearch:
         return scores, video_ids, ref_s
 
     def ranked(self) -> list[Ranked]:
-        """Matches at or above ``min_score`` after motion agreement, the region check and the runner-up gap, best
+        """Matches at or above ``min_score`` after motion agreement, the runner-up gap and the region check, best
         first (ties by video id), at most k."""
-        return rank(self._with_regions(self._with_motion()), self._params.runner_up_gap, self._params.min_score,
-                    self._params.k)
+        p = self._params
+        everyone = self._with_regions(rank(self._with_motion(), p.runner_up_gap, -math.inf, max(1, len(self.best))))
+        found = sorted((r for r in everyone if r.score >= p.min_score), key=lambda r: (-r.score, r.video_id))
+        return found[:p.k]
 
     def _with_motion(self) -> dict[int, list[Span]]:
         """``best``, the spans of its ``motion_candidates`` best videos moved by ``motion_weight`` times their best
@@ -182,23 +185,24 @@ class ProbeSearch:
         return out
 
 
-    def _with_regions(self, best: dict[int, list[Span]]) -> dict[int, list[Span]]:
-        """``best``, the spans of its ``region_candidates`` best videos moved by ``region_weight`` times their best
-        span's region score less the median of theirs (:func:`~sora_search.query.regions.shifts`, at most to 1);
-        unchanged where the index or the probe has no regions."""
+    def _with_regions(self, ranked: list[Ranked]) -> list[Ranked]:
+        """``ranked`` (best first), its ``region_candidates`` best lowered by ``region_weight`` times the best of their
+        best spans' region scores less their own (:func:`~sora_search.query.regions.shifts`); unchanged where the
+        index or the probe has no regions. Not re-sorted."""
         p, mean = self._params, self._projection.region_mean
         if not p.region_weight or mean is None or not self._probe_regions:
-            return best
-        out = dict(best)
+            return ranked
         scores: dict[int, float | None] = {}
-        for video_id in sorted(out, key=lambda v: (-out[v][0].score, v))[:p.region_candidates]:
-            span, probe = out[video_id][0], self._probe_regions.get(self._best_view[video_id])
-            ref_s, ref = self._store.regions_between(video_id, span.ref_start_s - 1, span.ref_end_s + 1)
-            scores[video_id] = None if probe is None or ref.shape[1:] != mean.shape else \
+        for r in ranked[:p.region_candidates]:
+            span, probe = r.spans[0], self._probe_regions.get(self._best_view[r.video_id])
+            ref_s, ref = self._store.regions_between(r.video_id, span.ref_start_s - 1, span.ref_end_s + 1)
+            scores[r.video_id] = None if probe is None or ref.shape[1:] != mean.shape else \
                 region_score(*probe, span, ref_s, centred(ref, mean))
-        for video_id, shift in shifts(scores, p.region_weight).items():
-            out[video_id] = [replace(sp, score=min(1.0, sp.score + shift)) for sp in out[video_id]]
-        return out
+        moves = shifts(scores, p.region_weight)
+        return [r if r.video_id not in moves else
+                Ranked(r.video_id, r.score + moves[r.video_id],
+                       tuple(replace(sp, score=sp.score + moves[r.video_id]) for sp in r.spans))
+                for r in ranked]
 
 
 def rank(best: dict[int, list[Span]], gap: float, min_score: float, k: int) -> list[Ranked]:

@@ -6,7 +6,8 @@ each frame's 2x2 quadrants apart (:meth:`~sora_search.encoder.Encoder.embed_regi
 second). Along a match, each probe second's quadrants are compared with those of the reference seconds the span
 covers, position by position, each centred on the library's mean at that position: the mean of the best two of the
 four similarities, so two quadrants spoiled by an overlay do not count; each probe second keeps its best reference
-second; the span's region score is their mean.
+second; the span's region score is their mean. A match whose parts agree less than the best-agreeing match's loses
+score in proportion (:func:`shifts`).
 """
 
 from __future__ import annotations
@@ -43,10 +44,12 @@ def region_score(probe_s: np.ndarray, probe: np.ndarray, span: Span, ref_s: np.n
 
 
 def shifts(scores: dict[int, float | None], weight: float) -> dict[int, float]:
-    """Each video's move: ``weight`` times its region score less the median of the checked videos' scores (videos
-    without one, or fewer than two scored, do not move): the check ranks the best matches among themselves."""
+    """Each video's move: ``weight`` times its region score less the best of the checked videos' (videos without
+    one, or fewer than two scored, do not move). The check ranks the best matches among themselves and only takes
+    away: the best-matching video keeps its score, so another stretch of the same room, whose parts match as well as
+    the rest, is not lifted over the threshold."""
     known = {v: s for v, s in scores.items() if s is not None}
     if not weight or len(known) < 2:
         return {}
-    median = float(np.median(list(known.values())))
-    return {v: weight * (s - median) for v, s in known.items()}
+    best = max(known.values())
+    return {v: weight * (s - best) for v, s in known.items()}
