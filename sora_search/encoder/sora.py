@@ -103,6 +103,8 @@ class SoraLite0Encoder(_Lite0Encoder):
     bfloat16 autocast (fast where the CPU has bf16 instructions: AMX, AVX512-BF16); the pooling stays float32.
     """
 
+    region_count = 4
+
     def __init__(self, backbone: EfficientNetLite0, *, device: str = "cpu", batch_size: int = 32,
                  taps: tuple[int, ...] = SORA_TAPS, scales: tuple[int, ...] = SORA_SCALES,
                  precision: str = "fp32") -> None:
@@ -122,8 +124,6 @@ class SoraLite0Encoder(_Lite0Encoder):
         if self._int8 is not None:
             return max(n, self.batch_size)
         return super()._rows_to_run(n, device_type)
-
-    region_count = 4
 
     def _maps(self, batch_uint8_nhwc: torch.Tensor) -> list[torch.Tensor]:
         x = EfficientNetLite0.preprocess(batch_uint8_nhwc)

@@ -184,7 +184,6 @@ class ProbeSearch:
                 out[video_id] = [replace(sp, score=min(1.0, sp.score + shift)) for sp in out[video_id]]
         return out
 
-
     def _with_regions(self, ranked: list[Ranked]) -> list[Ranked]:
         """``ranked`` (best first), its ``region_candidates`` best lowered by ``region_weight`` times the best of their
         best spans' region scores less their own (:func:`~sora_search.query.regions.shifts`); unchanged where the

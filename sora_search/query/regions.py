@@ -29,7 +29,7 @@ def centred(regions: np.ndarray, mean: np.ndarray) -> np.ndarray:
 
 def region_score(probe_s: np.ndarray, probe: np.ndarray, span: Span, ref_s: np.ndarray, ref: np.ndarray, *,
                  top: int = TOP_REGIONS) -> float | None:
-    """The span's region score (see the module), or None when neither side has a second in it.
+    """The span's region score (see the module), or None when either side has no second in it.
 
     Args:
         probe_s, probe: (n,) seconds and (n, r, d) centred regions (:func:`centred`) of the probe view matched.
