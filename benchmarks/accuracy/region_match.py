@@ -23,10 +23,12 @@ second per query second, averaged over the copy, less the median over videos: is
 - ``map+regions``, ``map+quadrants``: the sum of the ``map`` score and the other for the ``--shortlist`` videos the
   map scores highest (all of them with 0), as a re-ranking step after the engine's search would see it.
 
-With ``--engine-weight W...`` it also asks the engine itself (every query of the split, default settings) and
-re-ranks its answer as a step after the search could: each of the ``--shortlist`` best matches gains W times its
-quadrant score over its first span (each probe second's best reference second of the span, averaged) less the
-median of the shortlist's; scored as ``run.py`` scores the engine (W = 0: the engine as it is).
+With ``--engine-weight W...`` it also asks the engine itself (every query of the split, default settings but its
+own region check turned off) and re-ranks its answer as a step after the search could: each of the ``--shortlist``
+best matches gains W times its quadrant score over its first span (each probe second's best reference second of the
+span, averaged) less the median of the shortlist's; scored as ``run.py`` scores the engine (W = 0: the engine
+without its region check). The engine's own check (``QueryParams.region_weight``, :mod:`sora_search.query.regions`)
+is this step built in.
 
 A measurement for choosing what to store, not a score of the engine: see docs/tuning.md.
 """
@@ -56,7 +58,7 @@ def region_vectors(encoder, path: Path) -> tuple[np.ndarray, np.ndarray]:
 
     from sora_search.decode import open_video
     from sora_search.encoder.efficientnet import EfficientNetLite0
-    from sora_search.encoder.sora import region_grid
+    from sora_search.encoder.sora import rmac
 
     with open_video(path) as reader:
         batches = list(reader.sample(1.0, encoder.identity.input_size))
@@ -67,9 +69,9 @@ def region_vectors(encoder, path: Path) -> tuple[np.ndarray, np.ndarray]:
             x = EfficientNetLite0.preprocess(torch.from_numpy(frames[i:i + 16]))
             stages = []
             for fmap in encoder.backbone.features(x, encoder.taps):
-                regions = [fmap[:, :, y0:y1, x0:x1].amax(dim=(2, 3))
-                           for y0, y1, x0, x1 in region_grid(fmap.shape[2], fmap.shape[3], encoder.scales)]
-                stages.append(torch.nn.functional.normalize(torch.stack(regions, 1), dim=2))
+                regions: list[torch.Tensor] = []
+                rmac(fmap, encoder.scales, regions)  # the pooling the engine runs, each region kept apart
+                stages.append(torch.stack(regions, 1))
             out.append(torch.cat(stages, 2).numpy().astype(np.float16))
     return np.concatenate(out), np.concatenate([b.timestamps_s for b in batches])
 
@@ -205,7 +207,8 @@ def engine_rerank(args: argparse.Namespace, truth: dict, library: dict[str, tupl
     with Library.open(args.index, create=False) as lib:
         for q in split_truth["queries"]:
             path = args.bench / "queries" / q["name"]
-            result = lib.query(path, k=run.PREDICTIONS_PER_QUERY, min_score=-1.0)
+            result = lib.query(path, k=run.PREDICTIONS_PER_QUERY, min_score=-1.0,
+                               params=QueryParams(region_weight=0.0))  # the engine without its own region check
             answers[q["name"]] = [
                 (str(Path(m.path).resolve()), float(m.score),
                  (m.segments[0].query_start_s, m.segments[0].query_end_s, m.segments[0].ref_start_s,

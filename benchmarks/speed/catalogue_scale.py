@@ -4,8 +4,10 @@
     python benchmarks/speed/catalogue_scale.py --n 20000 --no-faiss     # quick
     python benchmarks/speed/catalogue_scale.py --db postgresql+psycopg://user:pw@host/empty_db
 
-N random unit vectors of the real encoder's dimension (sora-lite0: 704-d, stored as float16) are written through the
-store API, as an index run writes them: one transaction per video of ``--video-s`` seconds at 1 vector per second.
+N random unit vectors of the real encoder's dimension (sora-lite0: 704-d, stored as float16), each with the encoder's
+four region vectors (stored as int8; ``--no-regions``: without, as an index from before they were stored) are written
+through the store API, as an index run writes them: one transaction per video of ``--video-s`` seconds at 1 vector
+per second.
 Then, with the store closed and reopened:
 
 * **bytes per hour**: the store's size on disk (the SQLite file; PostgreSQL's tables with their indexes and TOAST)
@@ -40,14 +42,17 @@ sys.path.insert(0, str(ROOT))
 
 from sora_search import Library  # noqa: E402
 from sora_search.encoder import encoder_identity  # noqa: E402
+from sora_search.encoder.sora import SoraLite0Encoder  # noqa: E402
 from sora_search.params import DEFAULT_ENCODER  # noqa: E402
 from sora_search.store import IndexMeta, Store  # noqa: E402
 from sora_search.store.catalogue import Catalogue  # noqa: E402
 
 
-def fill(db: str | Path, n: int, video_s: int, seed: int = 0) -> float:
-    """Write ``n`` random unit vectors as videos of ``video_s`` vectors each; returns the seconds it took."""
+def fill(db: str | Path, n: int, video_s: int, seed: int = 0, regions: bool = True) -> float:
+    """Write ``n`` random unit vectors (and their region vectors) as videos of ``video_s`` vectors each; returns the
+    seconds it took."""
     ident = encoder_identity(DEFAULT_ENCODER)
+    count = SoraLite0Encoder.region_count if regions else 0  # the default encoder's
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
     with Store.open(db) as store:
@@ -58,23 +63,25 @@ def fill(db: str | Path, n: int, video_s: int, seed: int = 0) -> float:
             m = min(video_s, n - first)
             vecs = rng.standard_normal((m, ident.dim)).astype(np.float32)
             vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+            parts = rng.standard_normal((m, count, ident.dim)).astype(np.float32) if count else None
             store.add_video(path=f"/archive/{k:07d}.mp4", size=m * 250_000, mtime=1.7e9 + k, fingerprint=f"fp{k}",
                             duration_s=float(m), fps=25.0, width=1280, height=720,
-                            timestamps_s=np.arange(m, dtype=np.float64), vectors=vecs)
+                            timestamps_s=np.arange(m, dtype=np.float64), vectors=vecs, regions=parts)
     return time.perf_counter() - start
 
 
-def measure(kind: str, location: Path, db: str | None, n: int, video_s: int, faiss: bool) -> dict[str, Any]:
+def measure(kind: str, location: Path, db: str | None, n: int, video_s: int, faiss: bool,
+            regions: bool = True) -> dict[str, Any]:
     catalogue = Catalogue.resolve(location, db)
     location.mkdir(parents=True, exist_ok=True)
-    write_s = fill(catalogue, n, video_s)
+    write_s = fill(catalogue, n, video_s, regions=regions)
     with Store.open(catalogue, create=False) as store:
         size = store.size_bytes()
         start = time.perf_counter()
         rows = sum(len(ids) for ids, _ in store.iter_vectors())
         read_s = time.perf_counter() - start
     assert rows == n, (rows, n)
-    out: dict[str, Any] = {"backend": kind, "n": n, "write_s": write_s, "store_bytes": size,
+    out: dict[str, Any] = {"backend": kind, "n": n, "regions": regions, "write_s": write_s, "store_bytes": size,
                            "bytes_per_hour": size / (n / 3600.0), "read_s": read_s, "read_vectors_per_s": n / read_s}
     if faiss:
         with Library.open(location, db=db, create=False) as lib:
@@ -95,6 +102,8 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"])
     ap.add_argument("--db", default=None, help="an empty PostgreSQL database to use instead of a throwaway server")
     ap.add_argument("--no-faiss", dest="faiss", action="store_false", help="skip the full FAISS rebuild")
+    ap.add_argument("--no-regions", dest="regions", action="store_false",
+                    help="store no region vectors (an index from before they were stored)")
     ap.add_argument("--extrapolate", type=int, default=10_000_000, help="vectors to extrapolate the figures to")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
@@ -114,7 +123,7 @@ def main() -> None:
                 server = PgServer(fsync=True)
                 db = server.new_database()
             try:
-                results.append(measure(kind, Path(tmp) / kind, db, args.n, args.video_s, args.faiss))
+                results.append(measure(kind, Path(tmp) / kind, db, args.n, args.video_s, args.faiss, args.regions))
             finally:
                 if server is not None:
                     server.stop()
@@ -129,11 +138,14 @@ def main() -> None:
         print(f"{r['backend']:<9} {r['write_s']:8.1f} {r['bytes_per_hour'] / 2**20:9.2f} {r['read_s']:7.2f} "
               f"{rebuild:9.1f} {r['peak_rss_bytes'] / 2**30:8.2f} {r['store_bytes'] * scale / 2**30:8.1f} {r['read_s'] * scale:10.0f} "
               f"{rebuild * scale:12.0f}")
-    raw = encoder_identity(DEFAULT_ENCODER).dim * 2 * 3600
-    print(f"(payload alone: {raw / 2**20:.2f} MiB per hour of video at 1 vector/s, float16)")
+    dim = encoder_identity(DEFAULT_ENCODER).dim
+    raw = (dim * 2 + (SoraLite0Encoder.region_count * (dim + 4) if args.regions else 0)) * 3600
+    print(f"(payload alone: {raw / 2**20:.2f} MiB per hour of video at 1 vector/s: float16 vectors"
+          f"{', int8 regions' if args.regions else ''})")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"catalogue_scale-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"n": args.n, "video_s": args.video_s, "extrapolate_to": args.extrapolate,
+    path.write_text(json.dumps({"n": args.n, "video_s": args.video_s, "regions": args.regions,
+                                "extrapolate_to": args.extrapolate,
                                 "payload_bytes_per_hour": raw, "results": results, "machine": platform.platform(),
                                 "python": platform.python_version(), "total_s": time.perf_counter() - t0}, indent=2))
     print(f"results in {path}")
