@@ -44,12 +44,13 @@ def region_score(probe_s: np.ndarray, probe: np.ndarray, span: Span, ref_s: np.n
 
 
 def shifts(scores: dict[int, float | None], weight: float) -> dict[int, float]:
-    """Each video's move: ``weight`` times its region score less the best of the checked videos' (videos without
-    one, or fewer than two scored, do not move). The check ranks the best matches among themselves and only takes
-    away: the best-matching video keeps its score, so another stretch of the same room, whose parts match as well as
-    the rest, is not lifted over the threshold."""
-    known = {v: s for v, s in scores.items() if s is not None}
-    if not weight or len(known) < 2:
+    """Each video's move: ``weight`` times its region score less the best of the checked videos'. The check ranks the
+    best matches among themselves and only takes away: the best-matching video keeps its score, so another stretch of
+    the same room, whose parts match as well as the rest, is not lifted over the threshold. Nothing moves unless every
+    checked video has a score (one indexed before regions were stored has none, and would never lose) and there are
+    at least two."""
+    if not weight or len(scores) < 2 or any(s is None for s in scores.values()):
         return {}
+    known = {v: s for v, s in scores.items() if s is not None}
     best = max(known.values())
     return {v: weight * (s - best) for v, s in known.items()}
