@@ -311,6 +311,8 @@ def info(index_dir: Path | None, as_json: bool) -> None:
         ("faiss", f"{data.index_type}, {data.index_bytes / 2**20:.1f} MiB, searched on {data.index_device}"),
         ("store", f"{data.extra.get('catalogue', 'SQLite')}, {data.store_bytes / 2**20:.1f} MiB, schema "
                   f"{data.schema_revision}"),
+        ("regions", f"{data.extra['region_vectors']} of {data.vectors} seconds; region check "
+                    f"{'on' if data.extra['region_check'] else 'off'}"),
     ]
     for key, value in rows:
         echo(f"{key:<11} {value}")

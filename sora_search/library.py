@@ -305,9 +305,14 @@ class Library:
 
     # ------------------------------------------------------------------ info and consistency
     def info(self) -> LibraryInfo:
-        """What is indexed, how, and how big it is."""
+        """What is indexed, how, and how big it is. ``extra`` holds ``region_vectors`` (stored seconds with their
+        region vectors) and ``region_check`` (whether queries run the region check: the projection has the library's
+        region mean)."""
+        from sora_search.encoder import Projection
+
         meta, videos, faiss = self._store.meta(), self._store.videos(), self._keeper.describe()
         indexed = [v for v in videos if v.status == "indexed"]
+        projection = Projection.from_bytes(meta.projection) if meta is not None and meta.projection else None
         return LibraryInfo(
             location=str(self.location.absolute()), videos=len(indexed), failed=len(videos) - len(indexed),
             vectors=self._store.vector_count(), duration_s=float(sum(v.duration_s for v in indexed)),
@@ -317,8 +322,10 @@ class Library:
             sampling_fps=meta.sampling_fps if meta else self._fps,
             projection=meta.projection_name if meta else "", index_type=faiss.kind, index_nlist=faiss.nlist,
             index_nprobe=faiss.nprobe, index_bytes=faiss.nbytes, store_bytes=self._store.size_bytes(),
-            schema_revision=self._store.revision(), extra={"schema_head": self._store.head_revision(),
-                                                           "catalogue": self.catalogue.described},
+            schema_revision=self._store.revision(), extra={
+                "schema_head": self._store.head_revision(), "catalogue": self.catalogue.described,
+                "region_vectors": self._store.region_vector_count(),
+                "region_check": projection is not None and projection.region_mean is not None},
             index_device=self._keeper.search_device)
 
     def check(self, *, repair: bool = False) -> CheckReport:

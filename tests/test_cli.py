@@ -144,6 +144,8 @@ def test_info_and_remove(runner, tiny_index, library_copy):
     assert json.loads(info.output)["videos"] == 4 and json.loads(info.output)["index_device"] == "cpu"
     text = runner.invoke(cli, ["info", "--index", str(tiny_index)]).output
     assert [line for line in text.splitlines() if line.startswith("faiss ")][0].endswith("MiB, searched on cpu")
+    vectors = json.loads(info.output)["vectors"]
+    assert f"regions     0 of {vectors} seconds; region check off" in text  # the tiny encoder has no regions
     removed = runner.invoke(cli, ["remove", str(library_copy / "bars.mp4"), "--index", str(tiny_index)])
     assert removed.exit_code == 0 and removed.output.strip() == f"removed {library_copy / 'bars.mp4'}"
     again = runner.invoke(cli, ["remove", str(library_copy / "bars.mp4"), "--index", str(tiny_index)])

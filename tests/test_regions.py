@@ -65,6 +65,8 @@ def test_library_seconds_keep_their_quadrants_and_the_projection_their_mean(inde
         for video in lib._store.videos(status="indexed"):
             times, regions = lib._store.regions_between(video.id, -1.0, 1e9)
             assert len(times) == video.n_vectors and regions.shape == (video.n_vectors, 4, 704)
+        info = lib.info()
+        assert info.extra["region_vectors"] == info.vectors > 0 and info.extra["region_check"] is True
 
 
 def test_a_copy_with_a_quarter_covered_moves_ahead_of_the_other_videos(indexed: Path, media_dir: Path, tmp_path: Path,

@@ -28,6 +28,12 @@ class VectorReads:
         with self._read() as s:
             return int(s.scalar(select(func.count()).select_from(VectorRow)) or 0)
 
+    def region_vector_count(self) -> int:
+        """Stored seconds that keep their region vectors (those stored before schema 0003 have none)."""
+        with self._read() as s:
+            return int(s.scalar(select(func.count()).select_from(VectorRow).where(VectorRow.regions.is_not(None)))
+                       or 0)
+
     def iter_vectors(self, batch_size: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every stored vector, ordered by id, in batches.
 
