@@ -200,31 +200,29 @@ def engine_rerank(args: argparse.Namespace, truth: dict, library: dict[str, tupl
 
     from sora_search import Library
     from sora_search.params import QueryParams
+    from sora_search.query.regions import region_score
+    from sora_search.types import Span
 
     split_truth = run.split_truth(truth, args.split)
-    answers: dict[str, list[tuple[str, float, tuple[float, float, float, float] | None]]] = {}
+    answers: dict[str, list[tuple[str, float, Span | None]]] = {}
     probes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     with Library.open(args.index, create=False) as lib:
         for q in split_truth["queries"]:
             path = args.bench / "queries" / q["name"]
             result = lib.query(path, k=run.PREDICTIONS_PER_QUERY, min_score=-1.0,
                                params=QueryParams(region_weight=0.0))  # the engine without its own region check
-            answers[q["name"]] = [
-                (str(Path(m.path).resolve()), float(m.score),
-                 (m.segments[0].query_start_s, m.segments[0].query_end_s, m.segments[0].ref_start_s,
-                  m.segments[0].ref_end_s) if m.segments else None) for m in result.matches]
+            answers[q["name"]] = [(str(Path(m.path).resolve()), float(m.score), m.segments[0] if m.segments else None)
+                                  for m in result.matches]
             r, t = sampled[q["name"]] if q["name"] in sampled else region_vectors(encoder, path)
             probes[q["name"]] = unit(r[:, 1:][:, QUADRANTS].astype(np.float32) - quad_mean), t
 
-    def quadrant_score(query: str, path: str, span: tuple[float, float, float, float] | None) -> float | None:
+    def quadrant_score(query: str, path: str, span: Span | None) -> float | None:
+        """The engine's region score (its probe seconds within half a second, reference seconds within one)."""
         if span is None or path not in library:
             return None
         (pq, pt), (lq, lt) = probes[query], library[path]
-        rows, cols = (pt >= span[0] - 0.5) & (pt <= span[1] + 0.5), (lt >= span[2] - 1) & (lt <= span[3] + 1)
-        if not rows.any() or not cols.any():
-            return None
-        sims = np.einsum("qkd,lkd->qlk", pq[rows], lq[cols])
-        return float(np.sort(sims, axis=2)[:, :, -QUADRANT_TOP:].mean(axis=2).max(axis=1).mean())
+        cols = (lt >= span.ref_start_s - 1) & (lt <= span.ref_end_s + 1)
+        return region_score(pt, pq, span, lt[cols], lq[cols], top=QUADRANT_TOP)
 
     out = []
     for weight in args.engine_weight:

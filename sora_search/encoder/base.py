@@ -173,7 +173,7 @@ class Encoder(ABC):
         for start in range(0, n, self.batch_size):
             batch = np.ascontiguousarray(frames[start:start + self.batch_size])
             if out_regions is not None:
-                result, part = self._embed_numpy_regions(batch)
+                result, part = self._run_torch(batch, regions=True)
                 out_regions[start:start + batch.shape[0]] = part
             else:
                 result = self._embed_numpy(batch)
@@ -198,12 +198,9 @@ class Encoder(ABC):
         (result,) = self._run_torch(batch, regions=False)
         return result
 
-    def _embed_numpy_regions(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_embed_numpy` through :meth:`_embed_batch_regions`: (b, dim) and (b, region_count, dim)."""
-        result, regions = self._run_torch(batch, regions=True)
-        return result, regions
-
     def _run_torch(self, batch: np.ndarray, *, regions: bool) -> tuple[np.ndarray, ...]:
+        """One batch through torch: (:meth:`_embed_batch`'s output,), or with ``regions`` both of
+        :meth:`_embed_batch_regions`'s, as float32 arrays."""
         import torch
 
         if not batch.flags.writeable:
