@@ -3,6 +3,7 @@ whose library seconds keep their quadrants."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,10 @@ import pytest
 
 from sora_search import Library
 from sora_search.params import QueryParams
-from sora_search.query import passes
+from sora_search.query import regions
 from sora_search.query.regions import centred, region_score, shifts
 from sora_search.types import Span
-from tests.media import cut
+from tests.media import concat, cut
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -63,8 +64,8 @@ def test_library_seconds_keep_their_quadrants_and_the_projection_their_mean(inde
         _, projection = lib._keeper.searchable()
         assert projection.region_mean is not None and projection.region_mean.shape == (4, 704)
         for video in lib._store.videos(status="indexed"):
-            times, regions = lib._store.regions_between(video.id, -1.0, 1e9)
-            assert len(times) == video.n_vectors and regions.shape == (video.n_vectors, 4, 704)
+            times, stored = lib._store.regions_between(video.id, -1.0, 1e9)
+            assert len(times) == video.n_vectors and stored.shape == (video.n_vectors, 4, 704)
         info = lib.info()
         assert info.extra["region_vectors"] == info.vectors > 0 and info.extra["region_check"] is True
 
@@ -75,13 +76,13 @@ def test_a_copy_with_a_quarter_covered_moves_ahead_of_the_other_videos(indexed: 
     probe = cut(media_dir / "library" / "pan_a.mp4", tmp_path / "boxed.mp4", 4, 6,
                 extra_vf="drawbox=x=0:y=0:w=iw*0.55:h=ih*0.55:color=white:t=fill")
     scored: list[float | None] = []  # one per checked video
-    real = passes.region_score
+    real = regions.region_score
 
     def spy(*args, **kwargs):
         scored.append(real(*args, **kwargs))
         return scored[-1]
 
-    monkeypatch.setattr(passes, "region_score", spy)
+    monkeypatch.setattr(regions, "region_score", spy)
     with Library.open(indexed, create=False) as lib:
         plain = lib.query(probe, params=QueryParams(views="fast", min_score=-1.0, region_weight=0.0))
         assert not scored  # weight 0: nothing checked
@@ -93,3 +94,37 @@ def test_a_copy_with_a_quarter_covered_moves_ahead_of_the_other_videos(indexed: 
     # The copy's own video keeps its score (its parts agree best); the other loses.
     assert after["pan_a.mp4"] == before["pan_a.mp4"]
     assert all(after[name] < before[name] for name in after if name != "pan_a.mp4")
+
+
+def test_a_query_of_an_indexed_video_is_checked_against_its_stored_regions(indexed: Path, media_dir: Path,
+                                                                           tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # Boxed seconds of pan_a, then of mandel, indexed too; queried by its path, the clip is answered from its stored
+    # vectors and regions, and both videos it holds are checked.
+    lib_dir = media_dir / "library"
+    box = "drawbox=x=0:y=0:w=iw*0.55:h=ih*0.55:color=white:t=fill"
+    clip = concat([cut(lib_dir / "pan_a.mp4", tmp_path / "a.mp4", 0, 6, extra_vf=box),
+                   cut(lib_dir / "mandel.mp4", tmp_path / "m.mp4", 2, 6, extra_vf=box)], tmp_path / "boxed.mp4")
+    idx = shutil.copytree(indexed, tmp_path / "idx")
+    with Library.open(idx, create=False) as lib:
+        lib.index([clip])
+    from sora_search.decode import DecodeWorker
+
+    def boom(*a: object, **k: object) -> None:
+        raise AssertionError("decoded a video whose vectors and regions are stored")
+
+    monkeypatch.setattr(DecodeWorker, "open", boom)
+    scored: list[float | None] = []
+    real = regions.region_score
+    monkeypatch.setattr(regions, "region_score", lambda *a, **k: scored.append(real(*a, **k)) or scored[-1])
+    with Library.open(idx, create=False) as lib:
+        plain = lib.query(clip, params=QueryParams(min_score=-1.0, region_weight=0.0))
+        assert not scored and plain.indexed
+        checked = lib.query(clip, params=QueryParams(min_score=-1.0))
+    before = {Path(m.path).name: m.score for m in plain.matches}
+    after = {Path(m.path).name: m.score for m in checked.matches}
+    assert len(scored) == len(before) >= 2 and sorted(before) == sorted(after) and "boxed.mp4" not in after
+    assert {"pan_a.mp4", "mandel.mp4"} <= set(after)
+    # The best-agreeing video keeps its score; every other loses.
+    kept = [name for name in after if after[name] == before[name]]
+    assert len(kept) == 1 and all(after[name] < before[name] for name in after if name not in kept)

@@ -22,6 +22,7 @@ group, in which one copy is kept by a rule (:data:`sora_search.params.KEEP_RULES
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -35,7 +36,8 @@ from sora_search.params import AlignParams, DupesParams, QueryParams
 from sora_search.query.align import Hits, align, novelty_weights
 from sora_search.query.background import background
 from sora_search.query.dupes_report import Shared, build_report
-from sora_search.query.passes import Ranked, rank
+from sora_search.query.passes import Ranked, cut, moved, rank
+from sora_search.query.regions import centred, region_moves
 from sora_search.types import DuplicatesProgress, DuplicatesReport, Span
 
 if TYPE_CHECKING:
@@ -329,7 +331,7 @@ def stored_query(store: Store, index: VectorIndex, projection: Projection, video
                  params: QueryParams, interval_s: float) -> list[Ranked]:
     """Answer a query whose clip is an indexed, unchanged library video from its stored vectors (nothing decoded),
     leaving the video out of its answer; segments are kept as :func:`find_duplicates` keeps them, then ranked as a
-    query ranks (runner-up gap, ``min_score``, ``k``)."""
+    query ranks (runner-up gap, the region check from the stored regions, ``min_score``, ``k``)."""
     _, ts, raw = store.vectors_of_video(video.id)
     if not len(ts):
         return []
@@ -348,7 +350,14 @@ def stored_query(store: Store, index: VectorIndex, projection: Projection, video
 
     others = candidate_pairs(own, videos, sims, rules.min_score, params.align.min_hits)[:, 1]
     shared = pairs_of(video.id, ts, vectors, videos, times, sims, others, duration, rules)
-    return rank({v: list(sh.spans) for v, sh in shared.items()}, params.runner_up_gap, params.min_score, params.k)
+    everyone = rank({v: list(sh.spans) for v, sh in shared.items()}, params.runner_up_gap, -math.inf, len(shared))
+    mean = projection.region_mean
+    if not params.region_weight or mean is None or not everyone:
+        return cut(everyone, params)
+    probe_s, regions = store.regions_between(video.id, float(ts[0]), float(ts[-1]))
+    probe = (probe_s, centred(regions, mean)) if regions.shape[1:] == mean.shape else None
+    checked = [(r.video_id, r.spans[0], probe) for r in everyone[:params.region_candidates]]
+    return cut(moved(everyone, region_moves(checked, store, mean, params.region_weight)), params)
 
 
 def indexed_video(store: Store, clip: str | Path) -> tuple[VideoRecord | None, bool]:

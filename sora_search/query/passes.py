@@ -29,7 +29,7 @@ from sora_search.params import QueryParams
 from sora_search.query.align import align, group_hits, novelty_weights
 from sora_search.query.background import background
 from sora_search.query.motion import motion_agreement
-from sora_search.query.regions import centred, region_score, shifts
+from sora_search.query.regions import Probe, centred, region_moves
 from sora_search.types import Span
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ class ProbeSearch:
         self.best: dict[int, list[Span]] = {}
         self._best_view: dict[int, str] = {}  # the view each video's best spans were found in
         self._probe: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # view -> its seconds and projected vectors
-        self._probe_regions: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # view -> its seconds, centred regions
+        self._probe_regions: dict[str, Probe] = {}  # view -> its seconds, centred regions
 
     @property
     def searched(self) -> bool:
@@ -161,9 +161,13 @@ class ProbeSearch:
         """Matches at or above ``min_score`` after motion agreement, the runner-up gap and the region check, best
         first (ties by video id), at most k."""
         p = self._params
-        everyone = self._with_regions(rank(self._with_motion(), p.runner_up_gap, -math.inf, max(1, len(self.best))))
-        found = sorted((r for r in everyone if r.score >= p.min_score), key=lambda r: (-r.score, r.video_id))
-        return found[:p.k]
+        everyone = rank(self._with_motion(), p.runner_up_gap, -math.inf, max(1, len(self.best)))
+        mean = self._projection.region_mean
+        if not p.region_weight or mean is None or not self._probe_regions:
+            return cut(everyone, p)
+        checked = [(r.video_id, r.spans[0], self._probe_regions.get(self._best_view[r.video_id]))
+                   for r in everyone[:p.region_candidates]]
+        return cut(moved(everyone, region_moves(checked, self._store, mean, p.region_weight)), p)
 
     def _with_motion(self) -> dict[int, list[Span]]:
         """``best``, the spans of its ``motion_candidates`` best videos moved by ``motion_weight`` times their best
@@ -184,24 +188,6 @@ class ProbeSearch:
                 out[video_id] = [replace(sp, score=min(1.0, sp.score + shift)) for sp in out[video_id]]
         return out
 
-    def _with_regions(self, ranked: list[Ranked]) -> list[Ranked]:
-        """``ranked`` (best first), its ``region_candidates`` best lowered by ``region_weight`` times the best of their
-        best spans' region scores less their own (:func:`~sora_search.query.regions.shifts`); unchanged where the
-        index or the probe has no regions. Not re-sorted."""
-        p, mean = self._params, self._projection.region_mean
-        if not p.region_weight or mean is None or not self._probe_regions:
-            return ranked
-        scores: dict[int, float | None] = {}
-        for r in ranked[:p.region_candidates]:
-            span, probe = r.spans[0], self._probe_regions.get(self._best_view[r.video_id])
-            ref_s, ref = self._store.regions_between(r.video_id, span.ref_start_s - 1, span.ref_end_s + 1)
-            scores[r.video_id] = None if probe is None or ref.shape[1:] != mean.shape else \
-                region_score(*probe, span, ref_s, centred(ref, mean))
-        moves = shifts(scores, p.region_weight)
-        return [r if r.video_id not in moves else
-                Ranked(r.video_id, r.score + moves[r.video_id],
-                       tuple(replace(sp, score=sp.score + moves[r.video_id]) for sp in r.spans))
-                for r in ranked]
 
 
 def rank(best: dict[int, list[Span]], gap: float, min_score: float, k: int) -> list[Ranked]:
@@ -215,6 +201,20 @@ def rank(best: dict[int, list[Span]], gap: float, min_score: float, k: int) -> l
     found = sorted(((spans[0].score, v, spans) for v, spans in adjusted.items() if spans[0].score >= min_score),
                    key=lambda x: (-x[0], x[1]))
     return [Ranked(v, s, tuple(spans)) for s, v, spans in found[:k]]
+
+
+def moved(ranked: list[Ranked], moves: dict[int, float]) -> list[Ranked]:
+    """``ranked`` with each video in ``moves`` and its spans moved by its amount; not re-sorted."""
+    return [r if r.video_id not in moves else
+            Ranked(r.video_id, r.score + moves[r.video_id],
+                   tuple(replace(sp, score=sp.score + moves[r.video_id]) for sp in r.spans))
+            for r in ranked]
+
+
+def cut(ranked: list[Ranked], params: QueryParams) -> list[Ranked]:
+    """Those of ``ranked`` at or above ``params.min_score``, best first (ties by video id), at most ``params.k``."""
+    found = sorted((r for r in ranked if r.score >= params.min_score), key=lambda r: (-r.score, r.video_id))
+    return found[:params.k]
 
 
 def _penalty(view: str, params: QueryParams) -> float:

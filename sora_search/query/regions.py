@@ -12,9 +12,18 @@ score in proportion (:func:`shifts`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+if TYPE_CHECKING:
+    from sora_search.store import Store
+
 from sora_search.types import Span
+
+# A probe view's seconds and its centred regions (:func:`centred`), or None where the view has none.
+Probe = tuple[np.ndarray, np.ndarray] | None
 
 # Quadrants that count per second: the best 2 of 4 (an overlay or a blend rarely covers more than half a frame).
 TOP_REGIONS = 2
@@ -54,3 +63,15 @@ def shifts(scores: dict[int, float | None], weight: float) -> dict[int, float]:
     known = {v: s for v, s in scores.items() if s is not None}
     best = max(known.values())
     return {v: weight * (s - best) for v, s in known.items()}
+
+
+def region_moves(checked: Sequence[tuple[int, Span, Probe]], store: Store, mean: np.ndarray,
+                 weight: float) -> dict[int, float]:
+    """Each checked video's move (:func:`shifts`): the region score of its span, given as (video id, span, the probe
+    view it was found in), against the video's stored regions around the span's reference seconds."""
+    scores: dict[int, float | None] = {}
+    for video_id, span, probe in checked:
+        ref_s, ref = store.regions_between(video_id, span.ref_start_s - 1, span.ref_end_s + 1)
+        scores[video_id] = None if probe is None or ref.shape[1:] != mean.shape else \
+            region_score(*probe, span, ref_s, centred(ref, mean))
+    return shifts(scores, weight)
