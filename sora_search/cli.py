@@ -144,6 +144,9 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 @db_option
 @device_option
 @click.option("--retry-failed", is_flag=True, help="Try again files that failed before and have not changed.")
+@click.option("--add-regions", is_flag=True,
+              help="Also re-encode unchanged videos that keep no region vectors (indexed before the index stored "
+                   "them; see `info`), so that queries run the region check on them.")
 @click.option("--follow-links/--no-follow-links", default=True, show_default=True,
               help="Index the targets of file symlinks that point outside PATHS (folder links are never followed).")
 @click.option("--timeout", "timeout_s", type=_FiniteFloat(min=1), default=_INDEX.decode_timeout_s,
@@ -164,8 +167,8 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
                    "index keeps its own.")
 @click.pass_context
 def index(ctx: click.Context, paths: tuple[Path, ...], index_dir: Path | None, device: str | None,
-          retry_failed: bool, follow_links: bool, timeout_s: float, decode_workers: int, ray_address: str | None,
-          precision: str | None) -> None:
+          retry_failed: bool, add_regions: bool, follow_links: bool, timeout_s: float, decode_workers: int,
+          ray_address: str | None, precision: str | None) -> None:
     """Index the videos under PATHS (files or folders, recursive).
 
     Incremental: unchanged files are skipped, changed files re-indexed, moved or renamed files recognised without
@@ -181,7 +184,7 @@ def index(ctx: click.Context, paths: tuple[Path, ...], index_dir: Path | None, d
         progress = None if display is None else display.update
         try:
             summary = lib.index(paths, progress=progress, retry_failed=retry_failed, follow_links=follow_links,
-                                ray=ray_address)
+                                ray=ray_address, add_regions=add_regions)
         finally:
             if display is not None:
                 display.close()

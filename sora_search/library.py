@@ -107,11 +107,13 @@ class Library:
         from before stamps is kept when it is exactly the store's (:meth:`IndexKeeper.adopt_unstamped`).
 
         Returns:
-            (schema revision before, after, what became of an unstamped FAISS file or None).
+            (schema revision before, after, a note or None: what became of an unstamped FAISS file, and how many
+            stored seconds an upgrade left without region vectors).
 
         Raises:
             IndexNotFound: no index there. IndexLocked: an index run is writing it.
         """
+        from sora_search.encoder import REGION_ENCODERS
         from sora_search.index import IndexKeeper
         from sora_search.store import Store, upgrade
 
@@ -123,8 +125,12 @@ class Library:
         with write_lock(location, catalogue):
             before, after = upgrade(catalogue)
             with closing(Store.open(catalogue, create=False)) as store:
-                note = IndexKeeper(location, store, IndexParams(), None).adopt_unstamped()
-        return before, after, note
+                notes = [IndexKeeper(location, store, IndexParams(), None).adopt_unstamped()]
+                meta, lacking = store.meta(), store.vector_count() - store.region_vector_count()
+                if before != after and meta is not None and meta.encoder_name in REGION_ENCODERS and lacking:
+                    notes.append(f"{lacking} stored seconds keep no region vectors, so queries skip the region "
+                                 "check: `sora-search index --add-regions PATH` encodes their videos again")
+        return before, after, "\n".join(n for n in notes if n) or None
 
     def close(self) -> None:
         self._embedder.close()
@@ -138,7 +144,8 @@ class Library:
 
     # ------------------------------------------------------------------ indexing
     def index(self, paths: Sequence[str | Path], *, progress: ProgressCallback | None = None,
-              retry_failed: bool = False, follow_links: bool = True, ray: str | None = None) -> IndexSummary:
+              retry_failed: bool = False, follow_links: bool = True, ray: str | None = None,
+              add_regions: bool = False) -> IndexSummary:
         """Bring the index up to date with the videos under ``paths`` (files or folders, recursive).
 
         New files are decoded and encoded, changed files re-encoded, moved files re-pathed without decoding,
@@ -150,6 +157,9 @@ class Library:
             retry_failed: attempt again files that failed before and have not changed.
             follow_links: follow file symlinks whose target is outside ``paths`` (folder links: never).
             ray: decode and encode on a Ray cluster: ``auto``, ``local`` or an address (:mod:`sora_search.cluster`).
+            add_regions: also encode again the unchanged videos under ``paths`` that keep no region vectors (indexed
+                before schema 0003 stored them; listed as updated), then refit the projection, so that queries run
+                the region check (:mod:`sora_search.query.regions`).
 
         Raises:
             FileNotFoundError: a path does not exist. IndexLocked: another run is writing this index.
@@ -161,8 +171,10 @@ class Library:
             self._store.refuse_if_damaged()
             self._keeper.remove_leftovers()
             found = scan.walk(paths, exclude=[self.location], follow_links=follow_links)
+            lacking = self._store.videos_without_regions() \
+                if add_regions and self._embedder.encoder.region_count else set()
             todo = scan.plan(found, self._store.videos(), [os.path.abspath(p) for p in paths],
-                             retry_failed=retry_failed)
+                             retry_failed=retry_failed, reencode=lacking)
             identity.ensure(self._store, self.location, self._embedder.encoder_name, self._fps,
                             self._embedder.precision)
             self._keeper.open_for_write()
@@ -176,7 +188,8 @@ class Library:
             changed = {e.path for e, _, _ in todo.changed}
             done = self._embed_and_store(todo.to_encode, changed, progress, ray)
             with self._embedder.timed("index"):
-                self._keeper.finish()
+                # Videos encoded again for their regions: the region mean is fitted on all of them.
+                self._keeper.finish(refit=any(known.id in lacking for _, _, known in todo.changed))
             summary = IndexSummary(
                 added=tuple(p for p, status, _ in done if status == "added"),
                 updated=tuple(p for p, status, _ in done if status == "updated"),

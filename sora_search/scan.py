@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -210,7 +210,7 @@ class Plan:
 
 
 def plan(found: WalkResult, known: Sequence[KnownVideo], roots: Sequence[str], *,
-         retry_failed: bool = False) -> Plan:
+         retry_failed: bool = False, reencode: Collection[int] = ()) -> Plan:
     """Compare the files found with what the store knows.
 
     Args:
@@ -219,6 +219,7 @@ def plan(found: WalkResult, known: Sequence[KnownVideo], roots: Sequence[str], *
             origin of a moved file.
         roots: the absolute paths that were walked.
         retry_failed: re-attempt files that failed before even if they have not changed.
+        reencode: ids of indexed videos to encode again even if their file has not changed (listed as changed).
     """
     by_id = sorted({v.id: v for v in known}.values(), key=lambda v: v.id)
     known_under_roots = under_roots(by_id, roots)
@@ -237,6 +238,8 @@ def plan(found: WalkResult, known: Sequence[KnownVideo], roots: Sequence[str], *
                 result.failed_before.append(stored)
             elif stored.status == "failed":
                 result.changed.append((entry, _safe_fingerprint(entry, result), stored))
+            elif stored.id in reencode:
+                result.changed.append((entry, stored.fingerprint, stored))
             else:
                 result.unchanged.append(stored)
             continue

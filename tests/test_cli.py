@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import closing
 
 import pytest
 from click.testing import CliRunner
@@ -343,3 +344,20 @@ def test_upgrade_goes_through_the_library(monkeypatch, tmp_path):
     assert CliRunner().invoke(cli, ["upgrade", "--index", str(tmp_path), "--db", "sqlite:///x.db"]).exit_code == 0
     assert asked == [(tmp_path, None), (None, None), (tmp_path, "postgresql://from-env/db"),
                      (tmp_path, "sqlite:///x.db")]  # --db, else $SORA_SEARCH_DB
+
+
+def test_upgrade_from_before_regions_says_how_to_add_them(runner, tmp_path):
+    import shutil
+    import sqlite3
+    from pathlib import Path
+
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    shutil.copy(Path(__file__).parent / "data" / "rev0002.db", idx / "sora.db")
+    with closing(sqlite3.connect(idx / "sora.db")) as db, db:  # as if made by the encoder that keeps regions
+        db.execute("UPDATE index_meta SET encoder_name = 'sora-lite0'")
+        stored = db.execute("SELECT count(*) FROM vectors").fetchone()[0]
+    up = runner.invoke(cli, ["upgrade", "--index", str(idx)])
+    assert up.exit_code == 0, up.output
+    assert up.output.splitlines()[0] == "schema 0002 -> 0003"
+    assert f"{stored} stored seconds keep no region vectors" in up.output and "index --add-regions" in up.output

@@ -128,3 +128,23 @@ def test_a_query_of_an_indexed_video_is_checked_against_its_stored_regions(index
     # The best-agreeing video keeps its score; every other loses.
     kept = [name for name in after if after[name] == before[name]]
     assert len(kept) == 1 and all(after[name] < before[name] for name in after if name not in kept)
+
+
+def test_index_add_regions_fills_in_the_regions_of_videos_indexed_without_them(media_dir: Path, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from sora_search.encoder.sora import SoraLite0Encoder
+
+    library, idx = media_dir / "library", tmp_path / "idx"
+    with monkeypatch.context() as m:  # as an index from before schema 0003 stored regions
+        m.setattr(SoraLite0Encoder, "region_count", 0)
+        with Library.open(idx, encoder="sora-lite0", device="cpu") as lib:
+            first = lib.index([library])
+    with Library.open(idx, create=False) as lib:
+        info = lib.info()
+        assert info.extra["region_vectors"] == 0 and info.extra["region_check"] is False
+        assert not lib.index([library]).updated  # without the flag, unchanged videos stay as they are
+        filled = lib.index([library], add_regions=True)
+        assert sorted(filled.updated) == sorted(first.added) and not filled.added
+        info = lib.info()
+        assert info.extra["region_vectors"] == info.vectors > 0 and info.extra["region_check"] is True
+        assert not lib.index([library], add_regions=True).updated  # nothing left to fill in

@@ -127,6 +127,15 @@ def test_plan_skips_unchanged_failures_unless_asked(tmp_path):
     assert [e.path for e, _, _ in again.changed] == [str(bad)]
 
 
+def test_plan_encodes_again_the_unchanged_videos_asked_for(tmp_path, clip):
+    a, b = (Path(shutil.copy(clip, tmp_path / name)) for name in ("a.mp4", "b.mp4"))
+    fp = scan.fingerprint(clip)
+    known = [Known(i, str(f), f.stat().st_size, f.stat().st_mtime, fp) for i, f in ((1, a), (2, b))]
+    p = scan.plan(scan.walk([tmp_path]), known, [str(tmp_path)], reencode={2, 7})
+    assert [k.id for k in p.unchanged] == [1]
+    assert [(e.path, f, k.id) for e, f, k in p.changed] == [(str(b), fp, 2)] and p.to_encode == [(p.changed[0][0], fp)]
+
+
 def test_plan_removes_only_at_or_under_the_roots_and_moves_from_anywhere(tmp_path, clip):
     lib, sibling, elsewhere = tmp_path / "lib", tmp_path / "libx", tmp_path / "elsewhere"
     lib.mkdir()

@@ -27,6 +27,7 @@ from sora_search.threads import available_cpus
 
 __all__ = [
     "ENCODERS",
+    "REGION_ENCODERS",
     "DEFAULT_ENCODER",
     "Encoder",
     "EncoderIdentity",
@@ -45,6 +46,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ENCODERS: tuple[str, ...] = ("sora-lite0", "sora-lite0-gap", "tiny")
+# Those whose vectors come with region vectors (``Encoder.region_count`` > 0), known without loading them.
+REGION_ENCODERS: tuple[str, ...] = ("sora-lite0",)
 DEVICE_ENV = "SORA_SEARCH_DEVICE"
 PRECISION_ENV = "SORA_SEARCH_PRECISION"
 # Encoders with bf16 and int8 builds: opt-in, not the default, as their scores move more than a default may

@@ -9,7 +9,7 @@ the write lock) rebuilds such a file on disk, through the store's projection, wi
 same index in memory and says so once.
 
 Retraining refits the projection and the IVF on the stored vectors once the corpus has grown ``retrain_growth``
-times. The new file is written before the store switches to the new projection: a crash in between leaves a file
+times (or when region vectors arrive that the projection has no mean for, :meth:`IndexKeeper.finish`). The new file is written before the store switches to the new projection: a crash in between leaves a file
 whose projection digest the store does not have, which is then rebuilt, never searched.
 """
 
@@ -174,15 +174,18 @@ class IndexKeeper:
         if self._index is not None and self._projection is not None:
             self._index.add(ids, self._projection.apply(raw))
 
-    def finish(self) -> None:
-        """Retrain if the corpus outgrew the index (or there is none yet), then save at the store's generation."""
+    def finish(self, *, refit: bool = False) -> None:
+        """Retrain if asked to (``refit``), if the corpus outgrew the index (or there is none yet), or if the store
+        now keeps region vectors that the projection has no mean for (an index from before schema 0003); then save
+        at the store's generation."""
         meta = self._store.meta()
         assert meta is not None
         total = self._store.vector_count()
         if total == 0:
             return
-        if self._index is None or self._projection is None \
-                or total > self._params.retrain_growth * max(1, meta.index_trained_n):
+        if refit or self._index is None or self._projection is None \
+                or total > self._params.retrain_growth * max(1, meta.index_trained_n) \
+                or (self._projection.region_mean is None and self._store.region_vector_count() > 0):
             self.rebuild()
         else:
             self._save(self._index, Stamp.of(meta))

@@ -34,6 +34,12 @@ class VectorReads:
             return int(s.scalar(select(func.count()).select_from(VectorRow).where(VectorRow.regions.is_not(None)))
                        or 0)
 
+    def videos_without_regions(self) -> set[int]:
+        """Ids of the videos with a stored second that keeps no region vectors (stored before schema 0003, or by an
+        encoder without regions)."""
+        with self._read() as s:
+            return {int(v) for v in s.scalars(select(VectorRow.video_id).where(VectorRow.regions.is_(None)).distinct())}
+
     def iter_vectors(self, batch_size: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every stored vector, ordered by id, in batches.
 
