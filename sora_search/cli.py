@@ -300,6 +300,8 @@ def dupes(ctx: click.Context, index_dir: Path | None, device: str | None, min_sc
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def info(index_dir: Path | None, as_json: bool) -> None:
     """Show what is indexed: videos, vectors, encoder, index type and size."""
+    from .encoder import REGION_ENCODERS
+
     with _open(index_dir, create=False) as lib:
         data = lib.info()
     if as_json:
@@ -315,7 +317,9 @@ def info(index_dir: Path | None, as_json: bool) -> None:
         ("store", f"{data.extra.get('catalogue', 'SQLite')}, {data.store_bytes / 2**20:.1f} MiB, schema "
                   f"{data.schema_revision}"),
         ("regions", f"{data.extra['region_vectors']} of {data.vectors} seconds; region check "
-                    f"{'on' if data.extra['region_check'] else 'off'}"),
+                    f"{'on' if data.extra['region_check'] else 'off'}"
+                    + (" (`index --add-regions PATH` adds the rest)"
+                       if data.encoder in REGION_ENCODERS and data.extra["region_vectors"] < data.vectors else "")),
     ]
     for key, value in rows:
         echo(f"{key:<11} {value}")
