@@ -9,8 +9,9 @@ the write lock) rebuilds such a file on disk, through the store's projection, wi
 same index in memory and says so once.
 
 Retraining refits the projection and the IVF on the stored vectors once the corpus has grown ``retrain_growth``
-times (or when region vectors arrive that the projection has no mean for, :meth:`IndexKeeper.finish`). The new file is written before the store switches to the new projection: a crash in between leaves a file
-whose projection digest the store does not have, which is then rebuilt, never searched.
+times, or when region vectors arrive that the projection has no mean for (:meth:`IndexKeeper.finish`). The new file
+is written before the store switches to the new projection: a crash in between leaves a file whose projection digest
+the store does not have, which is then rebuilt, never searched.
 """
 
 from __future__ import annotations

@@ -189,7 +189,6 @@ class ProbeSearch:
         return out
 
 
-
 def rank(best: dict[int, list[Span]], gap: float, min_score: float, k: int) -> list[Ranked]:
     """Each video's spans (best first) ranked: every video but the best loses ``gap`` of its gap to the best; those
     at or above ``min_score`` are kept, best first (ties by video id), at most ``k``."""
