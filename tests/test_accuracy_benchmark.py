@@ -325,3 +325,27 @@ def test_dupes_eval_refuses_a_split_benchmark(split_bench: tuple[Path, dict], tm
     with pytest.raises(SystemExit, match="split benchmark"):
         dupes_eval.main([str(out), "--work", str(tmp_path / "idx"), "--out", str(tmp_path / "d.json")])
     assert not (tmp_path / "idx").exists()
+
+
+def test_region_fallback_reorders_only_weak_answers_and_keeps_their_scores(split_bench: tuple[Path, dict],
+                                                                         tmp_path: Path) -> None:
+    """benchmarks/accuracy/region_fallback.py: under B 0 nothing moves; under B 2 every answer is ordered by the
+    quadrant evidence, which puts most synthetic copies' references first."""
+    import region_fallback
+
+    from sora_search import Library
+
+    out, truth = split_bench
+    split = "tune"
+    idx = tmp_path / "idx"
+    with Library.open(idx, encoder="sora-lite0") as lib:
+        lib.index([out / "refs" / r["name"] for r in truth["references"] if r["split"] == split])
+    report = tmp_path / "fallback.json"
+    assert region_fallback.main([str(out), "--index", str(idx), "--split", split, "--below", "0", "2",
+                                 "--weight", "0.5", "--out", str(report)]) == 0
+    rows = {(r["mode"], r["below"], r["weight"]): r for r in json.loads(report.read_text())["rows"]}
+    assert set(rows) == {(m, b, w) for m in ("mean", "half") for b in (0.0, 2.0) for w in ("order", 0.5)}
+    for mode in ("mean", "half"):
+        as_is = rows[mode, 0.0, "order"]
+        assert as_is["changed"] == [] and as_is == {**rows["mean", 0.0, "order"], "mode": mode}
+        assert rows[mode, 2.0, "order"]["recall_at_1"] >= 0.6, rows
