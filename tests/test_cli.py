@@ -226,7 +226,7 @@ class _FakeLibrary:
     def __exit__(self, *exc):
         pass
 
-    def index(self, paths, *, progress=None, retry_failed=False, follow_links=True, ray=None):
+    def index(self, paths, *, progress=None, retry_failed=False, follow_links=True, ray=None, add_regions=False):
         self.calls.append(("index", paths, retry_failed))
         a, b = "/lib/a.mp4", "/lib/b.mp4"
         events = [Progress(0, 2, 0, 30, a, "decoding"), Progress(1, 2, 10, 30, a, "added"),
