@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -349,3 +350,35 @@ def test_region_fallback_reorders_only_weak_answers_and_keeps_their_scores(split
         as_is = rows[mode, 0.0, "order"]
         assert as_is["changed"] == [] and as_is == {**rows["mean", 0.0, "order"], "mode": mode}
         assert rows[mode, 2.0, "order"]["recall_at_1"] >= 0.6, rows
+
+
+def test_requery_changes_only_the_settings_named_and_scores_as_run_does(split_bench: tuple[Path, dict],
+                                                                      tmp_path: Path) -> None:
+    """benchmarks/accuracy/requery.py: FIELD=VALUE settings become QueryParams, and the index run.py left is
+    searched again as it is and scored as run.py scores the engine."""
+    import requery
+
+    from sora_search.params import QueryParams
+
+    params = requery.query_params(["region_weight=0", "novelty_full=none", "views=fast", "align.min_hits=3", "k=5"])
+    assert params == replace(QueryParams(region_weight=0.0, novelty_full=None, views="fast", k=5),
+                             align=replace(QueryParams().align, min_hits=3))
+    for bad in ("k", "nope=1", "align.nope=1", "k=1.5"):
+        with pytest.raises(ValueError):
+            requery.query_params([bad])
+
+    out, truth = split_bench
+    split = "tune"
+    refs = [out / "refs" / r["name"] for r in truth["references"] if r["split"] == split]
+    queries = [out / "queries" / q["name"] for q in truth["queries"] if q["split"] == split]
+    engine = run.evaluate(run.run_system(run.SoraSystem("sora", "sora-lite0", tmp_path), refs, queries),
+                          run.split_truth(truth, split))
+    report = tmp_path / "requery.json"
+    assert requery.main([str(out), "--index", str(tmp_path / "sora"), "--split", split, "--out", str(report)]) == 0
+    again = json.loads(report.read_text())
+    assert (again["micro_ap"], again["recall_at_1"]) == (engine["micro_ap"], engine["recall_at_1"])
+    assert requery.main([str(out), "--index", str(tmp_path / "sora"), "--split", split, "views=fast",
+                         "--out", str(report)]) == 0
+    assert json.loads(report.read_text())["settings"] == ["views=fast"]
+    with pytest.raises(SystemExit, match="no index at"):
+        requery.main([str(out), "--index", str(tmp_path / "nothing"), "--split", split])

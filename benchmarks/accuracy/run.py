@@ -49,6 +49,7 @@ from systems import Prediction, System, reference_name  # noqa: E402
 
 if TYPE_CHECKING:
     from sora_search import Library
+    from sora_search.params import QueryParams
 
 logger = logging.getLogger("accuracy")
 
@@ -60,19 +61,27 @@ class SoraSystem:
     """sora-search through its public API: ``Library.open`` / ``.index`` / ``.query``.
 
     Queries ask for the top ``PREDICTIONS_PER_QUERY`` videos with no score floor, so micro-AP sees the whole ranked
-    list; ``threshold`` is the engine's default ``min_score``, used for precision/recall at the threshold.
+    list, with ``params`` otherwise (default: the engine's); ``threshold`` is their ``min_score``, used for
+    precision/recall at the threshold.
     """
 
-    def __init__(self, name: str, encoder: str, work: Path, views: str = "auto", pca: bool = True) -> None:
+    def __init__(self, name: str, encoder: str, work: Path, pca: bool = True,
+                 params: QueryParams | None = None) -> None:
         from sora_search.params import QueryParams
 
         self.name = name
         self._pca = pca
-        self.threshold: float | None = QueryParams().min_score
+        self._params = params or QueryParams()
+        self.threshold: float | None = self._params.min_score
         self._encoder = encoder
         self._location = work / name
-        self._views = views
         self._lib: Library | None = None
+
+    def attach(self) -> None:
+        """Search the index already at WORK/NAME as it is (no indexing): ``requery.py``."""
+        from sora_search import Library
+
+        self._lib = Library.open(self._location, create=False)
 
     def index(self, refs: list[Path]) -> None:
         from sora_search import Library
@@ -103,7 +112,7 @@ class SoraSystem:
 
     def query(self, path: Path) -> list[Prediction]:
         assert self._lib is not None, "index() first"
-        result = self._lib.query(path, k=PREDICTIONS_PER_QUERY, min_score=-1.0, views=self._views)
+        result = self._lib.query(path, params=self._params, k=PREDICTIONS_PER_QUERY, min_score=-1.0)
         out = []
         for m in result.matches:
             seg = m.segments[0] if m.segments else None
