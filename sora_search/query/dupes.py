@@ -36,8 +36,8 @@ from sora_search.params import AlignParams, DupesParams, QueryParams
 from sora_search.query.align import Hits, align, novelty_weights
 from sora_search.query.background import background
 from sora_search.query.dupes_report import Shared, build_report
-from sora_search.query.passes import Ranked, cut, moved, rank
-from sora_search.query.regions import centred, region_moves
+from sora_search.query.passes import Ranked, rank, region_checked
+from sora_search.query.regions import Probe, centred
 from sora_search.types import DuplicatesProgress, DuplicatesReport, Span
 
 if TYPE_CHECKING:
@@ -351,13 +351,12 @@ def stored_query(store: Store, index: VectorIndex, projection: Projection, video
     others = candidate_pairs(own, videos, sims, rules.min_score, params.align.min_hits)[:, 1]
     shared = pairs_of(video.id, ts, vectors, videos, times, sims, others, duration, rules)
     everyone = rank({v: list(sh.spans) for v, sh in shared.items()}, params.runner_up_gap, -math.inf, len(shared))
+    probe: Probe = None  # the clip's own stored regions, against whichever video it is checked
     mean = projection.region_mean
-    if not params.region_weight or mean is None or not everyone:
-        return cut(everyone, params)
-    probe_s, regions = store.regions_between(video.id, float(ts[0]), float(ts[-1]))
-    probe = (probe_s, centred(regions, mean)) if regions.shape[1:] == mean.shape else None
-    checked = [(r.video_id, r.spans[0], probe) for r in everyone[:params.region_candidates]]
-    return cut(moved(everyone, region_moves(checked, store, mean, params.region_weight)), params)
+    if params.region_weight and mean is not None and everyone:
+        probe_s, regions = store.regions_between(video.id, float(ts[0]), float(ts[-1]))
+        probe = (probe_s, centred(regions, mean)) if regions.shape[1:] == mean.shape else None
+    return region_checked(everyone, lambda _: probe, store, projection, params)
 
 
 def indexed_video(store: Store, clip: str | Path) -> tuple[VideoRecord | None, bool]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -162,12 +162,8 @@ class ProbeSearch:
         first (ties by video id), at most k."""
         p = self._params
         everyone = rank(self._with_motion(), p.runner_up_gap, -math.inf, max(1, len(self.best)))
-        mean = self._projection.region_mean
-        if not p.region_weight or mean is None or not self._probe_regions:
-            return cut(everyone, p)
-        checked = [(r.video_id, r.spans[0], self._probe_regions.get(self._best_view[r.video_id]))
-                   for r in everyone[:p.region_candidates]]
-        return cut(moved(everyone, region_moves(checked, self._store, mean, p.region_weight)), p)
+        return region_checked(everyone, lambda v: self._probe_regions.get(self._best_view[v]), self._store,
+                              self._projection, p)
 
     def _with_motion(self) -> dict[int, list[Span]]:
         """``best``, the spans of its ``motion_candidates`` best videos moved by ``motion_weight`` times their best
@@ -202,16 +198,19 @@ def rank(best: dict[int, list[Span]], gap: float, min_score: float, k: int) -> l
     return [Ranked(v, s, tuple(spans)) for s, v, spans in found[:k]]
 
 
-def moved(ranked: list[Ranked], moves: dict[int, float]) -> list[Ranked]:
-    """``ranked`` with each video in ``moves`` and its spans moved by its amount; not re-sorted."""
-    return [r if r.video_id not in moves else
-            Ranked(r.video_id, r.score + moves[r.video_id],
-                   tuple(replace(sp, score=sp.score + moves[r.video_id]) for sp in r.spans))
-            for r in ranked]
-
-
-def cut(ranked: list[Ranked], params: QueryParams) -> list[Ranked]:
-    """Those of ``ranked`` at or above ``params.min_score``, best first (ties by video id), at most ``params.k``."""
+def region_checked(ranked: list[Ranked], probe_of: Callable[[int], Probe], store: Store, projection: Projection,
+                   params: QueryParams) -> list[Ranked]:
+    """``ranked`` (best first, every video) after the region check of its ``region_candidates`` best, each against
+    ``probe_of(video id)`` (:func:`~sora_search.query.regions.region_moves`); then those at or above ``min_score``,
+    best first (ties by video id), at most ``k``. Unchanged where the index keeps no region mean."""
+    mean = projection.region_mean
+    if params.region_weight and mean is not None and ranked:
+        checked = [(r.video_id, r.spans[0], probe_of(r.video_id)) for r in ranked[:params.region_candidates]]
+        moves = region_moves(checked, store, mean, params.region_weight)
+        ranked = [r if r.video_id not in moves else
+                  Ranked(r.video_id, r.score + moves[r.video_id],
+                         tuple(replace(sp, score=sp.score + moves[r.video_id]) for sp in r.spans))
+                  for r in ranked]
     found = sorted((r for r in ranked if r.score >= params.min_score), key=lambda r: (-r.score, r.video_id))
     return found[:params.k]
 

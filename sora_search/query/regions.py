@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sora_search.types import Span
+
 if TYPE_CHECKING:
     from sora_search.store import Store
-
-from sora_search.types import Span
 
 # A probe view's seconds and its centred regions (:func:`centred`), or None where the view has none.
 Probe = tuple[np.ndarray, np.ndarray] | None
@@ -69,6 +69,8 @@ def region_moves(checked: Sequence[tuple[int, Span, Probe]], store: Store, mean:
                  weight: float) -> dict[int, float]:
     """Each checked video's move (:func:`shifts`): the region score of its span, given as (video id, span, the probe
     view it was found in), against the video's stored regions around the span's reference seconds."""
+    if not weight or len(checked) < 2 or any(probe is None for _, _, probe in checked):
+        return {}  # as shifts() would answer, without reading the store
     scores: dict[int, float | None] = {}
     for video_id, span, probe in checked:
         ref_s, ref = store.regions_between(video_id, span.ref_start_s - 1, span.ref_end_s + 1)
