@@ -22,7 +22,6 @@ group, in which one copy is kept by a rule (:data:`sora_search.params.KEEP_RULES
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -350,7 +349,7 @@ def stored_query(store: Store, index: VectorIndex, projection: Projection, video
 
     others = candidate_pairs(own, videos, sims, rules.min_score, params.align.min_hits)[:, 1]
     shared = pairs_of(video.id, ts, vectors, videos, times, sims, others, duration, rules)
-    everyone = rank({v: list(sh.spans) for v, sh in shared.items()}, params.runner_up_gap, -math.inf, len(shared))
+    everyone = rank({v: list(sh.spans) for v, sh in shared.items()}, params.runner_up_gap)
     probe: Probe = None  # the clip's own stored regions, against whichever video it is checked
     mean = projection.region_mean
     if params.region_weight and mean is not None and everyone:

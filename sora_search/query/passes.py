@@ -15,7 +15,6 @@ spoils only the parts it covers.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -87,7 +86,7 @@ class ProbeSearch:
         self.best: dict[int, list[Span]] = {}
         self._best_view: dict[int, str] = {}  # the view each video's best spans were found in
         self._probe: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # view -> its seconds and projected vectors
-        self._probe_regions: dict[str, Probe] = {}  # view -> its seconds, centred regions
+        self._probe_regions: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # view -> its seconds, centred regions
 
     @property
     def searched(self) -> bool:
@@ -161,7 +160,7 @@ class ProbeSearch:
         """Matches at or above ``min_score`` after motion agreement, the runner-up gap and the region check, best
         first (ties by video id), at most k."""
         p = self._params
-        everyone = rank(self._with_motion(), p.runner_up_gap, -math.inf, max(1, len(self.best)))
+        everyone = rank(self._with_motion(), p.runner_up_gap)
         return region_checked(everyone, lambda v: self._probe_regions.get(self._best_view[v]), self._store,
                               self._projection, p)
 
@@ -185,17 +184,16 @@ class ProbeSearch:
         return out
 
 
-def rank(best: dict[int, list[Span]], gap: float, min_score: float, k: int) -> list[Ranked]:
-    """Each video's spans (best first) ranked: every video but the best loses ``gap`` of its gap to the best; those
-    at or above ``min_score`` are kept, best first (ties by video id), at most ``k``."""
+def rank(best: dict[int, list[Span]], gap: float) -> list[Ranked]:
+    """Each video's spans (best first) ranked: every video but the best loses ``gap`` of its gap to the best; all of
+    them, best first (ties by video id). :func:`region_checked` then keeps what a query shows."""
     top = max((spans[0].score for spans in best.values()), default=None)
     if top is None:
         return []
     adjusted = {v: [replace(sp, score=sp.score - gap * (top - spans[0].score)) for sp in spans]
                 for v, spans in best.items()}
-    found = sorted(((spans[0].score, v, spans) for v, spans in adjusted.items() if spans[0].score >= min_score),
-                   key=lambda x: (-x[0], x[1]))
-    return [Ranked(v, s, tuple(spans)) for s, v, spans in found[:k]]
+    found = sorted(((spans[0].score, v, spans) for v, spans in adjusted.items()), key=lambda x: (-x[0], x[1]))
+    return [Ranked(v, s, tuple(spans)) for s, v, spans in found]
 
 
 def region_checked(ranked: list[Ranked], probe_of: Callable[[int], Probe], store: Store, projection: Projection,
