@@ -134,6 +134,10 @@ class QueryParams:
     motion_candidates: int = 5         # the best matches checked for motion agreement
     region_weight: float = 0.25        # a match loses this times (the best checked region score - its own); 0: off
     region_candidates: int = 10        # the best matches checked region by region
+    sequence_below: float = 0.15       # only while the best match scores under this, the sequence check may ...
+    sequence_margin: float = 1.5       # ... put first the candidate whose evidence is this many times any other's
+    sequence_cost: float = 1.5         # a pair adds its standard score less this to a diagonal run
+    sequence_candidates: int = 32      # the videos with the most neighbour hits that are checked
     align: AlignParams = field(default_factory=AlignParams)
 
     def __post_init__(self) -> None:
@@ -151,7 +155,9 @@ class QueryParams:
             "novelty_full": self.novelty_full is None or self.novelty_full > self.novelty_floor,
             "motion_weight": self.motion_weight >= 0, "motion_baseline": -1 <= self.motion_baseline <= 1,
             "motion_min_step": self.motion_min_step >= 0, "motion_candidates": self.motion_candidates >= 0,
-            "region_weight": self.region_weight >= 0, "region_candidates": self.region_candidates >= 0})
+            "region_weight": self.region_weight >= 0, "region_candidates": self.region_candidates >= 0,
+            "sequence_below": -1 <= self.sequence_below <= 1, "sequence_margin": self.sequence_margin >= 1,
+            "sequence_cost": self.sequence_cost >= 0, "sequence_candidates": self.sequence_candidates >= 2})
 
 
 @dataclass(frozen=True)

@@ -270,8 +270,8 @@ def test_region_match_splits_the_engine_descriptor_into_regions_and_ranks_each_c
     assert (as_is["weight"], reranked["weight"]) == (0.0, 0.5)
     refs = [out / "refs" / r["name"] for r in truth["references"] if r["split"] == split]
     queries = [out / "queries" / q["name"] for q in truth["queries"] if q["split"] == split]
-    engine = run.evaluate(run.run_system(run.SoraSystem("sora", "sora-lite0", tmp_path / "again"), refs, queries),
-                          run.split_truth(truth, split))
+    alone = run.SoraSystem("sora", "sora-lite0", tmp_path / "again", params=region_match.engine_alone())
+    engine = run.evaluate(run.run_system(alone, refs, queries), run.split_truth(truth, split))
     assert as_is["micro_ap"] == round(engine["micro_ap"], 3) and as_is["recall_at_1"] == round(engine["recall_at_1"], 3)
     assert 0.0 <= reranked["micro_ap"] <= 1.0 and 0.0 <= reranked["recall_at_1"] <= 1.0
 

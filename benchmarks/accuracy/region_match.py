@@ -24,11 +24,11 @@ second per query second, averaged over the copy, less the median over videos: is
   map scores highest (all of them with 0), as a re-ranking step after the engine's search would see it.
 
 With ``--engine-weight W...`` it also asks the engine itself (every query of the split, default settings but its
-own region check turned off) and re-ranks its answer as a step after the search could: each of the ``--shortlist``
-best matches gains W times its quadrant score over its first span (each probe second's best reference second of the
-span, averaged) less the median of the shortlist's; scored as ``run.py`` scores the engine (W = 0: the engine
-without its region check). The engine's own check (``QueryParams.region_weight``, :mod:`sora_search.query.regions`)
-is this step built in.
+own region and sequence checks turned off, as it was when this was measured) and re-ranks its answer as a step after
+the search could: each of the ``--shortlist`` best matches gains W times its quadrant score over its first span (each
+probe second's best reference second of the span, averaged) less the median of the shortlist's; scored as ``run.py``
+scores the engine (W = 0: the engine without those checks). The engine's own region check
+(``QueryParams.region_weight``, :mod:`sora_search.query.regions`) is this step built in.
 
 A measurement for choosing what to store, not a score of the engine: see docs/tuning.md.
 """
@@ -189,6 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def engine_alone():
+    """The query settings of the engine mode: the defaults without the region and sequence checks."""
+    from sora_search.params import QueryParams
+
+    return QueryParams(region_weight=0.0, sequence_below=0.0)
+
+
 def engine_rerank(args: argparse.Namespace, truth: dict, library: dict[str, tuple[np.ndarray, np.ndarray]],
                   quad_mean: np.ndarray, encoder, sampled: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[dict]:
     """The engine's answers to every query of the split, re-ranked by quadrant scores at each weight; scored.
@@ -210,7 +217,7 @@ def engine_rerank(args: argparse.Namespace, truth: dict, library: dict[str, tupl
         for q in split_truth["queries"]:
             path = args.bench / "queries" / q["name"]
             result = lib.query(path, k=run.PREDICTIONS_PER_QUERY, min_score=-1.0,
-                               params=QueryParams(region_weight=0.0))  # the engine without its own region check
+                               params=engine_alone())
             answers[q["name"]] = [(str(Path(m.path).resolve()), float(m.score), m.segments[0] if m.segments else None)
                                   for m in result.matches]
             r, t = sampled[q["name"]] if q["name"] in sampled else region_vectors(encoder, path)

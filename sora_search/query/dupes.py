@@ -35,8 +35,9 @@ from sora_search.params import AlignParams, DupesParams, QueryParams
 from sora_search.query.align import Hits, align, novelty_weights
 from sora_search.query.background import background
 from sora_search.query.dupes_report import Shared, build_report
-from sora_search.query.passes import Ranked, rank, region_checked
+from sora_search.query.passes import Ranked, rank, region_checked, sequence_checked, shown
 from sora_search.query.regions import Probe, centred
+from sora_search.query.sequence import ProbeView
 from sora_search.types import DuplicatesProgress, DuplicatesReport, Span
 
 if TYPE_CHECKING:
@@ -330,7 +331,8 @@ def stored_query(store: Store, index: VectorIndex, projection: Projection, video
                  params: QueryParams, interval_s: float) -> list[Ranked]:
     """Answer a query whose clip is an indexed, unchanged library video from its stored vectors (nothing decoded),
     leaving the video out of its answer; segments are kept as :func:`find_duplicates` keeps them, then ranked as a
-    query ranks (runner-up gap, the region check from the stored regions, ``min_score``, ``k``)."""
+    query ranks (runner-up gap, the region check from the stored regions, the sequence check, ``min_score``,
+    ``k``)."""
     _, ts, raw = store.vectors_of_video(video.id)
     if not len(ts):
         return []
@@ -355,7 +357,9 @@ def stored_query(store: Store, index: VectorIndex, projection: Projection, video
     if params.region_weight and mean is not None and everyone:
         probe_s, regions = store.regions_between(video.id, float(ts[0]), float(ts[-1]))
         probe = (probe_s, centred(regions, mean)) if regions.shape[1:] == mean.shape else None
-    return region_checked(everyone, lambda _: probe, store, projection, params)
+    everyone = region_checked(everyone, lambda _: probe, store, projection, params)
+    whole = ProbeView(ts, raw, videos, times)  # the video's own rows are -1 among the neighbours
+    return shown(sequence_checked(everyone, [whole], store, projection, params, video.id), params)
 
 
 def indexed_video(store: Store, clip: str | Path) -> tuple[VideoRecord | None, bool]:

@@ -9,7 +9,9 @@ Before that, the best ``motion_candidates`` matches move by how well the probe's
 stretch's (:mod:`sora_search.query.motion`): a copy changes as its original does, another stretch of the same recording
 does not. Last, after the gap, the best ``region_candidates`` move by how well the parts of the probe's frames match
 the same parts of the matched stretch (:mod:`sora_search.query.regions`): a caption or a sticker over part of a copy
-spoils only the parts it covers.
+spoils only the parts it covers. Where even the best match then scores under ``sequence_below``, a candidate whose
+seconds follow the probe's along one diagonal clearly better than every other's comes first
+(:mod:`sora_search.query.sequence`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from sora_search.query.align import align, group_hits, novelty_weights
 from sora_search.query.background import background
 from sora_search.query.motion import motion_agreement
 from sora_search.query.regions import Probe, centred, region_moves
+from sora_search.query.sequence import ProbeView, winner
 from sora_search.types import Span
 
 if TYPE_CHECKING:
@@ -87,6 +90,7 @@ class ProbeSearch:
         self._best_view: dict[int, str] = {}  # the view each video's best spans were found in
         self._probe: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # view -> its seconds and projected vectors
         self._probe_regions: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # view -> its seconds, centred regions
+        self._whole: dict[str, ProbeView] = {}  # the whole frame and its mirror, for the sequence check
 
     @property
     def searched(self) -> bool:
@@ -109,6 +113,8 @@ class ProbeSearch:
         for name, kept, rows in views:
             penalty = _penalty(name, p)
             self._probe[name] = (ts[kept], vectors[rows])
+            if name in (FULL, HFLIP):
+                self._whole[name] = ProbeView(ts[kept], probe.vectors[name][kept], video_ids[rows], ref_s[rows])
             mean, regions = self._projection.region_mean, probe.regions.get(name)
             if mean is not None and regions is not None and regions.shape[1:] == mean.shape:
                 self._probe_regions[name] = (ts[kept], centred(regions[kept], mean))
@@ -157,12 +163,15 @@ class ProbeSearch:
         return scores, video_ids, ref_s
 
     def ranked(self) -> list[Ranked]:
-        """Matches at or above ``min_score`` after motion agreement, the runner-up gap and the region check, best
-        first (ties by video id), at most k."""
+        """Matches at or above ``min_score`` after motion agreement, the runner-up gap, the region check and the
+        sequence check, best first (ties by video id), at most k."""
         p = self._params
-        everyone = rank(self._with_motion(), p.runner_up_gap)
-        return region_checked(everyone, lambda v: self._probe_regions.get(self._best_view[v]), self._store,
-                              self._projection, p)
+        everyone = region_checked(rank(self._with_motion(), p.runner_up_gap),
+                                  lambda v: self._probe_regions.get(self._best_view[v]), self._store,
+                                  self._projection, p)
+        everyone = sequence_checked(everyone, list(self._whole.values()), self._store, self._projection, p,
+                                    self._exclude)
+        return shown(everyone, p)
 
     def _with_motion(self) -> dict[int, list[Span]]:
         """``best``, the spans of its ``motion_candidates`` best videos moved by ``motion_weight`` times their best
@@ -199,8 +208,8 @@ def rank(best: dict[int, list[Span]], gap: float) -> list[Ranked]:
 def region_checked(ranked: list[Ranked], probe_of: Callable[[int], Probe], store: Store, projection: Projection,
                    params: QueryParams) -> list[Ranked]:
     """``ranked`` (best first, every video) after the region check of its ``region_candidates`` best, each against
-    ``probe_of(video id)`` (:func:`~sora_search.query.regions.region_moves`); then those at or above ``min_score``,
-    best first (ties by video id), at most ``k``. Unchanged where the index keeps no region mean."""
+    ``probe_of(video id)`` (:func:`~sora_search.query.regions.region_moves`), best first again (ties by video id).
+    Unchanged where the index keeps no region mean."""
     mean = projection.region_mean
     if params.region_weight and mean is not None and ranked:
         checked = [(r.video_id, r.spans[0], probe_of(r.video_id)) for r in ranked[:params.region_candidates]]
@@ -209,8 +218,32 @@ def region_checked(ranked: list[Ranked], probe_of: Callable[[int], Probe], store
                   Ranked(r.video_id, r.score + moves[r.video_id],
                          tuple(replace(sp, score=sp.score + moves[r.video_id]) for sp in r.spans))
                   for r in ranked]
-    found = sorted((r for r in ranked if r.score >= params.min_score), key=lambda r: (-r.score, r.video_id))
-    return found[:params.k]
+    return sorted(ranked, key=lambda r: (-r.score, r.video_id))
+
+
+def sequence_checked(ranked: list[Ranked], views: Sequence[ProbeView], store: Store, projection: Projection,
+                     params: QueryParams, exclude: int | None = None) -> list[Ranked]:
+    """``ranked`` (best first, every video) after the sequence check: only where the best scores under
+    ``sequence_below``, the video :func:`~sora_search.query.sequence.winner` names takes the first place and its
+    score, and every video it passes moves one place down, taking the next score; a winner that was not ranked
+    enters with the span of its run, and the last video keeps its own score."""
+    if params.sequence_below <= 0 or not ranked or ranked[0].score >= params.sequence_below:
+        return ranked
+    found = winner(views, store, projection, params, exclude)
+    if found is None or found[0] == ranked[0].video_id:
+        return ranked
+    video_id, span = found
+    place = next((i for i, r in enumerate(ranked) if r.video_id == video_id), None)
+    scores = [r.score for r in ranked] + ([] if place is not None else [ranked[-1].score])
+    moved = ranked[place] if place is not None else Ranked(video_id, 0.0, (span,))
+    order = [moved] + [r for r in ranked if r.video_id != video_id]
+    return [Ranked(r.video_id, score, tuple(replace(sp, score=sp.score + score - r.score) for sp in r.spans))
+            for r, score in zip(order, scores)]
+
+
+def shown(ranked: list[Ranked], params: QueryParams) -> list[Ranked]:
+    """What a query shows of ``ranked`` (best first): the videos at or above ``min_score``, at most ``k``."""
+    return [r for r in ranked if r.score >= params.min_score][:params.k]
 
 
 def _penalty(view: str, params: QueryParams) -> float:
