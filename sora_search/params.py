@@ -126,7 +126,7 @@ class QueryParams:
     background_floor: float = 0.2      # the least background a probe vector gets (a prior for small libraries)
     novelty_floor: float = 0.02        # a probe second that moved less than this (cosine distance) weighs 0 ...
     novelty_full: float | None = 0.04  # ... and from this on 1 (None: every second weighs 1)
-    blank_std: float = 5.0             # a probe frame with every channel's std below this is blank, not searched
+    blank_std: float = 3.0             # a probe frame with every channel's std below this is blank, not searched
     inset_min_strength: float = 15.0   # the weakest side's contrast an inset must reach to be cut out
     motion_weight: float = 0.3         # a match gains this times (motion agreement - motion_baseline); 0: off
     motion_baseline: float = 0.05      # the agreement of unrelated changes, a little above chance (0)

@@ -44,8 +44,9 @@ def _floor(lib, path: Path) -> None:
     """Decode and encode ``path`` once, whole, as a query's first pass does; nothing kept for the next query (versions
     before 2026-12-04 kept nothing: the script also measures them, as a baseline beside a change)."""
     from sora_search.embed.views import FULL
+    from sora_search.params import QueryParams
 
-    lib._embedder.probe(path, [FULL], timeout_s=60, blank_std=5.0)
+    lib._embedder.probe(path, [FULL], timeout_s=60, blank_std=QueryParams().blank_std)
     getattr(lib._embedder, "forget_probe", lambda: None)()
 
 
