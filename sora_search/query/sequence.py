@@ -2,13 +2,13 @@
 
 A copy under heavy edits (boxes and stickers, a blend with other footage, a strong downscale) can sit at or below the
 background at every second, so the search lists its reference weakly or not at all, behind videos of the same kind of
-scene. What still sets it apart is order: second after second its similarity stays a little above what the probe's
-other candidates reach, along one diagonal (the same offset between the two clocks), where a look-alike scores high
-here and there. Each candidate (a video among the neighbours of the probe's whole-frame seconds) is compared with every
-probe second in two spaces, through the projection and on the descriptor centred on the library's mean, each as
-standard scores against all the candidates' seconds; a pair's score is their sum over sqrt(2). A candidate's evidence is
-its best run along a diagonal of (pair score - ``sequence_cost``). :func:`winner` names the candidate whose evidence
-beats every other's ``sequence_margin`` times, with the span of that run.
+scene. What still sets it apart is order: second after second its similarity stays a little above what the probe's other
+candidates reach, along one diagonal (the same offset between the two clocks), where a look-alike scores high here and
+there. Each candidate (a video among the neighbours of the probe's whole-frame seconds) is compared with every probe
+second in two spaces, through the projection and on the descriptor centred on the library's mean, each as standard
+scores against all the candidates' seconds read; a pair's score is their sum over sqrt(2). A candidate's evidence is its
+best run along a diagonal of (pair score - ``sequence_cost``). :func:`winner` names the candidate whose evidence beats
+every other's ``sequence_margin`` times, with the span of that run.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sora_search.encoder.base import l2_normalize
 from sora_search.types import Span
 
 if TYPE_CHECKING:
@@ -93,10 +94,6 @@ def _standard(sims: np.ndarray) -> np.ndarray:
     return (sims - sims.mean(axis=1, keepdims=True)) / (sims.std(axis=1, keepdims=True) + _EPS)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), _EPS)
-
-
 def evidence(views: Sequence[ProbeView], store: Store, projection: Projection, params: QueryParams,
              exclude: int | None = None) -> dict[int, Run]:
     """Each candidate's best run (see the module) over ``views``, its stored seconds read around its hits (as far
@@ -115,7 +112,7 @@ def evidence(views: Sequence[ProbeView], store: Store, projection: Projection, p
         return {}
     raw_all = np.concatenate([raw for _, _, raw in stretches])
     spaces = [(projection.apply, projection.apply(raw_all)),
-              (lambda x: _unit(x - projection.mean), _unit(raw_all - projection.mean))]
+              (lambda x: l2_normalize(x - projection.mean), l2_normalize(raw_all - projection.mean))]
     ends = np.cumsum([len(ref_s) for _, ref_s, _ in stretches])
     runs: dict[int, Run] = {}
     for view in views:
