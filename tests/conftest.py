@@ -39,6 +39,18 @@ def media_dir(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def lite_index(tmp_path_factory, media_dir: Path) -> Path:
+    """The library of ``media_dir`` indexed with the real encoder (sora-lite0, CPU), once per session. Tests read it;
+    a test that changes an index works on a copy."""
+    from sora_search import Library
+
+    idx = tmp_path_factory.mktemp("lite") / "idx"
+    with Library.open(idx, encoder="sora-lite0", device="cpu") as lib:
+        lib.index([media_dir / "library"])
+    return idx
+
+
 @pytest.fixture
 def library_copy(media_dir, tmp_path) -> Path:
     """A private copy of the library folder that a test may modify."""

@@ -53,12 +53,9 @@ def test_centred_regions_are_unit_length_and_a_region_equal_to_the_mean_stays_ze
     np.testing.assert_allclose(out, [[[1, 0, 0], [0, 0, 0]]])
 
 
-@pytest.fixture(scope="module")
-def indexed(tmp_path_factory, media_dir: Path) -> Path:
-    idx = tmp_path_factory.mktemp("regions") / "idx"
-    with Library.open(idx, encoder="sora-lite0", device="cpu") as lib:
-        lib.index([media_dir / "library"])
-    return idx
+@pytest.fixture
+def indexed(lite_index: Path) -> Path:
+    return lite_index
 
 
 def test_library_seconds_keep_their_quadrants_and_the_projection_their_mean(indexed: Path) -> None:

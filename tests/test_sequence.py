@@ -127,12 +127,9 @@ def test_sequence_settings_are_validated() -> None:
             QueryParams(**bad)
 
 
-@pytest.fixture(scope="module")
-def indexed(tmp_path_factory, media_dir: Path) -> Path:
-    idx = tmp_path_factory.mktemp("sequence") / "idx"
-    with Library.open(idx, encoder="sora-lite0", device="cpu") as lib:
-        lib.index([media_dir / "library"])
-    return idx
+@pytest.fixture
+def indexed(lite_index: Path) -> Path:
+    return lite_index
 
 
 def _spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[ProbeView], object]]:
