@@ -44,12 +44,17 @@ def test_a_missing_probe_second_neither_adds_to_nor_breaks_a_run() -> None:
     assert best_run(np.full((4, 6), -1.0), seconds, np.arange(6.0), 1.0).evidence == 0
 
 
-def test_candidates_are_the_videos_hit_most_with_the_span_of_their_hits() -> None:
+def test_candidates_are_the_videos_hit_most_each_from_where_its_hits_gather() -> None:
     view = ProbeView(np.arange(3.0), np.zeros((3, 4), np.float32),
                      np.array([[5, 7, -1], [5, 9, 7], [5, 8, 3]]),
                      np.array([[10.0, 2.0, 0.0], [12.0, 40.0, 4.0], [30.0, 1.0, 6.0]]))
-    assert candidates([view], 2) == {5: (10.0, 30.0), 7: (2.0, 4.0)}
-    assert candidates([view], 10, exclude=5) == {7: (2.0, 4.0), 3: (6.0, 6.0), 8: (1.0, 1.0), 9: (40.0, 40.0)}
+    # Video 5's hits at 10, 12 and 30: the 5 s holding most of them start at 10.
+    assert candidates([view], 2, 5.0) == {5: 10.0, 7: 2.0}
+    assert candidates([view], 2, 30.0) == {5: 10.0, 7: 2.0}
+    assert candidates([view], 10, 5.0, exclude=5) == {7: 2.0, 3: 6.0, 8: 1.0, 9: 40.0}
+    view = ProbeView(np.arange(3.0), np.zeros((3, 4), np.float32), np.full((3, 2), 4),
+                     np.array([[1.0, 50.0], [52.0, 53.0], [54.0, 100.0]]))
+    assert candidates([view], 1, 5.0) == {4: 50.0}  # four hits in 50-55 against one at 1 and one at 100
 
 
 class _Store:
@@ -58,12 +63,14 @@ class _Store:
     def __init__(self, videos: dict[int, np.ndarray]) -> None:
         self.videos = videos
         self.reads: list[int] = []
+        self.seconds_read = 0
 
     def vectors_between(self, video_id: int, start_s: float, end_s: float) -> tuple[np.ndarray, np.ndarray]:
         self.reads.append(video_id)
         raw = self.videos[video_id]
         seconds = np.arange(len(raw), dtype=np.float64)
         keep = (seconds >= start_s) & (seconds <= end_s)
+        self.seconds_read += int(keep.sum())
         return seconds[keep], raw[keep]
 
 
@@ -94,6 +101,22 @@ def test_the_winner_is_the_video_whose_seconds_follow_the_probe() -> None:
     left_out = winner([_view(probe, [1, 2, 3])], store, projection, QueryParams(), exclude=2)
     assert left_out is None or left_out[0] != 2
     assert winner([_view(probe, [1, 2, 3])], store, projection, QueryParams(sequence_margin=1e9)) is None
+
+
+def test_a_long_candidate_is_read_only_where_its_hits_gather() -> None:
+    rng = np.random.default_rng(3)
+    long = rng.standard_normal((3600, 32)).astype(np.float32)  # an hour-long video
+    store = _Store({1: rng.standard_normal((40, 32)).astype(np.float32), 2: long})
+    probe = 0.35 * long[2000:2015] + rng.standard_normal((15, 32)).astype(np.float32)
+    seconds = np.arange(15.0)
+    # Its hits: most near the copied stretch, a few anywhere in the hour.
+    hit_seconds = np.stack([2000 + seconds, rng.uniform(0, 3600, 15)], axis=1)
+    view = ProbeView(seconds, probe, np.tile([2, 2], (15, 1)), hit_seconds)
+    other = ProbeView(seconds, probe, np.tile([1, 1], (15, 1)), np.tile([5.0, 20.0], (15, 1)))
+    projection = Projection("centre", 32, 32, 3640, np.zeros(32, np.float32))
+    found = winner([view, other], store, projection, QueryParams())
+    assert found is not None and found[0] == 2 and found[1].ref_start_s - found[1].query_start_s == pytest.approx(2000)
+    assert store.seconds_read <= 40 + 3 * 16  # the short video whole, three probe lengths of the hour
 
 
 def _ranked(*scores: tuple[int, float]) -> list[Ranked]:

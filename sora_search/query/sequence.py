@@ -52,9 +52,10 @@ class Run:
     ref_end_s: float
 
 
-def candidates(views: Sequence[ProbeView], limit: int, exclude: int | None = None) -> dict[int, tuple[float, float]]:
-    """The ``limit`` videos with the most neighbour hits over ``views`` (ties by id), each with the first and last
-    reference second of its hits."""
+def candidates(views: Sequence[ProbeView], limit: int, span_s: float,
+               exclude: int | None = None) -> dict[int, float]:
+    """The ``limit`` videos with the most neighbour hits over ``views`` (ties by id), each with the start of the
+    ``span_s`` seconds of it that hold most of its hits (the earliest such stretch)."""
     videos = np.concatenate([v.hit_videos.ravel() for v in views]) if views else np.zeros(0, dtype=np.int64)
     seconds = np.concatenate([v.hit_seconds.ravel() for v in views]) if views else np.zeros(0)
     ok = videos >= 0
@@ -63,7 +64,12 @@ def candidates(views: Sequence[ProbeView], limit: int, exclude: int | None = Non
     videos, seconds = videos[ok], seconds[ok]
     ids, counts = np.unique(videos, return_counts=True)
     chosen = ids[np.lexsort((ids, -counts))][:limit]
-    return {int(v): (float(seconds[videos == v].min()), float(seconds[videos == v].max())) for v in chosen}
+    starts = {}
+    for v in chosen:
+        hits = np.sort(seconds[videos == v])
+        inside = np.searchsorted(hits, hits + span_s, side="right") - np.arange(len(hits))
+        starts[int(v)] = float(hits[int(np.argmax(inside))])
+    return starts
 
 
 def best_run(pairs: np.ndarray, probe_s: np.ndarray, ref_s: np.ndarray, interval_s: float) -> Run:
@@ -96,16 +102,17 @@ def _standard(sims: np.ndarray) -> np.ndarray:
 
 def evidence(views: Sequence[ProbeView], store: Store, projection: Projection, params: QueryParams,
              exclude: int | None = None) -> dict[int, Run]:
-    """Each candidate's best run (see the module) over ``views``, its stored seconds read around its hits (as far
-    on either side as the probe is long). Empty when there is no candidate or no centring mean."""
+    """Each candidate's best run (see the module) over ``views``. Of each candidate, the stored seconds read are the
+    probe's length that holds most of its hits and as much again on either side, so a long video costs no more than
+    a short one. Empty when there is no candidate or no centring mean."""
     views = [v for v in views if len(v.seconds)]
     if not views or projection.mean is None:
         return {}
     interval = params.align.interval_s
     reach = max(float(v.seconds.max() - v.seconds.min()) for v in views) + interval
     stretches = []
-    for video_id, (first, last) in candidates(views, params.sequence_candidates, exclude).items():
-        ref_s, raw = store.vectors_between(video_id, first - reach, last + reach)
+    for video_id, start in candidates(views, params.sequence_candidates, reach, exclude).items():
+        ref_s, raw = store.vectors_between(video_id, start - reach, start + 2 * reach)
         if len(ref_s):
             stretches.append((video_id, ref_s, raw))
     if not stretches:
