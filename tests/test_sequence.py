@@ -29,9 +29,10 @@ def test_the_best_run_follows_one_diagonal_and_says_where_it_lies() -> None:
                 for off in range(-9, 30) for a in range(10) for b in range(a + 1, 11)
                 if 0 <= a + off and b - 1 + off < 30)
     assert run.evidence == pytest.approx(brute)
-    assert run.query_start_s <= 3 and run.query_end_s >= 9
-    assert run.ref_start_s - run.query_start_s == pytest.approx(112)
-    assert run.ref_end_s - run.query_end_s == pytest.approx(112)
+    span = run.span
+    assert span.query_start_s <= 3 and span.query_end_s >= 9
+    assert span.ref_start_s - span.query_start_s == pytest.approx(112)
+    assert span.ref_end_s - span.query_end_s == pytest.approx(112)
 
 
 def test_a_missing_probe_second_neither_adds_to_nor_breaks_a_run() -> None:
@@ -40,7 +41,8 @@ def test_a_missing_probe_second_neither_adds_to_nor_breaks_a_run() -> None:
     pairs[[0, 1, 2, 3], [1, 2, 4, 5]] = 1.0  # offset +1 throughout
     run = best_run(pairs, seconds, np.arange(6.0), 1.0)
     assert run.evidence == pytest.approx(4.0)
-    assert (run.query_start_s, run.query_end_s, run.ref_start_s, run.ref_end_s) == (0.0, 5.0, 1.0, 6.0)
+    span = run.span
+    assert (span.query_start_s, span.query_end_s, span.ref_start_s, span.ref_end_s) == (0.0, 5.0, 1.0, 6.0)
     assert best_run(np.full((4, 6), -1.0), seconds, np.arange(6.0), 1.0).evidence == 0
 
 

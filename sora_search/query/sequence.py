@@ -43,13 +43,11 @@ class ProbeView:
 
 @dataclass(frozen=True)
 class Run:
-    """A candidate's best diagonal run: its evidence and where it lies in both videos."""
+    """A candidate's best diagonal run: its evidence and where it lies in both videos (a span scored 0: whoever
+    reports it gives it a score)."""
 
     evidence: float
-    query_start_s: float
-    query_end_s: float
-    ref_start_s: float
-    ref_end_s: float
+    span: Span
 
 
 def candidates(views: Sequence[ProbeView], limit: int, span_s: float,
@@ -87,12 +85,12 @@ def best_run(pairs: np.ndarray, probe_s: np.ndarray, ref_s: np.ndarray, interval
     gains = sums - np.minimum.accumulate(sums, axis=0)
     end, d = np.unravel_index(int(np.argmax(gains)), gains.shape)
     if gains[end, d] <= 0:
-        return Run(0.0, 0.0, 0.0, 0.0, 0.0)
+        return Run(0.0, Span(0.0, 0.0, 0.0, 0.0, 0.0))
     start = int(np.argmin(sums[:end + 1, d]))  # the run is steps start .. end - 1
     first_s = float(p.min() + start) * interval_s
     last_s = float(p.min() + end) * interval_s
     offset_s = float(r.min() - p.min() + d - (n - 1)) * interval_s
-    return Run(float(gains[end, d]), first_s, last_s, first_s + offset_s, last_s + offset_s)
+    return Run(float(gains[end, d]), Span(first_s, last_s, first_s + offset_s, last_s + offset_s, 0.0))
 
 
 def _standard(sims: np.ndarray) -> np.ndarray:
@@ -135,7 +133,7 @@ def evidence(views: Sequence[ProbeView], store: Store, projection: Projection, p
 def winner(views: Sequence[ProbeView], store: Store, projection: Projection, params: QueryParams,
            exclude: int | None = None) -> tuple[int, Span] | None:
     """The candidate whose evidence is positive and at least ``sequence_margin`` times every other's, with the span
-    of its run (scored 0: the caller gives it its place's score); None when no candidate stands out."""
+    of its run; None when no candidate stands out."""
     runs = evidence(views, store, projection, params, exclude)
     if not runs:
         return None
@@ -144,4 +142,4 @@ def winner(views: Sequence[ProbeView], store: Store, projection: Projection, par
     runner_up = runs[order[1]].evidence if len(order) > 1 else 0.0
     if best.evidence <= 0 or best.evidence < params.sequence_margin * runner_up:
         return None
-    return order[0], Span(best.query_start_s, best.query_end_s, best.ref_start_s, best.ref_end_s, 0.0)
+    return order[0], best.span
