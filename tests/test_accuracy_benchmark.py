@@ -146,6 +146,22 @@ def test_the_held_out_digest_follows_the_held_out_split_only(split_bench: tuple[
     assert splits.heldout_digest(heldout_changed) != truth["heldout_sha256"]
 
 
+def test_another_tuning_draw_keeps_the_held_out_split(tmp_path: Path) -> None:
+    """``--tune-draw`` draws new tuning queries from the same tuning sources; the held-out split stays as it was."""
+    def planned(tune_draw: int) -> dict:
+        planner = splits.SplitPlanner(tmp_path / str(tune_draw), seed=0, small=True, media=None, tune_draw=tune_draw)
+        planner.plan()
+        return planner.truth()
+
+    first, second = planned(0), planned(1)
+    assert second["heldout_sha256"] == first["heldout_sha256"] and second["tune_draw"] == 1
+    assert [s for s in second["sources"] if s["split"] == "heldout"] == \
+        [s for s in first["sources"] if s["split"] == "heldout"]
+    tune = [[(q["family"], q["edits"], q["duration_s"]) for q in t["queries"] if q["split"] == "tune"]
+            for t in (first, second)]
+    assert tune[0] != tune[1]
+
+
 def test_library_sizes_add_filler_in_order(split_bench: tuple[Path, dict]) -> None:
     _, truth = split_bench
     refs = [r["name"] for r in truth["references"] if r["split"] == "tune"]
