@@ -135,7 +135,7 @@ class QueryParams:
     region_weight: float = 0.25        # a match loses this times (the best checked region score - its own); 0: off
     region_candidates: int = 10        # the best matches checked region by region
     sequence_below: float = 0.15       # only while the best match scores under this, the sequence check may ...
-    sequence_margin: float = 1.5       # ... put first the candidate whose evidence is this many times any other's
+    sequence_margin: float = 1.2       # ... put first the candidate whose evidence is this many times any other's
     sequence_cost: float = 1.5         # a pair adds its standard score less this to a diagonal run
     sequence_candidates: int = 32      # the videos with the most neighbour hits that are checked
     align: AlignParams = field(default_factory=AlignParams)
