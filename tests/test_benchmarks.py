@@ -127,3 +127,17 @@ def test_resample_sensitivity_measures_every_second_of_each_query(tmp_path: Path
                         "--out", str(out)]) == 0
     summary = json.loads(out.read_text())
     assert summary["queries"] == 2 and summary["seconds"] > 6 and summary["index_projection"] == "centre"
+
+
+def test_sequence_scale_times_the_check_on_a_generated_library(tmp_path: Path, lite_index: Path) -> None:
+    """One tiny size: every probe is queried with the check forced on and off, and the check alone is timed."""
+    import json
+
+    script = _script("sequence_scale")
+    assert script.main(["--index", str(lite_index), "--sizes", "1200", "--probes", "2", "--rounds", "1",
+                        "--work", str(tmp_path / "lib"), "--out", str(tmp_path)]) == 0
+    (result,) = tmp_path.glob("sequence_scale-*.json")
+    row = json.loads(result.read_text())["sizes"][0]
+    assert row["vectors"] >= 1200 and row["probes"] == 2
+    assert row["query_on_s"] > 0 and row["query_off_s"] > 0 and row["check_s"] > 0
+    assert not (tmp_path / "lib").exists()  # removed without --keep
