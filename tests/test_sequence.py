@@ -46,6 +46,14 @@ def test_a_missing_probe_second_neither_adds_to_nor_breaks_a_run() -> None:
     assert best_run(np.full((4, 6), -1.0), seconds, np.arange(6.0), 1.0).evidence == 0
 
 
+def test_a_run_starts_at_its_first_pair_not_before_the_reference_begins() -> None:
+    # Probe seconds 2-5 show reference seconds 0-3; on that diagonal probe seconds 0-1 have no reference second.
+    pairs = np.full((6, 4), -5.0)
+    pairs[[2, 3, 4, 5], [0, 1, 2, 3]] = 1.0
+    span = best_run(pairs, np.arange(6.0), np.arange(4.0), 1.0).span
+    assert (span.query_start_s, span.query_end_s, span.ref_start_s, span.ref_end_s) == (2.0, 6.0, 0.0, 4.0)
+
+
 def test_candidates_are_the_videos_hit_most_each_from_where_its_hits_gather() -> None:
     view = ProbeView(np.arange(3.0), np.zeros((3, 4), np.float32),
                      np.array([[5, 7, -1], [5, 9, 7], [5, 8, 3]]),
@@ -132,6 +140,8 @@ def test_a_weak_answer_is_re_ordered_and_a_strong_one_is_not() -> None:
     out = sequence_checked(weak, views, store, projection, QueryParams())
     assert [(r.video_id, r.score) for r in out] == [(2, 0.1), (1, 0.05), (3, 0.02)]
     assert all(sp.score == pytest.approx(r.score) for r in out for sp in r.spans)
+    # The winner's span is its run (offset 10), not the span the search had found, which the run covers.
+    assert len(out[0].spans) == 1 and out[0].spans[0].ref_start_s - out[0].spans[0].query_start_s == pytest.approx(10)
     # Not ranked at all: it enters first with the span of its run; the last video keeps its own score.
     out = sequence_checked(weak[:2], views, store, projection, QueryParams())
     assert [(r.video_id, r.score) for r in out] == [(2, 0.1), (1, 0.05), (3, 0.05)]

@@ -225,8 +225,9 @@ def sequence_checked(ranked: list[Ranked], views: Sequence[ProbeView], store: St
                      params: QueryParams, exclude: int | None = None) -> list[Ranked]:
     """``ranked`` (best first, every video) after the sequence check: only where the best scores under
     ``sequence_below``, the video :func:`~sora_search.query.sequence.winner` names takes the first place and its
-    score, and every video it passes moves one place down, taking the next score; a winner that was not ranked
-    enters with the span of its run, and the last video keeps its own score."""
+    score, and every video it passes moves one place down, taking the next score (a winner that was not ranked
+    enters last, so the last video keeps its own score). The winner's first span is its run; its other spans follow
+    where they lie outside the run in the probe."""
     if params.sequence_below <= 0 or not ranked or ranked[0].score >= params.sequence_below:
         return ranked
     found = winner(views, store, projection, params, exclude)
@@ -235,7 +236,11 @@ def sequence_checked(ranked: list[Ranked], views: Sequence[ProbeView], store: St
     video_id, span = found
     place = next((i for i, r in enumerate(ranked) if r.video_id == video_id), None)
     scores = [r.score for r in ranked] + ([] if place is not None else [ranked[-1].score])
-    moved = ranked[place] if place is not None else Ranked(video_id, 0.0, (span,))
+    # The winner's span is its run, the evidence that put it first; spans it had elsewhere in the probe follow.
+    own = ranked[place] if place is not None else Ranked(video_id, 0.0, ())
+    others = tuple(sp for sp in own.spans
+                   if sp.query_end_s <= span.query_start_s or sp.query_start_s >= span.query_end_s)
+    moved = Ranked(video_id, own.score, (replace(span, score=own.score),) + others)
     order = [moved] + [r for r in ranked if r.video_id != video_id]
     return [Ranked(r.video_id, score, tuple(replace(sp, score=sp.score + score - r.score) for sp in r.spans))
             for r, score in zip(order, scores)]

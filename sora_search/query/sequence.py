@@ -86,7 +86,8 @@ def best_run(pairs: np.ndarray, probe_s: np.ndarray, ref_s: np.ndarray, interval
     end, d = np.unravel_index(int(np.argmax(gains)), gains.shape)
     if gains[end, d] <= 0:
         return Run(0.0, Span(0.0, 0.0, 0.0, 0.0, 0.0))
-    start = int(np.argmin(sums[:end + 1, d]))  # the run is steps start .. end - 1
+    # The run is steps start .. end - 1, from the latest lowest prefix: no leading step without a pair in it.
+    start = end - int(np.argmin(sums[end::-1, d]))
     first_s = float(p.min() + start) * interval_s
     last_s = float(p.min() + end) * interval_s
     offset_s = float(r.min() - p.min() + d - (n - 1)) * interval_s
