@@ -226,8 +226,8 @@ def sequence_checked(ranked: list[Ranked], views: Sequence[ProbeView], store: St
     """``ranked`` (best first, every video) after the sequence check: only where the best scores under
     ``sequence_below``, the video :func:`~sora_search.query.sequence.winner` names takes the first place and its
     score, and every video it passes moves one place down, taking the next score (a winner that was not ranked
-    enters last, so the last video keeps its own score). The winner's first span is its run; its other spans follow
-    where they lie outside the run in the probe."""
+    makes the list one longer, so the last video keeps its own score). The winner's first span is its run; its other
+    spans follow where they lie outside the run in the probe."""
     if params.sequence_below <= 0 or not ranked or ranked[0].score >= params.sequence_below:
         return ranked
     found = winner(views, store, projection, params, exclude)
