@@ -146,20 +146,26 @@ def test_the_held_out_digest_follows_the_held_out_split_only(split_bench: tuple[
     assert splits.heldout_digest(heldout_changed) != truth["heldout_sha256"]
 
 
-def test_another_tuning_draw_keeps_the_held_out_split(tmp_path: Path) -> None:
-    """``--tune-draw`` draws new tuning queries from the same tuning sources; the held-out split stays as it was."""
-    def planned(tune_draw: int) -> dict:
-        planner = splits.SplitPlanner(tmp_path / str(tune_draw), seed=0, small=True, media=None, tune_draw=tune_draw)
+def test_another_draw_of_one_split_keeps_the_other(tmp_path: Path) -> None:
+    """``--tune-draw`` draws new tuning queries and leaves the held-out split as it was; ``--heldout-draw`` does the
+    same the other way round (the synthetic benchmark draws its photos anew too; media sources stay in their split)."""
+    def planned(**draws: int) -> dict:
+        planner = splits.SplitPlanner(tmp_path / str(len(list(tmp_path.iterdir()))), seed=0, small=True, media=None,
+                                      **draws)
         planner.plan()
         return planner.truth()
 
-    first, second = planned(0), planned(1)
-    assert second["heldout_sha256"] == first["heldout_sha256"] and second["tune_draw"] == 1
-    assert [s for s in second["sources"] if s["split"] == "heldout"] == \
-        [s for s in first["sources"] if s["split"] == "heldout"]
-    tune = [[(q["family"], q["edits"], q["duration_s"]) for q in t["queries"] if q["split"] == "tune"]
-            for t in (first, second)]
-    assert tune[0] != tune[1]
+    def split_of(truth: dict, split: str) -> tuple[list, list]:
+        return ([s for s in truth["sources"] if s["split"] == split],
+                [(q["family"], q["edits"], q["duration_s"]) for q in truth["queries"] if q["split"] == split])
+
+    first, tune_b, heldout_b = planned(), planned(tune_draw=1), planned(heldout_draw=1)
+    assert tune_b["heldout_sha256"] == first["heldout_sha256"] and tune_b["tune_draw"] == 1
+    assert split_of(tune_b, "heldout") == split_of(first, "heldout")
+    assert split_of(tune_b, "tune")[1] != split_of(first, "tune")[1]
+    assert heldout_b["heldout_sha256"] != first["heldout_sha256"] and heldout_b["heldout_draw"] == 1
+    assert split_of(heldout_b, "tune") == split_of(first, "tune")
+    assert split_of(heldout_b, "heldout")[1] != split_of(first, "heldout")[1]
 
 
 def test_library_sizes_add_filler_in_order(split_bench: tuple[Path, dict]) -> None:

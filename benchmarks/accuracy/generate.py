@@ -1026,14 +1026,14 @@ def check_frames(expected: dict[Path, int], workers: int) -> None:
 
 def generate(out_dir: Path, *, media: Path | None, seed: int = 0, small: bool = False, workers: int | None = None,
              progress: Callable[[str], None] | None = None, splits: bool = False,
-             filler_minutes: float | None = None, tune_draw: int = 0) -> Path:
+             filler_minutes: float | None = None, tune_draw: int = 0, heldout_draw: int = 0) -> Path:
     """Make the benchmark in ``out_dir`` (refs/, queries/, truth.json) and return the truth.json path.
 
     ``media`` is the media/ folder of ``benchmarks/fetch_media.sh``, or None for synthetic footage only. Anything
     already in refs/, queries/ and filler/ is removed first: the same seed always makes the same benchmark from
     scratch. ``workers`` ffmpeg processes run at once (default: one per CPU); ``progress`` gets one line per file
     made. ``splits`` makes version 3 (:mod:`splits`: a tuning and a held-out split, low-motion footage, filler of
-    ``filler_minutes`` per split, default the scale's; ``tune_draw``: the tuning split's other draw, see :mod:`splits`).
+    ``filler_minutes`` per split, default the scale's; ``tune_draw``, ``heldout_draw``: a split's other draw, see :mod:`splits`).
     """
     out_dir = Path(out_dir)
     for sub in ("refs", "queries", "filler", ".work"):
@@ -1046,10 +1046,10 @@ def generate(out_dir: Path, *, media: Path | None, seed: int = 0, small: bool = 
         from splits import SplitPlanner
 
         planner = SplitPlanner(out_dir, seed=seed, small=small, media=None if media is None else Path(media),
-                               filler_minutes=filler_minutes, tune_draw=tune_draw)
+                               filler_minutes=filler_minutes, tune_draw=tune_draw, heldout_draw=heldout_draw)
     else:
-        if filler_minutes is not None or tune_draw:
-            raise ValueError("filler_minutes and tune_draw are settings of the split benchmark (splits=True)")
+        if filler_minutes is not None or tune_draw or heldout_draw:
+            raise ValueError("filler_minutes and the draws are settings of the split benchmark (splits=True)")
         planner = Planner(out_dir, seed=seed, small=small, media=None if media is None else Path(media))
     planner.plan()
     workers = workers or os.cpu_count() or 1
@@ -1103,16 +1103,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--tune-draw", type=int, default=0,
                     help="with --splits: draw the tuning split's stretches, edits and negatives anew (N >= 1); the "
                          "held-out split stays the same")
+    ap.add_argument("--heldout-draw", type=int, default=0,
+                    help="with --splits: draw the held-out split's stretches, edits and negatives anew (N >= 1); the "
+                         "tuning split stays the same")
     ap.add_argument("--workers", type=int, default=None, help="ffmpeg processes at once (default: CPUs)")
     args = ap.parse_args(argv)
     if args.media is not None and not args.media.is_dir():
         ap.error(f"--media {args.media} is not a folder")
     if args.filler_minutes is not None and not args.splits:
         ap.error("--filler-minutes needs --splits")
-    if args.tune_draw and not args.splits:
-        ap.error("--tune-draw needs --splits")
-    if args.tune_draw < 0:
-        ap.error("--tune-draw must be 0 or more")
+    for flag, draw in (("--tune-draw", args.tune_draw), ("--heldout-draw", args.heldout_draw)):
+        if draw and not args.splits:
+            ap.error(f"{flag} needs --splits")
+        if draw < 0:
+            ap.error(f"{flag} must be 0 or more")
 
     start = time.perf_counter()
 
@@ -1123,7 +1127,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         truth_path = generate(args.out_dir, media=args.media, seed=args.seed, small=args.small,
                               workers=args.workers, progress=progress, splits=args.splits,
-                              filler_minutes=args.filler_minutes, tune_draw=args.tune_draw)
+                              filler_minutes=args.filler_minutes, tune_draw=args.tune_draw,
+                              heldout_draw=args.heldout_draw)
     except (RuntimeError, ValueError, FileNotFoundError) as err:
         sys.exit(f"\nerror: {err}")
     if tty:

@@ -17,7 +17,8 @@ references instead. Each split then draws everything else from its own generator
 ``(seed, 2)`` for heldout, so a change to how one split is planned leaves the other's draws alone. ``--tune-draw N``
 draws the tuning split from ``(seed, 1, N)`` instead: the same media sources, other stretches, edits, negatives
 and rendered footage, more tuning queries to check a setting on, and the held-out split unchanged (same
-``heldout_sha256``).
+``heldout_sha256``). ``--heldout-draw N`` draws the held-out split from ``(seed, 2, N)`` the same way: copies and
+negatives no setting was ever chosen on, from the held-out sources, and the tuning split unchanged.
 
 **Low-motion content.** Talking heads and fixed cameras of the media folder (:data:`LOW_MOTION`), and rendered
 screen footage (:mod:`render`: lecture slides with bullets appearing and a drifting pointer, a slowly scrolled
@@ -195,15 +196,17 @@ class SplitPlanner(G.Planner):
     """Plans both splits: sources dealt to splits, then each split's references, queries and filler."""
 
     def __init__(self, out: Path, *, seed: int, small: bool, media: Path | None,
-                 filler_minutes: float | None = None, tune_draw: int = 0) -> None:
+                 filler_minutes: float | None = None, tune_draw: int = 0, heldout_draw: int = 0) -> None:
         super().__init__(out, seed=seed, small=small, media=media)
         self.tune_draw = tune_draw
+        self.heldout_draw = heldout_draw
         self.split_scale = SMALL if small else FULL
         if filler_minutes is not None:
             self.split_scale = replace(self.split_scale, filler_minutes=filler_minutes)
         self.scale = self.split_scale  # type: ignore[assignment]  # the fields Planner reads are the same
         self.assign_rng = np.random.default_rng((seed, 0))
-        draws = {"tune": (seed, 1) if not tune_draw else (seed, 1, tune_draw), "heldout": (seed, 2)}
+        draws = {"tune": (seed, 1) + ((tune_draw,) if tune_draw else ()),
+                 "heldout": (seed, 2) + ((heldout_draw,) if heldout_draw else ())}
         self.parts = {s: Part(s, np.random.default_rng(draws[s]),
                               negative_sources={k: [] for k in self.split_scale.negatives})
                       for s in SPLITS}
@@ -729,7 +732,8 @@ class SplitPlanner(G.Planner):
         refs = sorted(self.refs, key=lambda r: (order[r.split], r.name))
         queries = sorted(self.queries, key=lambda q: (order[str(q["split"])], str(q["name"])))
         truth: dict[str, Any] = {
-            "version": TRUTH_VERSION, "seed": self.seed, "tune_draw": self.tune_draw, "small": self.small,
+            "version": TRUTH_VERSION, "seed": self.seed, "tune_draw": self.tune_draw,
+            "heldout_draw": self.heldout_draw, "small": self.small,
             "media": "synthetic" if self.media is None else str(self.media),
             "splits": list(SPLITS),
             "sources": [{"source": atom, **info} for atom, info in sorted(self.sources.items())],
