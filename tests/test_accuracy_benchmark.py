@@ -149,9 +149,8 @@ def test_the_held_out_digest_follows_the_held_out_split_only(split_bench: tuple[
 def test_another_draw_of_one_split_keeps_the_other(tmp_path: Path) -> None:
     """``--tune-draw`` draws new tuning queries and leaves the held-out split as it was; ``--heldout-draw`` does the
     same the other way round (the synthetic benchmark draws its photos anew too; media sources stay in their split)."""
-    def planned(**draws: int) -> dict:
-        planner = splits.SplitPlanner(tmp_path / str(len(list(tmp_path.iterdir()))), seed=0, small=True, media=None,
-                                      **draws)
+    def planned(name: str, **draws: int) -> dict:
+        planner = splits.SplitPlanner(tmp_path / name, seed=0, small=True, media=None, **draws)
         planner.plan()
         return planner.truth()
 
@@ -159,7 +158,7 @@ def test_another_draw_of_one_split_keeps_the_other(tmp_path: Path) -> None:
         return ([s for s in truth["sources"] if s["split"] == split],
                 [(q["family"], q["edits"], q["duration_s"]) for q in truth["queries"] if q["split"] == split])
 
-    first, tune_b, heldout_b = planned(), planned(tune_draw=1), planned(heldout_draw=1)
+    first, tune_b, heldout_b = planned("first"), planned("tune_b", tune_draw=1), planned("heldout_b", heldout_draw=1)
     assert tune_b["heldout_sha256"] == first["heldout_sha256"] and tune_b["tune_draw"] == 1
     assert split_of(tune_b, "heldout") == split_of(first, "heldout")
     assert split_of(tune_b, "tune")[1] != split_of(first, "tune")[1]

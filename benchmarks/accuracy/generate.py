@@ -1033,7 +1033,8 @@ def generate(out_dir: Path, *, media: Path | None, seed: int = 0, small: bool = 
     already in refs/, queries/ and filler/ is removed first: the same seed always makes the same benchmark from
     scratch. ``workers`` ffmpeg processes run at once (default: one per CPU); ``progress`` gets one line per file
     made. ``splits`` makes version 3 (:mod:`splits`: a tuning and a held-out split, low-motion footage, filler of
-    ``filler_minutes`` per split, default the scale's; ``tune_draw``, ``heldout_draw``: a split's other draw, see :mod:`splits`).
+    ``filler_minutes`` per split, default the scale's; ``tune_draw``, ``heldout_draw``: a split's other draw, see
+    :mod:`splits`).
     """
     out_dir = Path(out_dir)
     for sub in ("refs", "queries", "filler", ".work"):
