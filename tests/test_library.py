@@ -511,3 +511,42 @@ def test_what_an_index_is_fitted_on_does_not_depend_on_how_fast_it_was_built(lib
             meta = lib._store.meta()
             fitted.append((meta.index_trained_n, meta.projection))
     assert fitted[0] == fitted[1] and fitted[0][0] == 48
+
+
+def test_a_probe_frame_that_repeats_the_last_one_encoded_takes_its_vectors(tmp_path, monkeypatch):
+    """A still stretch of a probe (a held slide, a cover image) is encoded once: each frame that repeats the last one
+    encoded takes its vectors, blank flags and regions, across batches and in a sample; a frame that changes is
+    encoded. Every frame encoded instead gives the same vectors to within the repeat tolerance."""
+    import sora_search.embed as embed
+    from sora_search.decode import DecodeWorker
+    from sora_search.embed import Embedder
+    from tests.media import concat, make_testsrc
+
+    clip = concat([make_testsrc(tmp_path / "still.mp4", 5, pattern="smptebars"),
+                   make_testsrc(tmp_path / "moving.mp4", 3, pattern="mandelbrot")], tmp_path / "clip.mp4")
+    real_open = DecodeWorker.open
+    monkeypatch.setattr(DecodeWorker, "open", lambda self, p, **kw: real_open(self, p, **{**kw, "chunk_size": 4}))
+    encoded: list[int] = []
+    real_encode = embed.encode
+    monkeypatch.setattr(embed, "encode", lambda enc, frames: encoded.append(len(frames)) or real_encode(enc, frames))
+
+    def embedded(tolerance: float, every: int = 1) -> tuple[embed.Embedded, int]:
+        monkeypatch.setattr(embed, "REPEAT_TOLERANCE", tolerance)
+        embedder = Embedder("tiny", device=None, fps=1.0, temporal_radius=0)
+        encoded.clear()
+        out = embedder.probe(clip, [FULL, "left"], timeout_s=60, blank_std=5.0, every=every)
+        embedder.close()
+        return out, sum(encoded)
+
+    tolerance = embed.REPEAT_TOLERANCE
+    (each, n_each), (once, n_once) = embedded(-1.0), embedded(tolerance)
+    assert len(each.timestamps_s) == 8 and n_each == 2 * 8
+    assert n_once == 2 * (1 + 3)  # the still's first second, then every second of the zoom
+    for view in (FULL, "left"):
+        np.testing.assert_array_equal(once.vectors[view][:5], np.repeat(once.vectors[view][:1], 5, axis=0))
+        np.testing.assert_allclose(once.vectors[view], each.vectors[view], atol=0.02)
+        np.testing.assert_array_equal(once.blank[view], each.blank[view])
+    (sample, n_sample), (sample_each, _) = embedded(tolerance, every=2), embedded(-1.0, every=2)
+    assert n_sample == 2 * 2  # seconds 0, 2 and 4 of the still are encoded once; 6 is the zoom
+    np.testing.assert_array_equal(sample.timestamps_s, each.timestamps_s[::2])
+    np.testing.assert_allclose(sample.vectors[FULL], sample_each.vectors[FULL], atol=0.02)

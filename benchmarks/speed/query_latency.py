@@ -14,6 +14,11 @@ The no-match probes are 30 s renders of ffmpeg's generators (cellular automata, 
 at 640x360, 25 fps: footage no library holds. A query that finds nothing at the threshold looks at every view of
 ``auto`` (mirror, turns, halves, a found inset), so this is its worst case; "matched" counts those that still
 reported a video. Each no-match probe's times are the medians of ``--repeat`` rounds (floor, fast, auto).
+
+Last, a 30 s probe of one photo held still (the first photo under ``MEDIA/photos``, not in an index of the videos; an
+upload with a cover image over its sound): ``auto`` as shipped, where a frame that repeats the last one encoded takes
+its vectors, against the same query with every frame encoded (``REPEAT_TOLERANCE`` below zero), and the floor with
+every frame encoded; each the median of ``--repeat`` rounds, alternating.
 """
 
 from __future__ import annotations
@@ -109,6 +114,8 @@ def main() -> None:
             nm_fast.append(float(np.median(times["fast"])))
             nm_auto.append(float(np.median(times["auto"])))
 
+        still = _still_times(lib, Path(tmp), args.media, ffmpeg, args.repeat)
+
     def p(xs: list[float], q: float) -> float:
         return float(np.percentile(xs, q))
 
@@ -131,6 +138,8 @@ def main() -> None:
             "auto_over_floor_per_probe_p50": float(np.median([a / f for a, f in zip(nm_auto, nm_floor)])),
             "auto_over_floor_max": max(a / f for a, f in zip(nm_auto, nm_floor)),
         }
+    if still:
+        result["still"] = still
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"{len(probes)} probes of 10 s, {correct} with the right video first")
@@ -147,7 +156,38 @@ def main() -> None:
             print(f"{name:5s} p50 {r['p50']:.2f} s  p95 {r['p95']:.2f} s")
         print(f"auto / floor (p50): {nm['auto_over_floor_p50']:.2f}x   per probe: median "
               f"{nm['auto_over_floor_per_probe_p50']:.2f}x, worst {nm['auto_over_floor_max']:.2f}x")
+    if still:
+        auto, every, floor_every = still["auto_s"], still["auto_every_frame_s"], still["floor_every_frame_s"]
+        print(f"still 30 s probe: auto {auto:.2f} s, every frame encoded {every:.2f} s ({every / auto:.2f}x); "
+              f"floor with every frame encoded {floor_every:.2f} s, auto against it {auto / floor_every:.2f}x")
     print(f"wrote {args.out}")
+
+
+def _still_times(lib, tmp: Path, media: Path, ffmpeg: str, repeat: int) -> dict[str, float] | None:
+    """Medians of ``repeat`` alternating rounds for a 30 s probe of one photo held still (None without photos)."""
+    import sora_search.embed as embed
+
+    photos = sorted(p for p in (media / "photos").rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not photos:
+        return None
+    out = tmp / "still.mp4"
+    subprocess.run([ffmpeg, "-nostdin", "-v", "error", "-y", "-loop", "1", "-i", str(photos[0]), "-t", "30", "-vf",
+                    "scale=640:360,format=yuv420p", "-r", "25", "-an", str(out)], check=True)
+    shipped = getattr(embed, "REPEAT_TOLERANCE", None)
+    times: dict[str, list[float]] = {"floor_every_frame_s": [], "auto_every_frame_s": [], "auto_s": []}
+    try:
+        for _ in range(repeat):
+            for name, tolerance in (("floor_every_frame_s", -1.0), ("auto_every_frame_s", -1.0), ("auto_s", shipped)):
+                setattr(embed, "REPEAT_TOLERANCE", tolerance)  # no effect on versions without it
+                t = time.perf_counter()
+                if name.startswith("floor"):
+                    _floor(lib, out)
+                else:
+                    lib.query(out)
+                times[name].append(time.perf_counter() - t)
+    finally:
+        setattr(embed, "REPEAT_TOLERANCE", shipped)
+    return {name: float(np.median(ts)) for name, ts in times.items()}
 
 
 if __name__ == "__main__":

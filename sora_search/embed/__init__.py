@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sora_search._faults import fault_point
+from sora_search.embed.images import cell_means
 from sora_search.embed.views import FULL, blank_frames, decode_side, make_view
 from sora_search.errors import NoFramesError
 from sora_search.threads import available_cpus
@@ -43,6 +44,12 @@ if TYPE_CHECKING:
 # so about 28 minutes of probe; at 2S, 7 minutes); the decode worker may hold as many bytes of decoded pictures
 # (640x360: 12 minutes, 1080p: 80 s).
 PROBE_KEEP_BYTES = 256 << 20
+
+# A probe frame whose every cell of a 16 x 16 grid is within this many grey levels (per colour channel, 0-255) of
+# the last frame encoded is a repeat of it: a still, a held slide, a static cover image. It takes that frame's
+# vectors instead of being encoded again (see _Repeats). x264 moves a cell of a held frame by up to 3 levels; a
+# pointer or a caret moves a cell by tens.
+REPEAT_TOLERANCE = 4.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -245,6 +252,7 @@ class Embedder:
         from sora_search.encoder import temporal_pool
 
         seen = 0  # frames decoded so far: which of a batch's frames are in a sample (``every``)
+        repeats = _Repeats()  # a probe frame that repeats the last one encoded takes its vectors
         ts_parts: list[np.ndarray] = []
         vec_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
         blank_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
@@ -274,7 +282,7 @@ class Embedder:
                         frames = batch.frames if every == 1 else batch.frames[rows]
                         with self.timed("encode"):
                             self._encode_views(frames, names, box, size, blank_std, vec_parts, blank_parts,
-                                               region_parts)
+                                               region_parts, repeats)
                 fault_point("encode")
         if not ts_parts:
             raise NoFramesError(path, "no decodable frame")
@@ -324,26 +332,31 @@ class Embedder:
 
     def _encode_views(self, frames: np.ndarray, names: list[str], box: Box | None, size: int, blank_std: float,
                       vec_parts: dict[str, list[np.ndarray]], blank_parts: dict[str, list[np.ndarray]],
-                      region_parts: dict[str, list[np.ndarray]]) -> None:
-        """Cut every view of ``frames`` and encode those that are not blank in one batch (a blank one's vector and
-        regions are zero: nothing searches it or pools it with its neighbours)."""
+                      region_parts: dict[str, list[np.ndarray]], repeats: _Repeats) -> None:
+        """Cut every view of the frames that do not repeat the last one encoded (``repeats``) and encode those that
+        are not blank in one batch (a blank one's vector and regions are zero: nothing searches it or pools it with
+        its neighbours); a repeat takes the vectors, blank flags and regions of the frame it repeats."""
         encoder = self.encoder
-        stacked = np.concatenate([make_view(frames, v, box, side=size) for v in names])
-        blank = blank_frames(stacked, blank_std)
+        new, source = repeats.split(frames)
+        fresh = frames[new]
+        stacked = np.concatenate([make_view(fresh, v, box, side=size) for v in names]) if len(new) else \
+            np.zeros((0, size, size, 3), dtype=np.uint8)
+        blank = blank_frames(stacked, blank_std) if len(stacked) else np.zeros(0, dtype=bool)
         flat = np.zeros((len(stacked), encoder.identity.dim), dtype=np.float32)
         flat_regions = np.zeros((len(stacked), encoder.region_count, encoder.identity.dim), dtype=np.float16)
-        if not blank.all():
+        if len(stacked) and not blank.all():
             vectors, regions = encode(encoder, stacked[~blank] if blank.any() else stacked)
             flat[~blank] = vectors
             if regions is not None:
                 flat_regions[~blank] = regions
-        vecs, masks = flat.reshape(len(names), len(frames), -1), blank.reshape(len(names), len(frames))
-        views_regions = flat_regions.reshape(len(names), len(frames), *flat_regions.shape[1:])
-        for v, part, mask, part_regions in zip(names, vecs, masks, views_regions):
-            vec_parts[v].append(part)
-            blank_parts[v].append(mask)
+        shape = (len(names), len(new))
+        vecs, masks, views_regions = repeats.expand(source, flat.reshape(*shape, -1), blank.reshape(shape),
+                                                    flat_regions.reshape(*shape, *flat_regions.shape[1:]))
+        for i, v in enumerate(names):
+            vec_parts[v].append(vecs[i])
+            blank_parts[v].append(masks[i])
             if encoder.region_count:
-                region_parts[v].append(part_regions)
+                region_parts[v].append(views_regions[i])
 
 
 def encode(encoder: Encoder, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -353,6 +366,41 @@ def encode(encoder: Encoder, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray
         return encoder.embed(frames), None
     vectors, regions = encoder.embed_regions(frames)
     return vectors, regions.astype(np.float16)
+
+
+@dataclass(eq=False)
+class _Repeats:
+    """The last probe frame encoded in one embedding (its cell means and its views' outputs), so that a frame that
+    repeats it (every cell within REPEAT_TOLERANCE) takes its outputs instead of being encoded again. A run of
+    repeats is compared with the frame that was encoded, not with each other, so a slow fade does not drift."""
+
+    cells: np.ndarray | None = None
+    last: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (views, d), (views,), (views, r, d)
+
+    def split(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of ``frames`` to encode, and for every frame the index among them of the frame whose outputs it
+        takes (-1: the last frame encoded before this batch)."""
+        cells = cell_means(frames)
+        new: list[int] = []
+        source = np.empty(len(frames), dtype=np.int64)
+        for i, c in enumerate(cells):
+            if self.cells is None or float(np.abs(c - self.cells).max()) > REPEAT_TOLERANCE:
+                new.append(i)
+                self.cells = c
+            source[i] = len(new) - 1
+        return np.asarray(new, dtype=np.int64), source
+
+    def expand(self, source: np.ndarray, vectors: np.ndarray, blank: np.ndarray,
+               regions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each view's vectors, blank flags and regions for every frame of the batch (:meth:`split`'s ``source``)
+        from those of its encoded frames ((views, k, ...) each); the last frame's are kept for the next batch."""
+        if self.last is not None:
+            vectors, blank, regions = (np.concatenate([prev[:, None], now], axis=1)
+                                       for prev, now in zip(self.last, (vectors, blank, regions)))
+            source = source + 1
+        if vectors.shape[1]:
+            self.last = (vectors[:, -1], blank[:, -1], regions[:, -1])
+        return vectors[:, source], blank[:, source], regions[:, source]
 
 
 @dataclass(eq=False)

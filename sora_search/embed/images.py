@@ -1,4 +1,5 @@
-"""Image helpers on uint8 RGB frames, NumPy only: grey levels, 2x pooling, and a box cut out and resampled."""
+"""Image helpers on uint8 RGB frames, NumPy only: grey levels, cell means, 2x pooling, and a box cut out and
+resampled."""
 
 from __future__ import annotations
 
@@ -37,6 +38,17 @@ def luma(frames: np.ndarray) -> np.ndarray:
     """(..., 3) uint8 RGB -> (...) float32 grey, BT.601 luma on the 0-255 scale."""
     f = frames.astype(np.float32)
     return f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114
+
+
+def cell_means(frames: np.ndarray, grid: int = 16) -> np.ndarray:
+    """(n, grid, grid, 3) float32: the mean colour of each cell of a ``grid`` x ``grid`` split of each (n, H, W, 3)
+    frame, from every other pixel each way (the last rows and columns that do not fill a cell are left out)."""
+    f = frames[:, ::2, ::2]
+    h, w = f.shape[1] - f.shape[1] % grid, f.shape[2] - f.shape[2] % grid
+    if not (h and w):
+        raise ValueError(f"frames of shape {frames.shape} are too small for a {grid} x {grid} grid")
+    cells = f[:, :h, :w].reshape(len(f), grid, h // grid, grid, w // grid, 3)
+    return cells.mean(axis=(2, 4), dtype=np.float32)
 
 
 def pool2(x: np.ndarray, axis: int) -> np.ndarray:
