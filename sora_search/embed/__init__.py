@@ -338,7 +338,7 @@ class Embedder:
         its neighbours); a repeat takes the vectors, blank flags and regions of the frame it repeats."""
         encoder = self.encoder
         new, source = repeats.split(frames)
-        fresh = frames[new]
+        fresh = frames if len(new) == len(frames) else frames[new]  # moving footage: no copy of the batch
         stacked = np.concatenate([make_view(fresh, v, box, side=size) for v in names]) if len(new) else \
             np.zeros((0, size, size, 3), dtype=np.uint8)
         blank = blank_frames(stacked, blank_std) if len(stacked) else np.zeros(0, dtype=bool)
