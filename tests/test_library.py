@@ -407,10 +407,14 @@ def test_black_seconds_of_a_probe_match_nothing(lib, library_copy, tmp_path, bla
         assert on_black == [], on_black
 
 
-def test_blank_view_frames_are_not_encoded(tmp_path):
+def test_blank_view_frames_are_not_encoded(tmp_path, monkeypatch):
     """A probe's blank frames (here 4 s of black, in the whole frame and its mirror) never reach the encoder; the
-    seconds that are not blank get the vectors they get when every frame is encoded (blank detection off)."""
+    seconds that are not blank get the vectors they get when every frame is encoded (blank detection off, and no
+    frame taken for a repeat of the one before)."""
+    import sora_search.embed as embed
     from sora_search.embed import Embedder
+
+    monkeypatch.setattr(embed, "REPEAT_TOLERANCE", -1.0)
 
     probe = _black_then("life", tmp_path / "black_then_life.mp4", 4, 4)
     embedder = Embedder("tiny", device=None, fps=1.0, temporal_radius=0)
