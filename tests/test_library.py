@@ -526,7 +526,7 @@ def test_a_probe_frame_that_repeats_the_last_one_encoded_takes_its_vectors(tmp_p
     from sora_search.embed import Embedder
     from tests.media import concat, make_testsrc
 
-    clip = concat([make_testsrc(tmp_path / "still.mp4", 5, pattern="smptebars"),
+    clip = concat([make_testsrc(tmp_path / "still.mp4", 9, pattern="smptebars"),
                    make_testsrc(tmp_path / "moving.mp4", 3, pattern="mandelbrot")], tmp_path / "clip.mp4")
     real_open = DecodeWorker.open
     monkeypatch.setattr(DecodeWorker, "open", lambda self, p, **kw: real_open(self, p, **{**kw, "chunk_size": 4}))
@@ -544,13 +544,13 @@ def test_a_probe_frame_that_repeats_the_last_one_encoded_takes_its_vectors(tmp_p
 
     tolerance = embed.REPEAT_TOLERANCE
     (each, n_each), (once, n_once) = embedded(-1.0), embedded(tolerance)
-    assert len(each.timestamps_s) == 8 and n_each == 2 * 8
+    assert len(each.timestamps_s) == 12 and n_each == 2 * 12  # in batches of 4: the second is all repeats
     assert n_once == 2 * (1 + 3)  # the still's first second, then every second of the zoom
     for view in (FULL, "left"):
-        np.testing.assert_array_equal(once.vectors[view][:5], np.repeat(once.vectors[view][:1], 5, axis=0))
+        np.testing.assert_array_equal(once.vectors[view][:9], np.repeat(once.vectors[view][:1], 9, axis=0))
         np.testing.assert_allclose(once.vectors[view], each.vectors[view], atol=0.02)
         np.testing.assert_array_equal(once.blank[view], each.blank[view])
     (sample, n_sample), (sample_each, _) = embedded(tolerance, every=2), embedded(-1.0, every=2)
-    assert n_sample == 2 * 2  # seconds 0, 2 and 4 of the still are encoded once; 6 is the zoom
+    assert n_sample == 2 * 2  # seconds 0, 2, 4, 6 and 8 of the still are encoded once; 10 is the zoom
     np.testing.assert_array_equal(sample.timestamps_s, each.timestamps_s[::2])
     np.testing.assert_allclose(sample.vectors[FULL], sample_each.vectors[FULL], atol=0.02)

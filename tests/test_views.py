@@ -97,5 +97,6 @@ def test_blank_frames_are_black_uniform_or_nearly_so() -> None:
     frames = np.stack([black, teal, grain, ramp, noise, tiles, faint])
     np.testing.assert_array_equal(blank_frames(frames, QueryParams().blank_std),
                                   [True, True, True, False, False, False, False])
+    assert blank_frames(frames[:0], QueryParams().blank_std).shape == (0,)  # a batch whose frames all repeat
     with pytest.raises(ValueError, match="blank_frames needs"):
         blank_frames(black, QueryParams().blank_std)

@@ -339,18 +339,17 @@ class Embedder:
         encoder = self.encoder
         new, source = repeats.split(frames)
         fresh = frames if len(new) == len(frames) else frames[new]  # moving footage: no copy of the batch
-        stacked = np.concatenate([make_view(fresh, v, box, side=size) for v in names]) if len(new) else \
-            np.zeros((0, size, size, 3), dtype=np.uint8)
-        blank = blank_frames(stacked, blank_std) if len(stacked) else np.zeros(0, dtype=bool)
+        stacked = np.concatenate([make_view(fresh, v, box, side=size) for v in names])  # empty when all repeat
+        blank = blank_frames(stacked, blank_std)
         flat = np.zeros((len(stacked), encoder.identity.dim), dtype=np.float32)
         flat_regions = np.zeros((len(stacked), encoder.region_count, encoder.identity.dim), dtype=np.float16)
-        if len(stacked) and not blank.all():
+        if not blank.all():
             vectors, regions = encode(encoder, stacked[~blank] if blank.any() else stacked)
             flat[~blank] = vectors
             if regions is not None:
                 flat_regions[~blank] = regions
         shape = (len(names), len(new))
-        vecs, masks, views_regions = repeats.expand(source, flat.reshape(*shape, -1), blank.reshape(shape),
+        vecs, masks, views_regions = repeats.expand(source, flat.reshape(*shape, flat.shape[1]), blank.reshape(shape),
                                                     flat_regions.reshape(*shape, *flat_regions.shape[1:]))
         for i, v in enumerate(names):
             vec_parts[v].append(vecs[i])

@@ -57,7 +57,8 @@ def blank_frames(frames: np.ndarray, max_std: float) -> np.ndarray:
     Per channel, not luma: two colours of equal brightness (green cells on blue) are content."""
     if frames.ndim != 4 or frames.shape[3] != 3:
         raise ValueError(f"blank_frames needs (n, H, W, 3) frames, got shape {frames.shape}")
-    sample = frames[:, ::4, ::4].reshape(len(frames), -1, 3).astype(np.float32)  # every 16th pixel is enough
+    sample = frames[:, ::4, ::4]  # every 16th pixel is enough
+    sample = sample.reshape(len(frames), sample.shape[1] * sample.shape[2], 3).astype(np.float32)
     return sample.std(axis=1).max(axis=1) < max_std
 
 
