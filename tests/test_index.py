@@ -16,6 +16,7 @@ import pytest
 from sora_search.errors import IndexNotFound, StoreError
 from sora_search.index import (FP16_MIN_VECTORS, GPU_MAX_K, PQ_MIN_VECTORS, VectorIndex, choose_encoding,
                                 choose_nlist, choose_nprobe, faiss_gpu_count, faiss_gpu_for)
+from sora_search.index import sizing
 from sora_search.index.gpu import faiss
 from tests.conftest import FakeGpuFaiss
 
@@ -67,15 +68,33 @@ def test_full_probe_equals_exact_search(data: tuple[np.ndarray, np.ndarray, np.n
             assert list(row_got) == list(row_want)
 
 
-def test_default_nprobe_has_high_recall(data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+def test_a_small_index_visits_every_list(data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """Up to EXACT_MAX_VECTORS a query scans every list: the neighbours of exact search, whatever k-means did."""
     corpus, ids, queries = data
+    assert len(corpus) <= sizing.EXACT_MAX_VECTORS
     index = _built(corpus, ids, nlist=None)
-    assert index.nlist == choose_nlist(len(corpus))
-    assert index.nprobe == choose_nprobe(index.nlist)
+    assert index.nlist == choose_nlist(len(corpus)) > 1 and index.nprobe == index.nlist
+    scores, _ = index.search(queries, 10)
+    np.testing.assert_allclose(scores, _exact(corpus, ids, queries, 10)[0], atol=1e-5)
+
+
+def test_past_exact_max_nprobe_follows_the_corpus_size(data: tuple[np.ndarray, np.ndarray, np.ndarray],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A corpus over EXACT_MAX_VECTORS visits choose_nprobe's few lists and keeps high recall; removing vectors
+    down to the limit makes it exact again, and adding them back approximate."""
+    corpus, ids, queries = data
+    monkeypatch.setattr(sizing, "EXACT_MAX_VECTORS", len(corpus) // 2)
+    index = _built(corpus, ids, nlist=None)
+    assert index.nprobe == choose_nprobe(index.nlist) < index.nlist
     _, got = index.search(queries, 10)
     _, want = _exact(corpus, ids, queries, 10)
     recall = np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want)])
     assert recall >= 0.9
+    half = ids[len(ids) // 2:]
+    index.remove(half)
+    assert index.nprobe == index.nlist
+    index.add(half, corpus[len(ids) // 2:])
+    assert index.nprobe == choose_nprobe(index.nlist)
 
 
 def test_remove_by_id_never_returns_removed(data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
@@ -116,13 +135,14 @@ def test_add_more_and_padding() -> None:
 def test_save_load_round_trip(tmp_path: Path, data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
     corpus, ids, queries = data
     index = _built(corpus, ids)
-    index.nprobe = 4
+    index.nprobe = 4  # by hand: lasts until the index changes or is read again
     path = tmp_path / "sub" / "vectors.faiss"
     index.save(path, generation=17)
     loaded, generation = VectorIndex.load(path)
     assert generation == 17
-    assert (loaded.ntotal, loaded.dim, loaded.nlist, loaded.nprobe) == (index.ntotal, DIM, 16, 4)
-    assert loaded.describe() == "IVF16,Flat (inner product), nprobe 4"
+    assert (loaded.ntotal, loaded.dim, loaded.nlist, loaded.nprobe) == (index.ntotal, DIM, 16, 16)
+    assert loaded.describe() == "IVF16,Flat (inner product), nprobe 16"
+    index.nprobe = 16
     s1, i1 = index.search(queries, 10)
     s2, i2 = loaded.search(queries, 10)
     np.testing.assert_array_equal(i1, i2)

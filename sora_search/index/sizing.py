@@ -23,6 +23,9 @@ ENCODINGS = ("flat", "fp16", "pq")
 # Lists visited per query at the smallest sizes, and the lists-per-probe ratio above them; see choose_nprobe.
 MIN_NPROBE = 8
 LISTS_PER_PROBE = 256
+# Up to this many vectors (about 2.8 hours of video) a query visits every list: exact neighbours, so answers do not
+# depend on how k-means happened to cut the corpus (docs/tuning.md).
+EXACT_MAX_VECTORS = 10_000
 
 
 def choose_nlist(n: int) -> int:
@@ -40,14 +43,18 @@ def choose_nlist(n: int) -> int:
     return int(max(1, min(target, cap, MAX_NLIST)))
 
 
-def choose_nprobe(nlist: int) -> int:
-    """Number of lists to visit per query: ``min(nlist, max(8, nlist // 256))``.
+def choose_nprobe(nlist: int, n: int | None = None) -> int:
+    """Number of lists to visit per query: all of them while the corpus of ``n`` vectors holds at most
+    ``EXACT_MAX_VECTORS``, else ``min(nlist, max(8, nlist // 256))`` (``n`` None: the latter).
 
     recall@10 at a fixed nprobe falls as lists get finer and holds roughly where ``nprobe / nlist`` is constant;
-    8 is the smallest that keeps recall@10 >= 0.95 at 1M vectors, and the floor keeps small indexes above 0.98.
+    8 is the smallest that keeps recall@10 >= 0.95 at 1M vectors. A query's scores also rest on the neighbours past
+    the tenth (its background), which a few lists of a small corpus miss; scanning all of it costs little.
     """
     if nlist < 1:
         raise ValueError(f"nlist must be >= 1, got {nlist}")
+    if n is not None and n <= EXACT_MAX_VECTORS:
+        return nlist
     return int(min(nlist, max(MIN_NPROBE, nlist // LISTS_PER_PROBE)))
 
 

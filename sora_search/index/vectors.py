@@ -128,7 +128,7 @@ class VectorIndex:
             del clustering
         else:
             index.train(x)
-        ivf.nprobe = choose_nprobe(nlist)
+        ivf.nprobe = choose_nprobe(nlist, len(x) if expected_n is None else expected_n)
         if encoding == "pq":
             built = cls(compressed.PQState(index, compressed.serialize(index), RerankVectors(dim)))
         else:
@@ -232,9 +232,10 @@ class VectorIndex:
             raise ValueError("vector ids must be non-negative (-1 is FAISS's 'no result')")
         if self.pq is not None:
             self.pq.add(i, x)
-            return
-        self._index.add_with_ids(x, i)
-        self._gpu_index = None
+        else:
+            self._index.add_with_ids(x, i)
+            self._gpu_index = None
+        self._follow_size()
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove vectors by id; unknown ids are ignored. Returns how many were removed. ids: (n,) int64."""
@@ -244,7 +245,16 @@ class VectorIndex:
         removed = self.pq.remove(i) if self.pq is not None else int(self._index.remove_ids(i))
         if removed:
             self._gpu_index = None
+            self._follow_size()
         return removed
+
+    def _follow_size(self) -> None:
+        """Visit as many lists as :func:`choose_nprobe` says for the vectors held now: a corpus that grows past
+        ``EXACT_MAX_VECTORS`` between two trainings stops scanning every list (an nprobe set by hand lasts until
+        the next change)."""
+        nprobe = choose_nprobe(self.nlist, self.ntotal)
+        if nprobe != self.nprobe:
+            self.nprobe = nprobe
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """k nearest vectors by inner product.
@@ -326,15 +336,16 @@ class VectorIndex:
                 # The PQ payload is the index without its lists (those are on disk): small, read whole.
                 state = compressed.load(Path(path), header, memoryview(f.read()))
                 found: str | None = _encoding_of(state.index)
-                if found == "pq":
-                    return cls(state), header
+                loaded = cls(state) if found == "pq" else None
             else:
                 try:
                     index = fx.read_index(fx.PyCallbackIOReader(f.read))
                 except RuntimeError as e:
                     raise fileformat.corrupt(path, f"faiss could not read it: {e}") from e
                 found = _encoding_of(index)
-                if found is not None and found != "pq" and said in (None, found):
-                    return cls(index), header
+                loaded = cls(index) if found is not None and found != "pq" and said in (None, found) else None
+        if loaded is not None:
+            loaded._follow_size()  # a file saved with another rule, or by hand, searches as its size calls for
+            return loaded, header
         raise fileformat.corrupt(path, f"its header says {said or 'no'} encoding, faiss found "
                                  f"{found or 'no sora-search index kind'}")
