@@ -87,6 +87,14 @@ def test_encoder_throughput_runs_and_reports_a_ratio(tmp_path: Path) -> None:
     assert out.exists()
 
 
+def test_exact_scan_times_every_list_against_a_few(tmp_path: Path) -> None:
+    out = tmp_path / "scan.json"
+    rows = _script("exact_scan").main(["--sizes", "100", "3000", "--rounds", "1", "--out", str(out)])
+    assert [r["vectors"] for r in rows] == [100, 3000] and rows[0]["nlist"] == rows[0]["nprobe_few"] == 2
+    assert rows[1]["nprobe_few"] == 8 < rows[1]["nlist"]
+    assert all(r["few_ms"] > 0 and r["every_list_ms"] > 0 for r in rows) and out.exists()
+
+
 def test_tiny_compressed_run_builds_in_shards_and_reports(tmp_path: Path) -> None:
     fc = _script("faiss_compressed")
     gen = fc.Generator(_seeds(), clip_len=60, seed=0)
