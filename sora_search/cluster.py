@@ -270,19 +270,20 @@ class _EncoderActor:
         return __version__, self._encoder.identity
 
     def encode(self, decoded: _Decoded | _Failure) -> tuple[Embedded, dict[str, float]] | _Failure:
-        from sora_search.embed import Embedded, encode
+        from sora_search.embed import Embedded, Repeats, encode, encode_views
         from sora_search.embed.views import FULL
         from sora_search.encoder import temporal_pool
 
         if isinstance(decoded, _Failure):
             return decoded
         start = time.perf_counter()
-        vectors, regions = encode(self._encoder, decoded.frames)
+        enc = self._encoder
+        (vectors,), (blank,), (regions,) = encode_views(decoded.frames, [FULL], partial(encode, enc), enc, Repeats(),
+                                                        size=enc.identity.input_size)
         fault_point("encode")
-        blank = np.zeros(len(decoded.timestamps_s), dtype=bool)
         pooled = temporal_pool(vectors, radius=self._radius, skip=blank)
         embedded = Embedded(decoded.info, decoded.timestamps_s, {FULL: pooled}, {FULL: blank},
-                            {} if regions is None else {FULL: regions})
+                            {FULL: regions} if enc.region_count else {})
         return embedded, {"decode": decoded.seconds, "encode": time.perf_counter() - start}
 
 
