@@ -47,9 +47,9 @@ PROBE_KEEP_BYTES = 256 << 20
 
 # A frame (of a library file or a probe) whose every cell of a 16 x 16 grid is within this many grey levels (per
 # colour channel, 0-255) of the last frame encoded is a repeat of it: a still, a held slide, a static cover image. It
-# takes that frame's vectors instead of being encoded again (see Repeats). At 224 px x264 moves a held photo's cells by
-# up to 1.5 levels; a breathing inset or a drifting pointer moves a cell by 1.5-4 levels a second (docs/tuning.md).
-REPEAT_TOLERANCE = 2.0
+# takes that frame's vectors instead of being encoded again (see Repeats). x264 moves a cell of a held frame by up to 3
+# levels; a pointer or a caret moves a cell by tens.
+REPEAT_TOLERANCE = 4.0
 
 # A batch's vectors and, where the encoder has them, its region vectors (see encode).
 Encoded: TypeAlias = tuple[np.ndarray, np.ndarray | None]
