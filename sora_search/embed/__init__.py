@@ -51,8 +51,7 @@ PROBE_KEEP_BYTES = 256 << 20
 # levels; a pointer or a caret moves a cell by tens.
 REPEAT_TOLERANCE = 4.0
 
-# A batch's vectors and, where the encoder has them, its region vectors (see encode).
-Encoded: TypeAlias = tuple[np.ndarray, np.ndarray | None]
+Encoded: TypeAlias = tuple[np.ndarray, np.ndarray | None]  # a batch's vectors and, where the encoder has them, region vectors
 
 
 @dataclass(frozen=True, eq=False)
@@ -340,8 +339,7 @@ def encode_views(frames: np.ndarray, names: Sequence[str], run: Callable[[np.nda
     searches them or pools them with their neighbours).
 
     Args:
-        frames: (n, S, S, 3) uint8, or (n, 2S, 2S, 3) for the views that need it (see
-            :func:`~sora_search.embed.views.make_view`).
+        frames: (n, S, S, 3) uint8, or (n, 2S, 2S, 3) for views that need it (:func:`~sora_search.embed.views.make_view`).
         names: the views; ``full`` alone for a library file.
         run: encodes a batch of view frames (:func:`encode` with ``encoder``, or through a shared encoder thread).
         size: S, the encoder's input side.
@@ -356,7 +354,7 @@ def encode_views(frames: np.ndarray, names: Sequence[str], run: Callable[[np.nda
     blank = np.zeros(len(stacked), dtype=bool) if blank_std is None else blank_frames(stacked, blank_std)
     flat = np.zeros((len(stacked), encoder.identity.dim), dtype=np.float32)
     flat_regions = np.zeros((len(stacked), encoder.region_count, encoder.identity.dim), dtype=np.float16)
-    if not blank.all():
+    if len(stacked) and not blank.all():
         vectors, regions = run(stacked[~blank] if blank.any() else stacked)
         flat[~blank] = vectors
         if regions is not None:
