@@ -270,20 +270,19 @@ class _EncoderActor:
         return __version__, self._encoder.identity
 
     def encode(self, decoded: _Decoded | _Failure) -> tuple[Embedded, dict[str, float]] | _Failure:
-        from sora_search.embed import Embedded, Repeats, encode, encode_views
+        from sora_search.embed import Embedded, encode
         from sora_search.embed.views import FULL
         from sora_search.encoder import temporal_pool
 
         if isinstance(decoded, _Failure):
             return decoded
         start = time.perf_counter()
-        enc = self._encoder
-        (vectors,), (blank,), (regions,) = encode_views(decoded.frames, [FULL], partial(encode, enc), enc, Repeats(),
-                                                        size=enc.identity.input_size)
+        vectors, regions = encode(self._encoder, decoded.frames)
         fault_point("encode")
+        blank = np.zeros(len(decoded.timestamps_s), dtype=bool)
         pooled = temporal_pool(vectors, radius=self._radius, skip=blank)
         embedded = Embedded(decoded.info, decoded.timestamps_s, {FULL: pooled}, {FULL: blank},
-                            {FULL: regions} if enc.region_count else {})
+                            {} if regions is None else {FULL: regions})
         return embedded, {"decode": decoded.seconds, "encode": time.perf_counter() - start}
 
 

@@ -554,39 +554,3 @@ def test_a_probe_frame_that_repeats_the_last_one_encoded_takes_its_vectors(tmp_p
     assert n_sample == 2 * 2  # seconds 0, 2, 4, 6 and 8 of the still are encoded once; 10 is the zoom
     np.testing.assert_array_equal(sample.timestamps_s, each.timestamps_s[::2])
     np.testing.assert_allclose(sample.vectors[FULL], sample_each.vectors[FULL], atol=0.02)
-
-
-def test_a_library_frame_that_repeats_the_last_one_encoded_takes_its_vectors(tmp_path, monkeypatch):
-    """A library file's still stretch is encoded once, in a local index run and on a cluster's encoder actor alike
-    (the same vectors); every frame encoded instead gives the same vectors to within the repeat tolerance."""
-    import sora_search.embed as embed
-    from sora_search.cluster import _decode_file, _Decoded, _EncoderActor
-    from sora_search.embed import Embedder
-    from tests.media import concat, make_testsrc
-
-    clip = concat([make_testsrc(tmp_path / "still.mp4", 6, pattern="smptebars"),
-                   make_testsrc(tmp_path / "moving.mp4", 3, pattern="mandelbrot")], tmp_path / "clip.mp4")
-    encoded: list[int] = []
-    real_encode = embed.encode
-    monkeypatch.setattr(embed, "encode", lambda enc, frames: encoded.append(len(frames)) or real_encode(enc, frames))
-
-    def local(tolerance: float) -> tuple[embed.Embedded, int]:
-        monkeypatch.setattr(embed, "REPEAT_TOLERANCE", tolerance)
-        embedder = Embedder("tiny", device=None, fps=1.0, temporal_radius=1)
-        encoded.clear()
-        out = embedder.file(clip, timeout_s=60)
-        embedder.close()
-        return out, sum(encoded)
-
-    tolerance = embed.REPEAT_TOLERANCE
-    (each, n_each), (once, n_once) = local(-1.0), local(tolerance)
-    assert len(once.timestamps_s) == 9 and n_each == 9 and n_once == 1 + 3
-    assert not once.blank[FULL].any()
-    np.testing.assert_allclose(once.vectors[FULL], each.vectors[FULL], atol=0.02)
-    decoded = _decode_file(str(clip), "auto", 1.0, 32, 60.0)
-    assert isinstance(decoded, _Decoded)
-    encoded.clear()
-    remote, _ = _EncoderActor("tiny", "cpu", 1, "fp32").encode(decoded)
-    assert sum(encoded) == 1 + 3
-    np.testing.assert_array_equal(remote.timestamps_s, once.timestamps_s)
-    np.testing.assert_allclose(remote.vectors[FULL], once.vectors[FULL], atol=1e-6)

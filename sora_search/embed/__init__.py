@@ -17,12 +17,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -45,13 +45,11 @@ if TYPE_CHECKING:
 # (640x360: 12 minutes, 1080p: 80 s).
 PROBE_KEEP_BYTES = 256 << 20
 
-# A frame (of a library file or a probe) whose every cell of a 16 x 16 grid is within this many grey levels (per
-# colour channel, 0-255) of the last frame encoded is a repeat of it: a still, a held slide, a static cover image. It
-# takes that frame's vectors instead of being encoded again (see Repeats). x264 moves a cell of a held frame by up to 3
-# levels; a pointer or a caret moves a cell by tens.
+# A probe frame whose every cell of a 16 x 16 grid is within this many grey levels (per colour channel, 0-255) of
+# the last frame encoded is a repeat of it: a still, a held slide, a static cover image. It takes that frame's
+# vectors instead of being encoded again (see _Repeats). x264 moves a cell of a held frame by up to 3 levels; a
+# pointer or a caret moves a cell by tens.
 REPEAT_TOLERANCE = 4.0
-
-Encoded: TypeAlias = tuple[np.ndarray, np.ndarray | None]  # a batch's vectors and, where the encoder has them, region vectors
 
 
 @dataclass(frozen=True, eq=False)
@@ -253,11 +251,8 @@ class Embedder:
                probe_views: tuple[float, InsetFinder | None, Box | None] | None = None, every: int = 1) -> Embedded:
         from sora_search.encoder import temporal_pool
 
-        # A library file has no blank frames to leave out, no finder and no inset.
-        blank_std, finder, box = probe_views if probe_views is not None else (None, None, None)
-
         seen = 0  # frames decoded so far: which of a batch's frames are in a sample (``every``)
-        repeats = Repeats()  # a frame that repeats the last one encoded takes its vectors
+        repeats = _Repeats()  # a probe frame that repeats the last one encoded takes its vectors
         ts_parts: list[np.ndarray] = []
         vec_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
         blank_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
@@ -268,21 +263,26 @@ class Embedder:
             size = encoder.identity.input_size
             for batch in batches:
                 fault_point("decode")
-                if finder is not None:
-                    finder.add(batch.frames, halve=side != size)
-                rows = np.flatnonzero((np.arange(len(batch.frames)) + seen) % every == 0)
-                seen += len(batch.frames)
-                ts_parts.append(batch.timestamps_s[rows])
-                if names and len(rows):
-                    frames = batch.frames if every == 1 else batch.frames[rows]
+                if probe_views is None:
+                    ts_parts.append(batch.timestamps_s)
                     with self.timed("encode"):
-                        vecs, masks, views_regions = encode_views(frames, names, self._encode, encoder, repeats,
-                                                                  size=size, box=box, blank_std=blank_std)
-                    for i, v in enumerate(names):
-                        vec_parts[v].append(vecs[i])
-                        blank_parts[v].append(masks[i])
-                        if encoder.region_count:
-                            region_parts[v].append(views_regions[i])
+                        vectors, regions = self._encode(batch.frames)
+                    vec_parts[FULL].append(vectors)
+                    if regions is not None:
+                        region_parts[FULL].append(regions)
+                    blank_parts[FULL].append(np.zeros(len(batch.frames), dtype=bool))
+                else:
+                    blank_std, finder, box = probe_views
+                    if finder is not None:
+                        finder.add(batch.frames, halve=side != size)
+                    rows = np.flatnonzero((np.arange(len(batch.frames)) + seen) % every == 0)
+                    seen += len(batch.frames)
+                    ts_parts.append(batch.timestamps_s[rows])
+                    if names and len(rows):
+                        frames = batch.frames if every == 1 else batch.frames[rows]
+                        with self.timed("encode"):
+                            self._encode_views(frames, names, box, size, blank_std, vec_parts, blank_parts,
+                                               region_parts, repeats)
                 fault_point("encode")
         if not ts_parts:
             raise NoFramesError(path, "no decodable frame")
@@ -330,41 +330,35 @@ class Embedder:
                     kept.batches = None
             yield batch
 
-
-def encode_views(frames: np.ndarray, names: Sequence[str], run: Callable[[np.ndarray], Encoded], encoder: Encoder,
-                 repeats: Repeats, *, size: int, box: Box | None = None,
-                 blank_std: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every view of ``frames`` encoded, each frame that repeats the last one encoded (``repeats``) taking its
-    outputs instead; with ``blank_std``, blank view frames are not encoded (their vectors and regions are zero: nothing
-    searches them or pools them with their neighbours).
-
-    Args:
-        frames: (n, S, S, 3) uint8, or (n, 2S, 2S, 3) for views that need it (:func:`~sora_search.embed.views.make_view`).
-        names: the views; ``full`` alone for a library file.
-        run: encodes a batch of view frames (:func:`encode` with ``encoder``, or through a shared encoder thread).
-        size: S, the encoder's input side.
-
-    Returns:
-        (views, n, dim) float32 vectors, (views, n) bool blank flags, (views, n, region_count, dim) float16 regions.
-    """
-    new, source = repeats.split(frames)
-    fresh = frames if len(new) == len(frames) else frames[new]  # moving footage: no copy of the batch
-    views = [make_view(fresh, v, box, side=size) for v in names]
-    stacked = views[0] if len(views) == 1 else np.concatenate(views)  # empty when every frame repeats
-    blank = np.zeros(len(stacked), dtype=bool) if blank_std is None else blank_frames(stacked, blank_std)
-    flat = np.zeros((len(stacked), encoder.identity.dim), dtype=np.float32)
-    flat_regions = np.zeros((len(stacked), encoder.region_count, encoder.identity.dim), dtype=np.float16)
-    if len(stacked) and not blank.all():
-        vectors, regions = run(stacked[~blank] if blank.any() else stacked)
-        flat[~blank] = vectors
-        if regions is not None:
-            flat_regions[~blank] = regions
-    shape = (len(names), len(new))
-    return repeats.expand(source, flat.reshape(*shape, flat.shape[1]), blank.reshape(shape),
-                          flat_regions.reshape(*shape, *flat_regions.shape[1:]))
+    def _encode_views(self, frames: np.ndarray, names: list[str], box: Box | None, size: int, blank_std: float,
+                      vec_parts: dict[str, list[np.ndarray]], blank_parts: dict[str, list[np.ndarray]],
+                      region_parts: dict[str, list[np.ndarray]], repeats: _Repeats) -> None:
+        """Cut every view of the frames that do not repeat the last one encoded (``repeats``) and encode those that
+        are not blank in one batch (a blank one's vector and regions are zero: nothing searches it or pools it with
+        its neighbours); a repeat takes the vectors, blank flags and regions of the frame it repeats."""
+        encoder = self.encoder
+        new, source = repeats.split(frames)
+        fresh = frames if len(new) == len(frames) else frames[new]  # moving footage: no copy of the batch
+        stacked = np.concatenate([make_view(fresh, v, box, side=size) for v in names])  # empty when all repeat
+        blank = blank_frames(stacked, blank_std)
+        flat = np.zeros((len(stacked), encoder.identity.dim), dtype=np.float32)
+        flat_regions = np.zeros((len(stacked), encoder.region_count, encoder.identity.dim), dtype=np.float16)
+        if not blank.all():
+            vectors, regions = encode(encoder, stacked[~blank] if blank.any() else stacked)
+            flat[~blank] = vectors
+            if regions is not None:
+                flat_regions[~blank] = regions
+        shape = (len(names), len(new))
+        vecs, masks, views_regions = repeats.expand(source, flat.reshape(*shape, flat.shape[1]), blank.reshape(shape),
+                                                    flat_regions.reshape(*shape, *flat_regions.shape[1:]))
+        for i, v in enumerate(names):
+            vec_parts[v].append(vecs[i])
+            blank_parts[v].append(masks[i])
+            if encoder.region_count:
+                region_parts[v].append(views_regions[i])
 
 
-def encode(encoder: Encoder, frames: np.ndarray) -> Encoded:
+def encode(encoder: Encoder, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """The encoder's vectors of ``frames`` and, where it has them, their region vectors as float16 (kept per frame
     for the region check of a query, :mod:`sora_search.query.regions`; stored per second for a library file)."""
     if not encoder.region_count:
@@ -374,8 +368,8 @@ def encode(encoder: Encoder, frames: np.ndarray) -> Encoded:
 
 
 @dataclass(eq=False)
-class Repeats:
-    """The last frame encoded in one embedding (its cell means and its views' outputs), so that a frame that
+class _Repeats:
+    """The last probe frame encoded in one embedding (its cell means and its views' outputs), so that a frame that
     repeats it (every cell within REPEAT_TOLERANCE) takes its outputs instead of being encoded again. A run of
     repeats is compared with the frame that was encoded, not with each other, so a slow fade does not drift."""
 
