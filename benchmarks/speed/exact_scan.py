@@ -5,10 +5,10 @@
 
 A query's FAISS work is its searches: ``CALLS`` are those of a 30 s probe of footage no library holds (the whole frame,
 its mirror and the last step's sample, each searched at the query's 64 neighbours, and some of their seconds again at
-256 for the background), recorded from ``Library.query`` on a 20-minute library. At each size an index is built as the library
-builds one (``choose_nlist`` lists, k-means on the corpus) from random unit vectors (a scan costs the same whatever the
-vectors hold), and the calls are timed with every list visited and with ``choose_nprobe``'s few, alternating,
-``--rounds`` times; the medians are reported. Writes ``benchmarks/results/exact_scan.json``.
+256 for the background), recorded from ``Library.query`` on a 20-minute library. At each size an index is built as the
+library builds one (``choose_nlist`` lists, k-means on the corpus) from random unit vectors (a scan costs the same
+whatever the vectors hold), and the calls are timed with every list visited and with ``choose_nprobe``'s few,
+alternating, ``--rounds`` times; the medians are reported. Writes ``benchmarks/results/exact_scan.json``.
 """
 
 from __future__ import annotations
