@@ -57,7 +57,7 @@ def test_tiny_run_reports_recall_and_ratios(faiss_scale: ModuleType) -> None:
                               nlist_factors_for=lambda n: [16], gpu=False)
     out = faiss_scale.run_size(gen, 4000, args)
     d = out["default"]
-    assert d["nlist"] == 64 and d["nprobe"] == 8 and d["describe"].startswith("IVF64,Flat")
+    assert d["nlist"] == 64 and d["nprobe"] == 64 and d["describe"].startswith("IVF64,Flat")
     assert 0.5 <= d["recall_at_10"] <= 1.0 and d["speedup_vs_flat"] > 0 and d["index_bytes"] > 0
     assert {(r["nlist"], r["nprobe"]) for r in out["sweep"]} == {(16, 8), (64, 8)}  # nprobe > nlist / 8 skipped
     assert out["compressed"][0]["factory"] == "IVF64,SQfp16"
@@ -69,7 +69,7 @@ def test_tiny_gpu_run_through_a_fake_gpu_faiss(faiss_scale: ModuleType, fake_gpu
     args = argparse.Namespace(queries=50, single=5, single_flat=3, seed=0, sweep=False, compressed=[],
                               nlist_factors_for=lambda n: [], gpu=True)
     g = faiss_scale.run_size(gen, 4000, args)["gpu"]
-    assert g["search_device"] == "cuda:0" and g["describe"] == "IVF64,Flat (inner product), nprobe 8"
+    assert g["search_device"] == "cuda:0" and g["describe"] == "IVF64,Flat (inner product), nprobe 64"
     assert g["gpu_flat"]["recall_vs_cpu_exact"] == 1.0 and 0.5 <= g["recall_at_10"] <= 1.0
     # Every IVF search went to the GPU copy: 1 (the copy) + 2 batches + 5 single + 2 x 3 calls of 20 rows.
     assert fake_gpu_faiss.searches == 14 and g["speedup_vs_cpu_ivf"] > 0
@@ -87,12 +87,12 @@ def test_encoder_throughput_runs_and_reports_a_ratio(tmp_path: Path) -> None:
     assert out.exists()
 
 
-def test_exact_scan_times_every_list_against_a_few(tmp_path: Path) -> None:
+def test_exact_scan_times_few_lists_the_rule_and_every_list(tmp_path: Path) -> None:
     out = tmp_path / "scan.json"
     rows = _script("exact_scan").main(["--sizes", "100", "3000", "--rounds", "1", "--out", str(out)])
     assert [r["vectors"] for r in rows] == [100, 3000] and rows[0]["nlist"] == rows[0]["nprobe_few"] == 2
-    assert rows[1]["nprobe_few"] == 8 < rows[1]["nlist"]
-    assert all(r["few_ms"] > 0 and r["every_list_ms"] > 0 for r in rows) and out.exists()
+    assert rows[1]["nprobe_few"] == 8 < rows[1]["nprobe_rule"] == rows[1]["nprobe_every"] == rows[1]["nlist"]
+    assert all(r[f"{name}_ms"] > 0 for r in rows for name in ("few", "rule", "every")) and out.exists()
 
 
 def test_tiny_compressed_run_builds_in_shards_and_reports(tmp_path: Path) -> None:

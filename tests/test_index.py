@@ -69,32 +69,44 @@ def test_full_probe_equals_exact_search(data: tuple[np.ndarray, np.ndarray, np.n
 
 
 def test_a_small_index_visits_every_list(data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-    """Up to EXACT_MAX_VECTORS a query scans every list: the neighbours of exact search, whatever k-means did."""
+    """Up to SCAN_MIN_VECTORS a query scans every list: the neighbours of exact search, whatever k-means did."""
     corpus, ids, queries = data
-    assert len(corpus) <= sizing.EXACT_MAX_VECTORS
+    assert len(corpus) <= sizing.SCAN_MIN_VECTORS
     index = _built(corpus, ids, nlist=None)
     assert index.nlist == choose_nlist(len(corpus)) > 1 and index.nprobe == index.nlist
     scores, _ = index.search(queries, 10)
     np.testing.assert_allclose(scores, _exact(corpus, ids, queries, 10)[0], atol=1e-5)
 
 
-def test_past_exact_max_nprobe_follows_the_corpus_size(data: tuple[np.ndarray, np.ndarray, np.ndarray],
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """A corpus over EXACT_MAX_VECTORS visits choose_nprobe's few lists and keeps high recall; removing vectors
-    down to the limit makes it exact again, and adding them back approximate."""
+def test_past_scan_min_nprobe_follows_the_corpus_size(data: tuple[np.ndarray, np.ndarray, np.ndarray],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A corpus over SCAN_MIN_VECTORS visits the lists that hold about that many of its vectors and keeps high
+    recall; removing vectors down to the limit makes it exact again, and adding them back approximate."""
     corpus, ids, queries = data
-    monkeypatch.setattr(sizing, "EXACT_MAX_VECTORS", len(corpus) // 2)
+    monkeypatch.setattr(sizing, "SCAN_MIN_VECTORS", len(corpus) * 3 // 8)
     index = _built(corpus, ids, nlist=None)
-    assert index.nprobe == choose_nprobe(index.nlist) < index.nlist
+    assert index.nlist == 32 and index.nprobe == choose_nprobe(32, len(corpus)) == 12  # 3/8 of 32 lists
     _, got = index.search(queries, 10)
     _, want = _exact(corpus, ids, queries, 10)
     recall = np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want)])
     assert recall >= 0.9
-    half = ids[len(ids) // 2:]
-    index.remove(half)
+    most = ids[len(ids) // 4:]
+    index.remove(most)
     assert index.nprobe == index.nlist
-    index.add(half, corpus[len(ids) // 2:])
-    assert index.nprobe == choose_nprobe(index.nlist)
+    index.add(most, corpus[len(ids) // 4:])
+    assert index.nprobe == 12
+
+
+def test_nprobe_scans_about_scan_min_vectors() -> None:
+    """Past SCAN_MIN_VECTORS the lists visited hold about that many vectors, until the few lists of the largest
+    corpora hold more; never fewer than 8 lists, never more than there are."""
+    for n in [sizing.SCAN_MIN_VECTORS + 1, 20_000, 50_000, 10**5, 10**6, 10**7]:
+        nlist = choose_nlist(n)
+        nprobe = choose_nprobe(nlist, n)
+        assert 8 <= nprobe <= nlist and nprobe >= choose_nprobe(nlist)
+        assert nprobe * n / nlist >= sizing.SCAN_MIN_VECTORS
+        assert nprobe == choose_nprobe(nlist) or (nprobe - 1) * n / nlist < sizing.SCAN_MIN_VECTORS
+    assert choose_nprobe(2048, 10**6) == 21 and choose_nprobe(8192, 10**7) == choose_nprobe(8192) == 32
 
 
 def test_remove_by_id_never_returns_removed(data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:

@@ -91,7 +91,7 @@ def test_kind_is_chosen_by_size(monkeypatch: pytest.MonkeyPatch, data) -> None:
     assert sizing.PQ_MIN_VECTORS >= 5_000_000  # not measured yet: no library of today changes kind
     monkeypatch.setattr(sizing, "PQ_MIN_VECTORS", 2000)
     monkeypatch.setattr(sizing, "PQ_BYTES", PQ_M)
-    monkeypatch.setattr(sizing, "EXACT_MAX_VECTORS", 500)  # scaled down with PQ_MIN_VECTORS
+    monkeypatch.setattr(sizing, "SCAN_MIN_VECTORS", 500)  # scaled down with PQ_MIN_VECTORS
     assert sizing.choose_encoding(1999) == "flat" and sizing.choose_encoding(2000) == "pq"
     corpus = data[0]
     # As IndexKeeper._build calls it: the corpus size picks the kind.

@@ -265,7 +265,7 @@ def run_size(gen: Generator, n: int, args: argparse.Namespace) -> dict[str, Any]
     rss0 = rss_bytes()
     index, t_train, t_add = build_vector_index(base, train, nlist)
     rss1 = rss_bytes()
-    d = measure(index, choose_nprobe(nlist))
+    d = measure(index, choose_nprobe(nlist, n))
     d.update({"describe": index.describe(), "train_vectors": int(train.shape[0]), "train_s": t_train, "add_s": t_add,
               "build_s": t_train + t_add, "index_bytes": index.nbytes(), "rss_delta_bytes": rss1 - rss0,
               "single": single_latency(index.search, queries, args.single)})
@@ -322,7 +322,7 @@ def measure_gpu(base: np.ndarray, train: np.ndarray, queries: np.ndarray, truth:
              "probe_batches": timed_probes(gflat.search, queries)}
     del gflat
     index, t_train, t_add = build_vector_index(base, train, nlist, gpu=0)
-    index.nprobe = choose_nprobe(nlist)
+    index.nprobe = choose_nprobe(nlist, len(base))
     t0 = time.perf_counter()
     index.search(queries[:1], K)  # makes the GPU copy
     copy_s = time.perf_counter() - t0

@@ -20,12 +20,13 @@ PQ_BYTES = 32
 # A PQ search fetches k * RERANK_FACTOR candidates and re-ranks them exactly from their float16 vectors.
 RERANK_FACTOR = 32
 ENCODINGS = ("flat", "fp16", "pq")
-# Lists visited per query at the smallest sizes, and the lists-per-probe ratio above them; see choose_nprobe.
+# A query visits at least this many lists, and at least one in this many (from 2,048 lists on); see choose_nprobe.
 MIN_NPROBE = 8
 LISTS_PER_PROBE = 256
-# Up to this many vectors (about 2.8 hours of video) a query visits every list: exact neighbours, so answers do not
-# depend on how k-means happened to cut the corpus (docs/tuning.md).
-EXACT_MAX_VECTORS = 10_000
+# A query visits enough lists to scan about this many vectors: every list up to this corpus size (about 2.8 hours of
+# video), so that its neighbours, and the background it takes from those past the tenth, hardly depend on how k-means
+# happened to cut the corpus (docs/tuning.md).
+SCAN_MIN_VECTORS = 10_000
 
 
 def choose_nlist(n: int) -> int:
@@ -44,18 +45,19 @@ def choose_nlist(n: int) -> int:
 
 
 def choose_nprobe(nlist: int, n: int | None = None) -> int:
-    """Number of lists to visit per query: all of them while the corpus of ``n`` vectors holds at most
-    ``EXACT_MAX_VECTORS``, else ``min(nlist, max(8, nlist // 256))`` (``n`` None: the latter).
+    """Number of lists to visit per query for a corpus of ``n`` vectors: enough to hold about ``SCAN_MIN_VECTORS`` of
+    them (every list up to that size), and at least ``min(nlist, max(8, nlist // 256))`` (``n`` None: the latter).
 
     recall@10 at a fixed nprobe falls as lists get finer and holds roughly where ``nprobe / nlist`` is constant;
     8 is the smallest that keeps recall@10 >= 0.95 at 1M vectors. A query's scores also rest on the neighbours past
-    the tenth (its background), which a few lists of a small corpus miss; scanning all of it costs little.
+    the tenth (its background), which a few lists of a corpus of thousands miss; scanning that many costs little.
     """
     if nlist < 1:
         raise ValueError(f"nlist must be >= 1, got {nlist}")
-    if n is not None and n <= EXACT_MAX_VECTORS:
-        return nlist
-    return int(min(nlist, max(MIN_NPROBE, nlist // LISTS_PER_PROBE)))
+    few = max(MIN_NPROBE, nlist // LISTS_PER_PROBE)
+    if n is not None:
+        few = max(few, nlist if n <= SCAN_MIN_VECTORS else math.ceil(nlist * SCAN_MIN_VECTORS / n))
+    return int(min(nlist, few))
 
 
 def choose_encoding(n: int | None) -> str:

@@ -249,9 +249,9 @@ class VectorIndex:
         return removed
 
     def _follow_size(self) -> None:
-        """Visit as many lists as :func:`choose_nprobe` says for the vectors held now: a corpus that grows past
-        ``EXACT_MAX_VECTORS`` between two trainings stops scanning every list (an nprobe set by hand lasts until
-        the next change)."""
+        """Visit as many lists as :func:`choose_nprobe` says for the vectors held now: a corpus that grows between
+        two trainings visits fewer of its lists, one that shrinks more (an nprobe set by hand lasts until the next
+        change)."""
         nprobe = choose_nprobe(self.nlist, self.ntotal)
         if nprobe != self.nprobe:
             self.nprobe = nprobe
