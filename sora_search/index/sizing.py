@@ -54,10 +54,10 @@ def choose_nprobe(nlist: int, n: int | None = None) -> int:
     """
     if nlist < 1:
         raise ValueError(f"nlist must be >= 1, got {nlist}")
-    few = max(MIN_NPROBE, nlist // LISTS_PER_PROBE)
-    if n is not None:
-        few = max(few, nlist if n <= SCAN_MIN_VECTORS else math.ceil(nlist * SCAN_MIN_VECTORS / n))
-    return int(min(nlist, few))
+    lists = max(MIN_NPROBE, nlist // LISTS_PER_PROBE)
+    if n is not None:  # all of them while n <= SCAN_MIN_VECTORS
+        lists = max(lists, math.ceil(nlist * SCAN_MIN_VECTORS / max(n, 1)))
+    return int(min(nlist, lists))
 
 
 def choose_encoding(n: int | None) -> str:
