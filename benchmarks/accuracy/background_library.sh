@@ -29,8 +29,8 @@ link() {  # link FILE... with the prefix $1
     shift
     for f in "$@"; do ln -f "$f" "$OUT/background/${prefix}_$(basename "$f")"; done
 }
-link x3h_ref "$BENCH_H"/refs/h*.mp4
-link x3h_fill "$BENCH_H"/filler/h*.mp4
-link xaccbench3_q "$BENCH"/queries/h*.mp4
-link xaccbench3h_q "$BENCH_H"/queries/h*.mp4
+link draw2_ref "$BENCH_H"/refs/h*.mp4
+link draw2_filler "$BENCH_H"/filler/h*.mp4
+link queries1 "$BENCH"/queries/h*.mp4
+link queries2 "$BENCH_H"/queries/h*.mp4
 "$SORA_SEARCH" index "$BENCH/refs" "$BENCH/filler" "$OUT/background" --index "$OUT/sora"
