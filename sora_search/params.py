@@ -124,6 +124,8 @@ class QueryParams:
     background_skip: int = 1           # background: mean similarity of the videos ranked skip+1 .. skip+take
     background_take: int = 5
     background_floor: float = 0.2      # the least background a probe vector gets (a prior for small libraries)
+    copy_similarity: float = 0.995     # a neighbour video whose stored second is this close to the best one's ...
+    copies_merged: int = 8             # ... is its copy and counts as it in the background, at most this many
     novelty_floor: float = 0.02        # a probe second that moved less than this (cosine distance) weighs 0 ...
     novelty_full: float | None = 0.04  # ... and from this on 1 (None: every second weighs 1)
     blank_std: float = 3.0             # a probe frame with every channel's std below this is blank, not searched
@@ -152,6 +154,7 @@ class QueryParams:
             "last_step_sample": self.last_step_sample >= 1,
             "background_max_k": self.background_max_k >= self.neighbours,
             "background_skip": self.background_skip >= 0, "background_take": self.background_take >= 1,
+            "copy_similarity": -1 <= self.copy_similarity <= 1, "copies_merged": self.copies_merged >= 0,
             "novelty_full": self.novelty_full is None or self.novelty_full > self.novelty_floor,
             "motion_weight": self.motion_weight >= 0, "motion_baseline": -1 <= self.motion_baseline <= 1,
             "motion_min_step": self.motion_min_step >= 0, "motion_candidates": self.motion_candidates >= 0,

@@ -373,7 +373,21 @@ def test_region_fallback_reorders_only_weak_answers_and_keeps_their_scores(split
         assert rows[mode, 2.0, "order"]["recall_at_1"] >= 0.6, rows
 
 
+@pytest.fixture(scope="module")
+def tune_index(split_bench: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The small split benchmark's tuning split through ``run.py``'s engine: the index it leaves (``.../sora``) and
+    its evaluation."""
+    out, truth = split_bench
+    work = tmp_path_factory.mktemp("tune-run")
+    refs = [out / "refs" / r["name"] for r in truth["references"] if r["split"] == "tune"]
+    queries = [out / "queries" / q["name"] for q in truth["queries"] if q["split"] == "tune"]
+    engine = run.evaluate(run.run_system(run.SoraSystem("sora", "sora-lite0", work), refs, queries),
+                          run.split_truth(truth, "tune"))
+    return work / "sora", engine
+
+
 def test_requery_changes_only_the_settings_named_and_scores_as_run_does(split_bench: tuple[Path, dict],
+                                                                      tune_index: tuple[Path, dict],
                                                                       tmp_path: Path) -> None:
     """benchmarks/accuracy/requery.py: FIELD=VALUE settings become QueryParams, and the index run.py left is
     searched again as it is and scored as run.py scores the engine."""
@@ -388,18 +402,45 @@ def test_requery_changes_only_the_settings_named_and_scores_as_run_does(split_be
         with pytest.raises(ValueError):
             requery.query_params([bad])
 
-    out, truth = split_bench
+    out, _ = split_bench
+    index, engine = tune_index
     split = "tune"
-    refs = [out / "refs" / r["name"] for r in truth["references"] if r["split"] == split]
-    queries = [out / "queries" / q["name"] for q in truth["queries"] if q["split"] == split]
-    engine = run.evaluate(run.run_system(run.SoraSystem("sora", "sora-lite0", tmp_path), refs, queries),
-                          run.split_truth(truth, split))
     report = tmp_path / "requery.json"
-    assert requery.main([str(out), "--index", str(tmp_path / "sora"), "--split", split, "--out", str(report)]) == 0
+    assert requery.main([str(out), "--index", str(index), "--split", split, "--out", str(report)]) == 0
     again = json.loads(report.read_text())
     assert (again["micro_ap"], again["recall_at_1"]) == (engine["micro_ap"], engine["recall_at_1"])
-    assert requery.main([str(out), "--index", str(tmp_path / "sora"), "--split", split, "views=fast",
+    assert requery.main([str(out), "--index", str(index), "--split", split, "views=fast",
                          "--out", str(report)]) == 0
     assert json.loads(report.read_text())["settings"] == ["views=fast"]
     with pytest.raises(SystemExit, match="no index at"):
         requery.main([str(out), "--index", str(tmp_path / "nothing"), "--split", split])
+
+
+def test_library_copies_stores_each_reference_six_times_and_asks_both_ways(split_bench: tuple[Path, dict],
+                                                                         tune_index: tuple[Path, dict],
+                                                                         tmp_path: Path) -> None:
+    """benchmarks/accuracy/library_copies.py: copies of a reference go into a copy of the index in two steps, the run's
+    own index stays as it was, and every positive of that reference is asked with the merge and without it."""
+    import library_copies
+
+    out, truth = split_bench
+    index, _ = tune_index
+    before = sorted(p.name for p in index.iterdir())
+    assert library_copies.main([str(out), "--index", str(index), "--split", "tune", "--refs", "1",
+                                "--work", str(tmp_path / "copies")]) == 0
+    assert sorted(p.name for p in index.iterdir()) == before
+    result = json.loads((tmp_path / "copies" / "library_copies.json").read_text())
+    (ref,) = result["references"]
+    assert [s["stored"] for s in result["steps"]] == [1, 3, 6]
+    assert sorted(p.name for p in (tmp_path / "copies" / "copies5").iterdir()) == sorted(
+        f"{Path(ref).stem}__{tag}.mp4" for tag in ("s075", "s050", "fps15"))
+    positives = [q["name"] for q in truth["queries"] if q["split"] == "tune" and q["reference"] == ref]
+    for step in result["steps"]:
+        assert sorted(step["merged_answers"]) == sorted(step["apart_answers"]) and set(positives) <= set(
+            step["merged_answers"])
+        assert step["merged"]["positives"] == len(positives)
+    first, last = result["steps"][0], result["steps"][-1]
+    assert first["merged"] == first["apart"]  # one copy stored: nothing to merge
+    assert last["merged"]["true_score_mean"] > last["apart"]["true_score_mean"]
+    with pytest.raises(SystemExit, match="no index at"):
+        library_copies.main([str(out), "--index", str(tmp_path / "nothing"), "--split", "tune"])

@@ -7,7 +7,7 @@ import pytest
 
 from sora_search.params import AlignParams, QueryParams
 from sora_search.query.align import Hits, align, group_hits, novelty_weights
-from sora_search.query.background import background_similarity
+from sora_search.query.background import background, background_similarity, merge_copies
 
 
 def _hits(pairs, sim=0.9, noise=0, seed=0, probe_len=20, ref_len=120):
@@ -134,6 +134,60 @@ def test_background_never_falls_below_the_floor():
 def _unit(rows):
     v = np.asarray(rows, np.float64)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _raw_of(table: dict[int, list[float]]):
+    """A stored-descriptor reader over ``table`` (vector id -> raw descriptor), as ``Store.vectors_by_id``."""
+    def raw(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        found = np.asarray(sorted(int(i) for i in ids if int(i) in table), dtype=np.int64)
+        return found, np.asarray([table[int(i)] for i in found], dtype=np.float32).reshape(len(found), -1)
+    return raw
+
+
+# Neighbour i is vector id 100 + i. The copy's descriptor (id 100) and near-identical re-encodes of it; the rest apart.
+_COPY = [1.0, 0.0, 0.0]
+_REENCODE = [1.0, 0.05, 0.0]       # cosine 0.9988 with the copy
+_LOOKALIKE = [1.0, 0.3, 0.0]       # cosine 0.958: the same kind of scene, not the same footage
+_OTHER = [0.0, 1.0, 0.0]
+
+
+def test_copies_of_the_best_video_count_as_it():
+    vid = np.array([[7, 8, 7, 9, 1, 2, 3, 4, 5, 6]])
+    ids = 100 + np.arange(vid.shape[1])[None, :]
+    table = {100: _COPY, 101: _REENCODE, 102: _COPY, 103: _REENCODE, 104: _LOOKALIKE}
+    table.update({i: _OTHER for i in range(105, 110)})
+    merged = merge_copies(vid, ids, _raw_of(table), min_similarity=0.995, most=8, ranks=6)
+    assert merged.tolist() == [[7, 7, 7, 7, 1, 2, 3, 4, 5, 6]]
+    capped = merge_copies(vid, ids, _raw_of(table), min_similarity=0.995, most=1, ranks=6)
+    assert capped.tolist() == [[7, 7, 7, 9, 1, 2, 3, 4, 5, 6]]
+    assert merge_copies(vid, ids, _raw_of(table), min_similarity=0.995, most=0, ranks=6) is vid
+
+
+def test_a_video_left_out_is_not_the_best_one_copies_are_judged_against():
+    # The probe is library video 7 (a query of an indexed video): its copies 8 and 9 merge into 8, the best other.
+    vid = np.array([[7, 8, 9, 1, 2]])
+    ids = 100 + np.arange(5)[None, :]
+    table = {100: _OTHER, 101: _COPY, 102: _REENCODE, 103: _LOOKALIKE, 104: _OTHER}
+    merged = merge_copies(vid, ids, _raw_of(table), min_similarity=0.995, most=8, ranks=6, exclude=np.array([7]))
+    assert merged.tolist() == [[7, 8, 8, 1, 2]]
+
+
+def test_a_video_stored_six_times_is_one_video_of_the_background():
+    # Six copies of one video and five unrelated ones: the copies would be each other's whole background (ranks
+    # 2-6), as a query of any of them would see; merged, the background is the unrelated videos'.
+    vid = np.array([[7, 8, 9, 10, 11, 12, 1, 2, 3, 4, 5]])
+    sims = np.array([[0.9, 0.89, 0.88, 0.88, 0.87, 0.86, 0.3, 0.28, 0.26, 0.24, 0.22]], np.float32)
+    ids = 100 + np.arange(vid.shape[1])[None, :]
+    table = {100: _COPY, **{i: _REENCODE for i in range(101, 106)}, **{i: _OTHER for i in range(106, 111)}}
+
+    def bg(**knobs) -> float:
+        return float(background(lambda q, k: (sims, ids), lambda i: vid.ravel()[i - 100], 11, np.zeros((1, 4)),
+                                vid, sims, 100, QueryParams(background_floor=0.0, **knobs), ids=ids,
+                                raw=_raw_of(table))[0])
+
+    assert bg() == pytest.approx(np.mean([0.3, 0.28, 0.26, 0.24, 0.22]))
+    assert bg(copies_merged=0) == pytest.approx(np.mean([0.89, 0.88, 0.88, 0.87, 0.86]))
+    assert QueryParams().copy_similarity > 0.958  # a look-alike is not a copy at the default
 
 
 def test_novelty_is_how_far_a_second_moved_from_the_one_before():

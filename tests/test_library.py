@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from sora_search.errors import EmptyIndex, EncoderError, EncoderMismatch, IndexL
 from sora_search.library import write_lock
 from sora_search.params import QueryParams
 from sora_search.embed.views import FULL, HALVES, HFLIP, ROTATIONS
+from tests.media import cut
 
 
 on_both = pytest.mark.parametrize("lib", ["sqlite", "postgres"], indirect=True)
@@ -363,7 +365,6 @@ def test_a_kept_probe_is_decoded_again_once_its_file_changes(lib, library_copy, 
 
 
 def test_a_copy_turned_a_quarter_is_found_turned_back(lib, library_copy, media_dir, tmp_path):
-    from tests.media import cut
 
     lib.index([library_copy])
     probe = cut(library_copy / "pan_a.mp4", tmp_path / "turned.mp4", 5, 6, scale=0.5, extra_vf="transpose=clock")
@@ -500,6 +501,38 @@ def test_background_is_looked_for_past_a_video_that_fills_every_neighbour(lib, l
     few = top_score(neighbours=4)
     bounded = top_score(neighbours=4, background_max_k=4)
     assert few == pytest.approx(plenty, abs=0.01) and bounded < plenty - 0.3, (plenty, few, bounded)
+
+
+def test_copies_of_a_video_in_the_library_do_not_hide_one_another(lib, library_copy, media_dir):
+    """pan_a stored six times (re-encoded): each copy would be the others' background and lower their scores, here to
+    nothing at all. Counted as one video of the background, the copies score what one alone would (the last of six
+    a little less: the copies' tied seconds fill the probe seconds' 64 neighbours)."""
+    lib.index([library_copy])
+    probe = media_dir / "probe_a.mp4"
+    params = QueryParams(views=(FULL,), min_score=-1.0)
+    single = lib.query(probe, params=params).matches[0]
+    assert single.path.endswith("pan_a.mp4")
+    for crf in (18, 20, 22, 24, 26):
+        cut(library_copy / "pan_a.mp4", library_copy / f"pan_a_crf{crf}.mp4", 0, 16, crf=crf)
+    lib.index([library_copy])
+
+    def copies(**knobs: int) -> dict[str, float]:
+        found = lib.query(probe, params=replace(params, **knobs)).matches
+        return {Path(m.path).name: m.score for m in found if Path(m.path).name.startswith("pan_a")}
+
+    merged, apart = copies(), copies(copies_merged=0)
+    assert len(merged) == 6 and min(merged.values()) > 0.25, merged
+    assert max(merged.values()) == pytest.approx(single.score, abs=0.02), (single.score, merged)
+    assert max(apart.values(), default=-1.0) < single.score - 0.2, (single.score, apart)
+    # Asked about one of them (an indexed video, answered from its stored vectors), the other five come back as an
+    # identical copy scores, where without the merge only the copies the pair rule of `dupes` sets apart help.
+    def stored(**knobs: int) -> dict[str, float]:
+        found = lib.query(library_copy / "pan_a_crf18.mp4", params=replace(params, **knobs)).matches
+        return {Path(m.path).name: m.score for m in found if Path(m.path).name.startswith("pan_a")}
+
+    merged, apart = stored(), stored(copies_merged=0)
+    assert set(merged) == {"pan_a.mp4", "pan_a_crf20.mp4", "pan_a_crf22.mp4", "pan_a_crf24.mp4", "pan_a_crf26.mp4"}
+    assert min(merged.values()) > max(apart.values(), default=-1.0) + 0.3, (merged, apart)
 
 
 def test_what_an_index_is_fitted_on_does_not_depend_on_how_fast_it_was_built(library_copy, tmp_path):

@@ -80,6 +80,13 @@ class _Store:
         keep = (s >= start_s) & (s <= end_s)
         return s[keep], self.videos[video_id][keep].astype(np.float32)
 
+    def vectors_by_id(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        found = [i for i in np.unique(np.asarray(ids, dtype=np.int64)).tolist()
+                 if i >= 0 and 1 + i // 100 in self.videos and i % 100 < len(self.videos[1 + i // 100])]
+        vectors = [self.videos[1 + i // 100][i % 100] for i in found]
+        dim = next(iter(self.videos.values())).shape[1]
+        return np.asarray(found, dtype=np.int64), np.asarray(vectors, dtype=np.float32).reshape(len(found), dim)
+
 
 class _Probe:
     def __init__(self, vectors: np.ndarray) -> None:

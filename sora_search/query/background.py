@@ -16,6 +16,9 @@ import numpy as np
 from sora_search.params import QueryParams
 
 _DEFAULTS = QueryParams()
+_EPS = 1e-12
+# Vector ids -> (the ids found, ascending; their stored raw descriptors (p, raw_dim) float32).
+RawVectors = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 def background_similarity(video_ids: np.ndarray, sims: np.ndarray, n_videos: int, *,
                           skip: int = _DEFAULTS.background_skip, take: int = _DEFAULTS.background_take,
@@ -99,10 +102,67 @@ def _is_copy(own: np.ndarray, vid: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     return np.isin(own * base + vid, pairs[:, 0] * base + pairs[:, 1])
 
 
+def merge_copies(video_ids: np.ndarray, ids: np.ndarray, raw: RawVectors, *, min_similarity: float, most: int,
+                 ranks: int, exclude: np.ndarray | None = None) -> np.ndarray:
+    """``video_ids`` with each row's copies of its best video relabelled as that video, so that they count once.
+
+    A video stored several times (re-encoded, resized, downloaded twice) would otherwise fill the background ranks
+    with its own copies: each copy's score would fall by the others' similarity, and with five or more nothing would
+    be found at all. Per row, the first video among the neighbours (leaving out the row's ``exclude``) is the best;
+    each of the next ``most + ranks`` videos (``ranks``: the background's, skipped and averaged) whose best
+    neighbour's stored descriptor has a cosine of at least ``min_similarity`` with the best one's (the raw
+    descriptors: the projection stretches small differences) is its copy, at most ``most`` of them. Footage shared
+    by more videos than that, a channel's intro or a stock shot, still weighs little.
+
+    Args:
+        video_ids: (m, k) int64 video of each neighbour, -1 for none.
+        ids: (m, k) int64 their vector ids.
+        raw: vector ids -> (found ids (p,) int64 ascending, raw descriptors (p, raw_dim) float32).
+        exclude: (m,) int64 a video each row leaves out (-1: none), or None.
+
+    Returns:
+        (m, k) int64: a copy's neighbours take the best video's id.
+    """
+    m, k = video_ids.shape
+    if most <= 0 or m == 0 or k < 2:
+        return video_ids
+    own = np.full(m, -1, dtype=np.int64) if exclude is None else np.asarray(exclude, dtype=np.int64)
+    look = 1 + most + ranks
+    rows: list[list[tuple[int, int]]] = []  # per row: (video, its best neighbour's id), best first
+    for r in range(m):
+        first: dict[int, int] = {}
+        for v, i in zip(video_ids[r].tolist(), ids[r].tolist()):
+            if v >= 0 and v != own[r] and v not in first:
+                first[v] = i
+                if len(first) == look:
+                    break
+        rows.append(list(first.items()))
+    wanted = np.unique(np.asarray([i for row in rows if len(row) > 1 for _, i in row], dtype=np.int64))
+    if not len(wanted):
+        return video_ids
+    found, vectors = raw(wanted)
+    vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), _EPS)
+    at = {int(i): n for n, i in enumerate(found.tolist())}
+    out = video_ids.copy()
+    for r, row in enumerate(rows):
+        if len(row) < 2 or row[0][1] not in at:
+            continue
+        best, anchor = row[0][0], vectors[at[row[0][1]]]
+        merged = 0
+        for v, i in row[1:]:
+            if i in at and float(vectors[at[i]] @ anchor) >= min_similarity:
+                out[r, video_ids[r] == v] = best
+                merged += 1
+                if merged == most:
+                    break
+    return out
+
+
 def background(search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
                locate: Callable[[np.ndarray], np.ndarray], ntotal: int, probe: np.ndarray, video_ids: np.ndarray,
                scores: np.ndarray, n_videos: int, params: QueryParams,
-               exclude: np.ndarray | None = None, copies: np.ndarray | None = None) -> np.ndarray:
+               exclude: np.ndarray | None = None, copies: np.ndarray | None = None,
+               ids: np.ndarray | None = None, raw: RawVectors | None = None) -> np.ndarray:
     """:func:`background_similarity` of each probe row, from enough neighbours to see it.
 
     A row whose neighbours all come from fewer videos than the background ranks (a fixed camera's video fills
@@ -117,16 +177,26 @@ def background(search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]
         video_ids, scores: (m, k) the first search's neighbours.
         n_videos: videos in the library (without the excluded one, when rows exclude one).
         exclude, copies: see :func:`background_similarity`; None: none.
+        ids, raw: (m, k) int64 the first search's vector ids, and the stored raw descriptors by id: with both, each
+            row's copies of its best video count as that video (:func:`merge_copies`); None: they do not.
 
     Returns:
         (m,) float32.
     """
+    def merged(vids: np.ndarray, found: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
+        if raw is None or found is None:
+            return vids
+        return merge_copies(vids, found, raw, min_similarity=params.copy_similarity, most=params.copies_merged,
+                            ranks=params.background_skip + params.background_take,
+                            exclude=None if exclude is None else exclude[rows])
+
     def similarity(vids: np.ndarray, sims: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return background_similarity(vids, sims, n_videos, skip=params.background_skip,
                                      take=params.background_take, floor=params.background_floor,
                                      exclude=None if exclude is None else exclude[rows], copies=copies)
 
     every = np.arange(len(probe))
+    video_ids = merged(video_ids, ids, every)
     result = similarity(video_ids, scores, every)
     wanted = min(params.background_skip + params.background_take, n_videos)
     k = video_ids.shape[1]
@@ -147,8 +217,8 @@ def background(search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]
     rows = every[saturated(video_ids, every)]
     while len(rows) and k < min(ntotal, params.background_max_k):
         k = min(4 * k, ntotal, params.background_max_k)
-        more_scores, ids = search(probe[rows], k)
-        more_videos = locate(ids.ravel()).reshape(ids.shape)
+        more_scores, more_ids = search(probe[rows], k)
+        more_videos = merged(locate(more_ids.ravel()).reshape(more_ids.shape), more_ids, rows)
         result[rows] = similarity(more_videos, more_scores, rows)
         rows = rows[saturated(more_videos, rows)]
     return result
