@@ -124,8 +124,9 @@ class QueryParams:
     background_skip: int = 1           # background: mean similarity of the videos ranked skip+1 .. skip+take
     background_take: int = 5
     background_floor: float = 0.2      # the least background a probe vector gets (a prior for small libraries)
-    copy_similarity: float = 0.995     # a neighbour video whose stored second is this close to the best one's ...
-    copies_merged: int = 8             # ... is its copy and counts as it in the background, at most this many
+    copy_similarity: float = 0.995     # a neighbour video this close to the best one (raw cosine, at the hit and
+                                       # along their shared stretch) is its copy: one video in the background ...
+    copies_merged: int = 8             # ... unless more than this many are (footage many videos hold)
     novelty_floor: float = 0.02        # a probe second that moved less than this (cosine distance) weighs 0 ...
     novelty_full: float | None = 0.04  # ... and from this on 1 (None: every second weighs 1)
     blank_std: float = 3.0             # a probe frame with every channel's std below this is blank, not searched

@@ -7,7 +7,7 @@ import pytest
 
 from sora_search.params import AlignParams, QueryParams
 from sora_search.query.align import Hits, align, group_hits, novelty_weights
-from sora_search.query.background import background, background_similarity, merge_copies
+from sora_search.query.background import Copies, background, background_similarity, merge_copies
 
 
 def _hits(pairs, sim=0.9, noise=0, seed=0, probe_len=20, ref_len=120):
@@ -136,58 +136,86 @@ def _unit(rows):
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def _raw_of(table: dict[int, list[float]]):
-    """A stored-descriptor reader over ``table`` (vector id -> raw descriptor), as ``Store.vectors_by_id``."""
-    def raw(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        found = np.asarray(sorted(int(i) for i in ids if int(i) in table), dtype=np.int64)
-        return found, np.asarray([table[int(i)] for i in found], dtype=np.float32).reshape(len(found), -1)
-    return raw
+class _Timelines:
+    """A store of videos' raw descriptors, one per second: video v's second t has the vector id 100 v + t."""
+
+    def __init__(self, videos: dict[int, np.ndarray]) -> None:
+        self.videos = videos
+
+    def _where(self, ids: np.ndarray) -> list[int]:
+        return [i for i in np.unique(np.asarray(ids, dtype=np.int64)).tolist()
+                if i // 100 in self.videos and i % 100 < len(self.videos[i // 100])]
+
+    def vectors_by_id(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        found = self._where(ids)
+        return np.asarray(found, dtype=np.int64), np.asarray([self.videos[i // 100][i % 100] for i in found])
+
+    def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.asarray(ids, dtype=np.int64)
+        return ids // 100, (ids % 100).astype(np.float64)
+
+    def vectors_near(self, video_id: int, times_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        at = np.clip(np.rint(times_s), 0, len(self.videos[video_id]) - 1).astype(int)
+        return at.astype(np.float64), self.videos[video_id][at]
+
+    def video(self, video_id: int):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(duration_s=float(len(self.videos[video_id])))
 
 
-# Neighbour i is vector id 100 + i. The copy's descriptor (id 100) and near-identical re-encodes of it; the rest apart.
-_COPY = [1.0, 0.0, 0.0]
-_REENCODE = [1.0, 0.05, 0.0]       # cosine 0.9988 with the copy
-_LOOKALIKE = [1.0, 0.3, 0.0]       # cosine 0.958: the same kind of scene, not the same footage
-_OTHER = [0.0, 1.0, 0.0]
+def _copies_library(seed: int = 0) -> dict[int, np.ndarray]:
+    """Video 7 (20 s of distinct seconds), 8 and 9 re-encodes of it, 3 a video that shares its first 4 s (an intro),
+    1-6 and 10-12 unrelated."""
+    rng = np.random.default_rng(seed)
+    original = rng.standard_normal((20, 16))
+    videos = {v: rng.standard_normal((20, 16)) for v in (1, 2, 4, 5, 6, 10, 11, 12)}
+    videos[7] = original
+    videos[8] = original + 0.01 * rng.standard_normal(original.shape)
+    videos[9] = original + 0.01 * rng.standard_normal(original.shape)
+    videos[3] = np.concatenate([original[:4], rng.standard_normal((16, 16))])
+    return videos
 
 
-def test_copies_of_the_best_video_count_as_it():
-    vid = np.array([[7, 8, 7, 9, 1, 2, 3, 4, 5, 6]])
-    ids = 100 + np.arange(vid.shape[1])[None, :]
-    table = {100: _COPY, 101: _REENCODE, 102: _COPY, 103: _REENCODE, 104: _LOOKALIKE}
-    table.update({i: _OTHER for i in range(105, 110)})
-    merged = merge_copies(vid, ids, _raw_of(table), min_similarity=0.995, most=8, ranks=6)
-    assert merged.tolist() == [[7, 7, 7, 7, 1, 2, 3, 4, 5, 6]]
-    capped = merge_copies(vid, ids, _raw_of(table), min_similarity=0.995, most=1, ranks=6)
-    assert capped.tolist() == [[7, 7, 7, 9, 1, 2, 3, 4, 5, 6]]
-    assert merge_copies(vid, ids, _raw_of(table), min_similarity=0.995, most=0, ranks=6) is vid
+def test_copies_of_the_best_video_count_as_it_and_a_shared_intro_does_not():
+    store = _Timelines(_copies_library())
+    # One probe second in the intro (second 2 of each video), one past it (second 10; video 3 is not there).
+    vid = np.array([[7, 8, 3, 9, 1, 2, 4, 5, 6], [7, 8, 9, 1, 2, 4, 5, 6, 10]])
+    ids = np.array([[702, 802, 302, 902, 102, 202, 402, 502, 602], [710, 810, 910, 110, 210, 410, 510, 610, 1010]])
+    merged = merge_copies(vid, ids, Copies(store, 0.995), most=8, ranks=6)
+    assert merged.tolist() == [[7, 7, 3, 7, 1, 2, 4, 5, 6], [7, 7, 7, 1, 2, 4, 5, 6, 10]]
+    # More copies than ``most``: footage that many videos hold stays background; none merges.
+    assert merge_copies(vid, ids, Copies(store, 0.995), most=1, ranks=6).tolist() == vid.tolist()
+    assert merge_copies(vid, ids, Copies(store, 0.995), most=0, ranks=6) is vid
 
 
 def test_a_video_left_out_is_not_the_best_one_copies_are_judged_against():
     # The probe is library video 7 (a query of an indexed video): its copies 8 and 9 merge into 8, the best other.
+    store = _Timelines(_copies_library())
     vid = np.array([[7, 8, 9, 1, 2]])
-    ids = 100 + np.arange(5)[None, :]
-    table = {100: _OTHER, 101: _COPY, 102: _REENCODE, 103: _LOOKALIKE, 104: _OTHER}
-    merged = merge_copies(vid, ids, _raw_of(table), min_similarity=0.995, most=8, ranks=6, exclude=np.array([7]))
+    ids = np.array([[705, 805, 905, 105, 205]])
+    merged = merge_copies(vid, ids, Copies(store, 0.995), most=8, ranks=6, exclude=np.array([7]))
     assert merged.tolist() == [[7, 8, 8, 1, 2]]
 
 
 def test_a_video_stored_six_times_is_one_video_of_the_background():
     # Six copies of one video and five unrelated ones: the copies would be each other's whole background (ranks
     # 2-6), as a query of any of them would see; merged, the background is the unrelated videos'.
-    vid = np.array([[7, 8, 9, 10, 11, 12, 1, 2, 3, 4, 5]])
+    library = _copies_library()
+    for v in (13, 14, 15):
+        library[v] = library[7] + 0.01 * np.random.default_rng(v).standard_normal(library[7].shape)
+    store = _Timelines(library)
+    vid = np.array([[7, 8, 9, 13, 14, 15, 1, 2, 4, 5, 6]])
     sims = np.array([[0.9, 0.89, 0.88, 0.88, 0.87, 0.86, 0.3, 0.28, 0.26, 0.24, 0.22]], np.float32)
-    ids = 100 + np.arange(vid.shape[1])[None, :]
-    table = {100: _COPY, **{i: _REENCODE for i in range(101, 106)}, **{i: _OTHER for i in range(106, 111)}}
+    ids = 100 * vid + 5
 
     def bg(**knobs) -> float:
-        return float(background(lambda q, k: (sims, ids), lambda i: vid.ravel()[i - 100], 11, np.zeros((1, 4)),
-                                vid, sims, 100, QueryParams(background_floor=0.0, **knobs), ids=ids,
-                                raw=_raw_of(table))[0])
+        params = QueryParams(background_floor=0.0, **knobs)
+        return float(background(lambda q, k: (sims, ids), lambda i: i // 100, 11, np.zeros((1, 4)), vid, sims, 100,
+                                params, ids=ids, copies_of=Copies(store, params.copy_similarity))[0])
 
     assert bg() == pytest.approx(np.mean([0.3, 0.28, 0.26, 0.24, 0.22]))
     assert bg(copies_merged=0) == pytest.approx(np.mean([0.89, 0.88, 0.88, 0.87, 0.86]))
-    assert QueryParams().copy_similarity > 0.958  # a look-alike is not a copy at the default
 
 
 def test_novelty_is_how_far_a_second_moved_from_the_one_before():

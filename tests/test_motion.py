@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import faiss
 import numpy as np
 import pytest
@@ -86,6 +88,13 @@ class _Store:
         vectors = [self.videos[1 + i // 100][i % 100] for i in found]
         dim = next(iter(self.videos.values())).shape[1]
         return np.asarray(found, dtype=np.int64), np.asarray(vectors, dtype=np.float32).reshape(len(found), dim)
+
+    def vectors_near(self, video_id: int, times_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        at = np.clip(np.rint(times_s), 0, len(self.videos[video_id]) - 1).astype(int)
+        return at.astype(np.float64), self.videos[video_id][at].astype(np.float32)
+
+    def video(self, video_id: int) -> SimpleNamespace:
+        return SimpleNamespace(duration_s=float(len(self.videos[video_id])))
 
 
 class _Probe:

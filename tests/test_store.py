@@ -146,6 +146,17 @@ def test_add_and_read_back(store: Store) -> None:
     assert store.video_by_path("/v/nope.mp4") is None
 
 
+def test_vectors_near_reads_the_stored_seconds_nearest_each_time(store: Store) -> None:
+    ts, v = _vecs(6, 2)  # seconds 0.5 .. 5.5
+    vid, _, _ = _add(store, "/v/near.mp4", 6, seed=2)
+    _add(store, "/v/other.mp4", 4, seed=3)
+    at, got = store.vectors_near(vid, np.array([5.9, 0.0, 2.4, 2.6, 100.0]))
+    np.testing.assert_array_equal(at, [5.5, 0.5, 2.5, 2.5, 5.5])
+    np.testing.assert_allclose(got, v[[5, 0, 2, 2, 5]], atol=1e-3)
+    at, got = store.vectors_near(vid + 99, np.array([1.0]))
+    assert at.shape == (0,) and got.shape[0] == 0
+
+
 def test_region_vectors_are_stored_at_8_bits_and_read_back_by_time(store: Store) -> None:
     ts, v = _vecs(4, 2)
     regions = np.random.default_rng(3).standard_normal((4, 3, RAW_DIM)).astype(np.float32)

@@ -10,6 +10,7 @@ lifts every candidate at once.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -17,8 +18,76 @@ from sora_search.params import QueryParams
 
 _DEFAULTS = QueryParams()
 _EPS = 1e-12
-# Vector ids -> (the ids found, ascending; their stored raw descriptors (p, raw_dim) float32).
-RawVectors = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+_WHOLE_SAMPLES = 9  # seconds compared along two videos' shared stretch to call them copies of one video
+
+
+class StoredVectors(Protocol):
+    """What :class:`Copies` reads from the store (:class:`sora_search.store.Store` provides it)."""
+
+    def vectors_by_id(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def vectors_near(self, video_id: int, times_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def video(self, video_id: int) -> Any: ...
+
+
+class Copies:
+    """Which library videos are copies of one another, judged from their stored raw descriptors (704-d; the
+    projection stretches small differences between frames near the library's mean, so it cannot tell a re-encode
+    from a look-alike).
+
+    Two videos are copies where their hits on a probe second are near-identical stored seconds (a cosine of at least
+    ``min_similarity``) *and* so are their seconds along the whole stretch both hold at that offset (the median of
+    nine spread over it): a re-encode, a resized or a trimmed copy, not two videos that share an intro or a stock
+    shot. Each pair's verdict is kept for the query.
+    """
+
+    def __init__(self, store: StoredVectors, min_similarity: float) -> None:
+        self._store = store
+        self.min_similarity = min_similarity
+        self._whole: dict[tuple[int, int, int], bool] = {}
+        self._durations: dict[int, float] = {}
+
+    def read(self, ids: np.ndarray) -> dict[int, tuple[np.ndarray, float]]:
+        """{vector id: (its L2-normalised raw descriptor, its time)} for the ids found."""
+        found, vectors = self._store.vectors_by_id(ids)
+        if not len(found):
+            return {}
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), _EPS)
+        _, times = self._store.locate(found)
+        return {int(i): (v, float(t)) for i, v, t in zip(found.tolist(), vectors, times.tolist())}
+
+    def whole(self, a: int, b: int, offset_s: float) -> bool:
+        """Whether videos ``a`` and ``b`` hold the same footage along the stretch both have, ``b`` running
+        ``offset_s`` seconds ahead of ``a``."""
+        key = (min(a, b), max(a, b), round(offset_s if a < b else -offset_s))
+        if key not in self._whole:
+            self._whole[key] = self._compare(*key)
+        return self._whole[key]
+
+    def _compare(self, a: int, b: int, offset_s: float) -> bool:
+        start, end = max(0.0, -offset_s), min(self._duration(a), self._duration(b) - offset_s)
+        if end - start < 1.0:
+            return False
+        times = np.linspace(start, end - 1.0, _WHOLE_SAMPLES)
+        at_a, va = self._store.vectors_near(a, times)
+        at_b, vb = self._store.vectors_near(b, times + offset_s)
+        if not len(at_a) or not len(at_b):
+            return False
+        kept = (np.abs(at_a - times) <= 1.0) & (np.abs(at_b - times - offset_s) <= 1.0)
+        if kept.sum() * 2 < _WHOLE_SAMPLES:
+            return False
+        va, vb = va[kept], vb[kept]
+        cos = (va * vb).sum(axis=1) / np.maximum(np.linalg.norm(va, axis=1) * np.linalg.norm(vb, axis=1), _EPS)
+        return float(np.median(cos)) >= self.min_similarity
+
+    def _duration(self, video_id: int) -> float:
+        if video_id not in self._durations:
+            record = self._store.video(video_id)
+            self._durations[video_id] = float(record.duration_s) if record is not None else 0.0
+        return self._durations[video_id]
 
 def background_similarity(video_ids: np.ndarray, sims: np.ndarray, n_videos: int, *,
                           skip: int = _DEFAULTS.background_skip, take: int = _DEFAULTS.background_take,
@@ -102,22 +171,20 @@ def _is_copy(own: np.ndarray, vid: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     return np.isin(own * base + vid, pairs[:, 0] * base + pairs[:, 1])
 
 
-def merge_copies(video_ids: np.ndarray, ids: np.ndarray, raw: RawVectors, *, min_similarity: float, most: int,
-                 ranks: int, exclude: np.ndarray | None = None) -> np.ndarray:
+def merge_copies(video_ids: np.ndarray, ids: np.ndarray, copies: Copies, *, most: int, ranks: int,
+                 exclude: np.ndarray | None = None) -> np.ndarray:
     """``video_ids`` with each row's copies of its best video relabelled as that video, so that they count once.
 
     A video stored several times (re-encoded, resized, downloaded twice) would otherwise fill the background ranks
     with its own copies: each copy's score would fall by the others' similarity, and with five or more nothing would
     be found at all. Per row, the first video among the neighbours (leaving out the row's ``exclude``) is the best;
-    each of the next ``most + ranks`` videos (``ranks``: the background's, skipped and averaged) whose best
-    neighbour's stored descriptor has a cosine of at least ``min_similarity`` with the best one's (the raw
-    descriptors: the projection stretches small differences) is its copy, at most ``most`` of them. Footage shared
-    by more videos than that, a channel's intro or a stock shot, still weighs little.
+    each of the next ``most + ranks`` videos (``ranks``: the background's, skipped and averaged) that ``copies``
+    finds a copy of it, at its best neighbour and along the whole stretch both hold, counts as it. When more than
+    ``most`` do, none does: footage that many videos hold (a channel's intro, a stock shot) stays weak evidence.
 
     Args:
         video_ids: (m, k) int64 video of each neighbour, -1 for none.
         ids: (m, k) int64 their vector ids.
-        raw: vector ids -> (found ids (p,) int64 ascending, raw descriptors (p, raw_dim) float32).
         exclude: (m,) int64 a video each row leaves out (-1: none), or None.
 
     Returns:
@@ -138,23 +205,18 @@ def merge_copies(video_ids: np.ndarray, ids: np.ndarray, raw: RawVectors, *, min
                     break
         rows.append(list(first.items()))
     wanted = np.unique(np.asarray([i for row in rows if len(row) > 1 for _, i in row], dtype=np.int64))
-    if not len(wanted):
-        return video_ids
-    found, vectors = raw(wanted)
-    vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), _EPS)
-    at = {int(i): n for n, i in enumerate(found.tolist())}
-    out = video_ids.copy()
+    stored = copies.read(wanted) if len(wanted) else {}
+    out = video_ids
     for r, row in enumerate(rows):
-        if len(row) < 2 or row[0][1] not in at:
+        if len(row) < 2 or row[0][1] not in stored:
             continue
-        best, anchor = row[0][0], vectors[at[row[0][1]]]
-        merged = 0
-        for v, i in row[1:]:
-            if i in at and float(vectors[at[i]] @ anchor) >= min_similarity:
-                out[r, video_ids[r] == v] = best
-                merged += 1
-                if merged == most:
-                    break
+        best, (anchor, at) = row[0][0], stored[row[0][1]]
+        same = [v for v, i in row[1:] if i in stored and float(stored[i][0] @ anchor) >= copies.min_similarity
+                and copies.whole(best, v, stored[i][1] - at)]
+        if same and len(same) <= most:
+            if out is video_ids:
+                out = video_ids.copy()
+            out[r, np.isin(video_ids[r], same)] = best
     return out
 
 
@@ -162,7 +224,7 @@ def background(search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]
                locate: Callable[[np.ndarray], np.ndarray], ntotal: int, probe: np.ndarray, video_ids: np.ndarray,
                scores: np.ndarray, n_videos: int, params: QueryParams,
                exclude: np.ndarray | None = None, copies: np.ndarray | None = None,
-               ids: np.ndarray | None = None, raw: RawVectors | None = None) -> np.ndarray:
+               ids: np.ndarray | None = None, copies_of: Copies | None = None) -> np.ndarray:
     """:func:`background_similarity` of each probe row, from enough neighbours to see it.
 
     A row whose neighbours all come from fewer videos than the background ranks (a fixed camera's video fills
@@ -177,16 +239,16 @@ def background(search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]
         video_ids, scores: (m, k) the first search's neighbours.
         n_videos: videos in the library (without the excluded one, when rows exclude one).
         exclude, copies: see :func:`background_similarity`; None: none.
-        ids, raw: (m, k) int64 the first search's vector ids, and the stored raw descriptors by id: with both, each
-            row's copies of its best video count as that video (:func:`merge_copies`); None: they do not.
+        ids, copies_of: (m, k) int64 the first search's vector ids, and the judge of copies: with both, each row's
+            copies of its best video count as that video (:func:`merge_copies`); None: they do not.
 
     Returns:
         (m,) float32.
     """
     def merged(vids: np.ndarray, found: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
-        if raw is None or found is None:
+        if copies_of is None or found is None:
             return vids
-        return merge_copies(vids, found, raw, min_similarity=params.copy_similarity, most=params.copies_merged,
+        return merge_copies(vids, found, copies_of, most=params.copies_merged,
                             ranks=params.background_skip + params.background_take,
                             exclude=None if exclude is None else exclude[rows])
 

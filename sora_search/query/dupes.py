@@ -33,7 +33,7 @@ import numpy as np
 
 from sora_search.params import AlignParams, DupesParams, QueryParams
 from sora_search.query.align import Hits, align, novelty_weights
-from sora_search.query.background import RawVectors, background
+from sora_search.query.background import Copies, background
 from sora_search.query.dupes_report import Shared, build_report
 from sora_search.query.passes import Ranked, rank, region_checked, sequence_checked, shown
 from sora_search.query.regions import Probe, centred
@@ -102,7 +102,7 @@ class VectorMap:
 
 def search_rows(index: VectorIndex, locate: Locate, vectors: np.ndarray, own: np.ndarray, n_videos: int,
                 params: QueryParams, copies_from: float | None,
-                raw: RawVectors | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                copies_of: Copies | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """k-NN of library vectors, normalised against the library without each row's own video and its copies.
 
     Args:
@@ -111,9 +111,9 @@ def search_rows(index: VectorIndex, locate: Locate, vectors: np.ndarray, own: np
         n_videos: videos in the library, the rows' own included.
         copies_from: the videos a row's video could pair with at this score (:func:`candidate_pairs`) are its
             copies, and stand out of its background; None: none are.
-        raw: the stored raw descriptors by vector id: the copies of each row's best other video count as it in
-            the background, as in a clip's query (:func:`~sora_search.query.background.merge_copies`); None: not
-            looked for (a whole-library run would read every neighbour's descriptor).
+        copies_of: the judge of copies: those of each row's best other video count as it in the background, as
+            in a clip's query (:func:`~sora_search.query.background.merge_copies`); None: not looked for (a
+            whole-library run would read every neighbour's stored descriptor).
 
     Returns:
         (videos (m, k) int64 with -1 for none and for the row's own video, reference times (m, k) float64,
@@ -126,7 +126,8 @@ def search_rows(index: VectorIndex, locate: Locate, vectors: np.ndarray, own: np
 
     def above(rows: np.ndarray, copies: np.ndarray | None) -> np.ndarray:
         rest = background(index.search, lambda i: locate(i)[0], index.ntotal, vectors[rows], videos[rows],
-                          sims[rows], n_videos - 1, params, own[rows], copies, ids=ids[rows], raw=raw)
+                          sims[rows], n_videos - 1, params, own[rows], copies, ids=ids[rows],
+                          copies_of=copies_of)
         return (sims[rows] - rest[:, None]).astype(np.float32)
 
     others = np.where(videos == own[:, None], -1, videos)
@@ -344,7 +345,7 @@ def stored_query(store: Store, index: VectorIndex, projection: Projection, video
     own = np.full(len(ts), video.id, dtype=np.int64)
     rules = DupesParams(min_score=params.min_score, query=params)
     videos, times, sims = search_rows(index, store.locate, vectors, own, store.indexed_video_count(), params,
-                                      rules.copy_bound, store.vectors_by_id)
+                                      rules.copy_bound, Copies(store, params.copy_similarity))
     durations: dict[int, float] = {video.id: max(video.duration_s, float(ts[-1]) + interval_s)}
 
     def duration(v: int) -> float:

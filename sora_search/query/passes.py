@@ -28,7 +28,7 @@ from sora_search.embed.inset import Box, InsetFinder
 from sora_search.embed.views import FULL, HALVES, HFLIP, INSET, REGION_VIEWS, ROTATIONS, VIEW_SETS
 from sora_search.params import QueryParams
 from sora_search.query.align import align, group_hits, novelty_weights
-from sora_search.query.background import background
+from sora_search.query.background import Copies, background
 from sora_search.query.motion import motion_agreement
 from sora_search.query.regions import Probe, centred, region_moves
 from sora_search.query.sequence import ProbeView, winner
@@ -91,6 +91,7 @@ class ProbeSearch:
         self._probe: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # view -> its seconds and projected vectors
         self._probe_regions: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # view -> its seconds, centred regions
         self._whole: dict[str, ProbeView] = {}  # the whole frame and its mirror, for the sequence check
+        self._copies = Copies(store, params.copy_similarity)  # which library videos are copies of one another
 
     @property
     def searched(self) -> bool:
@@ -160,7 +161,7 @@ class ProbeSearch:
         exclude = None if self._exclude is None else np.full(len(vectors), self._exclude, dtype=np.int64)
         scores = scores - background(index.search, lambda i: self._store.locate(i)[0], index.ntotal, vectors,
                                      video_ids, scores, self._n_videos, p, exclude, ids=ids,
-                                     raw=self._store.vectors_by_id)[:, None]
+                                     copies_of=self._copies)[:, None]
         return scores, video_ids, ref_s
 
     def ranked(self) -> list[Ranked]:

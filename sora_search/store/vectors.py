@@ -174,6 +174,27 @@ class VectorReads:
         return (np.asarray([r[0] for r in rows], dtype=np.float64),
                 decode_vectors([r[1] for r in rows], meta.raw_dim if meta is not None else 0))
 
+    def vectors_near(self, video_id: int, times_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A video's stored seconds nearest each of ``times_s``.
+
+        Returns:
+            (their timestamps_s (n,) float64, vectors (n, raw_dim) float32), in the order of ``times_s``; empty if
+            the video has no stored second.
+        """
+        with self._read() as s:
+            rows = s.execute(select(VectorRow.id, VectorRow.timestamp_s).where(VectorRow.video_id == int(video_id))
+                             .order_by(VectorRow.timestamp_s)).all()
+        if not rows:
+            return np.zeros(0, dtype=np.float64), np.zeros((0, 0), dtype=np.float32)
+        ids = ids_array(r[0] for r in rows)
+        stamps = np.asarray([r[1] for r in rows], dtype=np.float64)
+        times = np.asarray(times_s, dtype=np.float64)
+        after = np.clip(np.searchsorted(stamps, times), 0, len(stamps) - 1)
+        before = np.maximum(after - 1, 0)
+        nearest = np.where(np.abs(stamps[before] - times) <= np.abs(stamps[after] - times), before, after)
+        found, vectors = self.vectors_by_id(ids[nearest])
+        return stamps[nearest], vectors[np.searchsorted(found, ids[nearest])]
+
     def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Map vector ids (as FAISS returns them) to their video and time.
 
