@@ -365,7 +365,6 @@ def test_a_kept_probe_is_decoded_again_once_its_file_changes(lib, library_copy, 
 
 
 def test_a_copy_turned_a_quarter_is_found_turned_back(lib, library_copy, media_dir, tmp_path):
-
     lib.index([library_copy])
     probe = cut(library_copy / "pan_a.mp4", tmp_path / "turned.mp4", 5, 6, scale=0.5, extra_vf="transpose=clock")
     whole = {Path(m.path).name: m.score for m in lib.query(probe, views=[FULL], min_score=-1).matches}
@@ -524,6 +523,7 @@ def test_copies_of_a_video_in_the_library_do_not_hide_one_another(lib, library_c
     assert len(merged) == 6 and min(merged.values()) > 0.25, merged
     assert max(merged.values()) == pytest.approx(single.score, abs=0.02), (single.score, merged)
     assert max(apart.values(), default=-1.0) < single.score - 0.2, (single.score, apart)
+
     # Asked about one of them (an indexed video, answered from its stored vectors), the other five come back as an
     # identical copy scores, where without the merge only the copies the pair rule of `dupes` sets apart help.
     def stored(**knobs: int) -> dict[str, float]:

@@ -4,7 +4,8 @@ As in the VSC2022 baseline, which normalises against a separate background set o
 vector's similarity to a video has subtracted from it how similar the *next best other videos* are to that vector.
 A dark, blurry or generic frame resembles many videos and earns little; a frame that resembles one video far more
 than any other earns a lot. This is what makes one threshold work across queries: without it an easy-looking probe
-lifts every candidate at once.
+lifts every candidate at once. Copies of one video stored several times are one video of that background
+(:class:`Copies`, :func:`merge_copies`), or each would lower the others' scores.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class Copies:
             record = self._store.video(video_id)
             self._durations[video_id] = float(record.duration_s) if record is not None else 0.0
         return self._durations[video_id]
+
 
 def background_similarity(video_ids: np.ndarray, sims: np.ndarray, n_videos: int, *,
                           skip: int = _DEFAULTS.background_skip, take: int = _DEFAULTS.background_take,
