@@ -52,13 +52,13 @@ class Copies:
         self._durations: dict[int, float] = {}
 
     def read(self, ids: np.ndarray) -> dict[int, tuple[np.ndarray, float]]:
-        """{vector id: (its L2-normalised raw descriptor, its time)} for the ids found."""
+        """{vector id: (its L2-normalised raw descriptor, its time)} for the ids found (still stored)."""
         found, vectors = self._store.vectors_by_id(ids)
         if not len(found):
             return {}
         vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), _EPS)
         _, times = self._store.locate(found)
-        return {int(i): (v, float(t)) for i, v, t in zip(found.tolist(), vectors, times.tolist())}
+        return {int(i): (v, float(t)) for i, v, t in zip(found.tolist(), vectors, times.tolist()) if np.isfinite(t)}
 
     def whole(self, a: int, b: int, offset_s: float) -> bool:
         """Whether videos ``a`` and ``b`` hold the same footage along the stretch both have, ``b`` running

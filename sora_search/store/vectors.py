@@ -178,8 +178,8 @@ class VectorReads:
         """A video's stored seconds nearest each of ``times_s``.
 
         Returns:
-            (their timestamps_s (n,) float64, vectors (n, raw_dim) float32), in the order of ``times_s``; empty if
-            the video has no stored second.
+            (their timestamps_s (n,) float64, vectors (n, raw_dim) float32), in the order of ``times_s``; a second
+            removed meanwhile has the timestamp nan and zeros; empty if the video has no stored second.
         """
         with self._read() as s:
             rows = s.execute(select(VectorRow.id, VectorRow.timestamp_s).where(VectorRow.video_id == int(video_id))
@@ -192,8 +192,13 @@ class VectorReads:
         after = np.clip(np.searchsorted(stamps, times), 0, len(stamps) - 1)
         before = np.maximum(after - 1, 0)
         nearest = np.where(np.abs(stamps[before] - times) <= np.abs(stamps[after] - times), before, after)
-        found, vectors = self.vectors_by_id(ids[nearest])
-        return stamps[nearest], vectors[np.searchsorted(found, ids[nearest])]
+        wanted = ids[nearest]
+        found, vectors = self.vectors_by_id(wanted)
+        at = np.clip(np.searchsorted(found, wanted), 0, max(len(found) - 1, 0))
+        hit = (found[at] == wanted) if len(found) else np.zeros(len(wanted), dtype=bool)
+        out = np.zeros((len(wanted), vectors.shape[1]), dtype=np.float32)
+        out[hit] = vectors[at[hit]]
+        return np.where(hit, stamps[nearest], np.nan), out
 
     def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Map vector ids (as FAISS returns them) to their video and time.
