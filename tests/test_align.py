@@ -182,11 +182,12 @@ def test_copies_of_the_best_video_count_as_it_and_a_shared_intro_does_not():
     # One probe second in the intro (second 2 of each video), one past it (second 10; video 3 is not there).
     vid = np.array([[7, 8, 3, 9, 1, 2, 4, 5, 6], [7, 8, 9, 1, 2, 4, 5, 6, 10]])
     ids = np.array([[702, 802, 302, 902, 102, 202, 402, 502, 602], [710, 810, 910, 110, 210, 410, 510, 610, 1010]])
-    merged = merge_copies(vid, ids, Copies(store, 0.995), most=8, ranks=6)
+    times = ids % 100.0
+    merged = merge_copies(vid, ids, times, Copies(store, 0.995), most=8, ranks=6)
     assert merged.tolist() == [[7, 7, 3, 7, 1, 2, 4, 5, 6], [7, 7, 7, 1, 2, 4, 5, 6, 10]]
     # More copies than ``most``: footage that many videos hold stays background; none merges.
-    assert merge_copies(vid, ids, Copies(store, 0.995), most=1, ranks=6).tolist() == vid.tolist()
-    assert merge_copies(vid, ids, Copies(store, 0.995), most=0, ranks=6) is vid
+    assert merge_copies(vid, ids, times, Copies(store, 0.995), most=1, ranks=6).tolist() == vid.tolist()
+    assert merge_copies(vid, ids, times, Copies(store, 0.995), most=0, ranks=6) is vid
 
 
 def test_a_video_left_out_is_not_the_best_one_copies_are_judged_against():
@@ -194,7 +195,7 @@ def test_a_video_left_out_is_not_the_best_one_copies_are_judged_against():
     store = _Timelines(_copies_library())
     vid = np.array([[7, 8, 9, 1, 2]])
     ids = np.array([[705, 805, 905, 105, 205]])
-    merged = merge_copies(vid, ids, Copies(store, 0.995), most=8, ranks=6, exclude=np.array([7]))
+    merged = merge_copies(vid, ids, ids % 100.0, Copies(store, 0.995), most=8, ranks=6, exclude=np.array([7]))
     assert merged.tolist() == [[7, 8, 8, 1, 2]]
 
 
@@ -211,8 +212,8 @@ def test_a_video_stored_six_times_is_one_video_of_the_background():
 
     def bg(**knobs) -> float:
         params = QueryParams(background_floor=0.0, **knobs)
-        return float(background(lambda q, k: (sims, ids), lambda i: i // 100, 11, np.zeros((1, 4)), vid, sims, 100,
-                                params, ids=ids, copies_of=Copies(store, params.copy_similarity))[0])
+        return float(background(lambda q, k: (sims, ids), store.locate, 11, np.zeros((1, 4)), vid, sims, 100, params,
+                                ids=ids, times=ids % 100.0, copies_of=Copies(store, params.copy_similarity))[0])
 
     assert bg() == pytest.approx(np.mean([0.3, 0.28, 0.26, 0.24, 0.22]))
     assert bg(copies_merged=0) == pytest.approx(np.mean([0.89, 0.88, 0.88, 0.87, 0.86]))

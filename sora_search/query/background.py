@@ -15,10 +15,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from sora_search.encoder.base import l2_normalize
 from sora_search.params import QueryParams
 
 _DEFAULTS = QueryParams()
-_EPS = 1e-12
 _WHOLE_SAMPLES = 9  # seconds compared along two videos' shared stretch to call them copies of one video
 
 
@@ -26,8 +26,6 @@ class StoredVectors(Protocol):
     """What :class:`Copies` reads from the store (:class:`sora_search.store.Store` provides it)."""
 
     def vectors_by_id(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
     def vectors_near(self, video_id: int, times_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -51,14 +49,10 @@ class Copies:
         self._whole: dict[tuple[int, int, int], bool] = {}
         self._durations: dict[int, float] = {}
 
-    def read(self, ids: np.ndarray) -> dict[int, tuple[np.ndarray, float]]:
-        """{vector id: (its L2-normalised raw descriptor, its time)} for the ids found (still stored)."""
+    def read(self, ids: np.ndarray) -> dict[int, np.ndarray]:
+        """{vector id: its L2-normalised raw descriptor} for the ids still stored."""
         found, vectors = self._store.vectors_by_id(ids)
-        if not len(found):
-            return {}
-        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), _EPS)
-        _, times = self._store.locate(found)
-        return {int(i): (v, float(t)) for i, v, t in zip(found.tolist(), vectors, times.tolist()) if np.isfinite(t)}
+        return dict(zip(found.tolist(), l2_normalize(vectors))) if len(found) else {}
 
     def whole(self, a: int, b: int, offset_s: float) -> bool:
         """Whether videos ``a`` and ``b`` hold the same footage along the stretch both have, ``b`` running
@@ -80,8 +74,7 @@ class Copies:
         kept = (np.abs(at_a - times) <= 1.0) & (np.abs(at_b - times - offset_s) <= 1.0)
         if kept.sum() * 2 < _WHOLE_SAMPLES:
             return False
-        va, vb = va[kept], vb[kept]
-        cos = (va * vb).sum(axis=1) / np.maximum(np.linalg.norm(va, axis=1) * np.linalg.norm(vb, axis=1), _EPS)
+        cos = (l2_normalize(va[kept]) * l2_normalize(vb[kept])).sum(axis=1)
         return float(np.median(cos)) >= self.min_similarity
 
     def _duration(self, video_id: int) -> float:
@@ -173,8 +166,8 @@ def _is_copy(own: np.ndarray, vid: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     return np.isin(own * base + vid, pairs[:, 0] * base + pairs[:, 1])
 
 
-def merge_copies(video_ids: np.ndarray, ids: np.ndarray, copies: Copies, *, most: int, ranks: int,
-                 exclude: np.ndarray | None = None) -> np.ndarray:
+def merge_copies(video_ids: np.ndarray, ids: np.ndarray, times: np.ndarray, copies: Copies, *, most: int,
+                 ranks: int, exclude: np.ndarray | None = None) -> np.ndarray:
     """``video_ids`` with each row's copies of its best video relabelled as that video, so that they count once.
 
     A video stored several times (re-encoded, resized, downloaded twice) would otherwise fill the background ranks
@@ -186,7 +179,7 @@ def merge_copies(video_ids: np.ndarray, ids: np.ndarray, copies: Copies, *, most
 
     Args:
         video_ids: (m, k) int64 video of each neighbour, -1 for none.
-        ids: (m, k) int64 their vector ids.
+        ids, times: (m, k) int64 their vector ids and float64 their times in their videos.
         exclude: (m,) int64 a video each row leaves out (-1: none), or None.
 
     Returns:
@@ -197,24 +190,25 @@ def merge_copies(video_ids: np.ndarray, ids: np.ndarray, copies: Copies, *, most
         return video_ids
     own = np.full(m, -1, dtype=np.int64) if exclude is None else np.asarray(exclude, dtype=np.int64)
     look = 1 + most + ranks
-    rows: list[list[tuple[int, int]]] = []  # per row: (video, its best neighbour's id), best first
+    rows: list[list[tuple[int, int, float]]] = []  # per row: (video, its best neighbour's id and time), best first
     for r in range(m):
-        first: dict[int, int] = {}
-        for v, i in zip(video_ids[r].tolist(), ids[r].tolist()):
+        first: dict[int, tuple[int, float]] = {}
+        for v, i, t in zip(video_ids[r].tolist(), ids[r].tolist(), times[r].tolist()):
             if v >= 0 and v != own[r] and v not in first:
-                first[v] = i
+                first[v] = (i, t)
                 if len(first) == look:
                     break
-        rows.append(list(first.items()))
-    wanted = np.unique(np.asarray([i for row in rows if len(row) > 1 for _, i in row], dtype=np.int64))
+        rows.append([(v, i, t) for v, (i, t) in first.items()])
+    wanted = np.unique(np.asarray([i for row in rows if len(row) > 1 for _, i, _ in row], dtype=np.int64))
     stored = copies.read(wanted) if len(wanted) else {}
     out = video_ids
     for r, row in enumerate(rows):
         if len(row) < 2 or row[0][1] not in stored:
             continue
-        best, (anchor, at) = row[0][0], stored[row[0][1]]
-        same = [v for v, i in row[1:] if i in stored and float(stored[i][0] @ anchor) >= copies.min_similarity
-                and copies.whole(best, v, stored[i][1] - at)]
+        best, anchor_id, at = row[0]
+        anchor = stored[anchor_id]
+        same = [v for v, i, t in row[1:] if i in stored and float(stored[i] @ anchor) >= copies.min_similarity
+                and copies.whole(best, v, t - at)]
         if same and len(same) <= most:
             if out is video_ids:
                 out = video_ids.copy()
@@ -223,10 +217,12 @@ def merge_copies(video_ids: np.ndarray, ids: np.ndarray, copies: Copies, *, most
 
 
 def background(search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
-               locate: Callable[[np.ndarray], np.ndarray], ntotal: int, probe: np.ndarray, video_ids: np.ndarray,
+               locate: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], ntotal: int, probe: np.ndarray,
+               video_ids: np.ndarray,
                scores: np.ndarray, n_videos: int, params: QueryParams,
                exclude: np.ndarray | None = None, copies: np.ndarray | None = None,
-               ids: np.ndarray | None = None, copies_of: Copies | None = None) -> np.ndarray:
+               ids: np.ndarray | None = None, times: np.ndarray | None = None,
+               copies_of: Copies | None = None) -> np.ndarray:
     """:func:`background_similarity` of each probe row, from enough neighbours to see it.
 
     A row whose neighbours all come from fewer videos than the background ranks (a fixed camera's video fills
@@ -235,22 +231,22 @@ def background(search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]
 
     Args:
         search: k-NN over the index: (queries (m, dim) float32, k) -> (scores (m, k), ids (m, k) int64).
-        locate: vector ids (m,) int64 -> their videos (m,) int64, -1 where unknown.
+        locate: vector ids (m,) int64 -> (their videos (m,) int64, -1 where unknown; their times (m,) float64).
         ntotal: vectors in the index.
         probe: (m, dim) float32 projected probe vectors.
         video_ids, scores: (m, k) the first search's neighbours.
         n_videos: videos in the library (without the excluded one, when rows exclude one).
         exclude, copies: see :func:`background_similarity`; None: none.
-        ids, copies_of: (m, k) int64 the first search's vector ids, and the judge of copies: with both, each row's
-            copies of its best video count as that video (:func:`merge_copies`); None: they do not.
+        ids, times, copies_of: (m, k) the first search's vector ids and their times, and the judge of copies: with
+            all three, each row's copies of its best video count as that video (:func:`merge_copies`); None: not.
 
     Returns:
         (m,) float32.
     """
-    def merged(vids: np.ndarray, found: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
-        if copies_of is None or found is None:
+    def merged(vids: np.ndarray, found: np.ndarray | None, at: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
+        if copies_of is None or found is None or at is None:
             return vids
-        return merge_copies(vids, found, copies_of, most=params.copies_merged,
+        return merge_copies(vids, found, at, copies_of, most=params.copies_merged,
                             ranks=params.background_skip + params.background_take,
                             exclude=None if exclude is None else exclude[rows])
 
@@ -260,7 +256,7 @@ def background(search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]
                                      exclude=None if exclude is None else exclude[rows], copies=copies)
 
     every = np.arange(len(probe))
-    video_ids = merged(video_ids, ids, every)
+    video_ids = merged(video_ids, ids, times, every)
     result = similarity(video_ids, scores, every)
     wanted = min(params.background_skip + params.background_take, n_videos)
     k = video_ids.shape[1]
@@ -282,7 +278,8 @@ def background(search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]
     while len(rows) and k < min(ntotal, params.background_max_k):
         k = min(4 * k, ntotal, params.background_max_k)
         more_scores, more_ids = search(probe[rows], k)
-        more_videos = merged(locate(more_ids.ravel()).reshape(more_ids.shape), more_ids, rows)
+        more_videos, more_times = (x.reshape(more_ids.shape) for x in locate(more_ids.ravel()))
+        more_videos = merged(more_videos, more_ids, more_times, rows)
         result[rows] = similarity(more_videos, more_scores, rows)
         rows = rows[saturated(more_videos, rows)]
     return result

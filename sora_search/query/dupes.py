@@ -125,9 +125,8 @@ def search_rows(index: VectorIndex, locate: Locate, vectors: np.ndarray, own: np
     videos, times = videos.reshape(ids.shape), times.reshape(ids.shape)
 
     def above(rows: np.ndarray, copies: np.ndarray | None) -> np.ndarray:
-        rest = background(index.search, lambda i: locate(i)[0], index.ntotal, vectors[rows], videos[rows],
-                          sims[rows], n_videos - 1, params, own[rows], copies, ids=ids[rows],
-                          copies_of=copies_of)
+        rest = background(index.search, locate, index.ntotal, vectors[rows], videos[rows], sims[rows], n_videos - 1,
+                          params, own[rows], copies, ids=ids[rows], times=times[rows], copies_of=copies_of)
         return (sims[rows] - rest[:, None]).astype(np.float32)
 
     others = np.where(videos == own[:, None], -1, videos)

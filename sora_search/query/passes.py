@@ -159,8 +159,8 @@ class ProbeSearch:
         video_ids, ref_s = self._store.locate(ids.ravel())
         video_ids, ref_s = video_ids.reshape(ids.shape), ref_s.reshape(ids.shape)
         exclude = None if self._exclude is None else np.full(len(vectors), self._exclude, dtype=np.int64)
-        scores = scores - background(index.search, lambda i: self._store.locate(i)[0], index.ntotal, vectors,
-                                     video_ids, scores, self._n_videos, p, exclude, ids=ids,
+        scores = scores - background(index.search, self._store.locate, index.ntotal, vectors, video_ids, scores,
+                                     self._n_videos, p, exclude, ids=ids, times=ref_s,
                                      copies_of=self._copies)[:, None]
         return scores, video_ids, ref_s
 
