@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import subprocess
@@ -19,6 +20,8 @@ skdata = pytest.importorskip("skimage.data")
 from skimage.transform import resize  # noqa: E402
 
 from sora_search.encoder import efficientnet  # noqa: E402
+
+F = torch.nn.functional
 
 
 def _square(image: np.ndarray, size: int = 224) -> np.ndarray:
@@ -283,6 +286,24 @@ def test_same_padding_is_tf_style() -> None:
     out = conv(x)
     assert out.shape == (1, 1, 2, 2)
     assert out[0, 0, 0, 0].item() == 9.0 and out[0, 0, 1, 1].item() == 4.0
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_same_padding_matches_padding_the_input_first(kernel: int) -> None:
+    # Conv2dSame pads inside the convolution; TF SAME is the input padded first (smaller half top/left).
+    torch.manual_seed(0)
+    conv = efficientnet.Conv2dSame(2, 3, kernel, stride=2)
+    for height, width in [(4, 4), (7, 7), (224, 224), (9, 12), (15, 8)]:
+        x = torch.randn(1, 2, height, width)
+        pads = []
+        for size in (width, height):
+            total = max((math.ceil(size / 2) - 1) * 2 + kernel - size, 0)
+            pads += [total // 2, total - total // 2]
+        expected = F.conv2d(F.pad(x, pads), conv.weight, None, 2)
+        with torch.no_grad():
+            got = conv(x)
+        assert got.shape == expected.shape == (1, 3, math.ceil(height / 2), math.ceil(width / 2))
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 # --- embed -----------------------------------------------------------------------------------------------------

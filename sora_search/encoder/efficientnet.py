@@ -47,7 +47,10 @@ class Conv2dSame(nn.Conv2d):
     """Conv2d with TensorFlow "SAME" padding.
 
     Stride 1 with an odd kernel is symmetric, so it uses the built-in padding; stride 2 pads
-    ``max((ceil(in/s) - 1) * s + k - in, 0)`` in total, the smaller half on the top/left, as TF does.
+    ``max((ceil(in/s) - 1) * s + k - in, 0)`` in total, the smaller half on the top/left, as TF does. That uneven
+    padding is done inside the convolution: both sides get the larger half, the top/left rounded up by whole strides,
+    and the outputs of those extra strides are dropped: the same values as padding a copy of the input first, without
+    copying every stride-2 layer's input.
     """
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
@@ -57,14 +60,18 @@ class Conv2dSame(nn.Conv2d):
         self._dynamic = not symmetric
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._dynamic:
-            pads = []
-            for size in (x.shape[-1], x.shape[-2]):  # F.pad wants last dim (width) first
-                k, s = self.kernel_size[0], self.stride[0]
-                total = max((math.ceil(size / s) - 1) * s + k - size, 0)
-                pads += [total // 2, total - total // 2]
-            x = F.pad(x, pads)
-        return super().forward(x)
+        if not self._dynamic:
+            return super().forward(x)
+        k, s = self.kernel_size[0], self.stride[0]
+        pads, keep = [], []
+        for size in (x.shape[-2], x.shape[-1]):
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            before, after = total // 2, total - total // 2
+            extra = -(-(after - before) // s) * s  # top/left padding added so both sides get at least ``after``
+            pads.append(before + extra)
+            keep.append(slice(extra // s, extra // s + math.ceil(size / s)))
+        out = F.conv2d(x, self.weight, self.bias, self.stride, tuple(pads), self.dilation, self.groups)
+        return out[..., keep[0], keep[1]]
 
 
 def _bn(ch: int) -> nn.BatchNorm2d:
