@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sora_search.embed.images import crop_resize
-from sora_search.embed.inset import Box, InsetFinder, best_rectangle
+from sora_search.embed.inset import Box, InsetFinder, _median, best_rectangle
 from sora_search.embed.views import INSET, make_view
 from tests.media import inset_box, picture_in_picture
 
@@ -71,6 +71,12 @@ def test_three_frames_are_enough_and_fewer_find_nothing() -> None:
     assert _find(_probe(3, Box(0.2, 0.2, 0.5, 0.5))) is not None
     assert _find(_probe(2, Box(0.2, 0.2, 0.5, 0.5))) is None  # in two frames every edge persists
     assert InsetFinder().find() is None
+
+
+@pytest.mark.parametrize("frames", [3, 4, 7, 8])
+def test_a_stretch_s_median_is_numpy_s(frames: int) -> None:
+    stack = np.random.default_rng(frames).random((frames, 6, 5), dtype=np.float32) * 255
+    np.testing.assert_array_equal(_median(stack), np.median(stack, axis=0))
 
 
 def test_an_inset_beats_the_rectangle_from_its_corner_to_the_frame_s_edges() -> None:

@@ -83,13 +83,20 @@ class InsetFinder:
 
     def _close_stretch(self) -> None:
         stack = np.stack(self._buffer)
-        vertical = _line_contrast(np.median(np.abs(np.diff(stack, axis=2)), axis=0), axis=1)
-        horizontal = _line_contrast(np.median(np.abs(np.diff(stack, axis=1)), axis=0), axis=0)
+        vertical = _line_contrast(_median(np.abs(np.diff(stack, axis=2))), axis=1)
+        horizontal = _line_contrast(_median(np.abs(np.diff(stack, axis=1))), axis=0)
         if self._vertical is None or self._horizontal is None:
             self._vertical, self._horizontal = vertical, horizontal
         else:
             np.maximum(self._vertical, vertical, out=self._vertical)
             np.maximum(self._horizontal, horizontal, out=self._horizontal)
+
+
+def _median(stack: np.ndarray) -> np.ndarray:
+    """``np.median(stack, axis=0)``, by sorting: for a stretch's few frames a few times faster than its partition."""
+    ordered = np.sort(stack, axis=0)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) * 0.5
 
 
 def _grey_half(frames: np.ndarray) -> np.ndarray:
