@@ -126,6 +126,8 @@ class QueryParams:
     background_floor: float = 0.2      # the least background a probe vector gets (a prior for small libraries)
     copy_similarity: float = 0.995     # a neighbour video this close to the best one (raw cosine, at the hit and
                                        # along their shared stretch) is its copy: one video in the background ...
+    copy_agreement: float | None = 0.5  # ... or, edited (merely close), whose changes along it agree this much
+                                       # (None: edited copies are videos of their own)
     copies_merged: int = 8             # ... unless more than this many are (footage many videos hold)
     novelty_floor: float = 0.02        # a probe second that moved less than this (cosine distance) weighs 0 ...
     novelty_full: float | None = 0.04  # ... and from this on 1 (None: every second weighs 1)
@@ -156,6 +158,8 @@ class QueryParams:
             "background_max_k": self.background_max_k >= self.neighbours,
             "background_skip": self.background_skip >= 0, "background_take": self.background_take >= 1,
             "copy_similarity": -1 <= self.copy_similarity <= 1, "copies_merged": self.copies_merged >= 0,
+            "copy_agreement": self.copy_agreement is None or (math.isfinite(self.copy_agreement)
+                                                              and -1 <= self.copy_agreement <= 1),
             "novelty_full": self.novelty_full is None or self.novelty_full > self.novelty_floor,
             "motion_weight": self.motion_weight >= 0, "motion_baseline": -1 <= self.motion_baseline <= 1,
             "motion_min_step": self.motion_min_step >= 0, "motion_candidates": self.motion_candidates >= 0,

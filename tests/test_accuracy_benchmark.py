@@ -436,11 +436,29 @@ def test_library_copies_stores_each_reference_six_times_and_asks_both_ways(split
         f"{Path(ref).stem}__{tag}.mp4" for tag in ("s075", "s050", "fps15"))
     positives = [q["name"] for q in truth["queries"] if q["split"] == "tune" and q["reference"] == ref]
     for step in result["steps"]:
-        assert sorted(step["merged_answers"]) == sorted(step["apart_answers"]) and set(positives) <= set(
-            step["merged_answers"])
+        assert sorted(step["merged_answers"]) == sorted(step["apart_answers"]) == sorted(
+            step["near_identical_answers"]) and set(positives) <= set(step["merged_answers"])
         assert step["merged"]["positives"] == len(positives)
     first, last = result["steps"][0], result["steps"][-1]
     assert first["merged"] == first["apart"]  # one copy stored: nothing to merge
     assert last["merged"]["true_score_mean"] > last["apart"]["true_score_mean"]
     with pytest.raises(SystemExit, match="no index at"):
         library_copies.main([str(out), "--index", str(tmp_path / "nothing"), "--split", "tune"])
+
+
+def test_library_copies_edited_copies_are_videos_of_the_edit(tmp_path: Path) -> None:
+    """``--copies edited``: each edit makes a decodable video; the crop and the border change its picture's size."""
+    import av
+    import library_copies
+
+    from tests.media import make_testsrc
+
+    src = make_testsrc(tmp_path / "src.mp4", 2, size=(320, 240))
+    sizes = {}
+    for tag, options in library_copies.COPIES["edited"]:
+        library_copies.make_copy(src, tmp_path / f"{tag}.mp4", options)
+        with av.open(str(tmp_path / f"{tag}.mp4")) as container:
+            frame = next(container.decode(video=0))
+            sizes[tag] = (frame.width, frame.height)
+    assert sizes == {"box": (320, 240), "crop": (256, 192), "colour": (320, 240), "blur": (320, 240),
+                     "border": (320, 240)}

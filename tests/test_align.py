@@ -190,6 +190,41 @@ def test_copies_of_the_best_video_count_as_it_and_a_shared_intro_does_not():
     assert merge_copies(vid, ids, times, Copies(store, 0.995), most=0, ranks=6) is vid
 
 
+def _edited_library(seed: int = 0) -> dict[int, np.ndarray]:
+    """Video 7 (20 s near a common look, each second its own), 8 an edited copy of it (the same seconds shifted by
+    one fixed edit), 3 a look-alike (as close to 7 second by second, changing its own way), 1-2 and 4-6 unrelated."""
+    rng = np.random.default_rng(seed)
+    common = _unit([rng.standard_normal(16)])[0]
+    edit = _unit([rng.standard_normal(16)])[0]
+    videos = {v: rng.standard_normal((20, 16)) for v in (1, 2, 4, 5, 6)}
+    videos[7] = common + 0.07 * rng.standard_normal((20, 16))
+    videos[8] = videos[7] + 0.12 * edit
+    videos[3] = common + 0.07 * rng.standard_normal((20, 16))
+    return videos
+
+
+def test_an_edited_copy_counts_as_the_video_where_its_changes_agree_and_a_look_alike_does_not():
+    store = _Timelines(_edited_library())
+    rows = np.arange(4, 10)  # six probe seconds whose best video is 7, its copy 8 and the look-alike 3 next
+    vid = np.array([[7, 8, 3, 1, 2, 4, 5, 6]] * len(rows))
+    ids = 100 * vid + rows[:, None]
+    judge = Copies(store, 0.995, 0.5)
+    assert not judge.whole(7, 8, 0.0) and not judge.whole(7, 3, 0.0)  # neither is near-identical
+    assert judge.edited(7, 8, 0.0) and not judge.edited(7, 3, 0.0)
+    merged = merge_copies(vid, ids, ids % 100.0, judge, most=8, ranks=6)
+    assert merged.tolist() == [[7, 7, 3, 1, 2, 4, 5, 6]] * len(rows)
+    # Off by default where the judge has no agreement to ask for; and an offset only two seconds share is chance.
+    assert merge_copies(vid, ids, ids % 100.0, Copies(store, 0.995), most=8, ranks=6).tolist() == vid.tolist()
+    assert merge_copies(vid[:2], ids[:2], ids[:2] % 100.0, judge, most=8, ranks=6).tolist() == vid[:2].tolist()
+
+
+def test_footage_that_does_not_change_gets_no_verdict_on_edited_copies():
+    still = np.tile(_unit([np.arange(1.0, 17.0)]), (20, 1))
+    store = _Timelines({1: still, 2: still + 0.05})
+    assert not Copies(store, 0.995, 0.5).edited(1, 2, 0.0)
+    assert Copies(store, 0.995, 0.5).whole(1, 2, 0.0)  # near-identical all the same
+
+
 def test_a_video_left_out_is_not_the_best_one_copies_are_judged_against():
     # The probe is library video 7 (a query of an indexed video): its copies 8 and 9 merge into 8, the best other.
     store = _Timelines(_copies_library())

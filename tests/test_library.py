@@ -535,6 +535,27 @@ def test_copies_of_a_video_in_the_library_do_not_hide_one_another(lib, library_c
     assert min(merged.values()) > max(apart.values(), default=-1.0) + 0.3, (merged, apart)
 
 
+def test_edited_copies_of_a_video_in_the_library_do_not_hide_one_another(lib, library_copy, media_dir):
+    """pan_a stored with five edited copies (a box over it, a crop, a colour shift, a blur, a border): near-identical
+    copies only count once, so each edited one was background to the others; their changes agree, so now they do too."""
+    edits = {"box": "drawbox=x=iw*0.1:y=ih*0.7:w=iw*0.6:h=ih*0.18:color=0xF0C020:t=fill",
+             "crop": "crop=trunc(iw*0.8/2)*2:trunc(ih*0.8/2)*2", "colour": "eq=contrast=1.2:saturation=1.4,hue=h=25",
+             "blur": "boxblur=2:1",
+             "border": "scale=trunc(iw*0.4)*2:trunc(ih*0.4)*2,pad=iw*1.25:ih*1.25:(ow-iw)/2:(oh-ih)/2"}
+    for name, vf in edits.items():
+        cut(library_copy / "pan_a.mp4", library_copy / f"pan_a_{name}.mp4", 0, 16, crf=20, extra_vf=vf)
+    lib.index([library_copy])
+    params = QueryParams(views=(FULL,), min_score=-1.0)
+
+    def copies(**knobs: object) -> dict[str, float]:
+        found = lib.query(media_dir / "probe_a.mp4", params=replace(params, **knobs)).matches
+        return {Path(m.path).name: m.score for m in found if Path(m.path).name.startswith("pan_a")}
+
+    merged, near_identical = copies(), copies(copy_agreement=None)
+    assert max(merged, key=merged.get) == "pan_a.mp4" and len(near_identical) >= 4, (merged, near_identical)
+    assert all(merged[name] > score + 0.05 for name, score in near_identical.items()), (merged, near_identical)
+
+
 def test_what_an_index_is_fitted_on_does_not_depend_on_how_fast_it_was_built(library_copy, tmp_path):
     """Periodic saves come on a clock; if they retrained, a slower machine would fit the projection on another
     subset of the library and answer differently (a source of run-to-run differences on the accuracy benchmark)."""

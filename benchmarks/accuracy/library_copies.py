@@ -1,14 +1,18 @@
 """Queries against a library that holds its references several times: do stored copies hide one another?
 
     python benchmarks/accuracy/library_copies.py BENCH --index WORK/tune/sora --split tune [--refs 12] [--work DIR]
+    python benchmarks/accuracy/library_copies.py BENCH --index WORK/tune/sora --split tune --copies edited
 
 BENCH is a split benchmark (``generate.py --splits``), the index the one ``run.py --work WORK`` left for that split
 (copied to ``--work`` first, so it stays as it was). The first ``--refs`` references of the split that positive
-queries point at get five copies each, made the way libraries come to hold them (re-encoded at CRF 23 and 28,
-downscaled to 0.75 and 0.5, and at 15 frames a second), and are indexed into the copy in two steps: two copies of
-each, then all five. Before the first step and after each, the positive queries of those references and the
-same-scene near misses cut from them are asked with the shipped settings and with ``copies_merged=0`` (every stored
-copy a video of the background, as before 2026-12-06), one after the other.
+queries point at get five copies each and are indexed into the copy in two steps: two copies of each, then all
+five. ``--copies stored`` (the default) makes them the way a library comes to hold one video several times
+(re-encoded at CRF 23 and 28, downscaled to 0.75 and 0.5, and at 15 frames a second); ``--copies edited`` the way
+re-uploads differ (a filled box over the lower part, a crop to 0.8, a colour shift, a blur, a shrink into a black
+border). Before the first step and after each, the positive queries of those references and the same-scene near
+misses cut from them are asked with the shipped settings, with ``copy_agreement=None`` (only near-identical copies
+count once, as before edited copies did) and with ``copies_merged=0`` (every stored copy a video of the background,
+as before 2026-12-06), one after the other.
 
 Per step and setting: how many positives list the reference or one of its copies first and at or above 0.25
 (``min_score``), the true reference's mean score (not listed: 0), the mean score of its listed copies, and the near
@@ -30,14 +34,24 @@ from typing import Any
 from sora_search import Library
 from sora_search.params import QueryParams
 
-# ffmpeg output options of each copy: how a library comes to hold a video more than once.
-COPIES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("crf23", ("-crf", "23")),
-    ("crf28", ("-crf", "28")),
-    ("s075", ("-vf", "scale=trunc(iw*0.75/2)*2:trunc(ih*0.75/2)*2", "-crf", "23")),
-    ("s050", ("-vf", "scale=trunc(iw*0.5/2)*2:trunc(ih*0.5/2)*2", "-crf", "23")),
-    ("fps15", ("-r", "15", "-crf", "23")),
-)
+# ffmpeg output options of each copy, per --copies: how a library comes to hold a video more than once.
+COPIES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "stored": (
+        ("crf23", ("-crf", "23")),
+        ("crf28", ("-crf", "28")),
+        ("s075", ("-vf", "scale=trunc(iw*0.75/2)*2:trunc(ih*0.75/2)*2", "-crf", "23")),
+        ("s050", ("-vf", "scale=trunc(iw*0.5/2)*2:trunc(ih*0.5/2)*2", "-crf", "23")),
+        ("fps15", ("-r", "15", "-crf", "23")),
+    ),
+    "edited": (
+        ("box", ("-vf", "drawbox=x=iw*0.1:y=ih*0.7:w=iw*0.6:h=ih*0.18:color=0xF0C020:t=fill", "-crf", "23")),
+        ("crop", ("-vf", "crop=trunc(iw*0.8/2)*2:trunc(ih*0.8/2)*2", "-crf", "23")),
+        ("colour", ("-vf", "eq=brightness=0.06:contrast=1.2:saturation=1.4,hue=h=25", "-crf", "23")),
+        ("blur", ("-vf", "boxblur=2:1", "-crf", "23")),
+        ("border", ("-vf", "scale=trunc(iw*0.4)*2:trunc(ih*0.4)*2,pad=trunc(iw*1.25/2)*2:trunc(ih*1.25/2)*2:(ow-iw)/2:"
+                           "(oh-ih)/2", "-crf", "23")),
+    ),
+}
 STEPS = (0, 2, 5)  # copies of each reference added by each step, in all
 
 
@@ -79,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--index", type=Path, required=True, help="the split's index as run.py built it")
     ap.add_argument("--split", required=True)
     ap.add_argument("--refs", type=int, default=12, help="references that get copies")
+    ap.add_argument("--copies", choices=sorted(COPIES), default="stored", help="how the copies differ (see above)")
     ap.add_argument("--work", type=Path, default=Path("benchmarks/results/library-copies"))
     args = ap.parse_args(argv)
     if not (args.index / "sora.db").exists():
@@ -99,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copytree(args.index, index, ignore=shutil.ignore_patterns("write.lock"))
     shipped = QueryParams()
     every = replace(shipped, min_score=-1.0, k=20)  # every answer, so that scores under the threshold show too
-    settings = {"merged": every, "apart": replace(every, copies_merged=0)}
-    result: dict[str, Any] = {"bench": str(args.bench), "split": args.split, "references": pointed, "steps": []}
+    settings = {"merged": every, "near_identical": replace(every, copy_agreement=None),
+                "apart": replace(every, copies_merged=0)}
+    result: dict[str, Any] = {"bench": str(args.bench), "split": args.split, "copies": args.copies,
+                              "references": pointed, "steps": []}
     with Library.open(index, create=False) as lib:
         made = 0
         for step in STEPS:
@@ -108,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             folder.mkdir(parents=True)
             t0 = time.perf_counter()
             for ref in pointed:
-                for tag, options in COPIES[made:step]:
+                for tag, options in COPIES[args.copies][made:step]:
                     make_copy(args.bench / "refs" / ref, folder / f"{Path(ref).stem}__{tag}.mp4", options)
             if step > made:
                 lib.index([folder])

@@ -19,7 +19,13 @@ from sora_search.encoder.base import l2_normalize
 from sora_search.params import QueryParams
 
 _DEFAULTS = QueryParams()
-_WHOLE_SAMPLES = 9  # seconds compared along two videos' shared stretch to call them copies of one video
+_STRETCH_SAMPLES = 16  # seconds compared along two videos' shared stretch (each with the one after it, for changes)
+# An edited copy is looked for only among neighbours whose hit is this close to the best video's (raw cosine; other
+# stretches of one recording reach it too, so it only narrows the search) ...
+_EDITED_SIMILARITY = 0.9
+_EDITED_ROWS = 3  # ... at one offset in at least this many probe seconds
+_MIN_STEP = 0.05  # a change of a stored second's raw descriptor shorter than this (vector distance) is no change
+_MIN_STEPS = 6    # fewer changes than this on both sides along the stretch: no verdict on an edited copy
 
 
 class StoredVectors(Protocol):
@@ -39,14 +45,19 @@ class Copies:
 
     Two videos are copies where their hits on a probe second are near-identical stored seconds (a cosine of at least
     ``min_similarity``) *and* so are their seconds along the whole stretch both hold at that offset (the median of
-    nine spread over it): a re-encode, a resized or a trimmed copy, not two videos that share an intro or a stock
-    shot. Each pair's verdict is kept for the query.
+    16 spread over it): a re-encode, a resized or a trimmed copy, not two videos that share an intro or a stock
+    shot. They are edited copies (a caption, a crop, a colour shift, a border) where their hits are merely close and
+    their seconds *change* alike along that stretch: the changes from each of those 16 seconds to the next, in both
+    videos, agree by at least ``min_agreement`` (the motion agreement of :mod:`sora_search.query.motion`). Another
+    stretch of the same recording looks as close but changes differently; footage that barely changes gets no
+    verdict. Each pair's verdict is kept for the query.
     """
 
-    def __init__(self, store: StoredVectors, min_similarity: float) -> None:
+    def __init__(self, store: StoredVectors, min_similarity: float, min_agreement: float | None = None) -> None:
         self._store = store
         self.min_similarity = min_similarity
-        self._whole: dict[tuple[int, int, int], bool] = {}
+        self.min_agreement = min_agreement
+        self._stretches: dict[tuple[int, int, int], tuple[float, float | None]] = {}
         self._durations: dict[int, float] = {}
 
     def read(self, ids: np.ndarray) -> dict[int, np.ndarray]:
@@ -57,25 +68,46 @@ class Copies:
     def whole(self, a: int, b: int, offset_s: float) -> bool:
         """Whether videos ``a`` and ``b`` hold the same footage along the stretch both have, ``b`` running
         ``offset_s`` seconds ahead of ``a``."""
-        key = (min(a, b), max(a, b), round(offset_s if a < b else -offset_s))
-        if key not in self._whole:
-            self._whole[key] = self._compare(*key)
-        return self._whole[key]
+        return self._stretch(a, b, offset_s)[0] >= self.min_similarity
 
-    def _compare(self, a: int, b: int, offset_s: float) -> bool:
+    def edited(self, a: int, b: int, offset_s: float) -> bool:
+        """Whether ``b``'s seconds change as ``a``'s do along the stretch both have at that offset (see the class)."""
+        agreement = self._stretch(a, b, offset_s)[1]
+        return self.min_agreement is not None and agreement is not None and agreement >= self.min_agreement
+
+    def _stretch(self, a: int, b: int, offset_s: float) -> tuple[float, float | None]:
+        key = (min(a, b), max(a, b), round(offset_s if a < b else -offset_s))
+        if key not in self._stretches:
+            self._stretches[key] = self._compare(*key)
+        return self._stretches[key]
+
+    def _compare(self, a: int, b: int, offset_s: float) -> tuple[float, float | None]:
+        """(the median cosine of the two videos' seconds along their shared stretch, the agreement of their changes
+        or None where too few change); (-1, None) where they share too little to tell."""
         start, end = max(0.0, -offset_s), min(self._duration(a), self._duration(b) - offset_s)
         if end - start < 1.0:
-            return False
-        times = np.linspace(start, end - 1.0, _WHOLE_SAMPLES)
-        at_a, va = self._store.vectors_near(a, times)
-        at_b, vb = self._store.vectors_near(b, times + offset_s)
+            return -1.0, None
+        times = np.linspace(start, end - 1.0, _STRETCH_SAMPLES)
+        both = np.concatenate([times, times + 1.0])  # each sample, then the second after it
+        at_a, va = self._store.vectors_near(a, both)
+        at_b, vb = self._store.vectors_near(b, both + offset_s)
         if not len(at_a) or not len(at_b):
-            return False
-        kept = (np.abs(at_a - times) <= 1.0) & (np.abs(at_b - times - offset_s) <= 1.0)
-        if kept.sum() * 2 < _WHOLE_SAMPLES:
-            return False
-        cos = (l2_normalize(va[kept]) * l2_normalize(vb[kept])).sum(axis=1)
-        return float(np.median(cos)) >= self.min_similarity
+            return -1.0, None
+        kept = (np.abs(at_a - both) <= 1.0) & (np.abs(at_b - both - offset_s) <= 1.0)  # nan: removed meanwhile
+        if kept[:_STRETCH_SAMPLES].sum() * 2 < _STRETCH_SAMPLES:
+            return -1.0, None
+        va, vb = l2_normalize(va), l2_normalize(vb)
+        sampled = kept[:_STRETCH_SAMPLES]
+        cos = float(np.median((va[:_STRETCH_SAMPLES][sampled] * vb[:_STRETCH_SAMPLES][sampled]).sum(axis=1)))
+        n = _STRETCH_SAMPLES
+        # A step is a sample to the next stored second on both sides (not the same one again at a video's end).
+        step = sampled & kept[n:] & (at_a[n:] > at_a[:n]) & (at_b[n:] > at_b[:n])
+        da, db = va[n:][step] - va[:n][step], vb[n:][step] - vb[:n][step]
+        moving = (np.linalg.norm(da, axis=1) > _MIN_STEP) & (np.linalg.norm(db, axis=1) > _MIN_STEP)
+        if moving.sum() < _MIN_STEPS:
+            return cos, None
+        da, db = da[moving], db[moving]
+        return cos, float((da * db).sum() / np.sqrt((da * da).sum() * (db * db).sum()))
 
     def _duration(self, video_id: int) -> float:
         if video_id not in self._durations:
@@ -201,14 +233,29 @@ def merge_copies(video_ids: np.ndarray, ids: np.ndarray, times: np.ndarray, copi
         rows.append([(v, i, t) for v, (i, t) in first.items()])
     wanted = np.unique(np.asarray([i for row in rows if len(row) > 1 for _, i, _ in row], dtype=np.int64))
     stored = copies.read(wanted) if len(wanted) else {}
-    out = video_ids
-    for r, row in enumerate(rows):
+    # Per row, each neighbour's hit against the best video's: its cosine and offset. An edited copy is looked for
+    # only at an offset that several rows share, as a copy's hits do.
+    near: list[list[tuple[int, float, float]]] = []
+    shared: dict[tuple[int, int, int], int] = {}
+    for row in rows:
         if len(row) < 2 or row[0][1] not in stored:
+            near.append([])
             continue
         best, anchor_id, at = row[0]
-        anchor = stored[anchor_id]
-        same = [v for v, i, t in row[1:] if i in stored and float(stored[i] @ anchor) >= copies.min_similarity
-                and copies.whole(best, v, t - at)]
+        hits = [(v, float(stored[i] @ stored[anchor_id]), t - at) for v, i, t in row[1:] if i in stored]
+        near.append(hits)
+        for v, cos, offset in hits:
+            if cos >= _EDITED_SIMILARITY:
+                shared[best, v, round(offset)] = shared.get((best, v, round(offset)), 0) + 1
+    out = video_ids
+    for r, (row, hits) in enumerate(zip(rows, near)):
+        if not hits:
+            continue
+        best = row[0][0]
+        same = [v for v, cos, offset in hits
+                if (cos >= copies.min_similarity and copies.whole(best, v, offset))
+                or (cos >= _EDITED_SIMILARITY and shared[best, v, round(offset)] >= _EDITED_ROWS
+                    and copies.edited(best, v, offset))]
         if same and len(same) <= most:
             if out is video_ids:
                 out = video_ids.copy()

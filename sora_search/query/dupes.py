@@ -343,8 +343,9 @@ def stored_query(store: Store, index: VectorIndex, projection: Projection, video
     vectors = projection.apply(raw)
     own = np.full(len(ts), video.id, dtype=np.int64)
     rules = DupesParams(min_score=params.min_score, query=params)
+    copies = Copies(store, params.copy_similarity, params.copy_agreement)
     videos, times, sims = search_rows(index, store.locate, vectors, own, store.indexed_video_count(), params,
-                                      rules.copy_bound, Copies(store, params.copy_similarity))
+                                      rules.copy_bound, copies)
     durations: dict[int, float] = {video.id: max(video.duration_s, float(ts[-1]) + interval_s)}
 
     def duration(v: int) -> float:

@@ -91,7 +91,8 @@ class ProbeSearch:
         self._probe: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # view -> its seconds and projected vectors
         self._probe_regions: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # view -> its seconds, centred regions
         self._whole: dict[str, ProbeView] = {}  # the whole frame and its mirror, for the sequence check
-        self._copies = Copies(store, params.copy_similarity)  # which library videos are copies of one another
+        # Which library videos are copies of one another (they count once in the background).
+        self._copies = Copies(store, params.copy_similarity, params.copy_agreement)
 
     @property
     def searched(self) -> bool:
