@@ -126,7 +126,8 @@ class QueryParams:
     background_floor: float = 0.2      # the least background a probe vector gets (a prior for small libraries)
     copy_similarity: float = 0.995     # a neighbour video this close to the best one (raw cosine, at the hit and
                                        # along their shared stretch) is its copy: one video in the background ...
-    copy_agreement: float | None = 0.5  # ... or, edited (merely close), whose changes along it agree this much
+    copy_agreement: float | None = 0.55  # ... or, edited (merely close), whose changes along it agree this much
+                                       # more with each other at the same moments than at others
                                        # (None: edited copies are videos of their own)
     copies_merged: int = 8             # ... unless more than this many are (footage many videos hold)
     novelty_floor: float = 0.02        # a probe second that moved less than this (cosine distance) weighs 0 ...

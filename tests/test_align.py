@@ -218,6 +218,18 @@ def test_an_edited_copy_counts_as_the_video_where_its_changes_agree_and_a_look_a
     assert merge_copies(vid[:2], ids[:2], ids[:2] % 100.0, judge, most=8, ranks=6).tolist() == vid[:2].tolist()
 
 
+def test_two_videos_that_drift_one_way_all_along_are_not_edited_copies():
+    # A zoom into two different scenes: every second moves the same way in both (their changes' cosine, pooled over
+    # the stretch, is 0.68), with small changes of their own on top; at no moment more alike than at any other.
+    rng = np.random.default_rng(3)
+    scene, other, drift = _unit(rng.standard_normal((3, 16)))
+    walk = 0.1 * np.arange(20)[:, None] * drift
+    store = _Timelines({1: scene + walk + 0.01 * rng.standard_normal((20, 16)),
+                        2: scene + 0.3 * other + walk + 0.01 * rng.standard_normal((20, 16))})
+    judge = Copies(store, 0.995, 0.55)
+    assert not judge.whole(1, 2, 0.0) and not judge.edited(1, 2, 0.0)
+
+
 def test_footage_that_does_not_change_gets_no_verdict_on_edited_copies():
     still = np.tile(_unit([np.arange(1.0, 17.0)]), (20, 1))
     store = _Timelines({1: still, 2: still + 0.05})

@@ -47,10 +47,12 @@ class Copies:
     ``min_similarity``) *and* so are their seconds along the whole stretch both hold at that offset (the median of
     16 spread over it): a re-encode, a resized or a trimmed copy, not two videos that share an intro or a stock
     shot. They are edited copies (a caption, a crop, a colour shift, a border) where their hits are merely close and
-    their seconds *change* alike along that stretch: the changes from each of those 16 seconds to the next, in both
-    videos, agree by at least ``min_agreement`` (the motion agreement of :mod:`sora_search.query.motion`). Another
-    stretch of the same recording looks as close but changes differently; footage that barely changes gets no
-    verdict. Each pair's verdict is kept for the query.
+    their seconds *change* alike along that stretch, at the same moments: each of those 16 seconds' change to the next
+    agrees with the other video's change there more than with its changes elsewhere, by ``min_agreement`` at the
+    median (cosines of the change vectors). Another stretch of the same recording looks as close but changes its own
+    way, footage that drifts one way all along (a zoom) agrees with every change alike, two videos that share only an
+    intro agree on its few changes alone, and footage that barely changes gets no verdict. Each pair's verdict is kept
+    for the query.
     """
 
     def __init__(self, store: StoredVectors, min_similarity: float, min_agreement: float | None = None) -> None:
@@ -106,8 +108,12 @@ class Copies:
         moving = (np.linalg.norm(da, axis=1) > _MIN_STEP) & (np.linalg.norm(db, axis=1) > _MIN_STEP)
         if moving.sum() < _MIN_STEPS:
             return cos, None
-        da, db = da[moving], db[moving]
-        return cos, float((da * db).sum() / np.sqrt((da * da).sum() * (db * db).sum()))
+        # Each step's cosine with its counterpart, less its mean cosine with the other video's other steps (footage
+        # that drifts one way all along, a zoom or a simulation settling, agrees with every step alike); the median
+        # over the steps, so that a shared intro's few steps do not carry the rest.
+        pairs = l2_normalize(da[moving]) @ l2_normalize(db[moving]).T
+        own = np.diag(pairs)
+        return cos, float(np.median(own - (pairs.sum(axis=1) - own) / (len(pairs) - 1)))
 
     def _duration(self, video_id: int) -> float:
         if video_id not in self._durations:
@@ -206,8 +212,10 @@ def merge_copies(video_ids: np.ndarray, ids: np.ndarray, times: np.ndarray, copi
     with its own copies: each copy's score would fall by the others' similarity, and with five or more nothing would
     be found at all. Per row, the first video among the neighbours (leaving out the row's ``exclude``) is the best;
     each of the next ``most + ranks`` videos (``ranks``: the background's, skipped and averaged) that ``copies``
-    finds a copy of it, at its best neighbour and along the whole stretch both hold, counts as it. When more than
-    ``most`` do, none does: footage that many videos hold (a channel's intro, a stock shot) stays weak evidence.
+    finds a copy of it, at its best neighbour and along the whole stretch both hold, counts as it: a near-identical
+    one on any row, an edited one where at least ``_EDITED_ROWS`` rows put its hit at the same offset from the best
+    video's. When more than ``most`` do, none does: footage that many videos hold (a channel's intro, a stock shot)
+    stays weak evidence.
 
     Args:
         video_ids: (m, k) int64 video of each neighbour, -1 for none.
