@@ -416,11 +416,12 @@ def test_requery_changes_only_the_settings_named_and_scores_as_run_does(split_be
         requery.main([str(out), "--index", str(tmp_path / "nothing"), "--split", split])
 
 
-def test_library_copies_stores_each_reference_six_times_and_asks_both_ways(split_bench: tuple[Path, dict],
-                                                                         tune_index: tuple[Path, dict],
-                                                                         tmp_path: Path) -> None:
+def test_library_copies_stores_each_reference_six_times_and_asks_three_ways(split_bench: tuple[Path, dict],
+                                                                          tune_index: tuple[Path, dict],
+                                                                          tmp_path: Path) -> None:
     """benchmarks/accuracy/library_copies.py: copies of a reference go into a copy of the index in two steps, the run's
-    own index stays as it was, and every positive of that reference is asked with the merge and without it."""
+    own index stays as it was, and every positive of that reference is asked with the merge, with near-identical
+    copies merged only, and without it."""
     import library_copies
 
     out, truth = split_bench
