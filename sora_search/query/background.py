@@ -95,13 +95,13 @@ class Copies:
         at_b, vb = self._store.vectors_near(b, both + offset_s)
         if not len(at_a) or not len(at_b):
             return -1.0, None
+        n = _STRETCH_SAMPLES
         kept = (np.abs(at_a - both) <= 1.0) & (np.abs(at_b - both - offset_s) <= 1.0)  # nan: removed meanwhile
-        if kept[:_STRETCH_SAMPLES].sum() * 2 < _STRETCH_SAMPLES:
+        sampled = kept[:n]
+        if sampled.sum() * 2 < n:
             return -1.0, None
         va, vb = l2_normalize(va), l2_normalize(vb)
-        sampled = kept[:_STRETCH_SAMPLES]
-        cos = float(np.median((va[:_STRETCH_SAMPLES][sampled] * vb[:_STRETCH_SAMPLES][sampled]).sum(axis=1)))
-        n = _STRETCH_SAMPLES
+        cos = float(np.median((va[:n][sampled] * vb[:n][sampled]).sum(axis=1)))
         # A step is a sample to the next stored second on both sides (not the same one again at a video's end).
         step = sampled & kept[n:] & (at_a[n:] > at_a[:n]) & (at_b[n:] > at_b[:n])
         da, db = va[n:][step] - va[:n][step], vb[n:][step] - vb[:n][step]
