@@ -463,3 +463,37 @@ def test_library_copies_edited_copies_are_videos_of_the_edit(tmp_path: Path) -> 
             sizes[tag] = (frame.width, frame.height)
     assert sizes == {"box": (320, 240), "crop": (256, 192), "colour": (320, 240), "blur": (320, 240),
                      "border": (320, 240)}
+
+
+def test_scene_overlap_tells_a_frame_copy_from_other_footage(tmp_path: Path) -> None:
+    """benchmarks/accuracy/scene_overlap.py: a same-scene negative that re-encodes its reference correlates with it
+    at every second, one of other footage at none; the engine's score for the reference is read from a result."""
+    import subprocess
+
+    import scene_overlap
+
+    def make(name: str, source: str, *vf: str) -> None:
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", source, "-t", "4", *vf,
+                        "-pix_fmt", "yuv420p", str(tmp_path / name)], check=True)
+
+    (tmp_path / "refs").mkdir()
+    (tmp_path / "queries").mkdir()
+    make("refs/r.mp4", "testsrc2=size=160x90:rate=10")
+    make("queries/same.mp4", "testsrc2=size=160x90:rate=10", "-vf", "scale=96:54")
+    make("queries/other.mp4", "mandelbrot=size=160x90:rate=10")
+    negative = {"positive": False, "negative_kind": "near_miss_same_scene", "split": "tune", "source": "lavfi",
+                "edits": [], "scene_references": ["r.mp4"]}
+    truth = {"queries": [{**negative, "name": "same.mp4"}, {**negative, "name": "other.mp4"},
+                         {**negative, "name": "held.mp4", "split": "heldout"}]}
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+    result = tmp_path / "result.json"
+    result.write_text(json.dumps({"system": "sora", "predictions": {"same.mp4": [["r.mp4", 0.31, [0, 4], [0, 4]]]}}))
+    assert scene_overlap.main([str(tmp_path), "--split", "tune", "--result", str(result),
+                               "--out", str(tmp_path / "rows.json")]) == 0
+    rows = {r["query"]: r for r in json.loads((tmp_path / "rows.json").read_text())}
+    assert sorted(rows) == ["other.mp4", "same.mp4"]
+    assert rows["same.mp4"]["seconds"] == 4 and rows["same.mp4"]["close"] == 4
+    assert rows["same.mp4"]["weakest"] >= 0.9 and rows["same.mp4"]["engine"] == 0.31
+    assert rows["other.mp4"]["close"] == 0 and rows["other.mp4"]["engine"] is None
+    with pytest.raises(SystemExit, match="no same-scene negative"):
+        scene_overlap.main([str(tmp_path), "--split", "nope"])
