@@ -162,6 +162,31 @@ def test_vectors_near_reads_the_stored_seconds_nearest_each_time(store: Store) -
     assert at[0] == 0.5 and np.isnan(at[1]) and not got[1].any()
 
 
+def test_vectors_near_reads_only_around_the_times_and_answers_as_the_whole_list_would(store: Store) -> None:
+    """A long video's seconds are read only near the times asked (windows, joined where close); a time with no stored
+    second that near (a gap, past the end) falls back to the whole list. The answer is the nearest stored second
+    either way, the earlier of two as near."""
+    from sora_search.store import vectors as reads
+
+    stamps = np.r_[np.arange(0.0, 400.0), np.arange(700.0, 1000.0)]  # a 300 s gap with nothing stored
+    v = np.random.default_rng(5).standard_normal((len(stamps), RAW_DIM)).astype(np.float32)
+    vid, _, _ = store.add_video(path="/v/long.mp4", size=1, mtime=1.0, fingerprint="long", duration_s=1000.0,
+                                fps=25.0, width=64, height=48, timestamps_s=stamps, vectors=v)
+    seen: list[object] = []
+    real = store._seconds
+    store._seconds = lambda video_id, ranges: (seen.append(ranges), real(video_id, ranges))[1]  # type: ignore
+    for times, whole in ((np.array([3.5, 3.2, 150.0, 151.0, 399.9, 750.5]), False),  # a tie at 3.5 and 750.5
+                         (np.array([10.0, 550.0]), True), (np.array([550.0 + 1e-9, 1200.0]), True)):
+        seen.clear()
+        at, got = store.vectors_near(vid, times)
+        want = np.array([np.flatnonzero(np.abs(stamps - t) == np.abs(stamps - t).min())[0] for t in times])
+        np.testing.assert_array_equal(at, stamps[want])
+        np.testing.assert_allclose(got, v[want], atol=1e-2)
+        assert seen[0] is not None and (seen[-1] is None) == whole and len(seen) == 1 + whole
+    assert np.allclose(reads._merged_windows(np.array([3.5, 3.2, 150.0, 151.0]), 2.0), [(1.2, 5.5), (148.0, 153.0)])
+    assert reads._merged_windows(np.array([3.5, 40.0]), 2.0) == [(1.5, 42.0)]  # under NEAR_MERGE_S apart: one read
+
+
 def test_region_vectors_are_stored_at_8_bits_and_read_back_by_time(store: Store) -> None:
     ts, v = _vecs(4, 2)
     regions = np.random.default_rng(3).standard_normal((4, 3, RAW_DIM)).astype(np.float32)

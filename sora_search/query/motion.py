@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sora_search.store.vectors import nearest
 from sora_search.types import Span
 
 
@@ -33,10 +34,8 @@ def motion_agreement(probe_s: np.ndarray, probe: np.ndarray, span: Span, ref_s: 
     q_s, q = probe_s[inside], probe[inside]
     speed = (span.ref_end_s - span.ref_start_s) / max(span.query_end_s - span.query_start_s, 1e-6)
     aligned = span.ref_start_s + (q_s - span.query_start_s) * speed
-    after = np.searchsorted(ref_s, aligned).clip(0, len(ref_s) - 1)
-    before = (after - 1).clip(0)
-    nearest = np.where(np.abs(ref_s[before] - aligned) < np.abs(ref_s[after] - aligned), before, after)
-    dq, dr = np.diff(q, axis=0), np.diff(ref[nearest], axis=0)
+    # A probe second half way between two reference seconds takes the later (at 0.5x, every other one does).
+    dq, dr = np.diff(q, axis=0), np.diff(ref[nearest(ref_s, aligned, later_on_tie=True)], axis=0)
     moving = (np.linalg.norm(dq, axis=1) > min_step) & (np.linalg.norm(dr, axis=1) > min_step)
     if moving.sum() < min_steps:
         return None

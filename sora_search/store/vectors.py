@@ -6,11 +6,37 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from sora_search.store.models import IndexMetaRow, VectorRow
 from sora_search.store.records import decode_regions, decode_vectors, ids_array, in_batches
+
+# vectors_near reads the stored seconds this close to the times it is given (a few at 1 fps) before all of a video's,
+# in one stretch where two windows are less than NEAR_MERGE_S apart (a range more in the query costs more than that).
+NEAR_WINDOW_S = 2.0
+NEAR_MERGE_S = 60.0
+
+
+def nearest(stamps: np.ndarray, times: np.ndarray, *, later_on_tie: bool = False) -> np.ndarray:
+    """(n,) int64 index into ``stamps`` ((m,) ascending, m >= 1) of the one nearest each of ``times`` ((n,)); of two
+    as near, the earlier (or the later)."""
+    after = np.clip(np.searchsorted(stamps, times), 0, len(stamps) - 1)
+    before = np.maximum(after - 1, 0)
+    gap_before, gap_after = np.abs(stamps[before] - times), np.abs(stamps[after] - times)
+    return np.where(gap_before < gap_after if later_on_tie else gap_before <= gap_after, before, after)
+
+
+def _merged_windows(times: np.ndarray, half_width: float, gap: float = NEAR_MERGE_S) -> list[tuple[float, float]]:
+    """The union of [t - half_width, t + half_width] over ``times`` as sorted (lo, hi) ranges, two joined where less
+    than ``gap`` lies between them."""
+    ranges: list[tuple[float, float]] = []
+    for t in np.sort(times).tolist():
+        if ranges and t - half_width < ranges[-1][1] + gap:
+            ranges[-1] = (ranges[-1][0], t + half_width)
+        else:
+            ranges.append((t - half_width, t + half_width))
+    return ranges
 
 
 class VectorReads:
@@ -175,30 +201,40 @@ class VectorReads:
                 decode_vectors([r[1] for r in rows], meta.raw_dim if meta is not None else 0))
 
     def vectors_near(self, video_id: int, times_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """A video's stored seconds nearest each of ``times_s``.
+        """A video's stored seconds nearest each of ``times_s`` (the earlier of two as near).
+
+        Only the stored seconds within ``NEAR_WINDOW_S`` of the times are read (a film's two hours of ids are not);
+        the whole list only where a time has none that close.
 
         Returns:
             (their timestamps_s (n,) float64, vectors (n, raw_dim) float32), in the order of ``times_s``; a second
             removed meanwhile has the timestamp nan and zeros; empty if the video has no stored second.
         """
-        with self._read() as s:
-            rows = s.execute(select(VectorRow.id, VectorRow.timestamp_s).where(VectorRow.video_id == int(video_id))
-                             .order_by(VectorRow.timestamp_s)).all()
-        if not rows:
-            return np.zeros(0, dtype=np.float64), np.zeros((0, 0), dtype=np.float32)
-        ids = ids_array(r[0] for r in rows)
-        stamps = np.asarray([r[1] for r in rows], dtype=np.float64)
         times = np.asarray(times_s, dtype=np.float64)
-        after = np.clip(np.searchsorted(stamps, times), 0, len(stamps) - 1)
-        before = np.maximum(after - 1, 0)
-        nearest = np.where(np.abs(stamps[before] - times) <= np.abs(stamps[after] - times), before, after)
-        wanted = ids[nearest]
+        ranges = _merged_windows(times, NEAR_WINDOW_S) if len(times) and np.isfinite(times).all() else []
+        ids, stamps = self._seconds(video_id, ranges) if ranges else (np.zeros(0, np.int64), np.zeros(0))
+        if len(stamps) == 0 or (np.abs(stamps[nearest(stamps, times)] - times) > NEAR_WINDOW_S).any():
+            ids, stamps = self._seconds(video_id, None)
+        if len(stamps) == 0:
+            return np.zeros(0, dtype=np.float64), np.zeros((0, 0), dtype=np.float32)
+        at_stamp = nearest(stamps, times)
+        wanted = ids[at_stamp]
         found, vectors = self.vectors_by_id(wanted)
         at = np.clip(np.searchsorted(found, wanted), 0, max(len(found) - 1, 0))
         hit = (found[at] == wanted) if len(found) else np.zeros(len(wanted), dtype=bool)
         out = np.zeros((len(wanted), vectors.shape[1]), dtype=np.float32)
         out[hit] = vectors[at[hit]]
-        return np.where(hit, stamps[nearest], np.nan), out
+        return np.where(hit, stamps[at_stamp], np.nan), out
+
+    def _seconds(self, video_id: int, ranges: list[tuple[float, float]] | None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids (n,) int64, timestamps_s (n,) float64) of a video's stored seconds in time order: those within any
+        of ``ranges`` (both ends included), or all of them for None."""
+        query = select(VectorRow.id, VectorRow.timestamp_s).where(VectorRow.video_id == int(video_id))
+        if ranges is not None:
+            query = query.where(or_(*(VectorRow.timestamp_s.between(lo, hi) for lo, hi in ranges)))
+        with self._read() as s:
+            rows = s.execute(query.order_by(VectorRow.timestamp_s)).all()
+        return ids_array(r[0] for r in rows), np.asarray([r[1] for r in rows], dtype=np.float64)
 
     def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Map vector ids (as FAISS returns them) to their video and time.
