@@ -145,29 +145,32 @@ def _best_chain(q: np.ndarray, r: np.ndarray, s: np.ndarray, alive: np.ndarray, 
     # strong (a probe that matches nothing) most hits have none to look at.
     ahead = np.empty(n, dtype=np.int64)  # ahead[:n_ahead]: the hits so far whose best chain weighs > 0
     n_ahead = start = lo = 0
-    for i in range(n):
-        while qa[lo] < qa[i] - p.max_gap_s:
+    # Hits of one probe second cannot precede one another (a step moves forward in the probe), so each second's hits
+    # look back over the same candidates at once.
+    for a, b in zip(*_runs(qa)):
+        while qa[lo] < qa[a] - p.max_gap_s:
             lo += 1
         while start < n_ahead and ahead[start] < lo:
             start += 1
         if start < n_ahead:
             js = ahead[start:n_ahead]
-            dq = qa[i] - qa[js]
-            dr = ra[i] - ra[js]
+            at = np.arange(a, b)
+            dq = qa[at, None] - qa[js]
+            dr = ra[at, None] - ra[js]
             f = first[js]
-            gq, gr = qa[i] - qa[f], ra[i] - ra[f]
+            gq, gr = qa[at, None] - qa[f], ra[at, None] - ra[f]
             ok = ((dq > 0) & (dr >= 0) & (dr >= p.min_speed * dq - tol) & (dr <= p.max_speed * dq + tol)
                   & (gr >= p.min_speed * gq - tol) & (gr <= p.max_speed * gq + tol))
-            if ok.any():
-                cand = np.where(ok, best[js] - p.speed_penalty * np.abs(dr - dq), -np.inf)
-                j = int(np.argmax(cand))
-                if cand[j] > 0:
-                    best[i] = sa[i] + cand[j]
-                    prev[i] = js[j]
-                    first[i] = first[js[j]]
-        if best[i] > 0:
-            ahead[n_ahead] = i
-            n_ahead += 1
+            cand = np.where(ok, best[js] - p.speed_penalty * np.abs(dr - dq), -np.inf)
+            j = np.argmax(cand, axis=1)
+            top = cand[np.arange(len(at)), j]
+            grow = top > 0
+            best[at[grow]] = sa[at[grow]] + top[grow]
+            prev[at[grow]] = js[j[grow]]
+            first[at[grow]] = first[js[j[grow]]]
+        kept = np.flatnonzero(best[a:b] > 0) + a
+        ahead[n_ahead:n_ahead + len(kept)] = kept
+        n_ahead += len(kept)
     i = int(np.argmax(best))
     if best[i] <= 0:
         return idx[:0]
@@ -176,3 +179,9 @@ def _best_chain(q: np.ndarray, r: np.ndarray, s: np.ndarray, alive: np.ndarray, 
         chain.append(i)
         i = int(prev[i])
     return idx[np.array(chain[::-1], dtype=np.int64)]
+
+
+def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the runs of equal values in ``values`` ((n,), sorted), ends exclusive."""
+    cut = np.flatnonzero(values[1:] != values[:-1]) + 1
+    return np.r_[0, cut], np.r_[cut, len(values)]
