@@ -213,11 +213,12 @@ class VectorReads:
         times = np.asarray(times_s, dtype=np.float64)
         ranges = _merged_windows(times, NEAR_WINDOW_S) if len(times) and np.isfinite(times).all() else []
         ids, stamps = self._seconds(video_id, ranges) if ranges else (np.zeros(0, np.int64), np.zeros(0))
-        if len(stamps) == 0 or (np.abs(stamps[nearest(stamps, times)] - times) > NEAR_WINDOW_S).any():
+        at_stamp = nearest(stamps, times) if len(stamps) else None
+        if at_stamp is None or (np.abs(stamps[at_stamp] - times) > NEAR_WINDOW_S).any():
             ids, stamps = self._seconds(video_id, None)
-        if len(stamps) == 0:
-            return np.zeros(0, dtype=np.float64), np.zeros((0, 0), dtype=np.float32)
-        at_stamp = nearest(stamps, times)
+            if len(stamps) == 0:
+                return np.zeros(0, dtype=np.float64), np.zeros((0, 0), dtype=np.float32)
+            at_stamp = nearest(stamps, times)
         wanted = ids[at_stamp]
         found, vectors = self.vectors_by_id(wanted)
         at = np.clip(np.searchsorted(found, wanted), 0, max(len(found) - 1, 0))
