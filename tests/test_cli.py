@@ -170,7 +170,7 @@ def test_older_schema_is_one_line_then_upgrade_fixes_it(runner, tmp_path):
     assert old.exit_code == 1 and len(old.output.strip().splitlines()) == 1
     assert "0001" in old.output and "sora-search upgrade" in old.output
     up = runner.invoke(cli, ["upgrade", "--index", str(idx)])
-    assert up.exit_code == 0 and up.output.strip() == "schema 0001 -> 0003"
+    assert up.exit_code == 0 and up.output.strip() == "schema 0001 -> 0004"
     assert runner.invoke(cli, ["info", "--index", str(idx)]).exit_code == 0
 
 
@@ -359,5 +359,5 @@ def test_upgrade_from_before_regions_says_how_to_add_them(runner, tmp_path):
         stored = db.execute("SELECT count(*) FROM vectors").fetchone()[0]
     up = runner.invoke(cli, ["upgrade", "--index", str(idx)])
     assert up.exit_code == 0, up.output
-    assert up.output.splitlines()[0] == "schema 0002 -> 0003"
+    assert up.output.splitlines()[0] == "schema 0002 -> 0004"
     assert f"{stored} stored seconds keep no region vectors" in up.output and "index --add-regions" in up.output

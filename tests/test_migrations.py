@@ -27,8 +27,9 @@ from sora_search.store.models import Base
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
-FROZEN = {"0001": DATA / "rev0001.db", "0002": DATA / "rev0002.db", "0003": DATA / "rev0003.db"}
-HEAD = "0003"
+FROZEN = {"0001": DATA / "rev0001.db", "0002": DATA / "rev0002.db", "0003": DATA / "rev0003.db",
+          "0004": DATA / "rev0004.db"}
+HEAD = "0004"
 FROZEN_UID = "f0" * 16
 RAW_DIM = 4
 
@@ -185,6 +186,24 @@ def test_frozen_head_opens_and_is_usable(tmp_path: Path) -> None:
         _check_frozen_data(s)
 
 
+def test_frozen_0003_is_outdated_then_upgraded_with_seconds_indexed_by_time(tmp_path: Path) -> None:
+    db = _copy_frozen(tmp_path, "0003")
+    with pytest.raises(SchemaOutdated, match="sora-search upgrade"):
+        Store.open(db)
+    assert upgrade(db) == ("0003", HEAD)
+    engine = create_engine(f"sqlite:///{db}")
+    try:
+        indexes = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("vectors")}
+    finally:
+        engine.dispose()
+    assert indexes == {"ix_vectors_video_id_timestamp_s": ["video_id", "timestamp_s"]}
+    with Store.open(db) as s:
+        at, got = s.vectors_near(s.video_by_path("/lib/a.mp4").id, np.array([1.4, 9.0]))
+        np.testing.assert_array_equal(at, [1.5, 2.5])
+        np.testing.assert_array_equal(got, [[0, 1, 0, 0], [0, 0, 1, 0]])
+        _check_frozen_data(s)
+
+
 def test_frozen_0002_is_outdated_then_upgraded_without_regions(tmp_path: Path) -> None:
     db = _copy_frozen(tmp_path, "0002")
     with pytest.raises(SchemaOutdated, match="sora-search upgrade"):
@@ -244,13 +263,13 @@ _REV_TEST = '''
 the table in place: a copy there cannot drop a table other tables' keys point at).
 
 Revision ID: 9000
-Revises: 0003
+Revises: 0004
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "9000"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
@@ -326,6 +345,7 @@ def test_wheel_ships_migrations_and_creates_a_store(tmp_path: Path) -> None:
     assert "sora_search/migrations/versions/0001_initial.py" in names
     assert "sora_search/migrations/versions/0002_index_uid.py" in names
     assert "sora_search/migrations/versions/0003_vector_regions.py" in names
+    assert "sora_search/migrations/versions/0004_vector_times.py" in names
     assert "sora_search/migrations/script.py.mako" in names
     assert not any("__pycache__" in n for n in names)
 
@@ -343,7 +363,7 @@ def test_wheel_ships_migrations_and_creates_a_store(tmp_path: Path) -> None:
         assert all(p.startswith(site) for p in sora_search.__path__), sora_search.__path__
         assert str(migrate.script_location()).startswith(site), migrate.script_location()
         with Store.open("new.db") as s:
-            assert s.revision() == head_revision() == "0003", s.revision()
+            assert s.revision() == head_revision() == "0004", s.revision()
         print("ok")
         """
     )

@@ -16,6 +16,8 @@ Then, with the store closed and reopened:
 * **near**: ``Store.vectors_near`` for 16 times spread over the first video and the second after each (what the
   copies check of a query reads of each video it compares), milliseconds a call, the mean of 20; ``--video-s 7200``
   for a film's two hours;
+* **between**: ``Store.vectors_between`` for 20 s in the middle of that video (what motion agreement and the
+  sequence check read of each candidate), milliseconds a call, the mean of 20;
 * **rebuild**: ``Library.check(repair=True)`` with no FAISS file: read, fit the projection, train the IVF, add every
   vector, save (the work a machine does when its FAISS copy is missing or stale), then the check reading it back;
 * **peak RSS**: the process's resident peak by the end (one backend per run for a peak that is its own).
@@ -91,10 +93,16 @@ def measure(kind: str, location: Path, db: str | None, n: int, video_s: int, fai
         for _ in range(20):
             store.vectors_near(first.id, times)
         near_ms = (time.perf_counter() - start) / 20 * 1000
+        middle = first.duration_s / 2
+        store.vectors_between(first.id, middle - 10.0, middle + 10.0)
+        start = time.perf_counter()
+        for _ in range(20):
+            store.vectors_between(first.id, middle - 10.0, middle + 10.0)
+        between_ms = (time.perf_counter() - start) / 20 * 1000
     assert rows == n, (rows, n)
     out: dict[str, Any] = {"backend": kind, "n": n, "regions": regions, "write_s": write_s, "store_bytes": size,
                            "bytes_per_hour": size / (n / 3600.0), "read_s": read_s, "read_vectors_per_s": n / read_s,
-                           "near_ms": near_ms}
+                           "near_ms": near_ms, "between_ms": between_ms}
     if faiss:
         with Library.open(location, db=db, create=False) as lib:
             start = time.perf_counter()
@@ -143,12 +151,13 @@ def main() -> None:
 
     scale = args.extrapolate / args.n
     print(f"\n{args.n} vectors measured; the last three columns are EXTRAPOLATED linearly to {args.extrapolate}")
-    print(f"{'backend':<9} {'write s':>8} {'MiB/hour':>9} {'read s':>7} {'near ms':>7} {'rebuild s':>9} "
+    print(f"{'backend':<9} {'write s':>8} {'MiB/hour':>9} {'read s':>7} {'near ms':>7} {'betw. ms':>8} "
+          f"{'rebuild s':>9} "
           f"{'peak GiB':>8} {'GiB @X':>8} {'read s @X':>10} {'rebuild s @X':>12}")
     for r in results:
         rebuild = r.get("rebuild_s", float("nan"))
         print(f"{r['backend']:<9} {r['write_s']:8.1f} {r['bytes_per_hour'] / 2**20:9.2f} {r['read_s']:7.2f} "
-              f"{r['near_ms']:7.2f} "
+              f"{r['near_ms']:7.2f} {r['between_ms']:8.2f} "
               f"{rebuild:9.1f} {r['peak_rss_bytes'] / 2**30:8.2f} {r['store_bytes'] * scale / 2**30:8.1f} {r['read_s'] * scale:10.0f} "
               f"{rebuild * scale:12.0f}")
     dim = encoder_identity(DEFAULT_ENCODER).dim

@@ -22,6 +22,7 @@ from sqlalchemy import (
     CheckConstraint,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -101,12 +102,14 @@ class VideoRow(Base):
 
 class VectorRow(Base):
     __tablename__ = "vectors"
-    __table_args__ = {"sqlite_autoincrement": True}
+    # By video and time: a read of a few seconds of a long video is a seek, not a scan of all its seconds.
+    __table_args__ = (
+        Index("ix_vectors_video_id_timestamp_s", "video_id", "timestamp_s"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    video_id: Mapped[int] = mapped_column(
-        Integer, ForeignKey("videos.id", ondelete="CASCADE"), nullable=False, index=True
-    )
+    video_id: Mapped[int] = mapped_column(Integer, ForeignKey("videos.id", ondelete="CASCADE"), nullable=False)
     timestamp_s: Mapped[float] = mapped_column(Float, nullable=False)
     data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     regions: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
