@@ -37,6 +37,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,15 @@ def fill(db: str | Path, n: int, video_s: int, seed: int = 0, regions: bool = Tr
     return time.perf_counter() - start
 
 
+def ms_per_call(call: Callable[[], object], rounds: int = 20) -> float:
+    """Milliseconds a call of ``call`` takes, the mean of ``rounds`` after one to warm up."""
+    call()
+    start = time.perf_counter()
+    for _ in range(rounds):
+        call()
+    return (time.perf_counter() - start) / rounds * 1000
+
+
 def measure(kind: str, location: Path, db: str | None, n: int, video_s: int, faiss: bool,
             regions: bool = True) -> dict[str, Any]:
     catalogue = Catalogue.resolve(location, db)
@@ -88,17 +98,9 @@ def measure(kind: str, location: Path, db: str | None, n: int, video_s: int, fai
         first = store.videos()[0]
         times = np.linspace(0.0, max(0.0, first.duration_s - 1.0), 16)
         times = np.concatenate([times, times + 1.0])
-        store.vectors_near(first.id, times)  # warm
-        start = time.perf_counter()
-        for _ in range(20):
-            store.vectors_near(first.id, times)
-        near_ms = (time.perf_counter() - start) / 20 * 1000
+        near_ms = ms_per_call(lambda: store.vectors_near(first.id, times))
         middle = first.duration_s / 2
-        store.vectors_between(first.id, middle - 10.0, middle + 10.0)
-        start = time.perf_counter()
-        for _ in range(20):
-            store.vectors_between(first.id, middle - 10.0, middle + 10.0)
-        between_ms = (time.perf_counter() - start) / 20 * 1000
+        between_ms = ms_per_call(lambda: store.vectors_between(first.id, middle - 10.0, middle + 10.0))
     assert rows == n, (rows, n)
     out: dict[str, Any] = {"backend": kind, "n": n, "regions": regions, "write_s": write_s, "store_bytes": size,
                            "bytes_per_hour": size / (n / 3600.0), "read_s": read_s, "read_vectors_per_s": n / read_s,
