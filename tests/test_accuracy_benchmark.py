@@ -497,3 +497,20 @@ def test_scene_overlap_tells_a_frame_copy_from_other_footage(tmp_path: Path) -> 
     assert rows["other.mp4"]["close"] == 0 and rows["other.mp4"]["engine"] is None
     with pytest.raises(SystemExit, match="no same-scene negative"):
         scene_overlap.main([str(tmp_path), "--split", "nope"])
+
+
+def test_slide_text_sets_copies_against_other_slides_of_the_deck(tmp_path: Path) -> None:
+    """benchmarks/accuracy/slide_text.py: a lightly re-encoded slide is nearer its own slide than any other slide of
+    its deck is, read at either side; a deck of one slide has no negative and is refused."""
+    import slide_text
+
+    out = tmp_path / "rows.json"
+    assert slide_text.main(["--decks", "1", "--slides", "3", "--sides", "224", "160", "--work", str(tmp_path),
+                            "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert {r["side"] for r in rows} == {224, 160}
+    light = [r for r in rows if r["edit"] == "jpeg q30"]
+    assert len(light) == 2 and all(r["auc"] == 1.0 and r["first"] == 1.0 for r in light)
+    assert all(0.0 <= r["auc"] <= 1.0 for r in rows)
+    with pytest.raises(SystemExit, match="another slide of the same deck"):
+        slide_text.main(["--slides", "1", "--work", str(tmp_path)])
