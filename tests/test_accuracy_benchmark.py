@@ -339,14 +339,62 @@ def test_a_filler_video_named_like_a_reference_is_never_taken_for_it(split_bench
     assert any(n.startswith("filler/") for n in seen) and any("/" not in n for n in seen)
 
 
-def test_dupes_eval_refuses_a_split_benchmark(split_bench: tuple[Path, dict], tmp_path: Path) -> None:
-    """Its pairs go by file name, which a split benchmark gives a reference, a query and a filler video alike."""
+def test_dupes_eval_reads_a_split_benchmark_one_split_at_a_time(split_bench: tuple[Path, dict],
+                                                                 tmp_path: Path) -> None:
+    """A split benchmark names a reference and a query alike (``t000.mp4``), so pairs go by folder and name, and
+    one split is read at a time: --split is required there and refused elsewhere."""
     import dupes_eval
 
     out, _ = split_bench
-    with pytest.raises(SystemExit, match="split benchmark"):
+    with pytest.raises(SystemExit, match="name one of its splits"):
         dupes_eval.main([str(out), "--work", str(tmp_path / "idx"), "--out", str(tmp_path / "d.json")])
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "truth.json").write_text(json.dumps({"version": 1, "references": [], "queries": []}))
+    with pytest.raises(SystemExit, match="leave --split out"):
+        dupes_eval.main([str(single), "--split", "tune", "--work", str(tmp_path / "idx")])
     assert not (tmp_path / "idx").exists()
+    assert dupes_eval._key("/x/bench/refs/t000.mp4") == "refs/t000.mp4"
+
+
+def test_dupes_eval_judges_split_pairs_by_folder_sources_and_scene() -> None:
+    """Right: a copy with its reference. Wrong: a same-scene negative with its recording's reference (counted apart
+    too), and files that show nothing in common. Not judged: files the truth says show a source in common."""
+    import dupes_eval
+
+    def ref(name: str, *sources: str) -> dict:
+        return {"name": name, "split": "tune", "sources": list(sources)}
+
+    def query(name: str, *sources: str, **kw: object) -> dict:
+        return {"name": name, "split": "tune", "positive": False, "reference": None, "family": "negative",
+                "source": sources[0], "duration_s": 10.0, "sources": list(sources), "scene_references": None} | kw
+
+    truth = {"splits": ["tune", "heldout"],
+             "references": [ref("t000.mp4", "lecture:a", "photo:p"), ref("t001.mp4", "film:b"),
+                            ref("t002.mp4", "photo:q")],
+             "queries": [query("t000.mp4", "film:b", "photo:q", positive=True, reference="t001.mp4", family="blur",
+                               content="camera", query_start_s=0.0, query_end_s=10.0, ref_start_s=0.0,
+                               ref_end_s=10.0),
+                         query("t001.mp4", "lecture:a@40", scene_references=["t000.mp4"]),
+                         query("t002.mp4", "lavfi:life")]}
+
+    def pair(a: str, b: str, score: float) -> dict:
+        return {"a": a, "b": b, "score": score, "a_covered": 1.0, "b_covered": 1.0,
+                "segments": [{"a_start_s": 0.0, "a_end_s": 5.0, "b_start_s": 0.0, "b_end_s": 5.0}]}
+
+    pairs = [pair("queries/t000.mp4", "refs/t001.mp4", 0.6),  # the copy: right
+             pair("queries/t001.mp4", "refs/t000.mp4", 0.4),  # another stretch of the lecture: wrong, same-scene
+             pair("queries/t000.mp4", "refs/t002.mp4", 0.3),  # both show photo q: not judged
+             pair("queries/t002.mp4", "refs/t001.mp4", 0.2),  # nothing in common: wrong
+             pair("refs/t000.mp4", "refs/t001.mp4", 0.05)]
+    d = dupes_eval.judge(pairs, truth, 0.1)
+    assert (d["right"], d["wrong"], d["same_scene"], d["unexplained"]) == (1, 2, 1, 1)
+    assert d["recall"] == 1.0 and d["recall_per_content"] == {"camera": 1.0}
+    assert [w[:2] for w in d["wrong_pairs"]] == [("queries/t001.mp4", "refs/t000.mp4"),
+                                                  ("queries/t002.mp4", "refs/t001.mp4")]
+    high = dupes_eval.judge(pairs, truth, 0.5)
+    assert (high["right"], high["wrong"], high["same_scene"]) == (1, 0, 0)
+    assert dupes_eval.judge(pairs, truth, 0.7)["recall"] == 0.0
 
 
 def test_region_fallback_reorders_only_weak_answers_and_keeps_their_scores(split_bench: tuple[Path, dict],
