@@ -562,3 +562,12 @@ def test_slide_text_sets_copies_against_other_slides_of_the_deck(tmp_path: Path)
     assert all(0.0 <= r["auc"] <= 1.0 for r in rows)
     with pytest.raises(SystemExit, match="another slide of the same deck"):
         slide_text.main(["--slides", "1", "--work", str(tmp_path)])
+
+
+def test_slide_text_ocr_says_what_it_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--ocr reads words with the tesseract command, which the engine does not depend on: without it, a clear exit."""
+    import slide_text
+
+    monkeypatch.setattr(slide_text.shutil, "which", lambda name: None)
+    with pytest.raises(SystemExit, match="tesseract"):
+        slide_text.main(["--ocr", "--decks", "1", "--slides", "2", "--work", str(tmp_path)])

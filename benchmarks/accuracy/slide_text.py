@@ -1,7 +1,7 @@
 """Can the descriptor tell a slide's edited copy from another slide of the same deck, and does a finer read help?
 
     python benchmarks/accuracy/slide_text.py [--decks 10] [--slides 6] [--sides 224 320] [--projection centre]
-                                             [--cells TAP] [--photos DIR] [--out FILE]
+                                             [--cells TAP] [--ocr] [--photos DIR] [--out FILE]
 
 Slides are drawn by ``render.py`` (a deck's one layout, each slide's own title and bullets, every bullet shown), so a
 pair of slides of one deck differs only in its text, as the benchmark's same-scene negatives of rendered lectures
@@ -15,8 +15,10 @@ a copy scores above a negative (1: always), and "first" how often the copy's nea
 centres its own) or ``map`` (the shipped contrastive map, trained at 224 px). ``--cells TAP`` compares the backbone
 block TAP's feature maps instead, cell by cell: each cell of the slide takes its best cosine with the copy's cells
 one cell around it, and the pair scores the 30th percentile over cells (a caption spoils a few cells, another
-slide's text more). A measurement of the descriptor, not of the engine: see docs/tuning.md ("The encoder's input
-side").
+slide's text more). ``--ocr`` reads the words instead, with the ``tesseract`` command (Debian's ``tesseract-ocr``; not a
+dependency of the engine), from the pictures at their own size: a pair scores the Jaccard index of its two sets of
+words of three letters or more. A measurement of the descriptor, not of the engine: see docs/tuning.md ("The encoder's
+input side").
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ import argparse
 import dataclasses
 import io
 import json
+import re
+import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -103,6 +108,7 @@ class Reader:
         # The same weights at another side: the backbone is convolutional and the pooling takes any map size.
         self.encoder.identity = dataclasses.replace(self.encoder.identity, input_size=side)
         self.side, self.projection, self.cells = side, projection, cells
+        self.label = f"side {side}, " + (f"cells of block {cells}" if cells is not None else projection)
         self.background = self.encoder.embed(squash(background, side)) if background else None
         self.fitted: Projection | None = None
 
@@ -145,6 +151,35 @@ class Reader:
         return np.quantile(best.reshape(len(a), -1), CELL_QUANTILE, axis=1)
 
 
+class TextReader:
+    """The words ``tesseract`` reads in each picture, at the picture's own size."""
+
+    label = "words read by tesseract"
+    side = 0
+
+    def __init__(self, work: Path) -> None:
+        if shutil.which("tesseract") is None:
+            sys.exit("--ocr needs the tesseract command on PATH (Debian: apt-get install tesseract-ocr)")
+        self.png = work / "ocr.png"
+
+    def fit(self, slides: list[Picture]) -> None:
+        """Nothing to fit."""
+
+    def read(self, pictures: list[Picture]) -> np.ndarray:
+        """(n,) object array of frozensets: each picture's lower-case words of three letters or more."""
+        out = np.empty(len(pictures), dtype=object)
+        for i, picture in enumerate(pictures):
+            picture.save(self.png)
+            text = subprocess.run(["tesseract", str(self.png), "-", "--psm", "3"], capture_output=True, text=True,
+                                  check=True).stdout
+            out[i] = frozenset(re.findall(r"[a-z]{3,}", text.lower()))
+        return out
+
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """(n,) the Jaccard index of each pair's word sets (0 where neither has a word)."""
+        return np.array([len(x & y) / max(1, len(x | y)) for x, y in zip(a, b)])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--decks", type=int, default=10)
@@ -153,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--projection", choices=("centre", "map"), default="centre")
     ap.add_argument("--cells", type=int, default=None, metavar="TAP",
                     help="compare block TAP's feature-map cells (0-15) instead of descriptors")
+    ap.add_argument("--ocr", action="store_true", help="compare the words tesseract reads instead (--sides, "
+                                                        "--projection and --cells do not apply)")
     ap.add_argument("--photos", type=Path, default=None, help="pictures the library holds beside the slides "
                                                               "(MEDIA/photos), for the centring")
     ap.add_argument("--work", type=Path, default=Path("benchmarks/results/slide_text"))
@@ -176,13 +213,14 @@ def main(argv: list[str] | None = None) -> int:
         background = [Image.open(p).convert("RGB") for p in files]
 
     rows = []
-    for side in args.sides:
-        reader = Reader(side, args.projection, args.cells, background)
+    readers = [TextReader(args.work)] if args.ocr else \
+        (Reader(side, args.projection, args.cells, background) for side in args.sides)
+    for reader in readers:
         reader.fit(pictures)
         own = reader.read(pictures)
         negatives = reader.similarity(own[a], own[b])
-        how = f"cells of block {args.cells}" if args.cells is not None else args.projection
-        print(f"side {side}, {how}: {len(negatives)} negatives, mean {negatives.mean():.3f}, "
+        side, how = reader.side, reader.label
+        print(f"{how}: {len(negatives)} negatives, mean {negatives.mean():.3f}, "
               f"90th percentile {np.quantile(negatives, 0.9):.3f}")
         positives = []
         for name, edited in copies.items():
