@@ -26,7 +26,8 @@ its recording (another stretch of it) is wrong, and counted apart too: ``dupes``
 a query should. Files go by their folder and name (``refs/t000.mp4``), which a split benchmark gives a reference
 and a query alike.
 
-Writes ``benchmarks/results/dupes_accuracy.json`` and prints a table per family and a threshold sweep.
+Writes ``benchmarks/results/dupes_accuracy.json`` (``dupes_accuracy-SPLIT.json`` for a split) and prints a table per
+family and a threshold sweep.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def judge(pairs: list[dict[str, Any]], truth: dict[str, Any], threshold: float) 
         if a.startswith("refs/") and b.startswith("refs/"):
             ok, loose = False, split and _share_source(fa, fb)
         elif a.startswith("refs/") or b.startswith("refs/"):
-            (q, qn), r = ((fa, a), b) if b.startswith("refs/") else ((fb, b), a)
+            q, r = (fa, b) if b.startswith("refs/") else (fb, a)
             ok = q["positive"] and f"refs/{q['reference']}" == r
             scene = not ok and r.removeprefix("refs/") in (q.get("scene_references") or ())
             same_scene += scene
@@ -154,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the index folder (default benchmarks/results/dupes-accbench, -SPLIT for a split)")
     ap.add_argument("--floor", type=float, default=0.05, help="min_score of the one run (the sweep's lowest)")
     ap.add_argument("--runner-up-gap", type=float, default=DupesParams().runner_up_gap)
-    ap.add_argument("--out", type=Path, default=RESULTS / "dupes_accuracy.json")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="the results (default benchmarks/results/dupes_accuracy.json, -SPLIT for a split)")
     args = ap.parse_args(argv)
     truth = json.loads((args.bench / "truth.json").read_text())
     if truth.get("splits"):
@@ -164,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         truth = truth | {key: [e for e in truth[key] if e["split"] == args.split] for key in ("references", "queries")}
     elif args.split is not None:
         sys.exit(f"{args.bench} has no splits (it was made without generate.py --splits): leave --split out")
-    work = args.work or RESULTS / ("dupes-accbench" + (f"-{args.split}" if args.split else ""))
+    tag = f"-{args.split}" if args.split else ""
+    work, out = args.work or RESULTS / f"dupes-accbench{tag}", args.out or RESULTS / f"dupes_accuracy{tag}.json"
     paths = [args.bench / "refs" / r["name"] for r in truth["references"]] + \
             [args.bench / "queries" / q["name"] for q in truth["queries"]]
     default = DupesParams()
@@ -177,13 +180,18 @@ def main(argv: list[str] | None = None) -> int:
         dupes_s = time.perf_counter() - t0
         info = lib.info()
     pairs = [p | {"a": _key(p["a"]), "b": _key(p["b"])} for p in report.to_dict()["pairs"]]
+    known = {f"refs/{r['name']}" for r in truth["references"]} | {f"queries/{q['name']}" for q in truth["queries"]}
+    strangers = sorted({name for p in pairs for name in (p["a"], p["b"])} - known)
+    if strangers:
+        sys.exit(f"the index in {work} holds videos this benchmark{' split' if args.split else ''} does not list "
+                 f"({', '.join(strangers[:3])}{', ...' if len(strangers) > 3 else ''}): give a fresh --work")
     results = {"bench": str(args.bench), "split": args.split, "videos": info.videos, "vectors": info.vectors,
                "index_s": index_s, "dupes_s": dupes_s, "runner_up_gap": args.runner_up_gap,
                "default_threshold": default.min_score,
                "at_default": judge(pairs, truth, default.min_score),
                "sweep": [judge(pairs, truth, t) for t in SWEEP], "pairs": pairs}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
     d = results["at_default"]
     print(f"{info.videos} videos, {info.vectors} vectors; dupes {dupes_s:.1f} s (index run {index_s:.0f} s); "
           f"runner-up gap {args.runner_up_gap:g}")
@@ -207,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrong: {a} {b} {score:.3f} covered {ca:.2f}/{cb:.2f}")
     for a, b, score in d["unexplained_pairs"]:
         print(f"not in the truth: {a} {b} {score:.3f}")
-    print(f"\nresults in {args.out}")
+    print(f"\nresults in {out}")
     return 0
 
 
