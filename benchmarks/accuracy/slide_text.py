@@ -11,15 +11,14 @@ squashes frames and described by ``sora-lite0``'s weights read at that side. Per
 their own slide is set against the negatives' (every other slide of the same deck against it): the AUC is how often
 a copy scores above a negative (1: always), and "first" how often the copy's nearest slide of its deck is its own.
 
-``--projection``: ``centre`` (the descriptors centred on the mean of the slides and ``--photos``, as a library
-centres its own) or ``map`` (the shipped contrastive map, trained at 224 px). ``--cells TAP`` compares the backbone
-block TAP's feature maps instead, cell by cell: each cell of the slide takes its best cosine with the copy's cells
-one cell around it, and the pair scores the 30th percentile over cells (a caption spoils a few cells, another
-slide's text more). ``--ocr`` reads the words instead, with the ``tesseract`` command (Debian's ``tesseract-ocr``; not a
-dependency of the engine), from the pictures at their own size: a pair scores the Jaccard index of its two sets of
-words of three letters or more. A measurement of the descriptor, not of the engine: see docs/tuning.md ("The encoder's
-input side").
-"""
+``--projection``: ``centre`` (the descriptors centred on the mean of the slides and ``--photos``, as a library centres
+its own) or ``map`` (the shipped contrastive map, trained at 224 px). ``--cells TAP`` compares the backbone block TAP's
+feature maps instead, cell by cell: each cell of the slide takes its best cosine with the copy's cells one cell around
+it, and the pair scores the 30th percentile over cells (a caption spoils a few cells, another slide's text more).
+``--ocr`` reads the words instead, with the ``tesseract`` command (Debian's ``tesseract-ocr``; not a dependency of the
+engine), from the pictures at their own size: a pair scores the Jaccard index of its two sets of words of three letters
+or more read with a confidence of 80 or more. A measurement of the descriptor, not of the engine: see docs/tuning.md
+("The encoder's input side"). """
 
 from __future__ import annotations
 
@@ -44,6 +43,9 @@ from sora_search.encoder.projection import Projection
 
 SIZE = (1280, 720)
 CELL_QUANTILE = 0.3
+# A word counts when tesseract is this sure of it (0-100): on a heavily re-encoded frame it also "reads" strings of
+# letters in the blocking at 0-55, where the words it does read score 90 and more.
+MIN_CONFIDENCE = 80.0
 Picture = Image.Image
 
 
@@ -151,6 +153,18 @@ class Reader:
         return np.quantile(best.reshape(len(a), -1), CELL_QUANTILE, axis=1)
 
 
+def read_words(png: Path, min_confidence: float = MIN_CONFIDENCE) -> frozenset[str]:
+    """The lower-case words of three letters or more that ``tesseract`` reads in ``png`` with ``min_confidence``."""
+    tsv = subprocess.run(["tesseract", str(png), "-", "--psm", "3", "tsv"], capture_output=True, text=True,
+                         check=True).stdout
+    words = set()
+    for line in tsv.splitlines()[1:]:
+        cells = line.split("\t")
+        if len(cells) == 12 and cells[11].strip() and float(cells[10]) >= min_confidence:
+            words.update(re.findall(r"[a-z]{3,}", cells[11].lower()))
+    return frozenset(words)
+
+
 class TextReader:
     """The words ``tesseract`` reads in each picture, at the picture's own size."""
 
@@ -170,9 +184,7 @@ class TextReader:
         out = np.empty(len(pictures), dtype=object)
         for i, picture in enumerate(pictures):
             picture.save(self.png)
-            text = subprocess.run(["tesseract", str(self.png), "-", "--psm", "3"], capture_output=True, text=True,
-                                  check=True).stdout
-            out[i] = frozenset(re.findall(r"[a-z]{3,}", text.lower()))
+            out[i] = read_words(self.png)
         return out
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
