@@ -114,8 +114,11 @@ class Reader:
         self.background = self.encoder.embed(squash(background, side)) if background else None
         self.fitted: Projection | None = None
 
-    def fit(self, slides: list[Picture]) -> None:
-        """The projection, on the slides' descriptors and the background's (what a library of both would fit)."""
+    def fit_read(self, slides: list[Picture]) -> np.ndarray:
+        """:meth:`read` of the slides, the projection first fitted on their descriptors and the background's (what
+        a library of both would fit)."""
+        if self.cells is not None:
+            return self.read(slides)
         own = self.encoder.embed(squash(slides, self.side))
         library = own if self.background is None else np.concatenate([self.background, own])
         if self.projection == "map":
@@ -125,6 +128,7 @@ class Reader:
         else:
             self.fitted = Projection("centre", library.shape[1], library.shape[1], len(library),
                                      library.mean(axis=0).astype(np.float32), None)
+        return self.fitted.apply(own)
 
     def read(self, pictures: list[Picture]) -> np.ndarray:
         """(n, d) projected descriptors, or (n, C, h, w) L2-normalised feature-map cells with ``cells``."""
@@ -176,8 +180,9 @@ class TextReader:
             sys.exit("--ocr needs the tesseract command on PATH (Debian: apt-get install tesseract-ocr)")
         self.png = work / "ocr.png"
 
-    def fit(self, slides: list[Picture]) -> None:
-        """Nothing to fit."""
+    def fit_read(self, slides: list[Picture]) -> np.ndarray:
+        """:meth:`read` of the slides (nothing to fit)."""
+        return self.read(slides)
 
     def read(self, pictures: list[Picture]) -> np.ndarray:
         """(n,) object array of frozensets: each picture's lower-case words of three letters or more."""
@@ -228,8 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     readers = [TextReader(args.work)] if args.ocr else \
         (Reader(side, args.projection, args.cells, background) for side in args.sides)
     for reader in readers:
-        reader.fit(pictures)
-        own = reader.read(pictures)
+        own = reader.fit_read(pictures)
         negatives = reader.similarity(own[a], own[b])
         side, how = reader.side, reader.label
         print(f"{how}: {len(negatives)} negatives, mean {negatives.mean():.3f}, "
