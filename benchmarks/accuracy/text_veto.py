@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +66,10 @@ class Words:
         return self.cache[key]
 
 
-def verdict(words: Words, query: Path, reference: Path, q_span: list[float], r_span: list[float], *, pairs: int,
-            min_words: int, jaccard: float) -> tuple[bool, list[float]]:
-    """(vetoed, the Jaccard index of each judged pair) for one answer."""
+def verdict(words: Callable[[Path, float], frozenset[str]], query: Path, reference: Path, q_span: list[float],
+            r_span: list[float], *, pairs: int, min_words: int, jaccard: float) -> tuple[bool, list[float]]:
+    """(vetoed, the Jaccard index of each judged pair) for one answer; ``words`` reads a file at a time
+    (:class:`Words`)."""
     q0, q1 = q_span
     r0, r1 = r_span
     judged = []
