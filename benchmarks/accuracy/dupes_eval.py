@@ -86,6 +86,11 @@ def in_filler(q: dict[str, Any], start: float, end: float) -> bool:
     return inside < 0.5 * (end - start)
 
 
+def truth_files(truth: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{folder/name: its truth entry} for the references and queries (``refs/t000.mp4``, ``queries/t000.mp4``)."""
+    return {f"refs/{r['name']}": r for r in truth["references"]} | {f"queries/{q['name']}": q for q in truth["queries"]}
+
+
 def judge(pairs: list[dict[str, Any]], truth: dict[str, Any], threshold: float) -> dict[str, Any]:
     """Recall per family and precision of the pairs scoring ``threshold`` or more.
 
@@ -95,8 +100,7 @@ def judge(pairs: list[dict[str, Any]], truth: dict[str, Any], threshold: float) 
     footage of that reference only). In a split benchmark a pair the truth does not explain is unexplained when the
     two files show a source in common, and wrong otherwise.
     """
-    files = {f"refs/{r['name']}": r for r in truth["references"]} | {f"queries/{q['name']}": q
-                                                                      for q in truth["queries"]}
+    files = truth_files(truth)
     reported = {(p["a"], p["b"]): p for p in pairs if p["score"] >= threshold}
     split = bool(truth.get("splits"))
     right = wrong = unexplained = same_scene = 0
@@ -180,8 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         dupes_s = time.perf_counter() - t0
         info = lib.info()
     pairs = [p | {"a": _key(p["a"]), "b": _key(p["b"])} for p in report.to_dict()["pairs"]]
-    known = {f"refs/{r['name']}" for r in truth["references"]} | {f"queries/{q['name']}" for q in truth["queries"]}
-    strangers = sorted({name for p in pairs for name in (p["a"], p["b"])} - known)
+    strangers = sorted({name for p in pairs for name in (p["a"], p["b"])} - truth_files(truth).keys())
     if strangers:
         sys.exit(f"the index in {work} holds videos this benchmark{' split' if args.split else ''} does not list "
                  f"({', '.join(strangers[:3])}{', ...' if len(strangers) > 3 else ''}): give a fresh --work")

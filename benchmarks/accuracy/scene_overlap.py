@@ -47,11 +47,15 @@ def best_correlations(query: np.ndarray, references: list[np.ndarray]) -> np.nda
     return np.max([(query @ ref.T).max(axis=1) for ref in references], axis=0)
 
 
+def engine_run(result: dict[str, Any]) -> dict[str, Any]:
+    """The engine's run in a run.py / requery.py result of one split (its first run if none is named ``sora``)."""
+    runs = result.get("results", [result])
+    return ([r for r in runs if r.get("system") == "sora"] or runs)[0]
+
+
 def engine_scores(result: dict[str, Any]) -> dict[str, dict[str, float]]:
     """{query: {answered video: score}} from a run.py / requery.py result of one split."""
-    runs = result.get("results", [result])
-    sora = [r for r in runs if r.get("system") == "sora"] or runs
-    return {q: {p[0]: p[1] for p in preds} for q, preds in sora[0]["predictions"].items()}
+    return {q: {p[0]: p[1] for p in preds} for q, preds in engine_run(result)["predictions"].items()}
 
 
 def main(argv: list[str] | None = None) -> int:

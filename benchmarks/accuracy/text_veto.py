@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 import metrics
+from scene_overlap import engine_run
 from slide_text import read_words
 
 OCR_LINES = 720  # frames are enlarged to this height before reading (small text reads badly)
@@ -108,9 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     truth = truth | {"queries": [q for q in truth["queries"] if q.get("split", args.split) == args.split]}
     if not truth["queries"]:
         sys.exit(f"no query in split {args.split!r}")
-    result = json.loads(args.result.read_text())
-    runs = result.get("results", [result])
-    run = ([r for r in runs if r.get("system") == "sora"] or runs)[0]
+    run = engine_run(json.loads(args.result.read_text()))
     queries = {q["name"]: q for q in truth["queries"]}
     before = {q: preds for q, preds in run["predictions"].items() if q in queries}
 
