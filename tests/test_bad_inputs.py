@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from sora_search import Library
 from sora_search.cli import cli
 from sora_search.decode import available_backends, open_video
+from sora_search.decode.diagnose import why_unreadable
 from sora_search.errors import VideoError
 from sora_search.params import IndexParams
 from sora_search.threads import available_cpus
@@ -162,7 +163,7 @@ def test_every_bad_file_is_reported_with_its_reason(runs) -> None:
     for name, expected in BAD.items():
         assert expected in reasons[name], f"{name}: {reasons[name]!r} does not say {expected!r}"
     for reason in reasons.values():
-        assert "\n" not in reason and len(reason) < 200
+        assert reason.isprintable() and len(reason) < 200
 
 
 def test_every_good_file_is_indexed(runs, corpus: Path) -> None:
@@ -192,6 +193,16 @@ def test_each_backend_gives_the_same_reason(backend: str, name: str, corpus: Pat
         with open_video(corpus / name, backend) as reader:
             list(reader.sample(fps=1.0, size=32))
     assert BAD[name] in err.value.reason and err.value.path == str(corpus / name)
+
+
+def test_bytes_that_are_no_box_end_the_walk_rather_than_reach_the_reason(tmp_path: Path) -> None:
+    """A "box type" with control characters is garbage: naming it would print them, and a \\x1c breaks the line."""
+    head = struct.pack(">I4s", 24, b"ftyp") + b"isom" + bytes(12)
+    (tmp_path / "garbage.mp4").write_bytes(head + struct.pack(">I4s", 1 << 30, b"&Q\x7f\x1c") + bytes(100))
+    (tmp_path / "cut.mp4").write_bytes(head + struct.pack(">I4s", 1 << 30, b"mdat") + bytes(100))
+    assert why_unreadable(str(tmp_path / "garbage.mp4"), "?") == "truncated or corrupt: no moov index box"
+    assert why_unreadable(str(tmp_path / "cut.mp4"), "?") == ("truncated or corrupt: file ends inside its mdat box, "
+                                                              "before the moov index (132 of 1,073,741,848 bytes)")
 
 
 def test_rotated_video_is_sampled_upright(corpus: Path) -> None:

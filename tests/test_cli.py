@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import subprocess
 import sys
 from contextlib import closing
@@ -66,7 +67,7 @@ def test_query_before_indexing_says_what_to_do(runner, tmp_path, media_dir):
 
 def test_undecodable_probe_is_one_line(runner, tiny_index, tmp_path):
     bad = tmp_path / "bad.mp4"
-    bad.write_bytes(b"\x00\x00\x00\x18ftypisom" + os.urandom(2000))
+    bad.write_bytes(b"\x00\x00\x00\x18ftypisom" + random.Random(0).randbytes(2000))
     result = runner.invoke(cli, ["query", str(bad), "--index", str(tiny_index)])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1 and str(bad) in result.output

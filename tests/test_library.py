@@ -6,6 +6,7 @@ tests/pg.py), which is then also the test's $SORA_SEARCH_DB, so that every ``Lib
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import time
 from dataclasses import replace
@@ -88,7 +89,7 @@ def test_deleted_video_disappears_from_results(lib, library_copy, media_dir):
 
 @on_both
 def test_a_broken_file_is_recorded_and_the_rest_indexed(lib, library_copy):
-    (library_copy / "broken.mp4").write_bytes(os.urandom(4096))
+    (library_copy / "broken.mp4").write_bytes(random.Random(0).randbytes(4096))
     summary = lib.index([library_copy])
     assert len(summary.added) == 4
     assert [os.path.basename(f.path) for f in summary.failed] == ["broken.mp4"]

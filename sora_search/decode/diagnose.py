@@ -40,7 +40,7 @@ def _boxes(f: BinaryIO, start: int, end: int) -> list[tuple[bytes, int, int, int
             size, hsize = struct.unpack(">Q", header[8:16])[0], 16
         elif size == 0:
             size = end - pos
-        if size < hsize or not kind.isascii():
+        if size < hsize or not all(0x20 <= c < 0x7F for c in kind):  # box types are printable ASCII
             break
         out.append((kind, pos, hsize, size))
         pos += size
