@@ -23,7 +23,7 @@ from click.core import ParameterSource
 
 from . import __version__
 from .errors import EncoderError, SoraSearchError, debug_wanted
-from .params import KEEP_RULES, VIEW_CHOICES, DupesParams, IndexParams, QueryParams
+from .params import KEEP_RULES, VIEW_CHOICES, DupesParams, IndexParams, QueryParams, TextParams
 from .render import (DupesProgress, echo, hms, mmss, print_dupes, print_pairs_csv, print_summary, progress_display,
                      shown)
 from .threads import raise_from_handler
@@ -214,11 +214,15 @@ def index(ctx: click.Context, paths: tuple[Path, ...], index_dir: Path | None, d
                    f"{_QUERY.escalate_below:g}.")
 @click.option("--timeout", "timeout_s", type=_FiniteFloat(min=1), default=_QUERY.decode_timeout_s,
               show_default=True, help="Seconds the decoder may stall on CLIP before it is stopped.")
+@click.option("--read-text", is_flag=True,
+              help="Read the words on screen with the tesseract command and drop a match whose frames both show "
+                   "text that differs: another slide of the same deck, form or title card rather than a copy. "
+                   "Reads a few frames of each match, about a second each.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write a self-contained HTML report to this file: frames side by side, timelines.")
 def query(clip: Path, index_dir: Path | None, device: str | None, k: int, min_score: float, views: str,
-          timeout_s: float, as_json: bool, html_file: Path | None) -> None:
+          timeout_s: float, read_text: bool, as_json: bool, html_file: Path | None) -> None:
     """Find library videos that contain CLIP, with scores and matching time spans.
 
     CLIP may be an indexed video: it is left out of its own answer ("what else shares footage with this one?"), and
@@ -226,7 +230,8 @@ def query(clip: Path, index_dir: Path | None, device: str | None, k: int, min_sc
     """
     if not clip.exists():
         raise click.BadParameter(f"no such file: {clip}", param_hint="CLIP")
-    params = QueryParams(k=k, min_score=min_score, views=views, decode_timeout_s=timeout_s)
+    params = QueryParams(k=k, min_score=min_score, views=views, decode_timeout_s=timeout_s,
+                         text=TextParams() if read_text else None)
     with _open(index_dir, create=False, device=device) as lib:
         result = lib.query(clip, params=params)
         if html_file is not None:

@@ -13,7 +13,8 @@
     ├── ClusterError               the Ray cluster could not be used (not installed, unreachable, too small)
     ├── IndexNotFound              no index at that location yet
     ├── EmptyIndex                 the index exists but holds no vectors
-    └── IndexLocked                another process is writing to this index
+    ├── IndexLocked                another process is writing to this index
+    └── TextReaderMissing          the text check was asked for, but its reader (tesseract) is not installed
 
 :func:`debug_wanted` reads ``SORA_SEARCH_DEBUG``, the one switch from one-line errors to full tracebacks.
 """
@@ -95,3 +96,7 @@ class EmptyIndex(SoraSearchError):
 
 class IndexLocked(SoraSearchError):
     """Another process holds the write lock on this index."""
+
+
+class TextReaderMissing(SoraSearchError):
+    """The text check was asked for, but the ``tesseract`` command it reads frames with is not on PATH."""

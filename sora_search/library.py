@@ -284,6 +284,7 @@ class Library:
             VideoError: the clip cannot be decoded. EmptyIndex: nothing is indexed yet.
         """
         from sora_search.query import query_clip
+        from sora_search.query.text import TextReader, text_checked
 
         given: dict[str, Any] = {"k": k, "min_score": min_score, "views": views}
         p = replace(params or QueryParams(), **{f: v for f, v in given.items() if v is not None})
@@ -292,10 +293,13 @@ class Library:
         if meta is None or self._store.vector_count() == 0:
             raise EmptyIndex(f"nothing is indexed in {self.location} yet: run `sora-search index PATH` first")
         identity.check_encoder(meta, self.location, self._embedder.encoder_name, self._embedder.precision)
+        reader = None if p.text is None else TextReader(p.text)  # before the work: its command may be missing
         index, projection = self._keeper.searchable()
         ranked, searched, indexed = query_clip(clip, self._embedder, self._store, index, projection, p)
         paths = self._store.video_paths(r.video_id for r in ranked)
         matches = tuple(Match(path=paths[r.video_id], score=round(r.score, 4), segments=r.spans) for r in ranked)
+        if reader is not None:
+            matches = text_checked(str(clip), matches, reader)
         return QueryResult(query=str(clip), matches=matches, blank=not searched, indexed=indexed)
 
     def duplicates(self, *, min_score: float | None = None, keep: str | None = None,

@@ -99,6 +99,30 @@ class AlignParams:
 
 
 @dataclass(frozen=True)
+class TextParams:
+    """The text check: words read on screen drop a match between frames that read differently
+    (:mod:`sora_search.query.text`)."""
+
+    min_score: float = 0.1             # matches scoring under this are not read (they are weak already)
+    pairs: int = 3                     # probe times read along a match's best span, each with its reference frame
+    min_words: int = 8                 # a frame is legible when its reader finds this many words
+    differ_below: float = 0.3          # two legible frames read differently under this Jaccard index of their words
+    search_s: float = 30.0             # a match the pairs would drop is read again along its reference, this far
+    search_step_s: float = 2.0         # either side of its span, at this step: a copy placed wrongly stands
+    read_lines: int = 720              # frames are scaled to this height before reading (small text reads badly)
+    min_confidence: float = 80.0       # words the reader is less sure of are not counted
+    timeout_s: float = 30.0            # a read that takes longer counts as no words
+
+    def __post_init__(self) -> None:
+        _problems(self, {
+            "min_score": math.isfinite(self.min_score) and -1 <= self.min_score <= 1, "pairs": self.pairs >= 1,
+            "min_words": self.min_words >= 1, "differ_below": 0 < self.differ_below <= 1,
+            "search_s": self.search_s >= 0, "search_step_s": self.search_step_s > 0,
+            "read_lines": self.read_lines >= 32,
+            "min_confidence": 0 <= self.min_confidence <= 100, "timeout_s": self.timeout_s > 0})
+
+
+@dataclass(frozen=True)
 class QueryParams:
     """How a probe is looked at, searched, normalised, aligned and ranked.
 
@@ -145,6 +169,7 @@ class QueryParams:
     sequence_cost: float = 1.5         # a pair adds its standard score less this to a diagonal run
     sequence_candidates: int = 32      # the videos with the most neighbour hits that are checked
     align: AlignParams = field(default_factory=AlignParams)
+    text: TextParams | None = None     # read the words on screen (needs the tesseract command); None: off
 
     def __post_init__(self) -> None:
         if not isinstance(self.views, str):

@@ -36,12 +36,25 @@ def grab(path: str | Path, t_s: float, *, width: int = DEFAULT_WIDTH) -> bytes:
     Raises:
         VideoDecodeError: the file cannot be opened or yields no frame.
     """
+    frame = frame_at(path, t_s, "a thumbnail")
+    try:
+        return _jpeg(frame, width)
+    except Exception as exc:  # FFmpeg errors of every kind
+        raise VideoDecodeError(str(path), f"thumbnail at {t_s:.2f} s failed: {exc}") from exc
+
+
+def frame_at(path: str | Path, t_s: float, purpose: str) -> Any:
+    """The PyAV frame on screen at ``t_s`` (clamped to the video); ``purpose`` names the caller in errors.
+
+    Raises:
+        VideoDecodeError: the file cannot be opened or yields no frame.
+    """
     import av
 
     try:
         with av.open(str(path), mode="r") as container:
             if not container.streams.video:
-                raise VideoDecodeError(str(path), "no video stream to take a thumbnail from")
+                raise VideoDecodeError(str(path), f"no video stream to take {purpose} from")
             stream = container.streams.video[0]
             target = max(0.0, float(t_s))
             if stream.time_base is not None and target > 0:
@@ -52,12 +65,12 @@ def grab(path: str | Path, t_s: float, *, width: int = DEFAULT_WIDTH) -> bytes:
                     break
                 chosen = frame
             if chosen is None:
-                raise VideoDecodeError(str(path), f"no frame at {t_s:.2f} s for a thumbnail")
-            return _jpeg(chosen, width)
+                raise VideoDecodeError(str(path), f"no frame at {t_s:.2f} s for {purpose}")
+            return chosen
     except VideoDecodeError:
         raise
     except Exception as exc:  # FFmpeg errors of every kind: the file is not readable here
-        raise VideoDecodeError(str(path), f"thumbnail at {t_s:.2f} s failed: {exc}") from exc
+        raise VideoDecodeError(str(path), f"{purpose} at {t_s:.2f} s failed: {exc}") from exc
 
 
 def _jpeg(frame: Any, width: int) -> bytes:

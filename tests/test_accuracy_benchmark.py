@@ -12,7 +12,6 @@ import copy
 import hashlib
 import json
 import sys
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -574,28 +573,10 @@ def test_slide_text_ocr_says_what_it_needs(tmp_path: Path, monkeypatch: pytest.M
         slide_text.main(["--ocr", "--decks", "1", "--slides", "2", "--work", str(tmp_path)])
 
 
-def test_text_veto_judges_only_legible_pairs_and_vetoes_a_majority_that_differ() -> None:
-    """benchmarks/accuracy/text_veto.py: a pair counts only where both frames give enough words; an answer falls
-    where most pairs were judged and most of those read differently; metrics are computed again without it."""
+def test_text_veto_scores_the_answers_left() -> None:
+    """benchmarks/accuracy/text_veto.py: metrics computed again without the answers the engine's text check drops
+    (the check itself: tests/test_text.py)."""
     import text_veto
-
-    slide = frozenset(f"word{c}" for c in "abcdefghij")
-    other = frozenset(f"other{c}" for c in "abcdefghij") | {"worda"}
-
-    def reader(text: dict[str, frozenset[str]]) -> Callable[[Path, float], frozenset[str]]:
-        return lambda path, at_s: text[path.name] if at_s < 100 else frozenset()
-
-    q, r = Path("q.mp4"), Path("r.mp4")
-    kw = {"pairs": 3, "min_words": 8, "jaccard": 0.3}
-    vetoed, judged = text_veto.verdict(reader({"q.mp4": slide, "r.mp4": other}), q, r, [0, 9], [10, 19], **kw)
-    assert vetoed and len(judged) == 3 and all(j < 0.1 for j in judged)
-    assert text_veto.verdict(reader({"q.mp4": slide, "r.mp4": slide}), q, r, [0, 9], [10, 19], **kw) == \
-        (False, [1.0, 1.0, 1.0])
-    # Blurred: the probe reads nothing, so nothing is judged and nothing vetoed.
-    assert text_veto.verdict(reader({"q.mp4": frozenset({"a"}), "r.mp4": other}), q, r, [0, 9], [10, 19], **kw) == \
-        (False, [])
-    # One of three pairs judged (the probe legible only before 100 s): too few to veto.
-    assert not text_veto.verdict(reader({"q.mp4": slide, "r.mp4": other}), q, r, [0, 240], [0, 240], **kw)[0]
 
     truth = {"queries": [{"name": "a.mp4", "positive": True, "reference": "r1.mp4"},
                          {"name": "b.mp4", "positive": False, "reference": None}]}

@@ -123,6 +123,14 @@ def test_bad_uploads_are_one_line_4xx_errors(client, media_dir, tmp_path):
     assert "k" in _is_error(_query(client, probe, k="many"), 422)
     assert "views" in _is_error(_query(client, probe, views="sideways"), 422)
     _is_error(_query(client, probe, min_score="nan"), 422)
+
+
+def test_the_text_check_without_its_reader_is_a_422(client, media_dir, monkeypatch):
+    import sora_search.query.text as text
+
+    monkeypatch.setattr(text.shutil, "which", lambda name: None)
+    assert "tesseract" in _is_error(_query(client, media_dir / "probe_a.mp4", read_text="true"), 422)
+    assert _query(client, media_dir / "probe_a.mp4", read_text="false").status_code == 200
     assert not any(client.app.state.uploads.iterdir())
 
 

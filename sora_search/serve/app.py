@@ -2,8 +2,8 @@
 
     GET  /healthz                           liveness
     GET  /api/info                          ``sora-search info --json``
-    POST /api/query                         multipart ``file`` (+ ``k``, ``min_score``, ``views``): ``query --json``
-                                            with each match's ``video_id``
+    POST /api/query                         multipart ``file`` (+ ``k``, ``min_score``, ``views``, ``read_text``):
+                                            ``query --json`` with each match's ``video_id``
     GET  /api/videos?q=&offset=&limit=      indexed videos, path text filter, paginated
     GET  /api/videos/{id}                   one video
     GET  /api/videos/{id}/thumbnail?t=S     a JPEG of second S (cached in the index folder)
@@ -39,9 +39,10 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
 from sora_search.containers import HEAD_BYTES, sniff_video
-from sora_search.errors import (EmptyIndex, IndexLocked, IndexNotFound, SoraSearchError, StoreError, VideoError)
+from sora_search.errors import (EmptyIndex, IndexLocked, IndexNotFound, SoraSearchError, StoreError,
+                                TextReaderMissing, VideoError)
 from sora_search.library import Library
-from sora_search.params import KEEP_RULES, VIEW_CHOICES, QueryParams
+from sora_search.params import KEEP_RULES, VIEW_CHOICES, QueryParams, TextParams
 from sora_search.serve.jobs import JobError, Jobs
 from sora_search.serve.keyframes import DEFAULT_COUNT, MAX_COUNT, keyframes
 from sora_search.thumbs import DEFAULT_MAX_BYTES, ThumbnailCache
@@ -276,7 +277,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def query(request: Request, file: UploadFile = File(..., description="the probe clip"),
                     k: int = Form(QueryParams().k, ge=1, le=MAX_K),
                     min_score: float = Form(QueryParams().min_score, ge=-1, le=1),
-                    views: str = Form(QueryParams().views), w: Worker = Depends(get_worker)) -> dict[str, Any]:
+                    views: str = Form(QueryParams().views),
+                    read_text: bool = Form(False, description="the text check: `query --read-text`"),
+                    w: Worker = Depends(get_worker)) -> dict[str, Any]:
         """Library videos that contain the uploaded clip: ``sora-search query --json`` plus each ``video_id``."""
         if views not in VIEW_CHOICES:
             raise ApiError(422, f"views: {views!r} is not one of {', '.join(VIEW_CHOICES)}")
@@ -294,14 +297,17 @@ def create_app(settings: Settings) -> FastAPI:
             if not sniff_video(head):
                 raise ApiError(415, f"{name} ({size} bytes) is not a video container sora-search can read "
                                     "(MP4, MOV, MKV/WebM, AVI, MPEG-TS...)")
-            logger.info("%s query %s (%d bytes) k=%d min_score=%g views=%s", _who(request), name, size, k,
-                        min_score, views)
+            logger.info("%s query %s (%d bytes) k=%d min_score=%g views=%s read_text=%s", _who(request), name,
+                        size, k, min_score, views, read_text)
+            params = QueryParams(k=k, min_score=min_score, views=views, text=TextParams() if read_text else None)
 
             def run() -> dict[str, Any]:
                 try:
-                    result = w.library.query(tmp, k=k, min_score=min_score, views=views)
+                    result = w.library.query(tmp, params=params)
                 except VideoError as exc:  # its message names the temporary file; the reason does not
                     raise ApiError(422, f"{name}: {exc.reason}") from None
+                except TextReaderMissing as exc:
+                    raise ApiError(422, f"read_text: {exc}") from None
                 ids = {v.path: v.id for v in w.videos()}
                 out = result.to_dict()
                 out["query"] = name

@@ -1,0 +1,162 @@
+"""The text check: a match between frames that both show text is dropped when their words differ.
+
+Slides of one deck, forms and title cards share one layout and differ only in their words, which the encoder's
+224-px view does not resolve: another slide of the deck can score as high as an edited copy of the probe's own
+(docs/tuning.md, "The text check"). A text reader tells them apart. Along a match's best span, ``pairs`` probe
+frames are read with the reference frames aligned to them, by the ``tesseract`` command. A pair is judged where both
+frames give ``min_words`` words, and differs where the Jaccard index of their word sets is under ``differ_below``. A
+match is dropped where most of its pairs were judged and most of those differ, unless, read again against the
+reference every ``search_step_s`` within ``search_s`` of the span, most no longer do: then the copy was placed in the
+wrong stretch of its reference, which is not a reason to drop it.
+
+The check only ever drops a match. A blurred, small, mirrored or textless frame reads nothing, and its match stands.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from sora_search.errors import TextReaderMissing, VideoDecodeError
+from sora_search.params import TextParams
+from sora_search.types import Match, Span
+
+logger = logging.getLogger(__name__)
+
+Words = Callable[[str, float], frozenset[str]]  # (file, time in seconds) -> the words on screen then
+
+
+class TextReader:
+    """The words on screen in a video at a time: lower-case runs of three letters or more that ``tesseract`` reads
+    with ``params.min_confidence``, each (file, tenth of a second) read once.
+
+    Raises:
+        TextReaderMissing: the ``tesseract`` command is not on PATH.
+    """
+
+    def __init__(self, params: TextParams | None = None, command: str = "tesseract") -> None:
+        exe = shutil.which(command)
+        if exe is None:
+            raise TextReaderMissing(f"the text check reads frames with the {command} command, which is not on PATH: "
+                                    "install it (Debian and Ubuntu: apt-get install tesseract-ocr) or leave the "
+                                    "check off")
+        self.exe = exe
+        self.params = params or TextParams()
+        self._read: dict[tuple[str, float], frozenset[str]] = {}
+
+    @property
+    def frames_read(self) -> int:
+        """How many (file, time) this reader has read so far."""
+        return len(self._read)
+
+    def __call__(self, path: str, t_s: float) -> frozenset[str]:
+        key = (str(path), round(t_s, 1))
+        if key not in self._read:
+            try:
+                picture = grey_picture(path, t_s, self.params.read_lines)
+            except VideoDecodeError as exc:  # the reference was moved or damaged since: nothing to read
+                logger.info("text check: %s", exc)
+                self._read[key] = frozenset()
+            else:
+                self._read[key] = self.read(picture)
+        return self._read[key]
+
+    def read(self, picture: np.ndarray) -> frozenset[str]:
+        """The words in ``picture``, (h, w) uint8 grey; none when the reader fails or runs out of time."""
+        h, w = picture.shape
+        with tempfile.TemporaryDirectory(prefix="sora-text-") as tmp:
+            pgm = Path(tmp) / "frame.pgm"
+            pgm.write_bytes(b"P5\n%d %d\n255\n" % (w, h) + np.ascontiguousarray(picture).tobytes())
+            try:
+                tsv = subprocess.run([self.exe, str(pgm), "-", "--psm", "3", "tsv"], capture_output=True, text=True,
+                                     timeout=self.params.timeout_s, check=True).stdout
+            except (subprocess.SubprocessError, OSError) as exc:
+                logger.info("text check: %s could not read a frame: %s", self.exe, exc)
+                return frozenset()
+        words: set[str] = set()
+        for line in tsv.splitlines()[1:]:
+            cells = line.split("\t")
+            if len(cells) == 12 and cells[11].strip() and float(cells[10]) >= self.params.min_confidence:
+                words.update(re.findall(r"[a-z]{3,}", cells[11].lower()))
+        return frozenset(words)
+
+
+def grey_picture(path: str, t_s: float, lines: int) -> np.ndarray:
+    """The frame on screen at ``t_s``, grey, enlarged to ``lines`` rows when smaller: (h, w) uint8.
+
+    Raises:
+        VideoDecodeError: the file cannot be opened or yields no frame.
+    """
+    from sora_search.thumbs import frame_at
+
+    frame = frame_at(path, t_s, "a frame to read")
+    scale = max(1.0, lines / max(frame.height, 1))
+    grey = frame.reformat(width=round(frame.width * scale), height=round(frame.height * scale), format="gray",
+                          interpolation="BICUBIC")
+    return np.asarray(grey.to_ndarray(), dtype=np.uint8)
+
+
+def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b)
+
+
+def verdict(words: Words, probe: str, reference: str, span: Span, params: TextParams,
+            reference_end_s: float | None = None) -> tuple[bool, list[float]]:
+    """Whether the text check drops a match, and the Jaccard index of each judged pair along ``span``.
+
+    Args:
+        words: a reader of (file, time): :class:`TextReader`, or any function of that shape.
+        reference_end_s: the reference's duration, which the search along it stays within (None: unknown).
+    """
+    q0, q1, r0, r1 = span.query_start_s, span.query_end_s, span.ref_start_s, span.ref_end_s
+    probes, judged = [], []
+    for f in (np.arange(params.pairs) + 0.5) / params.pairs:
+        seen = words(probe, q0 + f * (q1 - q0))
+        if len(seen) < params.min_words:
+            continue  # the probe shows nothing legible here: no need to read the reference
+        ref = words(reference, r0 + f * (r1 - r0))
+        if len(ref) >= params.min_words:
+            probes.append(seen)
+            judged.append(_jaccard(seen, ref))
+
+    def drops(judged: Sequence[float]) -> bool:
+        return 2 * sum(j < params.differ_below for j in judged) > len(judged)
+
+    if not (2 * len(judged) > params.pairs and drops(judged)):
+        return False, judged
+    end = r1 + params.search_s if reference_end_s is None else min(r1 + params.search_s, reference_end_s)
+    along = np.arange(max(0.0, r0 - params.search_s), end, params.search_step_s)
+    for t in sorted(along, key=lambda t: abs(t - (r0 + r1) / 2)):  # nearest first: a misplaced copy is found sooner
+        ref = words(reference, float(t))
+        if len(ref) >= params.min_words:
+            judged = [max(j, _jaccard(seen, ref)) for seen, j in zip(probes, judged)]
+            if not drops(judged):
+                return False, judged
+    return True, judged
+
+
+def text_checked(probe: str, matches: Sequence[Match], reader: TextReader) -> tuple[Match, ...]:
+    """``matches`` less those the text check drops; each judged on its best span. The others keep their scores."""
+    from sora_search.thumbs import duration_s
+
+    kept = []
+    for m in matches:
+        if m.score >= reader.params.min_score and m.segments:
+            try:
+                end_s: float | None = duration_s(m.path) or None
+            except VideoDecodeError:
+                end_s = None
+            dropped, judged = verdict(reader, probe, m.path, m.segments[0], reader.params, end_s)
+            if dropped:
+                logger.info("text check: dropped %s (%.3f): words differ, Jaccard %s", m.path, m.score,
+                            ", ".join(f"{j:.2f}" for j in judged))
+                continue
+        kept.append(m)
+    return tuple(kept)
