@@ -58,6 +58,18 @@ def test_upload_see_matches_and_play_from_a_span(idx, media_dir, tmp_path):
             page.wait_for_selector("#status:has-text('black.mp4 is blank throughout')", timeout=60_000)
             assert page.locator(".match").count() == 0 and page.locator("#player-box").is_hidden()
 
+            # The options' text check goes with the upload; the probe shows no text, so its match stands (or, on a
+            # server without tesseract, the page shows the one-line error).
+            page.click("#drop details summary")
+            page.check("#read-text")
+            page.evaluate("""() => { window.sent = []; const append = FormData.prototype.append;
+                FormData.prototype.append = function (k, v) { window.sent.push([k, String(v)]);
+                                                              return append.apply(this, arguments); }; }""")
+            page.set_input_files("#file", str(media_dir / "probe_a.mp4"))
+            page.wait_for_function("() => window.sent.some(([k, v]) => k === 'read_text' && v === 'true')",
+                                   timeout=10_000)
+            page.wait_for_selector(".match, #status:has-text('tesseract')", timeout=60_000)
+
             page.click("nav a[href='#videos']")
             page.wait_for_selector("#videos-status:has-text('Showing 4 of 4 videos')")
             page.fill("#video-q", "pan_")

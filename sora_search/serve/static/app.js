@@ -162,6 +162,7 @@
     form.append("file", file);
     form.append("k", $("k").value || "10");
     form.append("views", $("views").value);
+    form.append("read_text", $("read-text").checked ? "true" : "false");
     var xhr = new XMLHttpRequest();
     xhr.open("POST", "api/query");
     if (token) xhr.setRequestHeader("Authorization", "Bearer " + token);
