@@ -297,7 +297,8 @@ class Library:
         index, projection = self._keeper.searchable()
         ranked, searched, indexed = query_clip(clip, self._embedder, self._store, index, projection, p)
         paths = self._store.video_paths(r.video_id for r in ranked)
-        matches = tuple(Match(path=paths[r.video_id], score=round(r.score, 4), segments=r.spans) for r in ranked)
+        matches = tuple(Match(path=paths[r.video_id], score=round(r.score, 4), segments=r.spans, view=r.view)
+                        for r in ranked)
         if reader is not None:
             matches = text_checked(str(clip), matches, reader)
         return QueryResult(query=str(clip), matches=matches, blank=not searched, indexed=indexed)

@@ -69,11 +69,13 @@ class Span:
 
 @dataclass(frozen=True)
 class Match:
-    """One library video that matches the probe, with its score and the matching spans (best first)."""
+    """One library video that matches the probe, with its score, the matching spans (best first), and the view of the
+    probe they were found in (``full``, ``hflip``, ``rot90``, ``left``, ``inset``...: :mod:`sora_search.embed.views`)."""
 
     path: str
     score: float
     segments: tuple[Span, ...] = ()
+    view: str = "full"
 
 
 @dataclass(frozen=True)

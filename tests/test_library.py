@@ -87,6 +87,16 @@ def test_deleted_video_disappears_from_results(lib, library_copy, media_dir):
     assert all(m.path != str(probe) for m in lib.query(kept, min_score=-1).matches)
 
 
+def test_a_match_says_which_view_of_the_clip_found_it(lib, library_copy, tmp_path):
+    lib.index([library_copy])
+    straight = cut(library_copy / "pan_a.mp4", tmp_path / "straight.mp4", 4, 8, scale=0.5)
+    mirrored = cut(library_copy / "pan_a.mp4", tmp_path / "mirrored.mp4", 4, 8, scale=0.5, extra_vf="hflip")
+    first = lambda clip: lib.query(clip, views="standard").matches[0]  # noqa: E731
+    assert (Path(first(straight).path).name, first(straight).view) == ("pan_a.mp4", FULL)
+    assert (Path(first(mirrored).path).name, first(mirrored).view) == ("pan_a.mp4", HFLIP)
+    assert lib.query(straight).to_dict()["matches"][0]["view"] == FULL
+
+
 @on_both
 def test_a_broken_file_is_recorded_and_the_rest_indexed(lib, library_copy):
     (library_copy / "broken.mp4").write_bytes(random.Random(0).randbytes(4096))

@@ -21,8 +21,8 @@ from sora_search import Library
 from sora_search.cli import cli
 from sora_search.errors import TextReaderMissing
 from sora_search.params import QueryParams, TextParams
-from sora_search.query.text import TextReader, verdict
-from sora_search.types import Span
+from sora_search.query.text import TextReader, text_checked, verdict
+from sora_search.types import Match, Span
 from tests.media import ffmpeg, make_testsrc
 
 REQUIRED = os.environ.get("SORA_SEARCH_REQUIRE_TESSERACT", "") not in ("", "0")
@@ -75,6 +75,22 @@ def test_a_copy_placed_in_the_wrong_stretch_of_its_reference_stands() -> None:
     # Not within search_s of the span, or past the reference's end: the match is dropped.
     assert verdict(placed_late, "q.mp4", "r.mp4", span(0, 9, 10, 19), TextParams(search_s=5))[0]
     assert verdict(placed_late, "q.mp4", "r.mp4", span(0, 9, 10, 19), P, reference_end_s=25.0)[0]
+
+
+def test_only_matches_seen_in_the_whole_frame_and_scoring_enough_are_read() -> None:
+    """A match found in an inset or a half stands (the probe's frame shows other footage, with words of its own),
+    as does one under ``min_score``; the others are judged."""
+    class Fake:
+        params = P
+
+        def __call__(self, path: str, at_s: float) -> frozenset[str]:
+            return SLIDE if Path(path).name == "q.mp4" else OTHER
+
+    s = (span(0, 9, 10, 19),)
+    matches = [Match("r1.mp4", 0.5, s, "full"), Match("r2.mp4", 0.5, s, "inset"), Match("r3.mp4", 0.5, s, "left"),
+               Match("r4.mp4", 0.05, s, "full"), Match("r5.mp4", 0.4, s, "hflip"), Match("r6.mp4", 0.4, (), "full")]
+    kept = text_checked("q.mp4", matches, Fake())  # type: ignore[arg-type]
+    assert [m.path for m in kept] == ["r2.mp4", "r3.mp4", "r4.mp4", "r6.mp4"]
 
 
 def test_bad_settings_name_themselves() -> None:

@@ -1,14 +1,16 @@
 """The engine's text check (``QueryParams.text``) applied to answers already made: how it moves micro-AP and recall@1.
 
-    python benchmarks/accuracy/text_veto.py BENCH --split SPLIT --result RESULT [--min-words 8] [--jaccard 0.3]
-                                            [--pairs 3] [--min-score 0.1] [--search-s 30] [--out FILE]
+    python benchmarks/accuracy/text_veto.py BENCH --split SPLIT --result RESULT [--index INDEX] [--min-words 8]
+                                            [--jaccard 0.3] [--pairs 3] [--min-score 0.1] [--search-s 30] [--out FILE]
 
 RESULT is ``run.py`` or ``requery.py`` output for that split. Each answer is judged by
 :func:`sora_search.query.text.verdict` with the reader the engine uses (the ``tesseract`` command: Debian's
 ``tesseract-ocr``), as ``Library.query`` judges its matches, and an answer it drops is removed, as the engine would
 not have reported it. Micro-AP and recall@1 are then computed again, against the truth, beside the answers as they
 were. Reading the answers again is far cheaper than querying again, and gives the same answers: the check runs after
-the query and changes no other match.
+the query and changes no other match. The engine leaves alone a match found in a half or an inset of the probe, which
+saved answers do not record: with INDEX (the split's index that made RESULT), each probe with an answer the check
+would drop is queried again there (the same defaults) for the view its match came from.
 
 The default settings are the engine's, which come from ``slide_text.py --ocr`` (rendered slides: another slide of
 the deck shares 0.18 of its words on average, a legible copy about half or more), not from any split: see
@@ -26,12 +28,31 @@ from pathlib import Path
 from typing import Any
 
 import metrics
+import run
 from scene_overlap import engine_run
+from sora_search.embed.views import WHOLE_FRAME_VIEWS
 from sora_search.errors import TextReaderMissing
 from sora_search.params import TextParams
 from sora_search.query.text import TextReader, verdict
 from sora_search.thumbs import duration_s
 from sora_search.types import Span
+
+
+class Views:
+    """The probe's view each answer came from, by querying the split's index again (once a probe)."""
+
+    def __init__(self, index: Path, bench: Path) -> None:
+        from sora_search import Library
+
+        self.lib = Library.open(index, create=False)
+        self.bench = bench
+        self.found: dict[str, dict[str, str]] = {}
+
+    def __call__(self, name: str, reference: str) -> str:
+        if name not in self.found:
+            result = self.lib.query(self.bench / "queries" / name, k=run.PREDICTIONS_PER_QUERY, min_score=-1.0)
+            self.found[name] = {run.reference_name(Path(m.path)): m.view for m in result.matches}
+        return self.found[name].get(reference, "full")
 
 
 def scores(predictions: dict[str, list[Any]], truth: dict[str, Any]) -> dict[str, float]:
@@ -55,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--search-s", type=float, default=d.search_s,
                     help="how far either side of its span an answer the pairs drop is read again "
                          "(0: along the span only)")
+    ap.add_argument("--index", type=Path, default=None, help="the split's index that made RESULT")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     truth = json.loads((args.bench / "truth.json").read_text())
@@ -74,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     after: dict[str, list[Any]] = {}
     rows = []
     checked, check_s = 0, 0.0
+    views = Views(args.index, args.bench) if args.index else None
     for name, preds in sorted(before.items()):
         kept = []
         for p in preds:
@@ -88,15 +111,17 @@ def main(argv: list[str] | None = None) -> int:
                                      duration_s(ref_path))
             checked += 1
             check_s += time.perf_counter() - start
+            view = views(name, reference) if vetoed and views else None
+            vetoed = vetoed and (view is None or view in WHOLE_FRAME_VIEWS)
             q = queries[name]
             right = q["positive"] and q["reference"] == reference
             if judged:
                 rows.append({"query": name, "reference": reference, "score": score, "right": right,
-                             "jaccard": [round(j, 3) for j in judged], "vetoed": vetoed,
+                             "jaccard": [round(j, 3) for j in judged], "vetoed": vetoed, "view": view,
                              "kind": q["family"] if q["positive"] else q["negative_kind"]})
                 print(f"{name} {reference:<22} {score:.3f} {'copy' if right else 'not':<4} "
-                      f"{rows[-1]['kind']:<22} jaccard {rows[-1]['jaccard']}{'  VETOED' if vetoed else ''}",
-                      flush=True)
+                      f"{rows[-1]['kind']:<22} jaccard {rows[-1]['jaccard']}{'  VETOED' if vetoed else ''}"
+                      f"{f'  (found in {view})' if view else ''}", flush=True)
             if not vetoed:
                 kept.append(p)
         after[name] = kept

@@ -45,11 +45,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Ranked:
-    """A video that matched: its store id, its score and its spans, best first (span scores are final too)."""
+    """A video that matched: its store id, its score, its spans, best first (span scores are final too), and the
+    probe's view they were found in."""
 
     video_id: int
     score: float
     spans: tuple[Span, ...]
+    view: str = FULL
 
 
 def view_passes(views: str | Sequence[str]) -> list[tuple[str, ...]]:
@@ -174,7 +176,7 @@ class ProbeSearch:
                                   self._projection, p)
         everyone = sequence_checked(everyone, list(self._whole.values()), self._store, self._projection, p,
                                     self._exclude)
-        return shown(everyone, p)
+        return [replace(r, view=self._best_view.get(r.video_id, FULL)) for r in shown(everyone, p)]
 
     def _with_motion(self) -> dict[int, list[Span]]:
         """``best``, the spans of its ``motion_candidates`` best videos moved by ``motion_weight`` times their best

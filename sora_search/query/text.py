@@ -9,7 +9,8 @@ match is dropped where most of its pairs were judged and most of those differ, u
 reference every ``search_step_s`` within ``search_s`` of the span, most no longer do: then the copy was placed in the
 wrong stretch of its reference, which is not a reason to drop it.
 
-The check only ever drops a match. A blurred, small, mirrored or textless frame reads nothing, and its match stands.
+The check only ever drops a match. A blurred, small, mirrored or textless frame reads nothing, and its match stands;
+so does a match found in a half or an inset of the probe, whose frame shows other footage around the copy.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sora_search.embed.views import WHOLE_FRAME_VIEWS
 from sora_search.errors import TextReaderMissing, VideoDecodeError
 from sora_search.params import TextParams
 from sora_search.types import Match, Span
@@ -143,12 +145,16 @@ def verdict(words: Words, probe: str, reference: str, span: Span, params: TextPa
 
 
 def text_checked(probe: str, matches: Sequence[Match], reader: TextReader) -> tuple[Match, ...]:
-    """``matches`` less those the text check drops; each judged on its best span. The others keep their scores."""
+    """``matches`` less those the text check drops; each judged on its best span. The others keep their scores.
+
+    A match found in a half or an inset of the probe is left alone: the rest of the probe's frame shows other
+    footage, with words of its own.
+    """
     from sora_search.thumbs import duration_s
 
     kept = []
     for m in matches:
-        if m.score >= reader.params.min_score and m.segments:
+        if m.score >= reader.params.min_score and m.segments and m.view in WHOLE_FRAME_VIEWS:
             try:
                 end_s: float | None = duration_s(m.path) or None
             except VideoDecodeError:
