@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"before": was, "after": now, "checked": checked, "check_s": round(check_s, 1),
                                         "frames_read": reader.frames_read, "settings": vars(args) | {
-            "bench": str(args.bench), "result": str(args.result), "out": str(args.out)}, "rows": rows}, indent=1))
+            "bench": str(args.bench), "result": str(args.result), "out": str(args.out),
+            "index": args.index and str(args.index)}, "rows": rows}, indent=1))
     return 0
 
 
