@@ -2,7 +2,7 @@
 
 Slides of one deck, forms and title cards share one layout and differ only in their words, which the encoder's
 224-px view does not resolve: another slide of the deck can score as high as an edited copy of the probe's own
-(docs/tuning.md, "The text check"). A text reader tells them apart. Along a match's best span, ``pairs`` probe
+(docs/tuning.md, "TextParams"). A text reader tells them apart. Along a match's best span, ``pairs`` probe
 frames are read with the reference frames aligned to them, by the ``tesseract`` command. A pair is judged where both
 frames give ``min_words`` words, and differs where the Jaccard index of their word sets is under ``differ_below``. A
 match is dropped where most of its pairs were judged and most of those differ, unless, read again against the
