@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import io
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +39,7 @@ import edits as E
 import render as R
 from sora_search.encoder import load_encoder
 from sora_search.encoder.projection import Projection
+from sora_search.query.text import words_of_tsv
 
 SIZE = (1280, 720)
 CELL_QUANTILE = 0.3
@@ -158,15 +158,10 @@ class Reader:
 
 
 def read_words(png: Path, min_confidence: float = MIN_CONFIDENCE) -> frozenset[str]:
-    """The lower-case words of three letters or more that ``tesseract`` reads in ``png`` with ``min_confidence``."""
+    """The words ``tesseract`` reads in ``png``, as the engine's text check counts them."""
     tsv = subprocess.run(["tesseract", str(png), "-", "--psm", "3", "tsv"], capture_output=True, text=True,
                          check=True).stdout
-    words = set()
-    for line in tsv.splitlines()[1:]:
-        cells = line.split("\t")
-        if len(cells) == 12 and cells[11].strip() and float(cells[10]) >= min_confidence:
-            words.update(re.findall(r"[a-z]{3,}", cells[11].lower()))
-    return frozenset(words)
+    return words_of_tsv(tsv, min_confidence)
 
 
 class TextReader:

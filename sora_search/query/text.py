@@ -82,12 +82,18 @@ class TextReader:
             except (subprocess.SubprocessError, OSError) as exc:
                 logger.info("text check: %s could not read a frame: %s", self.exe, exc)
                 return frozenset()
-        words: set[str] = set()
-        for line in tsv.splitlines()[1:]:
-            cells = line.split("\t")
-            if len(cells) == 12 and cells[11].strip() and float(cells[10]) >= self.params.min_confidence:
-                words.update(re.findall(r"[a-z]{3,}", cells[11].lower()))
-        return frozenset(words)
+        return words_of_tsv(tsv, self.params.min_confidence)
+
+
+def words_of_tsv(tsv: str, min_confidence: float) -> frozenset[str]:
+    """The lower-case runs of three letters or more in ``tesseract ... tsv`` output, from words it read with
+    ``min_confidence`` or more."""
+    words: set[str] = set()
+    for line in tsv.splitlines()[1:]:
+        cells = line.split("\t")
+        if len(cells) == 12 and cells[11].strip() and float(cells[10]) >= min_confidence:
+            words.update(re.findall(r"[a-z]{3,}", cells[11].lower()))
+    return frozenset(words)
 
 
 def grey_picture(path: str, t_s: float, lines: int) -> np.ndarray:
