@@ -176,6 +176,7 @@ def slides(tmp_path_factory) -> Path:
 def test_the_reader_reads_a_slide_and_nothing_in_a_blank_frame(slides: Path, tmp_path: Path) -> None:
     words = TextReader()(str(slides / "budget.mp4"), 2.0)
     assert {"quarterly", "budget", "review", "revenue", "northern", "marketing", "hiring", "winter"} <= words
+    assert TextReader(threads=None)(str(slides / "budget.mp4"), 2.0) == words  # one thread reads the same
     ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=320x240:rate=5", "-t", "2", "-c:v", "libx264",
            "-pix_fmt", "yuv420p", str(tmp_path / "grey.mp4"))
     assert TextReader()(str(tmp_path / "grey.mp4"), 1.0) == frozenset()

@@ -16,6 +16,7 @@ so does a match found in a half or an inset of the probe, whose frame shows othe
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -39,11 +40,14 @@ class TextReader:
     """The words on screen in a video at a time: lower-case runs of three letters or more that ``tesseract`` reads
     with ``params.min_confidence``, each (file, tenth of a second) read once.
 
+    ``threads``: tesseract's OpenMP threads for one read (None: its own choice). One is faster: threads make a frame's
+    read slower, not faster, and read the same words (``benchmarks/speed/text_reader.py``).
+
     Raises:
         TextReaderMissing: the ``tesseract`` command is not on PATH.
     """
 
-    def __init__(self, params: TextParams | None = None, command: str = "tesseract") -> None:
+    def __init__(self, params: TextParams | None = None, command: str = "tesseract", threads: int | None = 1) -> None:
         exe = shutil.which(command)
         if exe is None:
             raise TextReaderMissing(f"the text check reads frames with the {command} command, which is not on PATH: "
@@ -51,6 +55,7 @@ class TextReader:
                                     "check off")
         self.exe = exe
         self.params = params or TextParams()
+        self.threads = threads
         self._read: dict[tuple[str, float], frozenset[str]] = {}
 
     @property
@@ -76,9 +81,12 @@ class TextReader:
         with tempfile.TemporaryDirectory(prefix="sora-text-") as tmp:
             pgm = Path(tmp) / "frame.pgm"
             pgm.write_bytes(b"P5\n%d %d\n255\n" % (w, h) + np.ascontiguousarray(picture).tobytes())
+            env = {k: v for k, v in os.environ.items() if k != "OMP_THREAD_LIMIT"}
+            if self.threads is not None:
+                env["OMP_THREAD_LIMIT"] = str(self.threads)
             try:
                 tsv = subprocess.run([self.exe, str(pgm), "-", "--psm", "3", "tsv"], capture_output=True, text=True,
-                                     timeout=self.params.timeout_s, check=True).stdout
+                                     timeout=self.params.timeout_s, check=True, env=env).stdout
             except (subprocess.SubprocessError, OSError) as exc:
                 logger.info("text check: %s could not read a frame: %s", self.exe, exc)
                 return frozenset()
