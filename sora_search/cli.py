@@ -217,7 +217,8 @@ def index(ctx: click.Context, paths: tuple[Path, ...], index_dir: Path | None, d
 @click.option("--read-text", is_flag=True,
               help="Read the words on screen with the tesseract command and drop a match whose frames both show "
                    "text that differs: another slide of the same deck, form or title card rather than a copy. "
-                   "Reads a few frames of each match, about 0.2 s each.")
+                   "Reads a few frames of each match, about 0.2 s each; `sora-search -v query ...` names each "
+                   "match it drops.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write a self-contained HTML report to this file: frames side by side, timelines.")
