@@ -39,13 +39,14 @@ import edits as E
 import render as R
 from sora_search.encoder import load_encoder
 from sora_search.encoder.projection import Projection
+from sora_search.params import TextParams
 from sora_search.query.text import words_of_tsv
 
 SIZE = (1280, 720)
 CELL_QUANTILE = 0.3
-# A word counts when tesseract is this sure of it (0-100): on a heavily re-encoded frame it also "reads" strings of
-# letters in the blocking at 0-55, where the words it does read score 90 and more.
-MIN_CONFIDENCE = 80.0
+# A word counts when tesseract is this sure of it (0-100), as in the engine's check: on a heavily re-encoded frame it
+# also "reads" strings of letters in the blocking at 0-55, where the words it does read score 90 and more.
+MIN_CONFIDENCE = TextParams().min_confidence
 Picture = Image.Image
 
 

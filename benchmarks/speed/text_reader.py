@@ -36,11 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         readers = {name: TextReader(threads=threads) for name, threads in SETTINGS.items()}
     except TextReaderMissing as exc:
         sys.exit(str(exc))
-    lines = TextReader().params.read_lines
+    params = readers["one thread"].params
     pictures: list[np.ndarray] = []
     for video in args.videos:
         length = duration_s(video)
-        pictures += [grey_picture(str(video), (i + 0.5) * length / args.frames, lines) for i in range(args.frames)]
+        pictures += [grey_picture(str(video), (i + 0.5) * length / args.frames, params.read_lines)
+                     for i in range(args.frames)]
 
     times: dict[str, list[float]] = {name: [] for name in SETTINGS}
     words: dict[str, list[frozenset[str]]] = {}
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             times[name].append((time.perf_counter() - start) / len(pictures))
     if len({tuple(w) for w in words.values()}) != 1:
         sys.exit("the settings read different words")
-    legible = sum(len(w) >= TextReader().params.min_words for w in words["one thread"])
+    legible = sum(len(w) >= params.min_words for w in words["one thread"])
     median = {name: statistics.median(t) for name, t in times.items()}
     for name, t in times.items():
         print(f"{name:<20} {median[name]:.3f} s a frame (rounds: {', '.join(f'{x:.3f}' for x in t)})")
