@@ -21,7 +21,7 @@ from sora_search import Library
 from sora_search.cli import cli
 from sora_search.errors import TextReaderMissing
 from sora_search.params import QueryParams, TextParams
-from sora_search.query.text import TextReader, text_checked, verdict
+from sora_search.query.text import TextReader, Words, text_checked, verdict
 from sora_search.types import Match, Span
 from tests.media import ffmpeg, make_testsrc
 
@@ -46,8 +46,29 @@ def span(q0: float, q1: float, r0: float, r1: float) -> Span:
 def test_a_majority_of_legible_pairs_that_read_differently_drops_the_match() -> None:
     dropped, judged = verdict(reader({"q.mp4": SLIDE, "r.mp4": OTHER}), "q.mp4", "r.mp4", span(0, 9, 10, 19), P)
     assert dropped and len(judged) == 3 and all(j < 0.1 for j in judged)
+    # Two pairs that read alike settle it: the third is not read.
     assert verdict(reader({"q.mp4": SLIDE, "r.mp4": SLIDE}), "q.mp4", "r.mp4", span(0, 9, 10, 19), P) == \
-        (False, [1.0, 1.0, 1.0])
+        (False, [1.0, 1.0])
+
+
+def test_reading_stops_once_the_match_cannot_be_dropped() -> None:
+    """Pairs are read at 1.5, 4.5 and 7.5 s of the probe (11.5, 14.5 and 17.5 s of the reference)."""
+    reads: list[tuple[str, float]] = []
+
+    def counted(probe: frozenset[str], ref: Callable[[float], frozenset[str]]) -> Words:
+        reads.clear()
+
+        def words(path: str, at_s: float) -> frozenset[str]:
+            reads.append((path, at_s))
+            return probe if path == "q.mp4" else ref(at_s)
+        return words
+
+    # A probe without text: after two illegible frames of three too few pairs are left to judge; no reference read.
+    assert verdict(counted(frozenset(), lambda t: OTHER), "q.mp4", "r.mp4", span(0, 9, 10, 19), P) == (False, [])
+    assert reads == [("q.mp4", 1.5), ("q.mp4", 4.5)]
+    # One pair differs and one reads alike: the third decides, so every frame is read.
+    differs_first = counted(SLIDE, lambda t: OTHER if t < 12 else SLIDE)
+    assert not verdict(differs_first, "q.mp4", "r.mp4", span(0, 9, 10, 19), P)[0] and len(reads) == 6
 
 
 def test_frames_that_read_nothing_leave_the_match_alone() -> None:

@@ -125,7 +125,8 @@ def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 
 def verdict(words: Words, probe: str, reference: str, span: Span, params: TextParams,
             reference_end_s: float | None = None) -> tuple[bool, list[float]]:
-    """Whether the text check drops a match, and the Jaccard index of each judged pair along ``span``.
+    """Whether the text check drops a match, and the Jaccard index of each pair judged along ``span``. Pairs are read
+    in order until the verdict is settled: a match that cannot be dropped any more is not read further.
 
     Args:
         words: a reader of (file, time): :class:`TextReader`, or any function of that shape.
@@ -133,20 +134,20 @@ def verdict(words: Words, probe: str, reference: str, span: Span, params: TextPa
     """
     q0, q1, r0, r1 = span.query_start_s, span.query_end_s, span.ref_start_s, span.ref_end_s
     probes, judged = [], []
-    for f in (np.arange(params.pairs) + 0.5) / params.pairs:
-        seen = words(probe, q0 + f * (q1 - q0))
-        if len(seen) < params.min_words:
-            continue  # the probe shows nothing legible here: no need to read the reference
-        ref = words(reference, r0 + f * (r1 - r0))
-        if len(ref) >= params.min_words:
-            probes.append(seen)
-            judged.append(_jaccard(seen, ref))
 
     def drops(judged: Sequence[float]) -> bool:
         return 2 * sum(j < params.differ_below for j in judged) > len(judged)
 
-    if not (2 * len(judged) > params.pairs and drops(judged)):
-        return False, judged
+    for n_read, f in enumerate((np.arange(params.pairs) + 0.5) / params.pairs, start=1):
+        seen = words(probe, q0 + f * (q1 - q0))
+        if len(seen) >= params.min_words:  # else the probe shows nothing legible here: the reference is not read
+            ref = words(reference, r0 + f * (r1 - r0))
+            if len(ref) >= params.min_words:
+                probes.append(seen)
+                judged.append(_jaccard(seen, ref))
+        left = params.pairs - n_read  # stop reading once the pairs left cannot make a drop
+        if 2 * (len(judged) + left) <= params.pairs or not drops(judged + [0.0] * left):
+            return False, judged
     end = r1 + params.search_s if reference_end_s is None else min(r1 + params.search_s, reference_end_s)
     along = np.arange(max(0.0, r0 - params.search_s), end, params.search_step_s)
     for t in sorted(along, key=lambda t: abs(t - (r0 + r1) / 2)):  # nearest first: a misplaced copy is found sooner
