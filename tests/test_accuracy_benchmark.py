@@ -584,3 +584,37 @@ def test_text_veto_scores_the_answers_left() -> None:
     after = {"a.mp4": [["r1.mp4", 0.4]], "b.mp4": []}
     assert text_veto.scores(before, truth)["recall_at_1"] == 0.0
     assert text_veto.scores(after, truth) == {"micro_ap": 1.0, "recall_at_1": 1.0}
+
+
+def test_draws_ranks_the_answers_of_several_draws_together(tmp_path: Path) -> None:
+    """benchmarks/accuracy/draws.py: two draws with the same query names stay apart; a confident wrong answer in one
+    draw lowers micro-AP over both; answers the text check dropped are left out."""
+    import draws
+
+    for n, wrong in ((0, 0.2), (1, 0.9)):
+        bench = tmp_path / f"b{n}"
+        bench.mkdir()
+        truth = {"queries": [{"name": "a.mp4", "positive": True, "reference": "r.mp4", "family": "blur",
+                              "split": "heldout"},
+                             {"name": "n.mp4", "positive": False, "reference": None, "split": "heldout"},
+                             {"name": "t.mp4", "positive": True, "reference": "r.mp4", "family": "blur",
+                              "split": "tune"}]}
+        (bench / "truth.json").write_text(json.dumps(truth))
+        (tmp_path / f"r{n}.json").write_text(json.dumps(
+            {"system": "sora", "predictions": {"a.mp4": [["r.mp4", 0.5]], "n.mp4": [["r.mp4", wrong]]}}))
+    (tmp_path / "text.json").write_text(json.dumps({"rows": [{"query": "n.mp4", "reference": "r.mp4",
+                                                              "vetoed": True}]}))
+    out = tmp_path / "out.json"
+
+    def run(*second: str) -> list[dict]:
+        assert draws.main(["--split", "heldout", "--draw", str(tmp_path / "b0"), str(tmp_path / "r0.json"),
+                           "--draw", str(tmp_path / "b1"), str(tmp_path / "r1.json"), *second,
+                           "--out", str(out)]) == 0
+        return json.loads(out.read_text())
+
+    first, second, both = run()
+    assert first["micro_ap"] == 1.0 and second["micro_ap"] == 0.5 and both["copies"] == 2
+    assert both["micro_ap"] == pytest.approx((1 / 2 + 2 / 3) / 2) and both["recall_at_1"] == 1.0
+    assert run(str(tmp_path / "text.json"))[2]["micro_ap"] == 1.0
+    with pytest.raises(SystemExit):
+        draws.main(["--split", "heldout", "--draw", str(tmp_path / "b0")])
