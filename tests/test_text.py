@@ -98,6 +98,19 @@ def test_a_copy_placed_in_the_wrong_stretch_of_its_reference_stands() -> None:
     assert verdict(placed_late, "q.mp4", "r.mp4", span(0, 9, 10, 19), P, reference_end_s=25.0)[0]
 
 
+def test_a_probe_that_reads_nothing_is_read_through_the_mirror_or_turn_its_match_was_found_in() -> None:
+    """A mirrored copy of a slide reads nothing as it is; mirrored back (the ``hflip`` view its match came from) it
+    reads its words, so a match with another slide is dropped and one with its own slide stands."""
+    def mirrored(ref: frozenset[str]) -> Words:
+        def words(path: str, at_s: float, view: str = "full") -> frozenset[str]:
+            return ref if path == "r.mp4" else SLIDE if view == "hflip" else frozenset()
+        return words
+
+    assert verdict(mirrored(OTHER), "q.mp4", "r.mp4", span(0, 9, 10, 19), P, view="hflip")[0]
+    assert verdict(mirrored(SLIDE), "q.mp4", "r.mp4", span(0, 9, 10, 19), P, view="hflip") == (False, [1.0, 1.0])
+    assert verdict(mirrored(OTHER), "q.mp4", "r.mp4", span(0, 9, 10, 19), P) == (False, [])  # found whole: stands
+
+
 def test_only_matches_seen_in_the_whole_frame_and_scoring_enough_are_read() -> None:
     """A match found in an inset or a half stands (the probe's frame shows other footage, with words of its own),
     as does one under ``min_score``; the others are judged."""
@@ -202,6 +215,19 @@ def test_the_reader_reads_a_slide_and_nothing_in_a_blank_frame(slides: Path, tmp
            "-pix_fmt", "yuv420p", str(tmp_path / "grey.mp4"))
     assert TextReader()(str(tmp_path / "grey.mp4"), 1.0) == frozenset()
     assert TextReader()(str(tmp_path / "gone.mp4"), 1.0) == frozenset()  # a file that went away reads nothing
+
+
+@needs_reader
+def test_the_reader_reads_a_mirrored_or_turned_slide_through_its_view(slides: Path, tmp_path: Path) -> None:
+    read = TextReader()
+    upright = read(str(slides / "budget.mp4"), 2.0)
+    for name, vf, view in (("mirrored", "hflip", "hflip"), ("turned", "transpose=clock", "rot90")):
+        ffmpeg("-i", str(slides / "budget.mp4"), "-vf", vf, "-c:v", "libx264", "-pix_fmt", "yuv420p",
+               str(tmp_path / f"{name}.mp4"))
+        assert len(read(str(tmp_path / f"{name}.mp4"), 2.0, view) & upright) >= 8
+    assert len(read(str(tmp_path / "mirrored.mp4"), 2.0)) < TextParams().min_words  # mirrored text reads nothing
+    with pytest.raises(ValueError, match="inset"):
+        read(str(tmp_path / "mirrored.mp4"), 2.0, "inset")
 
 
 @needs_reader

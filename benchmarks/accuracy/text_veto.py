@@ -8,9 +8,10 @@ RESULT is ``run.py`` or ``requery.py`` output for that split. Each answer is jud
 ``tesseract-ocr``), as ``Library.query`` judges its matches, and an answer it drops is removed, as the engine would
 not have reported it. Micro-AP and recall@1 are then computed again, against the truth, beside the answers as they
 were. Reading the answers again is far cheaper than querying again, and gives the same answers: the check runs after
-the query and changes no other match. The engine leaves alone a match found in a half or an inset of the probe, which
-saved answers do not record: with INDEX (the split's index that made RESULT), each probe with an answer the check
-would drop is queried again there (the same defaults) for the view its match came from.
+the query and changes no other match. The engine leaves alone a match found in a half or an inset of the probe, and
+reads a probe frame that reads nothing as it is through the mirror or turn its match came from; saved answers do not
+record that view: with INDEX (the split's index that made RESULT), each probe with an answer to read is queried again
+there (the same defaults) for it, and without INDEX every answer counts as found in the whole frame.
 
 The default settings are the engine's, which come from ``slide_text.py --ocr`` (rendered slides: another slide of
 the deck shares 0.18 of its words on average, a legible copy about half or more), not from any split: see
@@ -30,7 +31,7 @@ from typing import Any
 import metrics
 import run
 from scene_overlap import engine_run
-from sora_search.embed.views import WHOLE_FRAME_VIEWS
+from sora_search.embed.views import FULL, WHOLE_FRAME_VIEWS
 from sora_search.errors import TextReaderMissing
 from sora_search.params import TextParams
 from sora_search.query.text import TextReader, verdict
@@ -104,15 +105,17 @@ def main(argv: list[str] | None = None) -> int:
             if score < params.min_score or not q_span or not r_span:
                 kept.append(p)
                 continue
+            view = views(name, reference) if views else FULL
+            if view not in WHOLE_FRAME_VIEWS:  # found in a half or the inset: the engine does not read it
+                kept.append(p)
+                continue
             ref_path = args.bench / (reference if "/" in reference else f"refs/{reference}")
             span = Span(q_span[0], q_span[1], r_span[0], r_span[1], score)
             start = time.perf_counter()
             vetoed, judged = verdict(reader, str(args.bench / "queries" / name), str(ref_path), span, params,
-                                     duration_s(ref_path))
+                                     duration_s(ref_path), view)
             checked += 1
             check_s += time.perf_counter() - start
-            view = views(name, reference) if vetoed and views else None
-            vetoed = vetoed and (view is None or view in WHOLE_FRAME_VIEWS)
             q = queries[name]
             right = q["positive"] and q["reference"] == reference
             if judged:
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                              "kind": q["family"] if q["positive"] else q["negative_kind"]})
                 print(f"{name} {reference:<22} {score:.3f} {'copy' if right else 'not':<4} "
                       f"{rows[-1]['kind']:<22} jaccard {rows[-1]['jaccard']}{'  VETOED' if vetoed else ''}"
-                      f"{f'  (found in {view})' if view else ''}", flush=True)
+                      f"{f'  (found in {view})' if view != FULL else ''}", flush=True)
             if not vetoed:
                 kept.append(p)
         after[name] = kept

@@ -9,8 +9,11 @@ match is dropped where most of its pairs were judged and most of those differ, u
 reference every ``search_step_s`` within ``search_s`` of the span, most no longer do: then the copy was placed in the
 wrong stretch of its reference, which is not a reason to drop it.
 
-The check only ever drops a match. A blurred, small, mirrored or textless frame reads nothing, and its match stands;
-so does a match found in a half or an inset of the probe, whose frame shows other footage around the copy.
+A match found in the probe's mirror image or turned frame (its ``view``) is read as that view shows the probe where
+the frame as it is reads nothing: mirrored text reads nothing until it is mirrored back.
+
+The check only ever drops a match. A blurred, small or textless frame reads nothing, and its match stands; so does a
+match found in a half or an inset of the probe, whose frame shows other footage around the copy.
 """
 
 from __future__ import annotations
@@ -21,24 +24,30 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from sora_search.embed.views import WHOLE_FRAME_VIEWS
+from sora_search.embed.views import FULL, HFLIP, WHOLE_FRAME_VIEWS
 from sora_search.errors import TextReaderMissing, VideoDecodeError
 from sora_search.params import TextParams
 from sora_search.types import Match, Span
 
 logger = logging.getLogger(__name__)
 
-Words = Callable[[str, float], frozenset[str]]  # (file, time in seconds) -> the words on screen then
+class Words(Protocol):
+    """The words on screen in a file at a time in seconds, the frame seen through a whole-frame ``view`` of
+    :mod:`sora_search.embed.views` (mirrored, turned) first."""
+
+    def __call__(self, path: str, t_s: float, view: str = FULL) -> frozenset[str]: ...
 
 
 class TextReader:
-    """The words on screen in a video at a time: lower-case runs of three letters or more that ``tesseract`` reads
-    with ``params.min_confidence``, each (file, tenth of a second) read once.
+    """The words on screen in a video at a time, the frame seen through a whole-frame view: lower-case runs of three
+    letters or more that ``tesseract`` reads with ``params.min_confidence``, each (file, tenth of a second, view) read
+    once.
 
     ``threads``: tesseract's OpenMP threads for one read (None: its own choice). One is faster: threads make a frame's
     read slower, not faster, and read the same words (``benchmarks/speed/text_reader.py``).
@@ -56,18 +65,18 @@ class TextReader:
         self.exe = exe
         self.params = params or TextParams()
         self.threads = threads
-        self._read: dict[tuple[str, float], frozenset[str]] = {}
+        self._read: dict[tuple[str, float, str], frozenset[str]] = {}
 
     @property
     def frames_read(self) -> int:
         """How many (file, time) this reader has read so far."""
         return len(self._read)
 
-    def __call__(self, path: str, t_s: float) -> frozenset[str]:
-        key = (str(path), round(t_s, 1))
+    def __call__(self, path: str, t_s: float, view: str = FULL) -> frozenset[str]:
+        key = (str(path), round(t_s, 1), view)
         if key not in self._read:
             try:
-                picture = grey_picture(path, t_s, self.params.read_lines)
+                picture = grey_picture(path, t_s, self.params.read_lines, view)
             except VideoDecodeError as exc:  # the reference was moved or damaged since: nothing to read
                 logger.info("text check: %s", exc)
                 self._read[key] = frozenset()
@@ -104,19 +113,27 @@ def words_of_tsv(tsv: str, min_confidence: float) -> frozenset[str]:
     return frozenset(words)
 
 
-def grey_picture(path: str, t_s: float, lines: int) -> np.ndarray:
-    """The frame on screen at ``t_s``, grey, enlarged to ``lines`` rows when smaller: (h, w) uint8.
+def grey_picture(path: str, t_s: float, lines: int, view: str = FULL) -> np.ndarray:
+    """The frame on screen at ``t_s``, grey, enlarged to ``lines`` rows when smaller, then mirrored or turned as the
+    whole-frame ``view`` turns a probe frame (:func:`sora_search.embed.views.make_view`): (h, w) uint8.
 
     Raises:
-        VideoDecodeError: the file cannot be opened or yields no frame.
+        VideoDecodeError: the file cannot be opened or yields no frame. ValueError: ``view`` is not a whole-frame view.
     """
+    if view not in WHOLE_FRAME_VIEWS:
+        raise ValueError(f"a frame is read whole, mirrored or turned, not through the {view!r} view")
     from sora_search.thumbs import frame_at
 
     frame = frame_at(path, t_s, "a frame to read")
     scale = max(1.0, lines / max(frame.height, 1))
     grey = frame.reformat(width=round(frame.width * scale), height=round(frame.height * scale), format="gray",
                           interpolation="BICUBIC")
-    return np.asarray(grey.to_ndarray(), dtype=np.uint8)
+    picture = np.asarray(grey.to_ndarray(), dtype=np.uint8)
+    if view == HFLIP:
+        picture = picture[:, ::-1]
+    elif view != FULL:
+        picture = np.rot90(picture, int(view[3:]) // 90)
+    return np.ascontiguousarray(picture)
 
 
 def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
@@ -124,13 +141,15 @@ def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 
 
 def verdict(words: Words, probe: str, reference: str, span: Span, params: TextParams,
-            reference_end_s: float | None = None) -> tuple[bool, list[float]]:
+            reference_end_s: float | None = None, view: str = FULL) -> tuple[bool, list[float]]:
     """Whether the text check drops a match, and the Jaccard index of each pair judged along ``span``. Pairs are read
     in order until the verdict is settled: a match that cannot be dropped any more is not read further.
 
     Args:
         words: a reader of (file, time): :class:`TextReader`, or any function of that shape.
         reference_end_s: the reference's duration, which the search along it stays within (None: unknown).
+        view: the whole-frame view of the probe the match was found in; a probe frame that reads nothing as it is
+            is read through it.
     """
     q0, q1, r0, r1 = span.query_start_s, span.query_end_s, span.ref_start_s, span.ref_end_s
     probes, judged = [], []
@@ -140,6 +159,8 @@ def verdict(words: Words, probe: str, reference: str, span: Span, params: TextPa
 
     for n_read, f in enumerate((np.arange(params.pairs) + 0.5) / params.pairs, start=1):
         seen = words(probe, q0 + f * (q1 - q0))
+        if len(seen) < params.min_words and view != FULL:
+            seen = words(probe, q0 + f * (q1 - q0), view)
         if len(seen) >= params.min_words:  # else the probe shows nothing legible here: the reference is not read
             ref = words(reference, r0 + f * (r1 - r0))
             if len(ref) >= params.min_words:
@@ -174,7 +195,7 @@ def text_checked(probe: str, matches: Sequence[Match], reader: TextReader) -> tu
                 end_s: float | None = duration_s(m.path) or None
             except VideoDecodeError:
                 end_s = None
-            dropped, judged = verdict(reader, probe, m.path, m.segments[0], reader.params, end_s)
+            dropped, judged = verdict(reader, probe, m.path, m.segments[0], reader.params, end_s, m.view)
             if dropped:
                 logger.info("text check: dropped %s (%.3f): words differ, Jaccard %s", m.path, m.score,
                             ", ".join(f"{j:.2f}" for j in judged))
