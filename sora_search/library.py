@@ -297,7 +297,8 @@ class Library:
         index, projection = self._keeper.searchable()
         ranked, searched, indexed = query_clip(clip, self._embedder, self._store, index, projection, p)
         paths = self._store.video_paths(r.video_id for r in ranked)
-        matches = tuple(Match(path=paths[r.video_id], score=round(r.score, 4), segments=r.spans, view=r.view)
+        matches = tuple(Match(path=paths[r.video_id], score=round(r.score, 4), segments=r.spans, view=r.view,
+                              region=None if r.region is None else (r.region.x, r.region.y, r.region.w, r.region.h))
                         for r in ranked)
         if reader is not None:
             matches = text_checked(str(clip), matches, reader)

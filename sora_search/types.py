@@ -69,13 +69,16 @@ class Span:
 
 @dataclass(frozen=True)
 class Match:
-    """One library video that matches the probe, with its score, the matching spans (best first), and the view of the
-    probe they were found in (``full``, ``hflip``, ``rot90``, ``left``, ``inset``...: :mod:`sora_search.embed.views`)."""
+    """One library video that matches the probe, with its score, the matching spans (best first), the view of the
+    probe they were found in (``full``, ``hflip``, ``rot90``, ``left``, ``inset``...: :mod:`sora_search.embed.views`)
+    and, for a view of part of the frame (a half, the inset), that part: ``(x, y, w, h)`` in fractions of the probe's
+    frame, from its top-left corner; None for the whole frame."""
 
     path: str
     score: float
     segments: tuple[Span, ...] = ()
     view: str = "full"
+    region: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,8 @@ def test_query_json_shape_and_table(runner, tiny_index, library_copy, tmp_path):
     assert data["query"] == str(clip) and data["blank"] is False and data["indexed"] is False
     assert data["matches"][0]["path"] == str(library_copy / "bars.mp4")
     for match in data["matches"]:
-        assert set(match) == {"path", "score", "segments", "view"} and match["view"] == "full"
+        assert set(match) == {"path", "score", "segments", "view", "region"}
+        assert match["view"] == "full" and match["region"] is None
         for seg in match["segments"]:
             assert set(seg) == {"query_start_s", "query_end_s", "ref_start_s", "ref_end_s", "score"}
     table = runner.invoke(cli, ["query", str(clip), "--index", str(tiny_index)])

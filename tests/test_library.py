@@ -5,6 +5,8 @@ tests/pg.py), which is then also the test's $SORA_SEARCH_DB, so that every ``Lib
 
 from __future__ import annotations
 
+import json
+
 import os
 import random
 import shutil
@@ -20,7 +22,7 @@ from sora_search.errors import EmptyIndex, EncoderError, EncoderMismatch, IndexL
 from sora_search.library import write_lock
 from sora_search.params import QueryParams
 from sora_search.embed.views import FULL, HALVES, HFLIP, ROTATIONS
-from tests.media import cut
+from tests.media import cut, inset_box
 
 
 on_both = pytest.mark.parametrize("lib", ["sqlite", "postgres"], indirect=True)
@@ -212,6 +214,11 @@ def test_inset_alone_finds_the_inset_first_and_nothing_without_one(lib, library_
     lib.index([library_copy])
     with_inset = lib.query(media_dir / "probe_pip.mp4", views=["inset"], min_score=-1)
     assert with_inset.matches, "the inset of probe_pip.mp4 was not found or not searched"
+    # Each match says where in the probe's frame it was found: the inset's rectangle (conftest: inset_box).
+    x, y, w, h = inset_box(0.35, 0.8, 0.2)
+    for m in with_inset.matches:
+        assert m.view == "inset" and m.region == pytest.approx((x, y, w, h), abs=0.05)
+    assert json.loads(json.dumps(with_inset.to_dict()))["matches"][0]["region"] == list(with_inset.matches[0].region)
     assert lib.query(media_dir / "probe_other.mp4", views=["inset"], min_score=-1).matches == ()
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sora_search.embed.views import (
-    FULL, HALVES, HFLIP, INSET, ROTATIONS, VIEW_SETS, WINDOWS, blank_frames, decode_side, make_view,
+    FULL, HALVES, HFLIP, INSET, ROTATIONS, VIEW_SETS, WINDOWS, blank_frames, decode_side, make_view, region_of,
 )
 from sora_search.params import QueryParams
 
@@ -66,6 +66,25 @@ def test_windows_are_plain_crops_on_a_quarter_grid(frames: np.ndarray) -> None:
     np.testing.assert_array_equal(make_view(frames, "win00"), frames[:, 0:8, 0:8])
     np.testing.assert_array_equal(make_view(frames, "win12"), frames[:, 4:12, 8:16])
     np.testing.assert_array_equal(make_view(frames, "win22"), frames[:, 8:16, 8:16])
+
+
+def test_the_region_of_a_view_is_the_part_of_the_frame_it_cuts(frames: np.ndarray) -> None:
+    """region_of says in fractions of the frame what make_view cuts out (a 2S frame of 16 px: S = 8)."""
+    from sora_search.embed.images import Box
+
+    for name in (*HALVES, *WINDOWS):
+        box = region_of(name)
+        assert box is not None
+        x0, y0, x1, y1 = box.pixels(16, 16)
+        cut = frames[:, y0:y1, x0:x1]
+        if cut.shape[1:3] == (16, 8):  # a left or right half is averaged by 2 down its rows
+            cut = cut.reshape(3, 8, 2, 8, 3).mean(axis=2).round()
+        elif cut.shape[1:3] == (8, 16):
+            cut = cut.reshape(3, 8, 8, 2, 3).mean(axis=3).round()
+        np.testing.assert_allclose(make_view(frames, name), cut, atol=1, err_msg=name)
+    inset = Box(0.25, 0.5, 0.5, 0.25, strength=9.0)
+    assert region_of(INSET, inset) == Box(0.25, 0.5, 0.5, 0.25) and region_of(INSET) is None
+    assert all(region_of(v) is None for v in (FULL, HFLIP, *ROTATIONS))
 
 
 def test_bad_shapes_and_names_are_named(frames: np.ndarray) -> None:

@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,7 +28,7 @@ import numpy as np
 
 from sora_search._faults import fault_point
 from sora_search.embed.images import cell_means
-from sora_search.embed.views import FULL, blank_frames, decode_side, make_view
+from sora_search.embed.views import FULL, INSET, blank_frames, decode_side, make_view
 from sora_search.errors import NoFramesError
 from sora_search.threads import available_cpus
 from sora_search.types import FrameBatch, VideoInfo
@@ -64,6 +64,7 @@ class Embedded:
             False for a library file.
         regions: {view: (n, region_count, raw_dim) float16 region vectors of each frame, not pooled over time}, for
             an encoder with regions (:attr:`~sora_search.encoder.Encoder.region_count`); empty otherwise.
+        inset: the rectangle the ``inset`` view cut out, when it is one of the views.
     """
 
     info: VideoInfo
@@ -71,6 +72,7 @@ class Embedded:
     vectors: dict[str, np.ndarray]
     blank: dict[str, np.ndarray]
     regions: dict[str, np.ndarray] = field(default_factory=dict)
+    inset: Box | None = None
 
 
 class Embedder:
@@ -238,8 +240,9 @@ class Embedder:
             raise ValueError(f"every must be at least 1, got {every}")
         size = self._input_size()
         side = decode_side(views, size) if views else 2 * size
-        return self._embed(path, list(views), side, timeout_s=timeout_s, probe_views=(blank_std, finder, box),
-                           every=every)
+        embedded = self._embed(path, list(views), side, timeout_s=timeout_s, probe_views=(blank_std, finder, box),
+                               every=every)
+        return replace(embedded, inset=box) if INSET in views else embedded
 
     def forget_probe(self) -> None:
         """Drop the probe frames kept by :meth:`probe`, here and in the decode worker."""

@@ -51,6 +51,20 @@ VIEW_SETS: dict[str, tuple[str, ...]] = {
 }
 
 
+def region_of(name: str, inset: Box | None = None) -> Box | None:
+    """The part of the probe frame a view looks at, in fractions of the frame: a half, a window or the found ``inset``;
+    None for the whole-frame views (and for ``inset`` without its box)."""
+    if name in ("left", "right"):
+        return Box(0.5 * (name == "right"), 0.0, 0.5, 1.0)
+    if name in ("top", "bottom"):
+        return Box(0.0, 0.5 * (name == "bottom"), 1.0, 0.5)
+    if name in WINDOWS:
+        return Box(int(name[4]) / 4, int(name[3]) / 4, 0.5, 0.5)
+    if name == INSET and inset is not None:
+        return Box(inset.x, inset.y, inset.w, inset.h)
+    return None
+
+
 def blank_frames(frames: np.ndarray, max_std: float) -> np.ndarray:
     """(n,) bool: which of ``frames`` ((n, H, W, 3) uint8 RGB) are blank: black, a fade, a uniform colour, where
     every colour channel's standard deviation (0-255 scale) is below ``max_std`` (``QueryParams.blank_std``).

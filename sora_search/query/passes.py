@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sora_search.embed.inset import Box, InsetFinder
-from sora_search.embed.views import FULL, HALVES, HFLIP, INSET, REGION_VIEWS, ROTATIONS, VIEW_SETS
+from sora_search.embed.views import FULL, HALVES, HFLIP, INSET, REGION_VIEWS, ROTATIONS, VIEW_SETS, region_of
 from sora_search.params import QueryParams
 from sora_search.query.align import align, group_hits, novelty_weights
 from sora_search.query.background import Copies, background
@@ -45,13 +45,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Ranked:
-    """A video that matched: its store id, its score, its spans, best first (span scores are final too), and the
-    probe's view they were found in."""
+    """A video that matched: its store id, its score, its spans, best first (span scores are final too), the
+    probe's view they were found in and the part of the probe frame that view looks at (None: the whole frame)."""
 
     video_id: int
     score: float
     spans: tuple[Span, ...]
     view: str = FULL
+    region: Box | None = None
 
 
 def view_passes(views: str | Sequence[str]) -> list[tuple[str, ...]]:
@@ -93,6 +94,7 @@ class ProbeSearch:
         self._probe: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # view -> its seconds and projected vectors
         self._probe_regions: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # view -> its seconds, centred regions
         self._whole: dict[str, ProbeView] = {}  # the whole frame and its mirror, for the sequence check
+        self._inset: Box | None = None  # the rectangle the inset view cut out, once it was searched
         # Which library videos are copies of one another (they count once in the background).
         self._copies = Copies(store, params.copy_similarity, params.copy_agreement)
 
@@ -114,6 +116,7 @@ class ProbeSearch:
             return
         duration = max(probe.info.duration_s, float(ts[-1]) + p.align.interval_s)
         scores, video_ids, ref_s = self._search(vectors)
+        self._inset = probe.inset or self._inset
         for name, kept, rows in views:
             penalty = _penalty(name, p)
             self._probe[name] = (ts[kept], vectors[rows])
@@ -176,7 +179,9 @@ class ProbeSearch:
                                   self._projection, p)
         everyone = sequence_checked(everyone, list(self._whole.values()), self._store, self._projection, p,
                                     self._exclude)
-        return [replace(r, view=self._best_view.get(r.video_id, FULL)) for r in shown(everyone, p)]
+        views = {r.video_id: self._best_view.get(r.video_id, FULL) for r in everyone}
+        return [replace(r, view=views[r.video_id], region=region_of(views[r.video_id], self._inset))
+                for r in shown(everyone, p)]
 
     def _with_motion(self) -> dict[int, list[Span]]:
         """``best``, the spans of its ``motion_candidates`` best videos moved by ``motion_weight`` times their best
