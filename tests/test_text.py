@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from sora_search import Library
 from sora_search.cli import cli
+from sora_search.embed.images import Box
 from sora_search.errors import TextReaderMissing
 from sora_search.params import QueryParams, TextParams
 from sora_search.query.text import TextReader, Words, text_checked, verdict
@@ -111,18 +112,34 @@ def test_a_probe_that_reads_nothing_is_read_through_the_mirror_or_turn_its_match
     assert verdict(mirrored(OTHER), "q.mp4", "r.mp4", span(0, 9, 10, 19), P) == (False, [])  # found whole: stands
 
 
-def test_only_matches_seen_in_the_whole_frame_and_scoring_enough_are_read() -> None:
-    """A match found in an inset or a half stands (the probe's frame shows other footage, with words of its own),
-    as does one under ``min_score``; the others are judged."""
+def test_a_match_found_in_part_of_the_frame_is_read_there() -> None:
+    """A picture-in-picture copy of a slide over footage with words of its own: its inset reads the slide."""
+    inset = Box(0.5, 0.0, 0.5, 0.5)
+
+    def pip(ref: frozenset[str]) -> Words:
+        def words(path: str, at_s: float, view: str = "full", region: Box | None = None) -> frozenset[str]:
+            return ref if path == "r.mp4" else SLIDE if region == inset else OTHER
+        return words
+
+    assert verdict(pip(SLIDE), "q.mp4", "r.mp4", span(0, 9, 10, 19), P, view="inset", region=inset) == \
+        (False, [1.0, 1.0])
+    assert verdict(pip(OTHER), "q.mp4", "r.mp4", span(0, 9, 10, 19), P, view="inset", region=inset)[0]
+    assert verdict(pip(SLIDE), "q.mp4", "r.mp4", span(0, 9, 10, 19), P)[0]  # read whole, the frame reads otherwise
+
+
+def test_only_matches_that_score_enough_and_say_where_they_were_found_are_read() -> None:
+    """A match under ``min_score`` stands, as does one found in a view of part of the frame that does not say which
+    part; the others are judged, each read where it was found."""
     class Fake:
         params = P
 
-        def __call__(self, path: str, at_s: float) -> frozenset[str]:
+        def __call__(self, path: str, at_s: float, view: str = "full", region: Box | None = None) -> frozenset[str]:
             return SLIDE if Path(path).name == "q.mp4" else OTHER
 
     s = (span(0, 9, 10, 19),)
     matches = [Match("r1.mp4", 0.5, s, "full"), Match("r2.mp4", 0.5, s, "inset"), Match("r3.mp4", 0.5, s, "left"),
-               Match("r4.mp4", 0.05, s, "full"), Match("r5.mp4", 0.4, s, "hflip"), Match("r6.mp4", 0.4, (), "full")]
+               Match("r4.mp4", 0.05, s, "full"), Match("r5.mp4", 0.4, s, "hflip"), Match("r6.mp4", 0.4, (), "full"),
+               Match("r7.mp4", 0.5, s, "left", (0.0, 0.0, 0.5, 1.0))]
     kept = text_checked("q.mp4", matches, Fake())  # type: ignore[arg-type]
     assert [m.path for m in kept] == ["r2.mp4", "r3.mp4", "r4.mp4", "r6.mp4"]
 
@@ -228,6 +245,18 @@ def test_the_reader_reads_a_mirrored_or_turned_slide_through_its_view(slides: Pa
     assert len(read(str(tmp_path / "mirrored.mp4"), 2.0)) < TextParams().min_words  # mirrored text reads nothing
     with pytest.raises(ValueError, match="inset"):
         read(str(tmp_path / "mirrored.mp4"), 2.0, "inset")
+
+
+@needs_reader
+def test_the_reader_reads_the_part_of_the_frame_it_is_given(slides: Path, tmp_path: Path) -> None:
+    """The slide shrunk to a quarter of the frame, top right, over another slide: read there, it reads its own words."""
+    ffmpeg("-i", str(slides / "copy.mp4"), "-i", str(slides / "budget.mp4"), "-filter_complex",
+           "[0:v]scale=480:270[bg];[1:v]scale=240:136[in];[bg][in]overlay=240:0,format=yuv420p", "-c:v", "libx264",
+           str(tmp_path / "pip.mp4"))
+    read = TextReader()
+    inset = read(str(tmp_path / "pip.mp4"), 2.0, region=Box(0.5, 0.0, 0.5, 0.5))
+    assert len(inset & read(str(slides / "budget.mp4"), 2.0)) >= 8
+    assert not inset & {"garden", "tomatoes", "pumpkins", "seedlings"}
 
 
 @needs_reader

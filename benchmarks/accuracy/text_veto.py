@@ -8,10 +8,10 @@ RESULT is ``run.py`` or ``requery.py`` output for that split. Each answer is jud
 ``tesseract-ocr``), as ``Library.query`` judges its matches, and an answer it drops is removed, as the engine would
 not have reported it. Micro-AP and recall@1 are then computed again, against the truth, beside the answers as they
 were. Reading the answers again is far cheaper than querying again, and gives the same answers: the check runs after
-the query and changes no other match. The engine leaves alone a match found in a half or an inset of the probe, and
-reads a probe frame that reads nothing as it is through the mirror or turn its match came from; saved answers do not
-record that view: with INDEX (the split's index that made RESULT), each probe with an answer to read is queried again
-there (the same defaults) for it, and without INDEX every answer counts as found in the whole frame.
+the query and changes no other match. The engine reads a probe where its match was found: a half or the inset alone,
+and through the mirror or turn where the frame as it is reads nothing. Saved answers do not record that view: with
+INDEX (the split's index that made RESULT), each probe with an answer to read is queried again there (the same
+defaults) for it, and without INDEX every answer counts as found in the whole frame.
 
 The default settings are the engine's, which come from ``slide_text.py --ocr`` (rendered slides: another slide of
 the deck shares 0.18 of its words on average, a legible copy about half or more), not from any split: see
@@ -31,6 +31,7 @@ from typing import Any
 import metrics
 import run
 from scene_overlap import engine_run
+from sora_search.embed.images import Box
 from sora_search.embed.views import FULL, WHOLE_FRAME_VIEWS
 from sora_search.errors import TextReaderMissing
 from sora_search.params import TextParams
@@ -40,20 +41,22 @@ from sora_search.types import Span
 
 
 class Views:
-    """The probe's view each answer came from, by querying the split's index again (once a probe)."""
+    """The probe's view each answer came from and the part of the probe's frame it looks at (None: the whole frame),
+    by querying the split's index again (once a probe)."""
 
     def __init__(self, index: Path, bench: Path) -> None:
         from sora_search import Library
 
         self.lib = Library.open(index, create=False)
         self.bench = bench
-        self.found: dict[str, dict[str, str]] = {}
+        self.found: dict[str, dict[str, tuple[str, Box | None]]] = {}
 
-    def __call__(self, name: str, reference: str) -> str:
+    def __call__(self, name: str, reference: str) -> tuple[str, Box | None]:
         if name not in self.found:
             result = self.lib.query(self.bench / "queries" / name, k=run.PREDICTIONS_PER_QUERY, min_score=-1.0)
-            self.found[name] = {run.reference_name(Path(m.path)): m.view for m in result.matches}
-        return self.found[name].get(reference, "full")
+            self.found[name] = {run.reference_name(Path(m.path)): (m.view, m.region and Box(*m.region))
+                                for m in result.matches}
+        return self.found[name].get(reference, (FULL, None))
 
 
 def scores(predictions: dict[str, list[Any]], truth: dict[str, Any]) -> dict[str, float]:
@@ -105,15 +108,15 @@ def main(argv: list[str] | None = None) -> int:
             if score < params.min_score or not q_span or not r_span:
                 kept.append(p)
                 continue
-            view = views(name, reference) if views else FULL
-            if view not in WHOLE_FRAME_VIEWS:  # found in a half or the inset: the engine does not read it
+            view, region = views(name, reference) if views else (FULL, None)
+            if view not in WHOLE_FRAME_VIEWS and region is None:  # the engine cannot tell where to read
                 kept.append(p)
                 continue
             ref_path = args.bench / (reference if "/" in reference else f"refs/{reference}")
             span = Span(q_span[0], q_span[1], r_span[0], r_span[1], score)
             start = time.perf_counter()
             vetoed, judged = verdict(reader, str(args.bench / "queries" / name), str(ref_path), span, params,
-                                     duration_s(ref_path), view)
+                                     duration_s(ref_path), view, region)
             checked += 1
             check_s += time.perf_counter() - start
             q = queries[name]

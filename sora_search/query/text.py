@@ -10,10 +10,11 @@ reference every ``search_step_s`` within ``search_s`` of the span, most no longe
 wrong stretch of its reference, which is not a reason to drop it.
 
 A match found in the probe's mirror image or turned frame (its ``view``) is read as that view shows the probe where
-the frame as it is reads nothing: mirrored text reads nothing until it is mirrored back.
+the frame as it is reads nothing: mirrored text reads nothing until it is mirrored back. A match found in a half or the
+inset of the probe (its ``region``) is read there alone: the rest of the frame shows other footage, with words of its
+own.
 
-The check only ever drops a match. A blurred, small or textless frame reads nothing, and its match stands; so does a
-match found in a half or an inset of the probe, whose frame shows other footage around the copy.
+The check only ever drops a match. A blurred, small or textless frame reads nothing, and its match stands.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Protocol
 
 import numpy as np
 
+from sora_search.embed.images import Box
 from sora_search.embed.views import FULL, HFLIP, WHOLE_FRAME_VIEWS
 from sora_search.errors import TextReaderMissing, VideoDecodeError
 from sora_search.params import TextParams
@@ -39,15 +41,15 @@ logger = logging.getLogger(__name__)
 
 class Words(Protocol):
     """The words on screen in a file at a time in seconds, the frame seen through a whole-frame ``view`` of
-    :mod:`sora_search.embed.views` (mirrored, turned) first."""
+    :mod:`sora_search.embed.views` (mirrored, turned) or cut to ``region`` first."""
 
-    def __call__(self, path: str, t_s: float, view: str = FULL) -> frozenset[str]: ...
+    def __call__(self, path: str, t_s: float, view: str = FULL, region: Box | None = None) -> frozenset[str]: ...
 
 
 class TextReader:
-    """The words on screen in a video at a time, the frame seen through a whole-frame view: lower-case runs of three
-    letters or more that ``tesseract`` reads with ``params.min_confidence``, each (file, tenth of a second, view) read
-    once.
+    """The words on screen in a video at a time, the frame seen through a whole-frame view or cut to a region:
+    lower-case runs of three letters or more that ``tesseract`` reads with ``params.min_confidence``, each (file,
+    tenth of a second, view, region) read once.
 
     ``threads``: tesseract's OpenMP threads for one read (None: its own choice). One is faster: threads make a frame's
     read slower, not faster, and read the same words (``benchmarks/speed/text_reader.py``).
@@ -65,18 +67,18 @@ class TextReader:
         self.exe = exe
         self.params = params or TextParams()
         self.threads = threads
-        self._read: dict[tuple[str, float, str], frozenset[str]] = {}
+        self._read: dict[tuple[str, float, str, Box | None], frozenset[str]] = {}
 
     @property
     def frames_read(self) -> int:
         """How many (file, time) this reader has read so far."""
         return len(self._read)
 
-    def __call__(self, path: str, t_s: float, view: str = FULL) -> frozenset[str]:
-        key = (str(path), round(t_s, 1), view)
+    def __call__(self, path: str, t_s: float, view: str = FULL, region: Box | None = None) -> frozenset[str]:
+        key = (str(path), round(t_s, 1), view, region)
         if key not in self._read:
             try:
-                picture = grey_picture(path, t_s, self.params.read_lines, view)
+                picture = grey_picture(path, t_s, self.params.read_lines, view, region)
             except VideoDecodeError as exc:  # the reference was moved or damaged since: nothing to read
                 logger.info("text check: %s", exc)
                 self._read[key] = frozenset()
@@ -113,9 +115,10 @@ def words_of_tsv(tsv: str, min_confidence: float) -> frozenset[str]:
     return frozenset(words)
 
 
-def grey_picture(path: str, t_s: float, lines: int, view: str = FULL) -> np.ndarray:
-    """The frame on screen at ``t_s``, grey, enlarged to ``lines`` rows when smaller, then mirrored or turned as the
-    whole-frame ``view`` turns a probe frame (:func:`sora_search.embed.views.make_view`): (h, w) uint8.
+def grey_picture(path: str, t_s: float, lines: int, view: str = FULL, region: Box | None = None) -> np.ndarray:
+    """The frame on screen at ``t_s``, grey, cut to ``region`` (fractions of the frame), enlarged to ``lines`` rows
+    when smaller, then mirrored or turned as the whole-frame ``view`` turns a probe frame
+    (:func:`sora_search.embed.views.make_view`): (h, w) uint8.
 
     Raises:
         VideoDecodeError: the file cannot be opened or yields no frame. ValueError: ``view`` is not a whole-frame view.
@@ -125,6 +128,12 @@ def grey_picture(path: str, t_s: float, lines: int, view: str = FULL) -> np.ndar
     from sora_search.thumbs import frame_at
 
     frame = frame_at(path, t_s, "a frame to read")
+    if region is not None:
+        import av
+
+        x0, y0, x1, y1 = region.pixels(frame.width, frame.height)
+        cut = frame.reformat(format="gray").to_ndarray()[y0:y1, x0:x1]
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(cut), format="gray")
     scale = max(1.0, lines / max(frame.height, 1))
     grey = frame.reformat(width=round(frame.width * scale), height=round(frame.height * scale), format="gray",
                           interpolation="BICUBIC")
@@ -141,7 +150,8 @@ def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 
 
 def verdict(words: Words, probe: str, reference: str, span: Span, params: TextParams,
-            reference_end_s: float | None = None, view: str = FULL) -> tuple[bool, list[float]]:
+            reference_end_s: float | None = None, view: str = FULL,
+            region: Box | None = None) -> tuple[bool, list[float]]:
     """Whether the text check drops a match, and the Jaccard index of each pair judged along ``span``. Pairs are read
     in order until the verdict is settled: a match that cannot be dropped any more is not read further.
 
@@ -150,6 +160,8 @@ def verdict(words: Words, probe: str, reference: str, span: Span, params: TextPa
         reference_end_s: the reference's duration, which the search along it stays within (None: unknown).
         view: the whole-frame view of the probe the match was found in; a probe frame that reads nothing as it is
             is read through it.
+        region: the part of the probe frame the match was found in (a half, the inset): probe frames are read there
+            alone.
     """
     q0, q1, r0, r1 = span.query_start_s, span.query_end_s, span.ref_start_s, span.ref_end_s
     probes, judged = [], []
@@ -158,9 +170,10 @@ def verdict(words: Words, probe: str, reference: str, span: Span, params: TextPa
         return 2 * sum(j < params.differ_below for j in judged) > len(judged)
 
     for n_read, f in enumerate((np.arange(params.pairs) + 0.5) / params.pairs, start=1):
-        seen = words(probe, q0 + f * (q1 - q0))
-        if len(seen) < params.min_words and view != FULL:
-            seen = words(probe, q0 + f * (q1 - q0), view)
+        t = q0 + f * (q1 - q0)
+        seen = words(probe, t) if region is None else words(probe, t, FULL, region)
+        if len(seen) < params.min_words and view in WHOLE_FRAME_VIEWS - {FULL}:
+            seen = words(probe, t, view)
         if len(seen) >= params.min_words:  # else the probe shows nothing legible here: the reference is not read
             ref = words(reference, r0 + f * (r1 - r0))
             if len(ref) >= params.min_words:
@@ -181,21 +194,19 @@ def verdict(words: Words, probe: str, reference: str, span: Span, params: TextPa
 
 
 def text_checked(probe: str, matches: Sequence[Match], reader: TextReader) -> tuple[Match, ...]:
-    """``matches`` less those the text check drops; each judged on its best span. The others keep their scores.
-
-    A match found in a half or an inset of the probe is left alone: the rest of the probe's frame shows other
-    footage, with words of its own.
-    """
+    """``matches`` less those the text check drops; each judged on its best span, the probe read in the view or the
+    part of its frame the match was found in. The others keep their scores."""
     from sora_search.thumbs import duration_s
 
     kept = []
     for m in matches:
-        if m.score >= reader.params.min_score and m.segments and m.view in WHOLE_FRAME_VIEWS:
+        region = None if m.region is None else Box(*m.region)
+        if m.score >= reader.params.min_score and m.segments and (m.view in WHOLE_FRAME_VIEWS or region is not None):
             try:
                 end_s: float | None = duration_s(m.path) or None
             except VideoDecodeError:
                 end_s = None
-            dropped, judged = verdict(reader, probe, m.path, m.segments[0], reader.params, end_s, m.view)
+            dropped, judged = verdict(reader, probe, m.path, m.segments[0], reader.params, end_s, m.view, region)
             if dropped:
                 logger.info("text check: dropped %s (%.3f): words differ, Jaccard %s", m.path, m.score,
                             ", ".join(f"{j:.2f}" for j in judged))
