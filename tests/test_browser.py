@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import shutil
 
+import httpx
 import pytest
 
+from sora_search.report import found_in
 from tests.media import make_testsrc
 from tests.serving import CHROMIUM, CHROMIUM_ARGS, build_index, needs_browser, server
 
@@ -69,6 +71,19 @@ def test_upload_see_matches_and_play_from_a_span(idx, media_dir, tmp_path):
             page.wait_for_function("() => window.sent.some(([k, v]) => k === 'read_text' && v === 'true')",
                                    timeout=10_000)
             page.wait_for_selector(".match, #status:has-text('tesseract')", timeout=60_000)
+
+            # Every view at once: the picture-in-picture probe's match says it was found in part of the clip, as the
+            # API answers for the same upload.
+            page.uncheck("#read-text")
+            page.select_option("#views", "thorough")
+            page.set_input_files("#file", str(media_dir / "probe_pip.mp4"))
+            page.wait_for_selector(".match:has-text('pan_a.mp4')", timeout=60_000)
+            with open(media_dir / "probe_pip.mp4", "rb") as f:
+                api = httpx.post(url + "/api/query", files={"file": ("probe_pip.mp4", f, "video/mp4")},
+                                 data={"views": "thorough"}, timeout=60).json()["matches"][0]
+            assert api["view"] != "full" and api["region"] is not None, api
+            assert page.inner_text(".match:first-child .found") == f"Found in {found_in(api['view'], api['region'])}."
+            page.screenshot(path=str(tmp_path / "sora-serve-found-in.png"), full_page=True)
 
             page.click("nav a[href='#videos']")
             page.wait_for_selector("#videos-status:has-text('Showing 4 of 4 videos')")

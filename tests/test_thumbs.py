@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from html import unescape
 
 import pytest
 from click.testing import CliRunner
@@ -90,6 +91,27 @@ def test_query_html_with_no_match(tiny_index, media_dir, tmp_path):
     result = CliRunner().invoke(cli, ["query", str(media_dir / "probe_other.mp4"), "--index", str(tiny_index),
                                       "--min-score", "0.99", "--html", str(out)])
     assert result.exit_code == 0 and "No library video matches" in out.read_text()
+
+
+def test_the_report_says_where_in_the_clip_a_match_was_found(tiny_index, library_copy, media_dir):
+    """A match found in the clip's inset names it and marks its rectangle on each of the clip's frames; a match found
+    in the whole frame says nothing of it."""
+    from sora_search.report import found_in, render
+    from sora_search.types import Match, QueryResult, Span
+
+    spans = (Span(0.0, 4.0, 2.0, 6.0, 0.5),)
+    inset = Match(str(library_copy / "pan_a.mp4"), 0.5, spans, "inset", (0.6, 0.1, 0.35, 0.35))
+    html = render(QueryResult(str(media_dir / "probe_pip.mp4"), (inset,)), media_dir / "probe_pip.mp4", tiny_index)
+    assert "Found in the clip's inset, 60% across and 10% down, 35% x 35% of the frame" in unescape(html)
+    marks = re.findall(r'class="region" style="left: ([\d.]+)%; top: ([\d.]+)%;\s+width: ([\d.]+)%; height: ([\d.]+)%',
+                       html)
+    assert marks and {tuple(float(v) for v in m) for m in marks} == {(60.0, 10.0, 35.0, 35.0)}
+    assert len(marks) == html.count('alt="clip at')
+    whole = render(QueryResult(str(media_dir / "probe_pip.mp4"), (Match(inset.path, 0.5, spans),)),
+                   media_dir / "probe_pip.mp4", tiny_index)
+    assert "Found in" not in whole and 'class="region"' not in whole
+    assert found_in("hflip", None) == "the clip's mirror image" and found_in("win12", (0.5, 0.25, 0.5, 0.5)) == \
+        "the clip's window, 50% across and 25% down, 50% x 50% of the frame"
 
 
 def test_sample_times_every_few_seconds():

@@ -1,8 +1,9 @@
 """The HTML report of one query (``sora-search query CLIP --html FILE``): a single self-contained file.
 
-Per match: the score, both timelines with the matching spans marked (inline SVG), and the probe's frames beside the
-library video's frames every few seconds along each span. Thumbnails are embedded as ``data:`` URIs, so the file
-needs no network and no index folder to be read. Library thumbnails come from the index's
+Per match: the score, where in the probe's frame it was found when that is not the whole frame (the mirror image, a
+half, the inset: marked on the probe's frames), both timelines with the matching spans marked (inline SVG), and the
+probe's frames beside the library video's frames every few seconds along each span. Thumbnails are embedded as
+``data:`` URIs, so the file needs no network and no index folder to be read. Library thumbnails come from the index's
 :class:`~sora_search.thumbs.ThumbnailCache`; the probe's are decoded directly.
 """
 
@@ -19,6 +20,23 @@ from sora_search.types import QueryResult
 
 # At most this many frame pairs per span; a pair every few seconds (at least one second apart).
 PAIRS_PER_SPAN = 6
+
+# How the report names a view of the probe (sora_search.embed.views; a window is "winIJ"); the page's app.js the same.
+VIEW_NAMES = {"hflip": "mirror image", "rot90": "frame turned a quarter", "rot180": "frame turned upside down",
+              "rot270": "frame turned three quarters", "left": "left half", "right": "right half", "top": "top half",
+              "bottom": "bottom half", "inset": "inset"}
+
+
+def found_in(view: str, region: tuple[float, float, float, float] | None) -> str:
+    """Where in the probe a match was found, for people: '' for the whole frame, else for instance "the clip's inset,
+    65% across and 10% down, 35% x 35% of the frame"."""
+    if view == "full":
+        return ""
+    text = f"the clip's {VIEW_NAMES.get(view, 'window')}"
+    if region is not None:
+        x, y, w, h = (int(100 * v + 0.5) for v in region)  # halves up, as the page's Math.round
+        text += f", {x}% across and {y}% down, {w}% x {h}% of the frame"
+    return text
 
 
 @dataclass(frozen=True)
@@ -85,7 +103,8 @@ def render(result: QueryResult, probe: str | Path, location: str | Path, *, cach
                                                                  + (s.ref_end_s - s.ref_start_s)), pairs_per_span)]
             spans.append({"span": s, "pairs": pairs})
         matches.append({"rank": rank, "path": m.path, "name": Path(m.path).name, "score": m.score,
-                        "ref_len": max(ref_len, 1e-6), "spans": spans})
+                        "ref_len": max(ref_len, 1e-6), "spans": spans, "found_in": found_in(m.view, m.region),
+                        "region": m.region})
     cache.prune({v.id: v.fingerprint for v in videos.values()})
     env = jinja2.Environment(loader=jinja2.PackageLoader("sora_search.report", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True,

@@ -22,6 +22,19 @@
     return e;
   }
   function baseName(path) { return path.split("/").pop(); }
+  // Where in the clip a match was found, as the HTML report says it (sora_search.report.found_in).
+  var VIEW_NAMES = {hflip: "mirror image", rot90: "frame turned a quarter", rot180: "frame turned upside down",
+                    rot270: "frame turned three quarters", left: "left half", right: "right half", top: "top half",
+                    bottom: "bottom half", inset: "inset"};
+  function foundIn(m) {
+    if (!m.view || m.view === "full") return "";
+    var text = "the clip's " + (VIEW_NAMES[m.view] || "window");
+    if (m.region) {
+      var r = m.region.map(function (v) { return Math.round(100 * v); });
+      text += ", " + r[0] + "% across and " + r[1] + "% down, " + r[2] + "% x " + r[3] + "% of the frame";
+    }
+    return text;
+  }
   function say(target, text, isError) { target.textContent = text; target.className = isError ? "error" : ""; }
 
   function getJSON(url) {
@@ -122,6 +135,7 @@
       h.appendChild(el("span", {"class": "score", title: "score"}, m.score.toFixed(3)));
       li.appendChild(h);
       li.appendChild(el("div", {"class": "muted path"}, m.path));
+      if (foundIn(m)) li.appendChild(el("div", {"class": "found"}, "Found in " + foundIn(m) + "."));
       var qEnd = Math.max.apply(null, m.segments.map(function (s) { return s.query_end_s; }));
       var qLen = Math.max(probeLength || 0, qEnd) || 1;
       li.appendChild(track("clip", qLen, m.segments, "query", m));
