@@ -252,7 +252,7 @@ def query(clip: Path, index_dir: Path | None, device: str | None, k: int, min_sc
     for m in result.matches:
         for i, s in enumerate(m.segments):
             score = f"{m.score:6.3f}" if i == 0 else " " * 6
-            path = m.path if i == 0 else ""
+            path = (m.path + (f"  (found in {m.found_in})" if m.found_in else "")) if i == 0 else ""
             echo(f"{score}  {mmss(s.query_start_s)}-{mmss(s.query_end_s):<7}  "
                        f"{mmss(s.ref_start_s)}-{mmss(s.ref_end_s):<7}  {path}".rstrip())
 

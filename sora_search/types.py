@@ -67,6 +67,12 @@ class Span:
             raise ValueError(f"Span ends before it starts: {self}")
 
 
+# The views of sora_search.embed.views, named for people.
+_VIEW_NAMES = {"hflip": "mirror image", "rot90": "frame turned a quarter", "rot180": "frame turned upside down",
+               "rot270": "frame turned three quarters", "left": "left half", "right": "right half", "top": "top half",
+               "bottom": "bottom half", "inset": "inset"}
+
+
 @dataclass(frozen=True)
 class Match:
     """One library video that matches the probe, with its score, the matching spans (best first), the view of the
@@ -79,6 +85,18 @@ class Match:
     segments: tuple[Span, ...] = ()
     view: str = "full"
     region: tuple[float, float, float, float] | None = None
+
+    @property
+    def found_in(self) -> str:
+        """Where in the probe the match was found, in words: '' for the whole frame, else for instance "the clip's
+        inset, 53% across and 13% down, 34% x 34% of the frame" (the page's app.js says it the same way)."""
+        if self.view == "full":
+            return ""
+        text = f"the clip's {_VIEW_NAMES.get(self.view, 'window')}"  # a window is "winIJ"
+        if self.region is not None:
+            x, y, w, h = (int(100 * v + 0.5) for v in self.region)  # halves up, as the page's Math.round
+            text += f", {x}% across and {y}% down, {w}% x {h}% of the frame"
+        return text
 
 
 @dataclass(frozen=True)

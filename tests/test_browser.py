@@ -9,7 +9,7 @@ import shutil
 import httpx
 import pytest
 
-from sora_search.report import found_in
+from sora_search.types import Match
 from tests.media import make_testsrc
 from tests.serving import CHROMIUM, CHROMIUM_ARGS, build_index, needs_browser, server
 
@@ -82,7 +82,8 @@ def test_upload_see_matches_and_play_from_a_span(idx, media_dir, tmp_path):
                 api = httpx.post(url + "/api/query", files={"file": ("probe_pip.mp4", f, "video/mp4")},
                                  data={"views": "thorough"}, timeout=60).json()["matches"][0]
             assert api["view"] != "full" and api["region"] is not None, api
-            assert page.inner_text(".match:first-child .found") == f"Found in {found_in(api['view'], api['region'])}."
+            said = Match(api["path"], api["score"], (), api["view"], tuple(api["region"])).found_in
+            assert page.inner_text(".match:first-child .found") == f"Found in {said}."
             page.screenshot(path=str(tmp_path / "sora-serve-found-in.png"), full_page=True)
 
             page.click("nav a[href='#videos']")

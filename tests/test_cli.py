@@ -102,6 +102,15 @@ def test_index_location_precedence(runner, tmp_path, library_copy, monkeypatch):
     assert f"index       {env_idx}" in flag.output
 
 
+def test_the_table_says_where_in_the_clip_a_match_was_found(runner, lite_index, media_dir):
+    """The picture-in-picture probe seen through every view: its match names the inset's place in the frame."""
+    result = runner.invoke(cli, ["query", str(media_dir / "probe_pip.mp4"), "--index", str(lite_index), "--views",
+                                 "thorough"])
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[1]
+    assert "pan_a.mp4  (found in the clip's inset, " in first and first.endswith("of the frame)")
+
+
 def test_query_json_shape_and_table(runner, tiny_index, library_copy, tmp_path):
     import shutil
 

@@ -96,7 +96,7 @@ def test_query_html_with_no_match(tiny_index, media_dir, tmp_path):
 def test_the_report_says_where_in_the_clip_a_match_was_found(tiny_index, library_copy, media_dir):
     """A match found in the clip's inset names it and marks its rectangle on each of the clip's frames; a match found
     in the whole frame says nothing of it."""
-    from sora_search.report import found_in, render
+    from sora_search.report import render
     from sora_search.types import Match, QueryResult, Span
 
     spans = (Span(0.0, 4.0, 2.0, 6.0, 0.5),)
@@ -110,8 +110,9 @@ def test_the_report_says_where_in_the_clip_a_match_was_found(tiny_index, library
     whole = render(QueryResult(str(media_dir / "probe_pip.mp4"), (Match(inset.path, 0.5, spans),)),
                    media_dir / "probe_pip.mp4", tiny_index)
     assert "Found in" not in whole and 'class="region"' not in whole
-    assert found_in("hflip", None) == "the clip's mirror image" and found_in("win12", (0.5, 0.25, 0.5, 0.5)) == \
-        "the clip's window, 50% across and 25% down, 50% x 50% of the frame"
+    assert Match("v.mp4", 0.5, spans, "hflip").found_in == "the clip's mirror image"
+    assert Match("v.mp4", 0.5, spans, "win12", (0.5, 0.125, 0.5, 0.5)).found_in == \
+        "the clip's window, 50% across and 13% down, 50% x 50% of the frame"
 
 
 def test_sample_times_every_few_seconds():

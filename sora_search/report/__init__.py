@@ -21,23 +21,6 @@ from sora_search.types import QueryResult
 # At most this many frame pairs per span; a pair every few seconds (at least one second apart).
 PAIRS_PER_SPAN = 6
 
-# How the report names a view of the probe (sora_search.embed.views; a window is "winIJ"); the page's app.js the same.
-VIEW_NAMES = {"hflip": "mirror image", "rot90": "frame turned a quarter", "rot180": "frame turned upside down",
-              "rot270": "frame turned three quarters", "left": "left half", "right": "right half", "top": "top half",
-              "bottom": "bottom half", "inset": "inset"}
-
-
-def found_in(view: str, region: tuple[float, float, float, float] | None) -> str:
-    """Where in the probe a match was found, for people: '' for the whole frame, else for instance "the clip's inset,
-    65% across and 10% down, 35% x 35% of the frame"."""
-    if view == "full":
-        return ""
-    text = f"the clip's {VIEW_NAMES.get(view, 'window')}"
-    if region is not None:
-        x, y, w, h = (int(100 * v + 0.5) for v in region)  # halves up, as the page's Math.round
-        text += f", {x}% across and {y}% down, {w}% x {h}% of the frame"
-    return text
-
 
 @dataclass(frozen=True)
 class _Pair:
@@ -103,7 +86,7 @@ def render(result: QueryResult, probe: str | Path, location: str | Path, *, cach
                                                                  + (s.ref_end_s - s.ref_start_s)), pairs_per_span)]
             spans.append({"span": s, "pairs": pairs})
         matches.append({"rank": rank, "path": m.path, "name": Path(m.path).name, "score": m.score,
-                        "ref_len": max(ref_len, 1e-6), "spans": spans, "found_in": found_in(m.view, m.region),
+                        "ref_len": max(ref_len, 1e-6), "spans": spans, "found_in": m.found_in,
                         "region": m.region})
     cache.prune({v.id: v.fingerprint for v in videos.values()})
     env = jinja2.Environment(loader=jinja2.PackageLoader("sora_search.report", "templates"),

@@ -22,7 +22,7 @@
     return e;
   }
   function baseName(path) { return path.split("/").pop(); }
-  // Where in the clip a match was found, as the HTML report says it (sora_search.report.found_in).
+  // Where in the clip a match was found, as the CLI and the HTML report say it (sora_search.types.Match.found_in).
   var VIEW_NAMES = {hflip: "mirror image", rot90: "frame turned a quarter", rot180: "frame turned upside down",
                     rot270: "frame turned three quarters", left: "left half", right: "right half", top: "top half",
                     bottom: "bottom half", inset: "inset"};
