@@ -325,9 +325,9 @@ def test_a_pool_encodes_in_one_thread(corpus: Path, tmp_path: Path, monkeypatch:
     threads: list[str] = []
     embed = TinyEncoder.embed
 
-    def recorded(self, frames):
+    def recorded(self, frames, batch_size=None):
         threads.append(threading.current_thread().name)
-        return embed(self, frames)
+        return embed(self, frames, batch_size)
 
     monkeypatch.setattr(TinyEncoder, "embed", recorded)
     with Library.open(tmp_path / "idx", encoder="tiny", params=IndexParams(decode_workers=3)) as lib:

@@ -354,6 +354,9 @@ def test_batching_invariance(frames: dict[str, np.ndarray]) -> None:
     small = load_encoder("sora-lite0", device="cpu", batch_size=3).embed(batch)
     large = load_encoder("sora-lite0", device="cpu", batch_size=32).embed(batch)
     np.testing.assert_allclose(small, large, atol=2e-5)
+    # A call's own batch size (a probe's views: PROBE_BATCH) gives the same vectors too.
+    np.testing.assert_allclose(load_encoder("sora-lite0", device="cpu", batch_size=3).embed(batch, 32), large,
+                               atol=2e-5)
 
 
 def _edits(image: np.ndarray) -> dict[str, np.ndarray]:

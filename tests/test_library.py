@@ -222,6 +222,29 @@ def test_inset_alone_finds_the_inset_first_and_nothing_without_one(lib, library_
     assert lib.query(media_dir / "probe_other.mp4", views=["inset"], min_score=-1).matches == ()
 
 
+def test_a_probe_is_encoded_at_least_probe_batch_frames_a_pass_and_a_library_file_at_the_encoders(library_copy):
+    from sora_search.embed import PROBE_BATCH, Embedder
+
+    embedder = Embedder("tiny", device=None, fps=1.0, temporal_radius=0)
+    encoder = embedder.encoder
+    encoder.batch_size = 2
+    passes: list[int | None] = []
+
+    def counted(real):
+        def call(frames, batch_size=None):
+            passes.append(batch_size)
+            return real(frames, batch_size)
+        return call
+
+    for name in ("embed", "embed_regions"):
+        setattr(encoder, name, counted(getattr(encoder, name)))
+    embedder.file(library_copy / "pan_a.mp4", timeout_s=60)
+    assert passes and set(passes) == {None}  # the encoder's own batch
+    passes.clear()
+    embedder.probe(library_copy / "pan_a.mp4", [FULL, HFLIP], timeout_s=60, blank_std=QueryParams().blank_std)
+    assert passes and set(passes) == {PROBE_BATCH}
+
+
 def test_a_probe_seen_whole_is_decoded_as_the_library_was(lib, library_copy, monkeypatch):
     """Whole and mirrored views come from frames decoded at the encoder's side, so an indexed file queried as it is
     gives exactly its indexed vectors; a region pass decodes at twice the side."""
@@ -438,7 +461,8 @@ def test_blank_view_frames_are_not_encoded(tmp_path, monkeypatch):
     embedder = Embedder("tiny", device=None, fps=1.0, temporal_radius=0)
     encoded = []
     real_embed = embedder.encoder.embed
-    embedder.encoder.embed = lambda frames: encoded.append(len(frames)) or real_embed(frames)  # type: ignore
+    embedder.encoder.embed = (  # type: ignore[method-assign]
+        lambda frames, *batch: encoded.append(len(frames)) or real_embed(frames, *batch))
     skipping = embedder.probe(probe, [FULL, HFLIP], timeout_s=60, blank_std=5.0)
     embedder.forget_probe()
     n_blank = int(skipping.blank[FULL].sum())
@@ -604,7 +628,8 @@ def test_a_probe_frame_that_repeats_the_last_one_encoded_takes_its_vectors(tmp_p
     monkeypatch.setattr(DecodeWorker, "open", lambda self, p, **kw: real_open(self, p, **{**kw, "chunk_size": 4}))
     encoded: list[int] = []
     real_encode = embed.encode
-    monkeypatch.setattr(embed, "encode", lambda enc, frames: encoded.append(len(frames)) or real_encode(enc, frames))
+    monkeypatch.setattr(embed, "encode", lambda enc, frames, *batch: encoded.append(len(frames))
+                        or real_encode(enc, frames, *batch))
 
     def embedded(tolerance: float, every: int = 1) -> tuple[embed.Embedded, int]:
         monkeypatch.setattr(embed, "REPEAT_TOLERANCE", tolerance)

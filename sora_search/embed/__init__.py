@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 # (640x360: 12 minutes, 1080p: 80 s).
 PROBE_KEEP_BYTES = 256 << 20
 
+# A probe's views are encoded at least this many frames a forward pass: faster on the CPU than its batch of 4, which
+# keeps an index run's peak memory down with two files in flight; the vectors are the same (docs/tuning.md).
+PROBE_BATCH = 8
+
 # A probe frame whose every cell of a 16 x 16 grid is within this many grey levels (per colour channel, 0-255) of
 # the last frame encoded is a repeat of it: a still, a held slide, a static cover image. It takes that frame's
 # vectors instead of being encoded again (see _Repeats). x264 moves a cell of a held frame by up to 3 levels; a
@@ -347,7 +351,8 @@ class Embedder:
         flat = np.zeros((len(stacked), encoder.identity.dim), dtype=np.float32)
         flat_regions = np.zeros((len(stacked), encoder.region_count, encoder.identity.dim), dtype=np.float16)
         if not blank.all():
-            vectors, regions = encode(encoder, stacked[~blank] if blank.any() else stacked)
+            vectors, regions = encode(encoder, stacked[~blank] if blank.any() else stacked,
+                                      max(encoder.batch_size, PROBE_BATCH))
             flat[~blank] = vectors
             if regions is not None:
                 flat_regions[~blank] = regions
@@ -361,12 +366,12 @@ class Embedder:
                 region_parts[v].append(views_regions[i])
 
 
-def encode(encoder: Encoder, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def encode(encoder: Encoder, frames: np.ndarray, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """The encoder's vectors of ``frames`` and, where it has them, their region vectors as float16 (kept per frame
     for the region check of a query, :mod:`sora_search.query.regions`; stored per second for a library file)."""
     if not encoder.region_count:
-        return encoder.embed(frames), None
-    vectors, regions = encoder.embed_regions(frames)
+        return encoder.embed(frames, batch_size), None
+    vectors, regions = encoder.embed_regions(frames, batch_size)
     return vectors, regions.astype(np.float16)
 
 

@@ -125,11 +125,12 @@ class Encoder(ABC):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.identity.describe()} on {self.device}, batch {self.batch_size}>"
 
-    def embed(self, frames: np.ndarray) -> np.ndarray:
+    def embed(self, frames: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Embed frames.
 
         Args:
             frames: (n, S, S, 3) uint8 RGB, S == ``identity.input_size`` (frames arrive already resized).
+            batch_size: frames per forward pass (None: ``self.batch_size``); the vectors are the same either way.
 
         Returns:
             (n, identity.dim) float32, each row L2-normalised. n == 0 gives (0, dim).
@@ -137,9 +138,9 @@ class Encoder(ABC):
         Raises:
             ValueError: wrong shape or dtype (the message names what was given).
         """
-        return self._embed_all(frames, regions=False)[0]
+        return self._embed_all(frames, regions=False, batch_size=batch_size)[0]
 
-    def embed_regions(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def embed_regions(self, frames: np.ndarray, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`embed`, and each frame's ``region_count`` region vectors from the same forward pass.
 
         Returns:
@@ -151,12 +152,14 @@ class Encoder(ABC):
         """
         if not self.region_count:
             raise ValueError(f"{self.identity.name} has no region vectors")
-        vectors, regions = self._embed_all(frames, regions=True)
+        vectors, regions = self._embed_all(frames, regions=True, batch_size=batch_size)
         assert regions is not None
         return vectors, regions
 
-    def _embed_all(self, frames: np.ndarray, *, regions: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    def _embed_all(self, frames: np.ndarray, *, regions: bool,
+                   batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         s = self.identity.input_size
+        step = batch_size or self.batch_size
         if not isinstance(frames, np.ndarray):
             raise ValueError(f"{self.identity.name} expects a numpy array of frames, got {type(frames).__name__}")
         if frames.ndim != 4 or frames.shape[1:] != (s, s, 3):
@@ -170,8 +173,8 @@ class Encoder(ABC):
         n, dim = frames.shape[0], self.identity.dim
         out = np.empty((n, dim), dtype=np.float32)
         out_regions = np.empty((n, self.region_count, dim), dtype=np.float32) if regions else None
-        for start in range(0, n, self.batch_size):
-            batch = np.ascontiguousarray(frames[start:start + self.batch_size])
+        for start in range(0, n, step):
+            batch = np.ascontiguousarray(frames[start:start + step])
             if out_regions is not None:
                 result, part = self._run_torch(batch, regions=True)
                 out_regions[start:start + batch.shape[0]] = part
