@@ -179,9 +179,8 @@ class ProbeSearch:
                                   self._projection, p)
         everyone = sequence_checked(everyone, list(self._whole.values()), self._store, self._projection, p,
                                     self._exclude)
-        views = {r.video_id: self._best_view.get(r.video_id, FULL) for r in everyone}
-        return [replace(r, view=views[r.video_id], region=region_of(views[r.video_id], self._inset))
-                for r in shown(everyone, p)]
+        found = [(r, self._best_view.get(r.video_id, FULL)) for r in shown(everyone, p)]
+        return [replace(r, view=view, region=region_of(view, self._inset)) for r, view in found]
 
     def _with_motion(self) -> dict[int, list[Span]]:
         """``best``, the spans of its ``motion_candidates`` best videos moved by ``motion_weight`` times their best

@@ -1,10 +1,10 @@
 """The HTML report of one query (``sora-search query CLIP --html FILE``): a single self-contained file.
 
-Per match: the score, where in the probe's frame it was found when that is not the whole frame (the mirror image, a
-half, the inset: marked on the probe's frames), both timelines with the matching spans marked (inline SVG), and the
-probe's frames beside the library video's frames every few seconds along each span. Thumbnails are embedded as
-``data:`` URIs, so the file needs no network and no index folder to be read. Library thumbnails come from the index's
-:class:`~sora_search.thumbs.ThumbnailCache`; the probe's are decoded directly.
+Per match: the score, where in the probe it was found when that is not the whole frame (the mirror image, a half, the
+inset; a part of the frame is outlined on the probe's frames), both timelines with the matching spans marked (inline
+SVG), and the probe's frames beside the library video's frames every few seconds along each span. Thumbnails are
+embedded as ``data:`` URIs, so the file needs no network and no index folder to be read. Library thumbnails come from
+the index's :class:`~sora_search.thumbs.ThumbnailCache`; the probe's are decoded directly.
 """
 
 from __future__ import annotations
