@@ -156,7 +156,8 @@ def verdict(words: Words, probe: str, reference: str, span: Span, params: TextPa
     in order until the verdict is settled: a match that cannot be dropped any more is not read further.
 
     Args:
-        words: a reader of (file, time): :class:`TextReader`, or any function of that shape.
+        words: a reader of (file, time[, view, region]): :class:`TextReader`, or any function of that shape
+            (:class:`Words`).
         reference_end_s: the reference's duration, which the search along it stays within (None: unknown).
         view: the whole-frame view of the probe the match was found in; a probe frame that reads nothing as it is
             is read through it.
