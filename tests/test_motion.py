@@ -97,15 +97,14 @@ class _Store:
         return SimpleNamespace(duration_s=float(len(self.videos[video_id])))
 
 
-class _Probe:
-    def __init__(self, vectors: np.ndarray) -> None:
-        from sora_search.types import VideoInfo
+def _probe(vectors: np.ndarray):
+    """A probe seen whole, one vector a second, without region vectors (no region check)."""
+    from sora_search.embed import Embedded
+    from sora_search.types import VideoInfo
 
-        self.vectors = {"full": vectors.astype(np.float32)}
-        self.blank = {"full": np.zeros(len(vectors), dtype=bool)}
-        self.regions: dict[str, np.ndarray] = {}  # no region check
-        self.timestamps_s = np.arange(len(vectors), dtype=np.float64)
-        self.info = VideoInfo(duration_s=float(len(vectors)), fps=25.0, width=64, height=64)
+    return Embedded(VideoInfo(duration_s=float(len(vectors)), fps=25.0, width=64, height=64),
+                    np.arange(len(vectors), dtype=np.float64), {"full": vectors.astype(np.float32)},
+                    {"full": np.zeros(len(vectors), dtype=bool)})
 
 
 @pytest.mark.parametrize("weight", [0.0, 0.3])
@@ -120,7 +119,7 @@ def test_the_video_that_moves_with_the_probe_gains_and_the_other_loses(weight):
         index.add_with_ids(x.astype(np.float32), 100 * (v - 1) + np.arange(40, dtype=np.int64))
     params = QueryParams(motion_weight=weight, runner_up_gap=0.0, min_score=-1.0, background_floor=0.0)
     search = ProbeSearch(index, Projection.identity(DIM), _Store(videos), len(videos), params)
-    search.add(_Probe(probe))
+    search.add(_probe(probe))
     before = {v: spans[0].score for v, spans in search.best.items()}
     after = {r.video_id: r.score for r in search.ranked()}
     if weight == 0:
