@@ -39,6 +39,7 @@ from sora_search.types import Match, Span
 
 logger = logging.getLogger(__name__)
 
+
 class Words(Protocol):
     """The words on screen in a file at a time in seconds, the frame seen through a whole-frame ``view`` of
     :mod:`sora_search.embed.views` (mirrored, turned) or cut to ``region`` first."""
@@ -71,7 +72,7 @@ class TextReader:
 
     @property
     def frames_read(self) -> int:
-        """How many (file, time) this reader has read so far."""
+        """How many (file, time, view, region) this reader has read so far."""
         return len(self._read)
 
     def __call__(self, path: str, t_s: float, view: str = FULL, region: Box | None = None) -> frozenset[str]:

@@ -135,7 +135,8 @@
       h.appendChild(el("span", {"class": "score", title: "score"}, m.score.toFixed(3)));
       li.appendChild(h);
       li.appendChild(el("div", {"class": "muted path"}, m.path));
-      if (foundIn(m)) li.appendChild(el("div", {"class": "found"}, "Found in " + foundIn(m) + "."));
+      var where = foundIn(m);
+      if (where) li.appendChild(el("div", {"class": "found"}, "Found in " + where + "."));
       var qEnd = Math.max.apply(null, m.segments.map(function (s) { return s.query_end_s; }));
       var qLen = Math.max(probeLength || 0, qEnd) || 1;
       li.appendChild(track("clip", qLen, m.segments, "query", m));
