@@ -204,7 +204,7 @@ class DupesParams:
     searched.
     """
 
-    min_score: float = 0.1             # pairs scoring below this are not reported (lower than a query's: see
+    min_score: float = 0.15            # pairs scoring below this are not reported (lower than a query's: see
                                        # docs/tuning.md, the library holds both copies and their look-alikes)
     copy_bound: float = 0.25           # a video whose hits could score this much with a probe video's is one of its
                                        # copies, and stands out of that video's background

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from sora_search import Library
 from sora_search.cli import cli
 from sora_search.errors import EmptyIndex
-from sora_search.params import KEEP_RULES, DupesParams
+from sora_search.params import KEEP_RULES, DupesParams, QueryParams
 from sora_search.types import DuplicatePair
 from tests.media import concat, cut, ffmpeg, lavfi_source, make_photo_clip, skimage_photos
 
@@ -277,6 +277,15 @@ def test_a_shared_intro_or_black_opening_does_not_pair_two_videos(scene_lib, sce
     assert ("show_1.mp4", "show_2.mp4") in no_openings, sorted(no_openings)
     no_rules = _by_names(scene_lib.duplicates(params=DupesParams(opening_max_s=0.0, min_novel_s=0.0)))
     assert ("night_1.mp4", "night_2.mp4") in no_rules, sorted(no_rules)
+
+
+def test_a_copy_of_moving_footage_gains_by_motion_agreement(scene_lib, scene_pairs):
+    # pan_b.mp4 is a camera pan: inside the compilation it changes second by second as it does on its own, so the pair
+    # gains what a query's match would (QueryParams.motion_weight); with the weight at 0 it does not.
+    still = _by_names(scene_lib.duplicates(params=DupesParams(query=QueryParams(motion_weight=0.0))))
+    pair = ("compilation.mp4", "pan_b.mp4")
+    gain = scene_pairs[pair].score - still[pair].score
+    assert gain > 0.1, (scene_pairs[pair], still[pair])
 
 
 def test_query_of_an_indexed_video_agrees_with_dupes(scene_lib, scenes, scene_pairs, monkeypatch):

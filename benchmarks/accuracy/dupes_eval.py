@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the index folder (default benchmarks/results/dupes-accbench, -SPLIT for a split)")
     ap.add_argument("--floor", type=float, default=0.05, help="min_score of the one run (the sweep's lowest)")
     ap.add_argument("--runner-up-gap", type=float, default=DupesParams().runner_up_gap)
+    ap.add_argument("--motion-weight", type=float, default=DupesParams().query.motion_weight,
+                    help="QueryParams.motion_weight for the pairs (0: no motion agreement)")
     ap.add_argument("--out", type=Path, default=None,
                     help="the results (default benchmarks/results/dupes_accuracy.json, -SPLIT for a split)")
     args = ap.parse_args(argv)
@@ -180,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         lib.index(paths)
         index_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        report = lib.duplicates(params=replace(default, min_score=args.floor, runner_up_gap=args.runner_up_gap))
+        report = lib.duplicates(params=replace(default, min_score=args.floor, runner_up_gap=args.runner_up_gap,
+                                               query=replace(default.query, motion_weight=args.motion_weight)))
         dupes_s = time.perf_counter() - t0
         info = lib.info()
     pairs = [p | {"a": _key(p["a"]), "b": _key(p["b"])} for p in report.to_dict()["pairs"]]
@@ -190,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"({', '.join(strangers[:3])}{', ...' if len(strangers) > 3 else ''}): give a fresh --work")
     results = {"bench": str(args.bench), "split": args.split, "videos": info.videos, "vectors": info.vectors,
                "index_s": index_s, "dupes_s": dupes_s, "runner_up_gap": args.runner_up_gap,
+               "motion_weight": args.motion_weight,
                "default_threshold": default.min_score,
                "at_default": judge(pairs, truth, default.min_score),
                "sweep": [judge(pairs, truth, t) for t in SWEEP], "pairs": pairs}
@@ -197,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(results, indent=1))
     d = results["at_default"]
     print(f"{info.videos} videos, {info.vectors} vectors; dupes {dupes_s:.1f} s (index run {index_s:.0f} s); "
-          f"runner-up gap {args.runner_up_gap:g}")
+          f"runner-up gap {args.runner_up_gap:g}, motion weight {args.motion_weight:g}")
     print(f"\nat the default threshold {default.min_score:g}: pair recall {d['recall']:.3f} (whole-frame families "
           f"{d['recall_whole_frame']:.3f}), precision {_f(d['precision'])} ({d['right']} right, {d['wrong']} wrong), "
           f"{d['unexplained']} pairs the truth cannot judge, {d['same_scene']} same-scene pairs (wrong)")

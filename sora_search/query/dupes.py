@@ -35,6 +35,7 @@ from sora_search.params import AlignParams, DupesParams, QueryParams
 from sora_search.query.align import Hits, align, novelty_weights
 from sora_search.query.background import Copies, background
 from sora_search.query.dupes_report import Shared, build_report
+from sora_search.query.motion import Stretch, stored_stretch, with_motion
 from sora_search.query.passes import Ranked, rank, region_checked, sequence_checked, shown
 from sora_search.query.regions import Probe, centred
 from sora_search.query.sequence import ProbeView
@@ -356,7 +357,9 @@ def stored_query(store: Store, index: VectorIndex, projection: Projection, video
 
     others = candidate_pairs(own, videos, sims, rules.min_score, params.align.min_hits)[:, 1]
     shared = pairs_of(video.id, ts, vectors, videos, times, sims, others, duration, rules)
-    everyone = rank({v: list(sh.spans) for v, sh in shared.items()}, params.runner_up_gap)
+    moved = with_motion({v: sh.spans for v, sh in shared.items()}, lambda _: (ts, vectors),
+                        stored_stretch(store, projection), params, params.motion_candidates)
+    everyone = rank(moved, params.runner_up_gap)
     probe: Probe = None  # the clip's own stored regions, against whichever video it is checked
     mean = projection.region_mean
     if params.region_weight and mean is not None and everyone:
@@ -397,6 +400,7 @@ def find_duplicates(store: Store, index: VectorIndex, projection: Projection, pa
     ends = where.ends(interval_s)
     durations = {v: max(r.duration_s, ends.get(v, 0.0)) for v, r in records.items()}
     total, done = len(where.ids), 0
+    stretch = stored_stretch(store, projection)
     found: dict[tuple[int, int], Shared] = {}
     for ids, raw in _batches(store, where, params.batch_vectors):
         own, ts = where.locate(ids)
@@ -410,6 +414,7 @@ def find_duplicates(store: Store, index: VectorIndex, projection: Projection, pa
             rows = slice(lo, hi)
             pairs = pairs_of(v, ts[rows], vectors[rows], videos[rows], times[rows], sims[rows],
                              candidates[candidates[:, 0] == v, 1], lambda o: durations.get(o, 0.0), params)
+            pairs = _moved(pairs, ts[rows], vectors[rows], stretch, qp)
             found.update(((v, o), sh) for o, sh in _runner_up(pairs, params.runner_up_gap).items())
         done += len(ids)
         if progress is not None:
@@ -442,6 +447,14 @@ def _batches(store: Store, where: VectorMap, size: int) -> Iterator[tuple[np.nda
             held_ids, held_raw = [all_ids[waiting]], [all_raw[waiting]]
     if held_ids and sum(len(i) for i in held_ids):
         yield np.concatenate(held_ids), np.concatenate(held_raw)
+
+
+def _moved(pairs: dict[int, Shared], ts: np.ndarray, vectors: np.ndarray, stretch: Stretch,
+           params: QueryParams) -> dict[int, Shared]:
+    """One probe video's pairs moved by their motion agreement (:func:`~sora_search.query.motion.with_motion`), every
+    pair: a copy changes as its original does, another stretch of the same camera's recording does not."""
+    moved = with_motion({v: sh.spans for v, sh in pairs.items()}, lambda _: (ts, vectors), stretch, params)
+    return {v: replace(sh, spans=tuple(moved[v])) for v, sh in pairs.items()}
 
 
 def _runner_up(pairs: dict[int, Shared], gap: float) -> dict[int, Shared]:

@@ -29,7 +29,7 @@ from sora_search.embed.views import FULL, HALVES, HFLIP, INSET, REGION_VIEWS, RO
 from sora_search.params import QueryParams
 from sora_search.query.align import align, group_hits, novelty_weights
 from sora_search.query.background import Copies, background
-from sora_search.query.motion import motion_agreement
+from sora_search.query.motion import stored_stretch, with_motion
 from sora_search.query.regions import Probe, centred, region_moves
 from sora_search.query.sequence import ProbeView, winner
 from sora_search.types import Span
@@ -183,23 +183,9 @@ class ProbeSearch:
         return [replace(r, view=view, region=region_of(view, self._inset)) for r, view in found]
 
     def _with_motion(self) -> dict[int, list[Span]]:
-        """``best``, the spans of its ``motion_candidates`` best videos moved by ``motion_weight`` times their best
-        span's motion agreement less ``motion_baseline`` (at most to 1); unchanged where too little moves to tell."""
-        p = self._params
-        out = dict(self.best)
-        if not p.motion_weight:
-            return out
-        pad = 2 * p.align.interval_s
-        for video_id in sorted(out, key=lambda v: -out[v][0].score)[:p.motion_candidates]:
-            span = out[video_id][0]
-            probe_s, probe = self._probe[self._best_view[video_id]]
-            ref_s, raw = self._store.vectors_between(video_id, span.ref_start_s - pad, span.ref_end_s + pad)
-            agreement = motion_agreement(probe_s, probe, span, ref_s, self._projection.apply(raw),
-                                         min_step=p.motion_min_step) if len(ref_s) else None
-            if agreement is not None:
-                shift = p.motion_weight * (agreement - p.motion_baseline)
-                out[video_id] = [replace(sp, score=min(1.0, sp.score + shift)) for sp in out[video_id]]
-        return out
+        """``best``, its ``motion_candidates`` best videos moved by their motion agreement (:func:`with_motion`)."""
+        return with_motion(self.best, lambda v: self._probe[self._best_view[v]],
+                           stored_stretch(self._store, self._projection), self._params, self._params.motion_candidates)
 
 
 def rank(best: dict[int, list[Span]], gap: float) -> list[Ranked]:
