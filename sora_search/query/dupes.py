@@ -335,9 +335,9 @@ def _opening_or_ending(span: Span, a_s: float, b_s: float, params: DupesParams) 
 def stored_query(store: Store, index: VectorIndex, projection: Projection, video: VideoRecord,
                  params: QueryParams, interval_s: float) -> list[Ranked]:
     """Answer a query whose clip is an indexed, unchanged library video from its stored vectors (nothing decoded),
-    leaving the video out of its answer; segments are kept as :func:`find_duplicates` keeps them, then ranked as a
-    query ranks (runner-up gap, the region check from the stored regions, the sequence check, ``min_score``,
-    ``k``)."""
+    leaving the video out of its answer; segments are kept as :func:`find_duplicates` keeps them, then moved and
+    ranked as a query's matches are (motion agreement, runner-up gap, the region check from the stored regions, the
+    sequence check, ``min_score``, ``k``)."""
     _, ts, raw = store.vectors_of_video(video.id)
     if not len(ts):
         return []
