@@ -127,7 +127,8 @@ class QueryParams:
     """How a probe is looked at, searched, normalised, aligned and ranked.
 
     ``views``: ``auto`` (whole frames; then, only while nothing scores ``escalate_below``, mirrored; then the turns,
-    halves and the inset, on a sample of seconds first: ``last_step_sample``, ``last_step_gate``, ``inset_gate``),
+    halves and the inset; the mirror and the last step on a sample of seconds first: ``last_step_sample``,
+    ``mirror_gate``, ``last_step_gate``, ``inset_gate``),
     a set name from ``VIEW_CHOICES``, or a tuple of view names
     (:mod:`sora_search.embed.views`).
     """
@@ -137,7 +138,9 @@ class QueryParams:
     views: str | tuple[str, ...] = "auto"
     decode_timeout_s: float = 120.0    # a decoder silent this long on the probe is killed
     escalate_below: float = 0.25       # views="auto" looks harder only while no video scores this much
-    last_step_sample: int = 4          # auto's last step first encodes every Nth second of its views (1: all) ...
+    last_step_sample: int = 4          # auto's mirror and last step first encode every Nth second (1: all) ...
+    mirror_gate: float | None = 0.2    # ... then the mirror whole if its best sampled second's score reaches this
+                                       # (None: the mirror whole, unsampled) ...
     last_step_gate: float = 0.3        # ... then all of those whose best sampled second's score reaches this
     inset_gate: float = 0.2            # ... and the found inset, if its best sampled second reaches this
     region_penalty: float = 0.1        # a half or window view scores this much less than the same match seen whole

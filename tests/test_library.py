@@ -280,18 +280,22 @@ def test_a_probe_seen_whole_is_decoded_as_the_library_was(lib, library_copy, mon
 
 @pytest.mark.parametrize("params, expected", [
     (QueryParams(escalate_below=-1.0), [([FULL], 1)]),
-    # Every view of the last step passes a gate of -1: the sample, then every second of all of them.
-    (QueryParams(escalate_below=2.0, last_step_gate=-1.0),
-     [([FULL], 1), ([HFLIP], 1), ([*ROTATIONS, *HALVES], 4), ([*ROTATIONS, *HALVES], 1)]),
-    # None passes a gate of 2: the last step ends with its sample (and the inset, if the finder saw one).
-    (QueryParams(escalate_below=2.0, last_step_gate=2.0), [([FULL], 1), ([HFLIP], 1), ([*ROTATIONS, *HALVES], 4)]),
+    # Every view passes a gate of -1: each sample, then every second of all of them.
+    (QueryParams(escalate_below=2.0, mirror_gate=-1.0, last_step_gate=-1.0),
+     [([FULL], 1), ([HFLIP], 4), ([HFLIP], 1), ([*ROTATIONS, *HALVES], 4), ([*ROTATIONS, *HALVES], 1)]),
+    # None passes a gate of 2: the mirror and the last step end with their samples (and the inset, if the finder saw
+    # one).
+    (QueryParams(escalate_below=2.0, mirror_gate=2.0, last_step_gate=2.0),
+     [([FULL], 1), ([HFLIP], 4), ([*ROTATIONS, *HALVES], 4)]),
+    (QueryParams(escalate_below=2.0, mirror_gate=None, last_step_gate=2.0),
+     [([FULL], 1), ([HFLIP], 1), ([*ROTATIONS, *HALVES], 4)]),
     (QueryParams(escalate_below=2.0, last_step_sample=1), [([FULL], 1), ([HFLIP], 1), ([*ROTATIONS, *HALVES], 1)]),
 ])
 def test_auto_views_escalate_one_step_at_a_time(lib, library_copy, media_dir, monkeypatch, params, expected):
-    """Each step only while nothing scores ``escalate_below``; the last looks at a sample of seconds first and then
-    at every second of the views whose sample reached ``last_step_gate``. The probe is decoded once, at S, for the
-    first two steps (kept in memory between them); the last gets it at 2S from the pictures the decode worker held,
-    without decoding it again."""
+    """Each step only while nothing scores ``escalate_below``; the mirror and the last step look at a sample of
+    seconds first and then at every second of the views whose sample reached its gate (``mirror_gate``,
+    ``last_step_gate``). The probe is decoded once, at S, for the first two steps (kept in memory between them); the
+    last gets it at 2S from the pictures the decode worker held, without decoding it again."""
     from sora_search.decode import DecodeWorker
     from sora_search.embed import Embedder
 
@@ -319,6 +323,28 @@ def test_auto_views_escalate_one_step_at_a_time(lib, library_copy, media_dir, mo
         assert not again.held
 
 
+def test_a_mirrored_copy_passes_the_mirror_gate_and_is_found_through_the_whole_mirror(lib, library_copy, tmp_path,
+                                                                                      monkeypatch):
+    """``mirror_gate`` at its default: a mirrored copy's sampled mirror seconds find its source, so the mirror is then
+    encoded at every second and the match is found through it (gates that no sample or every sample passes:
+    ``test_auto_views_escalate_one_step_at_a_time``)."""
+    from sora_search.embed import Embedder
+
+    lib.index([library_copy])
+    mirrored = cut(library_copy / "pan_a.mp4", tmp_path / "mirrored.mp4", 2, 10, scale=0.5, extra_vf="hflip")
+    seen = []
+    real = Embedder.probe
+
+    def spy(self, path, views, **kw):
+        seen.append((tuple(views), kw.get("every", 1)))
+        return real(self, path, views, **kw)
+
+    monkeypatch.setattr(Embedder, "probe", spy)
+    match = lib.query(mirrored, params=QueryParams(escalate_below=2.0)).matches[0]  # every step, whatever it finds
+    assert (Path(match.path).name, match.view) == ("pan_a.mp4", HFLIP)
+    assert seen[1:3] == [((HFLIP,), 4), ((HFLIP,), 1)]
+
+
 @pytest.mark.parametrize("inset_gate, looked_at_in_full", [(-1.0, True), (2.0, False)])
 def test_a_found_inset_is_looked_at_in_full_only_past_its_gate(lib, library_copy, media_dir, monkeypatch, inset_gate,
                                                                 looked_at_in_full):
@@ -336,10 +362,11 @@ def test_a_found_inset_is_looked_at_in_full_only_past_its_gate(lib, library_copy
         return real(self, path, views, **kw)
 
     monkeypatch.setattr(Embedder, "probe", spy)
-    params = QueryParams(escalate_below=2.0, last_step_gate=2.0, inset_gate=inset_gate)
+    params = QueryParams(escalate_below=2.0, mirror_gate=2.0, last_step_gate=2.0, inset_gate=inset_gate)
     lib.query(media_dir / "probe_pip.mp4", params=params)
     sample = (*ROTATIONS, *HALVES, "inset")
-    assert seen[2] == (sample, 4, True)  # the finder saw the inset during the mirror step
+    assert seen[1] == (("hflip",), 4, False)
+    assert seen[2] == (sample, 4, True)  # the finder saw the inset during the mirror's sample
     assert seen[3:] == ([(("inset",), 1, True)] if looked_at_in_full else [])
 
 

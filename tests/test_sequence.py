@@ -184,10 +184,11 @@ def test_a_query_that_finds_nothing_hands_the_check_its_whole_frame_and_mirror(i
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _spy(monkeypatch)
     with Library.open(indexed, create=False) as lib:
-        lib.query(media_dir / "probe_other.mp4", params=QueryParams(min_score=-1.0))
+        lib.query(media_dir / "probe_other.mp4", params=QueryParams(min_score=-1.0, mirror_gate=-1.0))
         assert len(calls) == 1
         views, _ = calls[0]
-        assert len(views) == 2  # auto looked at the mirror too, since nothing scored escalate_below
+        assert len(views) == 2  # auto looked at the whole mirror too: nothing scored escalate_below, and its gate
+        # passes every sample
         for view in views:
             assert view.raw.shape == (len(view.seconds), 704)
             assert view.hit_videos.shape == view.hit_seconds.shape and len(view.hit_videos) == len(view.seconds)

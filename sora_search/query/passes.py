@@ -1,9 +1,9 @@
 """A query: the probe seen through passes of views, each view searched, normalised and aligned per video; then ranked.
 
 ``views="auto"`` looks at the whole frame first; only while no video scores ``escalate_below`` does it look at the
-mirrored frame, and after that at the turned frame, its halves and a found inset (:func:`run`), first on a sample of
-seconds, so a probe that matches nothing pays little for them. Each video keeps its best view; a region view scores
-``region_penalty`` less, the inset ``inset_penalty`` less. Every match but the best then loses ``runner_up_gap`` of its
+mirrored frame, and after that at the turned frame, its halves and a found inset (:func:`run`), each of those steps on
+a sample of seconds first, so a probe that matches nothing pays little for them. Each video keeps its best view; a
+region view scores ``region_penalty`` less, the inset ``inset_penalty`` less. Every match but the best then loses ``runner_up_gap`` of its
 gap to the best: a video far behind the probe's best match more likely shows the same kind of scene than the clip.
 Before that, the best ``motion_candidates`` matches move by how well the probe's changes agree with the matched
 stretch's (:mod:`sora_search.query.motion`): a copy changes as its original does, another stretch of the same recording
@@ -257,7 +257,8 @@ def run(clip: str | Path, embedder: Embedder, search: ProbeSearch, params: Query
 
     ``auto`` looks at the whole frame; only while no video scores ``escalate_below``, at the mirror image, while an
     :class:`InsetFinder` watches; then at the frame turned by quarter turns, its halves and the inset the finder saw,
-    if any, on a sample of seconds first (:func:`_sampled`). The probe is decoded once, at S:
+    if any. The mirror and the last step look at a sample of seconds first (:func:`_sampled`). The probe is decoded
+    once, at S:
     the embedder keeps the frames for the mirror, and the decode worker the pictures, which the last step gets at 2S
     (see :meth:`Embedder.probe`). A view set is looked at in one pass.
 
@@ -277,29 +278,37 @@ def run(clip: str | Path, embedder: Embedder, search: ProbeSearch, params: Query
                 break
             box = finder.find(params.inset_min_strength) if INSET in views else None
             views = tuple(v for v in views if v != INSET or box is not None)
-            if n_pass == len(passes) - 1:
-                views = _sampled(clip, embedder, search, params, views, box)
+            watch = finder if views == (HFLIP,) else None  # the finder sees the probe once, with the mirror
+            if params.last_step_sample > 1 and (n_pass == len(passes) - 1
+                                                or (watch is not None and params.mirror_gate is not None)):
+                views = _sampled(clip, embedder, search, params, views, box, watch)
+                watch = None  # the sample showed it every frame
             if views:
-                search.add(embedder.probe(clip, views, timeout_s=timeout_s, blank_std=blank_std,
-                                          finder=finder if views == (HFLIP,) else None, box=box))
+                search.add(embedder.probe(clip, views, timeout_s=timeout_s, blank_std=blank_std, finder=watch,
+                                          box=box))
         return search.ranked()
     finally:
         embedder.forget_probe()
 
 
 def _sampled(clip: str | Path, embedder: Embedder, search: ProbeSearch, params: QueryParams,
-             views: tuple[str, ...], box: Box | None) -> tuple[str, ...]:
-    """The views of ``auto``'s last step worth encoding at every second: those whose best second in a sample of every
-    ``last_step_sample``-th second reaches ``last_step_gate`` (the found inset ``inset_gate``)."""
-    if params.last_step_sample == 1 or not views:
+             views: tuple[str, ...], box: Box | None, finder: InsetFinder | None) -> tuple[str, ...]:
+    """The views of an ``auto`` step worth encoding at every second: those whose best second in a sample of every
+    ``last_step_sample``-th second reaches their gate (``mirror_gate``, ``inset_gate``, else ``last_step_gate``).
+    ``finder`` sees every frame of the probe meanwhile."""
+    if not views:
         return views
     sample = embedder.probe(clip, views, timeout_s=params.decode_timeout_s, blank_std=params.blank_std,
-                            box=box, every=params.last_step_sample)
+                            finder=finder, box=box, every=params.last_step_sample)
     peaks = search.peaks(sample)
-    logger.debug("%s: last step, best sampled second per view %s", clip,
-                 {v: round(peak, 3) for v, peak in peaks.items()})
-    return tuple(v for v in views
-                 if peaks.get(v, -np.inf) >= (params.inset_gate if v == INSET else params.last_step_gate))
+    logger.debug("%s: best sampled second per view %s", clip, {v: round(peak, 3) for v, peak in peaks.items()})
+    return tuple(v for v in views if peaks.get(v, -np.inf) >= _gate(v, params))
+
+
+def _gate(view: str, params: QueryParams) -> float:
+    if view == HFLIP and params.mirror_gate is not None:
+        return params.mirror_gate
+    return params.inset_gate if view == INSET else params.last_step_gate
 
 
 def _look(clip: str | Path, embedder: Embedder, search: ProbeSearch, params: QueryParams,
