@@ -468,6 +468,31 @@ def test_worker_gives_held_pictures_at_another_size_without_decoding(backend: st
         assert not read(w, 40, hold=1000)[0] and not read(w, 40, hold=1000)[0]  # too few bytes to hold any
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_worker_sends_a_sample_of_every_nth_frame(backend: str, clips: dict[str, Path], tmp_path: Path) -> None:
+    """``every``: the first sampled frame and each N-th after it, across batches, the same frames and times as a full
+    decode's; from held pictures too (only those are converted), which stay held whole for the next open."""
+    clip = Path(shutil.copy(clips["vfr"], tmp_path / "vfr.mp4"))
+    with open_video(clip, backend) as reader:
+        want_frames, want_ts = _all(reader.sample(fps=4.0, size=56))
+    assert len(want_ts) > 10
+    with DecodeWorker(backend=backend, timeout_s=30) as w:
+        for every in (1, 3, 4):
+            for _ in range(2):  # decoded, then (PyAV) from the pictures the first open held
+                with w.open(clip, fps=4.0, size=56, chunk_size=5, hold_bytes=64 << 20, every=every) as video:
+                    frames, ts = _all(video)
+                np.testing.assert_array_equal(ts, want_ts[::every])
+                np.testing.assert_array_equal(frames, want_frames[::every])
+            w.forget()
+        with w.open(clip, fps=4.0, size=56, hold_bytes=64 << 20, every=4) as video:
+            _all(video)  # read to the end: an open left midway lets its pictures go
+        with w.open(clip, fps=4.0, size=56, hold_bytes=64 << 20) as video:
+            assert video.held == (backend == "pyav")
+            np.testing.assert_array_equal(_all(video)[0], want_frames)
+        with pytest.raises(ValueError, match="every"):
+            w.open(clip, every=0)
+
+
 @pytest.mark.skipif("pyav" not in BACKENDS, reason="PyAV not installed")
 def test_worker_decodes_with_the_threads_it_is_given(clips: dict[str, Path]) -> None:
     """0 lets FFmpeg pick; a worker given a share of the cores opens each file's codec with that many threads,

@@ -295,16 +295,18 @@ def test_auto_views_escalate_one_step_at_a_time(lib, library_copy, media_dir, mo
     """Each step only while nothing scores ``escalate_below``; the mirror and the last step look at a sample of
     seconds first and then at every second of the views whose sample reached its gate (``mirror_gate``,
     ``last_step_gate``). The probe is decoded once, at S, for the first two steps (kept in memory between them); the
-    last gets it at 2S from the pictures the decode worker held, without decoding it again."""
+    last gets it at 2S from the pictures the decode worker held, without decoding it again (its sample gets only the
+    sampled pictures)."""
     from sora_search.decode import DecodeWorker
     from sora_search.embed import Embedder
 
     lib.index([library_copy])
-    seen, sides = [], []
+    seen, last_step, sides = [], [], []
     real, real_open = Embedder.probe, DecodeWorker.open
 
     def spy(self, path, views, **kw):
         seen.append(([v for v in views if v != "inset"], kw.get("every", 1)))  # the inset where the finder saw one
+        last_step.extend([views] if not set(views) <= {FULL, HFLIP} else [])
         return real(self, path, views, **kw)
 
     def spy_open(self, p, **kw):
@@ -317,7 +319,8 @@ def test_auto_views_escalate_one_step_at_a_time(lib, library_copy, media_dir, mo
     lib.query(media_dir / "probe_a.mp4", params=params)
     assert [call for call in seen if call[0]] == expected  # a call for the inset alone left out
     size = lib._embedder.encoder.identity.input_size
-    assert sides == ([(size, False)] if len(expected) == 1 else [(size, False), (2 * size, True)])
+    # Each call of the last step (its sample, its full look, the inset's) gets the held pictures at 2S.
+    assert sides == [(size, False)] + [(2 * size, True)] * len(last_step)
     assert lib._embedder._kept is None  # nothing kept once the query is answered, here or in the worker:
     with lib._embedder.worker(60).open(media_dir / "probe_a.mp4", size=size, hold_bytes=1 << 30) as again:
         assert not again.held

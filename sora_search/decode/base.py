@@ -125,9 +125,9 @@ class Held(ABC):
     nbytes: int
 
     @abstractmethod
-    def sample(self, size: int, chunk_size: int) -> Iterator[FrameBatch]:
+    def sample(self, size: int, chunk_size: int, every: int = 1) -> Iterator[FrameBatch]:
         """The kept pictures at ``size``, as :meth:`VideoReader.sample` would give them, in batches of at most
-        ``chunk_size``."""
+        ``chunk_size``; with ``every`` > 1 only the first and each ``every``-th after it (none other converted)."""
 
 
 def file_stamp(path: str | Path) -> tuple[str, int, int] | None:

@@ -246,9 +246,10 @@ class _PyAVHeld(Held):
         self._frames = frames
         self.nbytes = nbytes
 
-    def sample(self, size: int, chunk_size: int) -> Iterator[FrameBatch]:
-        for start in range(0, len(self._frames), chunk_size):
-            part = self._frames[start:start + chunk_size]
+    def sample(self, size: int, chunk_size: int, every: int = 1) -> Iterator[FrameBatch]:
+        frames = self._frames[::every]
+        for start in range(0, len(frames), chunk_size):
+            part = frames[start:start + chunk_size]
             yield _batch([_rgb(frame, size) for frame, _ in part], [t for _, t in part])
 
 

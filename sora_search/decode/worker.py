@@ -10,7 +10,7 @@ raises :class:`~sora_search.errors.DecodeTimeout`, and the next :meth:`DecodeWor
 
 Protocol over one duplex pipe, every message tagged with the request id so stale ones are dropped:
 
-    parent -> child   ("open", rid, path, backend, fps, size, chunk_size, hold_bytes, threads)
+    parent -> child   ("open", rid, path, backend, fps, size, chunk_size, hold_bytes, threads, every)
                       | ("cancel", rid)
                       | ("forget",) | ("stop",)
     child -> parent   ("info", rid, VideoInfo, held) once, before the first batch
@@ -27,7 +27,8 @@ next; if one fails midway the next one resumes after the last timestamp already 
 An open with ``hold_bytes`` asks the child to keep the file's sampled pictures as decoded (up to that many bytes,
 where the backend can: :meth:`~sora_search.decode.base.VideoReader.held`); the next open of the same, unchanged
 file at the same rate, also with ``hold_bytes``, is then served from them at its own size without decoding
-(``held`` True in its info). Any other open, or "forget", lets them go.
+(``held`` True in its info). Any other open, or "forget", lets them go. An open with ``every`` > 1 is sent only every
+``every``-th sampled frame (a sample of the file); held pictures are then converted for those frames alone.
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ class DecodeWorker:
     # -- requests ----------------------------------------------------------------------------------------------
 
     def open(self, path: str | Path, *, fps: float = 1.0, size: int = DEFAULT_SIZE, chunk_size: int = 32,
-             hold_bytes: int = 0) -> DecodedVideo:
+             hold_bytes: int = 0, every: int = 1) -> DecodedVideo:
         """Start decoding ``path`` in the child; returns once its first batch is ready.
 
         Args:
@@ -198,6 +199,8 @@ class DecodeWorker:
             hold_bytes: keep up to this many bytes of the sampled pictures in the child, as decoded, so that the
                 next open of the same file with ``hold_bytes`` (at any size) needs no decode; 0 keeps nothing
                 and lets go of what an earlier open kept.
+            every: send only the first sampled frame and each ``every``-th after it (a sample; what is held is
+                still every sampled picture).
 
         Returns:
             A :class:`DecodedVideo` to iterate for :class:`~sora_search.types.FrameBatch` chunks. Opening another
@@ -212,6 +215,8 @@ class DecodeWorker:
         if self._closed:
             raise RuntimeError("DecodeWorker is closed")
         check_sample_args(fps, size, chunk_size)
+        if every < 1:
+            raise ValueError(f"every must be at least 1, got {every}")
         if self._active is not None:
             self._active.close()
         path = str(path)
@@ -220,7 +225,7 @@ class DecodeWorker:
         rid = self._rid
         try:
             conn.send(("open", rid, path, self.backend, float(fps), int(size), int(chunk_size), int(hold_bytes),
-                       self.threads))
+                       self.threads, int(every)))
         except (OSError, ValueError):
             # The child died between requests; its exit code explains more than the broken pipe.
             raise self._died(path) from None
@@ -401,9 +406,9 @@ class _HeldFile:
 
 
 def _serve(conn: Connection, held: list[_HeldFile], rid: int, path: str, backend: str, fps: float, size: int,
-           chunk_size: int, hold_bytes: int, threads: int) -> bool:
-    """Stream one file to the parent, from ``held`` pictures where they are the file's (``hold_bytes``), else
-    decoded (and held when asked). Returns False if the parent asked the child to stop."""
+           chunk_size: int, hold_bytes: int, threads: int, every: int) -> bool:
+    """Stream one file to the parent (every ``every``-th frame), from ``held`` pictures where they are the file's
+    (``hold_bytes``), else decoded (and held when asked). Returns False if the parent asked the child to stop."""
     from sora_search.decode import resolve_backend
 
     if backend != "auto":
@@ -420,11 +425,11 @@ def _serve(conn: Connection, held: list[_HeldFile], rid: int, path: str, backend
     held.clear()
     kept: list[tuple[VideoInfo, Held]] = []
     if found is not None:
-        events = _held_events(found, size, chunk_size)
+        events = _held_events(found, size, chunk_size, every)
         kept.append((found.info, found.pictures))  # still the file's, for a third open
     else:
-        events = decode_events(path, backend, fps, size, chunk_size, hold_bytes=hold_bytes, held=kept,
-                               threads=threads)
+        events = _every_frame(decode_events(path, backend, fps, size, chunk_size, hold_bytes=hold_bytes, held=kept,
+                                            threads=threads), every)
     try:
         for event in events:
             conn.send((event[0], rid, *event[1:]))
@@ -449,11 +454,29 @@ def _serve(conn: Connection, held: list[_HeldFile], rid: int, path: str, backend
     return True
 
 
-def _held_events(found: _HeldFile, size: int, chunk_size: int) -> Generator[tuple[Any, ...], None, None]:
-    """A held file's pictures as the protocol events :func:`decode_events` yields."""
+def _held_events(found: _HeldFile, size: int, chunk_size: int,
+                 every: int) -> Generator[tuple[Any, ...], None, None]:
+    """A held file's pictures (every ``every``-th) as the protocol events :func:`decode_events` yields."""
     yield ("info", found.info, True)
-    for batch in found.pictures.sample(size, chunk_size):
+    for batch in found.pictures.sample(size, chunk_size, every):
         yield ("batch", np.ascontiguousarray(batch.frames), batch.timestamps_s)
+
+
+def _every_frame(events: Generator[tuple[Any, ...], None, None],
+                 every: int) -> Generator[tuple[Any, ...], None, None]:
+    """``events`` with only the first frame of the batches and each ``every``-th after it."""
+    seen = 0
+    try:
+        for event in events:
+            if event[0] == "batch" and every > 1:
+                rows = np.flatnonzero((np.arange(len(event[1])) + seen) % every == 0)
+                seen += len(event[1])
+                if not len(rows):
+                    continue
+                event = ("batch", np.ascontiguousarray(event[1][rows]), event[2][rows])
+            yield event
+    finally:
+        events.close()
 
 
 def decode_events(path: str, backend: str, fps: float, size: int, chunk_size: int, *, hold_bytes: int = 0,

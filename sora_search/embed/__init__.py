@@ -264,7 +264,10 @@ class Embedder:
         vec_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
         blank_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
         region_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
-        with self._frames(path, side, timeout_s, keep=probe_views is not None) as (info, batches):
+        # Without a finder to show every frame, a sample is all the decode worker needs to send.
+        ask = every if probe_views is not None and probe_views[1] is None else 1
+        with self._frames(path, side, timeout_s, keep=probe_views is not None, every=ask) as (info, batches, sent):
+            step = every // sent  # of the frames sent, which are in the sample: 1 where the worker sent it alone
             with self.timed("load"):  # the model, on the first file only: the child decodes ahead meanwhile
                 encoder = self.encoder
             size = encoder.identity.input_size
@@ -282,11 +285,11 @@ class Embedder:
                     blank_std, finder, box = probe_views
                     if finder is not None:
                         finder.add(batch.frames, halve=side != size)
-                    rows = np.flatnonzero((np.arange(len(batch.frames)) + seen) % every == 0)
+                    rows = np.flatnonzero((np.arange(len(batch.frames)) + seen) % step == 0)
                     seen += len(batch.frames)
                     ts_parts.append(batch.timestamps_s[rows])
                     if names and len(rows):
-                        frames = batch.frames if every == 1 else batch.frames[rows]
+                        frames = batch.frames if step == 1 else batch.frames[rows]
                         with self.timed("encode"):
                             self._encode_views(frames, names, box, size, blank_std, vec_parts, blank_parts,
                                                region_parts, repeats)
@@ -301,21 +304,24 @@ class Embedder:
         return Embedded(info, np.concatenate(ts_parts), pooled, blank, kept)
 
     @contextmanager
-    def _frames(self, path: str | Path, side: int, timeout_s: float, *,
-                keep: bool) -> Iterator[tuple[VideoInfo, Iterator[FrameBatch]]]:
+    def _frames(self, path: str | Path, side: int, timeout_s: float, *, keep: bool,
+                every: int = 1) -> Iterator[tuple[VideoInfo, Iterator[FrameBatch], int]]:
         """The file's frames at ``side``: from the probe kept by an earlier call (same file, unchanged, same side)
         or from the decode worker; with ``keep``, a probe decoded whole and within PROBE_KEEP_BYTES is kept, and the
-        worker holds its decoded pictures (as many bytes again), so that it gives them at another side undecoded."""
+        worker holds its decoded pictures (as many bytes again), so that it gives them at another side undecoded.
+        With ``every`` > 1 the worker sends only every ``every``-th frame, and they are not kept; the third value
+        says which was given: every frame (1) or the sample (``every``)."""
         key = _probe_key(path, side, self.fps) if keep else None
         if key is not None and self._kept is not None and self._kept.key == key and self._kept.batches is not None:
-            yield self._kept.info, iter(self._kept.batches)
+            yield self._kept.info, iter(self._kept.batches), 1
             return
         worker = self.worker(timeout_s)
         with self.timed("decode"):
-            video = worker.open(path, fps=self.fps, size=side, hold_bytes=PROBE_KEEP_BYTES if keep else 0)
+            video = worker.open(path, fps=self.fps, size=side, hold_bytes=PROBE_KEEP_BYTES if keep else 0,
+                                every=every)
         with video:
-            kept = _Kept(key, video.info) if key is not None else None
-            yield video.info, self._decoded(video, kept)
+            kept = _Kept(key, video.info) if key is not None and every == 1 else None
+            yield video.info, self._decoded(video, kept), every
         if kept is not None and kept.complete:
             self._kept = kept
 
