@@ -141,7 +141,7 @@ class QueryParams:
     last_step_sample: int = 4          # auto's mirror and last step first encode every Nth second (1: all) ...
     mirror_gate: float | None = 0.2    # ... then the mirror whole if its best sampled second's score reaches this
                                        # (None: the mirror whole, unsampled) ...
-    last_step_gate: float = 0.3        # ... then all of those whose best sampled second's score reaches this
+    last_step_gate: float = 0.3        # ... and the last step's views whose best sampled second reaches this
     inset_gate: float = 0.2            # ... and the found inset, if its best sampled second reaches this
     region_penalty: float = 0.1        # a half or window view scores this much less than the same match seen whole
     inset_penalty: float = 0.05        # a found inset is a region the probe points at: it pays half
