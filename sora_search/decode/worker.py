@@ -47,7 +47,7 @@ from typing import Any, Generator, Iterator
 
 import numpy as np
 
-from sora_search.decode.base import DEFAULT_SIZE, Held, check_sample_args, file_stamp
+from sora_search.decode.base import DEFAULT_SIZE, Held, check_sample_args, every_nth, file_stamp
 from sora_search.errors import DecodeTimeout, NoFramesError, VideoDecodeError, VideoError, debug_wanted
 from sora_search.types import FrameBatch, VideoInfo
 
@@ -469,7 +469,7 @@ def _every_frame(events: Generator[tuple[Any, ...], None, None],
     try:
         for event in events:
             if event[0] == "batch" and every > 1:
-                rows = np.flatnonzero((np.arange(len(event[1])) + seen) % every == 0)
+                rows = every_nth(len(event[1]), seen, every)
                 seen += len(event[1])
                 if not len(rows):
                     continue

@@ -256,6 +256,7 @@ class Embedder:
 
     def _embed(self, path: str | Path, names: list[str], side: int, *, timeout_s: float,
                probe_views: tuple[float, InsetFinder | None, Box | None] | None = None, every: int = 1) -> Embedded:
+        from sora_search.decode.base import every_nth
         from sora_search.encoder import temporal_pool
 
         seen = 0  # frames decoded so far: which of a batch's frames are in a sample (``every``)
@@ -285,7 +286,7 @@ class Embedder:
                     blank_std, finder, box = probe_views
                     if finder is not None:
                         finder.add(batch.frames, halve=side != size)
-                    rows = np.flatnonzero((np.arange(len(batch.frames)) + seen) % step == 0)
+                    rows = every_nth(len(batch.frames), seen, step)
                     seen += len(batch.frames)
                     ts_parts.append(batch.timestamps_s[rows])
                     if names and len(rows):
