@@ -348,6 +348,29 @@ def test_a_mirrored_copy_passes_the_mirror_gate_and_is_found_through_the_whole_m
     assert seen[1:3] == [((HFLIP,), 4), ((HFLIP,), 1)]
 
 
+def test_a_probe_too_long_to_keep_gets_its_whole_mirror_without_a_sample(lib, library_copy, media_dir, monkeypatch):
+    """The mirror's sample reuses the frames the first step kept; a probe too long to keep would be decoded once more
+    for it, so its mirror is looked at whole, as with ``mirror_gate=None``."""
+    from sora_search.embed import Embedder
+
+    lib.index([library_copy])
+    seen = []
+    real = Embedder.probe
+
+    def spy(self, path, views, **kw):
+        seen.append((tuple(views), kw.get("every", 1)))
+        return real(self, path, views, **kw)
+
+    monkeypatch.setattr(Embedder, "probe", spy)
+    params = QueryParams(escalate_below=2.0, mirror_gate=2.0)  # every step; no sample passes the gate
+    lib.query(media_dir / "probe_a.mp4", params=params)
+    assert seen[:2] == [((FULL,), 1), ((HFLIP,), 4)]
+    seen.clear()
+    monkeypatch.setattr("sora_search.embed.PROBE_KEEP_BYTES", 1000)
+    lib.query(media_dir / "probe_a.mp4", params=params)
+    assert seen[:2] == [((FULL,), 1), ((HFLIP,), 1)]
+
+
 @pytest.mark.parametrize("inset_gate, looked_at_in_full", [(-1.0, True), (2.0, False)])
 def test_a_found_inset_is_looked_at_in_full_only_past_its_gate(lib, library_copy, media_dir, monkeypatch, inset_gate,
                                                                 looked_at_in_full):

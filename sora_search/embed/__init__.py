@@ -248,6 +248,13 @@ class Embedder:
                                every=every)
         return replace(embedded, inset=box) if INSET in views else embedded
 
+    def keeps(self, path: str | Path) -> bool:
+        """Whether the frames of ``path`` at the encoder's side are kept from an earlier :meth:`probe` (a probe not
+        too long to keep): a pass over them decodes nothing."""
+        kept = self._kept
+        return kept is not None and kept.batches is not None and kept.key == _probe_key(path, self._input_size(),
+                                                                                           self.fps)
+
     def forget_probe(self) -> None:
         """Drop the probe frames kept by :meth:`probe`, here and in the decode worker."""
         self._kept = None

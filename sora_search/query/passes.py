@@ -279,8 +279,10 @@ def run(clip: str | Path, embedder: Embedder, search: ProbeSearch, params: Query
             box = finder.find(params.inset_min_strength) if INSET in views else None
             views = tuple(v for v in views if v != INSET or box is not None)
             watch = finder if views == (HFLIP,) else None  # the finder sees the probe once, with the mirror
-            if params.last_step_sample > 1 and (n_pass == len(passes) - 1
-                                                or (watch is not None and params.mirror_gate is not None)):
+            # The mirror's sample needs the frames kept from the first step: a probe too long to keep would be
+            # decoded once more for it.
+            sample_mirror = watch is not None and params.mirror_gate is not None and embedder.keeps(clip)
+            if params.last_step_sample > 1 and (n_pass == len(passes) - 1 or sample_mirror):
                 views = _sampled(clip, embedder, search, params, views, box, watch)
                 watch = None  # the sample showed it every frame
             if views:
