@@ -140,12 +140,6 @@ def file_stamp(path: str | Path) -> tuple[str, int, int] | None:
     return str(Path(path).resolve()), st.st_size, st.st_mtime_ns
 
 
-def every_nth(n: int, seen: int, every: int) -> np.ndarray:
-    """Which of a batch's ``n`` frames, after ``seen`` frames of earlier batches, are in a sample of every ``every``-th
-    frame (the first, then each ``every``-th after it): their row numbers."""
-    return np.flatnonzero((np.arange(n) + seen) % every == 0)
-
-
 def check_sample_args(fps: float, size: int, chunk_size: int) -> None:
     """Reject sampling arguments no backend can honour, naming the bad value."""
     if not fps > 0:

@@ -27,8 +27,9 @@ next; if one fails midway the next one resumes after the last timestamp already 
 An open with ``hold_bytes`` asks the child to keep the file's sampled pictures as decoded (up to that many bytes,
 where the backend can: :meth:`~sora_search.decode.base.VideoReader.held`); the next open of the same, unchanged
 file at the same rate, also with ``hold_bytes``, is then served from them at its own size without decoding
-(``held`` True in its info). Any other open, or "forget", lets them go. An open with ``every`` > 1 is sent only every
-``every``-th sampled frame (a sample of the file); held pictures are then converted for those frames alone.
+(``held`` True in its info). Any other open, or "forget", lets them go. An open served from held pictures with
+``every`` > 1 gets only every ``every``-th of them, and only those are converted (a sample); a decode sends every
+frame, which costs as much to make.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from typing import Any, Generator, Iterator
 
 import numpy as np
 
-from sora_search.decode.base import DEFAULT_SIZE, Held, check_sample_args, every_nth, file_stamp
+from sora_search.decode.base import DEFAULT_SIZE, Held, check_sample_args, file_stamp
 from sora_search.errors import DecodeTimeout, NoFramesError, VideoDecodeError, VideoError, debug_wanted
 from sora_search.types import FrameBatch, VideoInfo
 
@@ -199,8 +200,9 @@ class DecodeWorker:
             hold_bytes: keep up to this many bytes of the sampled pictures in the child, as decoded, so that the
                 next open of the same file with ``hold_bytes`` (at any size) needs no decode; 0 keeps nothing
                 and lets go of what an earlier open kept.
-            every: send only the first sampled frame and each ``every``-th after it (a sample; what is held is
-                still every sampled picture).
+            every: where the frames come from held pictures (``held`` in the answer), send only the first and
+                each ``every``-th after it, the others not converted (what is held stays whole); a decode sends
+                every frame.
 
         Returns:
             A :class:`DecodedVideo` to iterate for :class:`~sora_search.types.FrameBatch` chunks. Opening another
@@ -407,8 +409,8 @@ class _HeldFile:
 
 def _serve(conn: Connection, held: list[_HeldFile], rid: int, path: str, backend: str, fps: float, size: int,
            chunk_size: int, hold_bytes: int, threads: int, every: int) -> bool:
-    """Stream one file to the parent (every ``every``-th frame), from ``held`` pictures where they are the file's
-    (``hold_bytes``), else decoded (and held when asked). Returns False if the parent asked the child to stop."""
+    """Stream one file to the parent, from ``held`` pictures where they are the file's (``hold_bytes``; every
+    ``every``-th), else decoded (and held when asked). Returns False if the parent asked the child to stop."""
     from sora_search.decode import resolve_backend
 
     if backend != "auto":
@@ -428,8 +430,8 @@ def _serve(conn: Connection, held: list[_HeldFile], rid: int, path: str, backend
         events = _held_events(found, size, chunk_size, every)
         kept.append((found.info, found.pictures))  # still the file's, for a third open
     else:
-        events = _every_frame(decode_events(path, backend, fps, size, chunk_size, hold_bytes=hold_bytes, held=kept,
-                                            threads=threads), every)
+        events = decode_events(path, backend, fps, size, chunk_size, hold_bytes=hold_bytes, held=kept,
+                               threads=threads)
     try:
         for event in events:
             conn.send((event[0], rid, *event[1:]))
@@ -460,23 +462,6 @@ def _held_events(found: _HeldFile, size: int, chunk_size: int,
     yield ("info", found.info, True)
     for batch in found.pictures.sample(size, chunk_size, every):
         yield ("batch", np.ascontiguousarray(batch.frames), batch.timestamps_s)
-
-
-def _every_frame(events: Generator[tuple[Any, ...], None, None],
-                 every: int) -> Generator[tuple[Any, ...], None, None]:
-    """``events`` with only the first frame of the batches and each ``every``-th after it."""
-    seen = 0
-    try:
-        for event in events:
-            if event[0] == "batch" and every > 1:
-                rows = every_nth(len(event[1]), seen, every)
-                seen += len(event[1])
-                if not len(rows):
-                    continue
-                event = ("batch", np.ascontiguousarray(event[1][rows]), event[2][rows])
-            yield event
-    finally:
-        events.close()
 
 
 def decode_events(path: str, backend: str, fps: float, size: int, chunk_size: int, *, hold_bytes: int = 0,

@@ -263,7 +263,6 @@ class Embedder:
 
     def _embed(self, path: str | Path, names: list[str], side: int, *, timeout_s: float,
                probe_views: tuple[float, InsetFinder | None, Box | None] | None = None, every: int = 1) -> Embedded:
-        from sora_search.decode.base import every_nth
         from sora_search.encoder import temporal_pool
 
         seen = 0  # frames decoded so far: which of a batch's frames are in a sample (``every``)
@@ -272,7 +271,7 @@ class Embedder:
         vec_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
         blank_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
         region_parts: dict[str, list[np.ndarray]] = {v: [] for v in names}
-        # Without a finder to show every frame, a sample is all the decode worker needs to send.
+        # Without a finder to show every frame, a sample is all the decode worker needs to convert from held pictures.
         ask = every if probe_views is not None and probe_views[1] is None else 1
         with self._frames(path, side, timeout_s, keep=probe_views is not None, every=ask) as (info, batches, sent):
             step = every // sent  # of the frames sent, which are in the sample: 1 where the worker sent it alone
@@ -293,7 +292,7 @@ class Embedder:
                     blank_std, finder, box = probe_views
                     if finder is not None:
                         finder.add(batch.frames, halve=side != size)
-                    rows = every_nth(len(batch.frames), seen, step)
+                    rows = np.flatnonzero((np.arange(len(batch.frames)) + seen) % step == 0)
                     seen += len(batch.frames)
                     ts_parts.append(batch.timestamps_s[rows])
                     if names and len(rows):
@@ -317,8 +316,8 @@ class Embedder:
         """The file's frames at ``side``: from the probe kept by an earlier call (same file, unchanged, same side)
         or from the decode worker; with ``keep``, a probe decoded whole and within PROBE_KEEP_BYTES is kept, and the
         worker holds its decoded pictures (as many bytes again), so that it gives them at another side undecoded.
-        With ``every`` > 1 the worker sends only every ``every``-th frame, and they are not kept; the third value
-        says which was given: every frame (1) or the sample (``every``)."""
+        With ``every`` > 1, a probe the worker holds comes as every ``every``-th frame alone (not kept; a decoded one
+        comes whole); the third value says which was given: every frame (1) or the sample (``every``)."""
         key = _probe_key(path, side, self.fps) if keep else None
         if key is not None and self._kept is not None and self._kept.key == key and self._kept.batches is not None:
             yield self._kept.info, iter(self._kept.batches), 1
@@ -327,9 +326,10 @@ class Embedder:
         with self.timed("decode"):
             video = worker.open(path, fps=self.fps, size=side, hold_bytes=PROBE_KEEP_BYTES if keep else 0,
                                 every=every)
+        sent = every if video.held else 1
         with video:
-            kept = _Kept(key, video.info) if key is not None and every == 1 else None
-            yield video.info, self._decoded(video, kept), every
+            kept = _Kept(key, video.info) if key is not None and sent == 1 else None
+            yield video.info, self._decoded(video, kept), sent
         if kept is not None and kept.complete:
             self._kept = kept
 
