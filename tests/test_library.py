@@ -326,23 +326,29 @@ def test_auto_views_escalate_one_step_at_a_time(lib, library_copy, media_dir, mo
         assert not again.held
 
 
+def _probe_calls(monkeypatch) -> list[tuple[tuple[str, ...], int]]:
+    """Each ``Embedder.probe`` call from now on, as (views, every): the list fills as queries run."""
+    from sora_search.embed import Embedder
+
+    calls: list[tuple[tuple[str, ...], int]] = []
+    real = Embedder.probe
+
+    def spy(self, path, views, **kw):
+        calls.append((tuple(views), kw.get("every", 1)))
+        return real(self, path, views, **kw)
+
+    monkeypatch.setattr(Embedder, "probe", spy)
+    return calls
+
+
 def test_a_mirrored_copy_passes_the_mirror_gate_and_is_found_through_the_whole_mirror(lib, library_copy, tmp_path,
                                                                                       monkeypatch):
     """``mirror_gate`` at its default: a mirrored copy's sampled mirror seconds find its source, so the mirror is then
     encoded at every second and the match is found through it (gates that no sample or every sample passes:
     ``test_auto_views_escalate_one_step_at_a_time``)."""
-    from sora_search.embed import Embedder
-
     lib.index([library_copy])
     mirrored = cut(library_copy / "pan_a.mp4", tmp_path / "mirrored.mp4", 2, 10, scale=0.5, extra_vf="hflip")
-    seen = []
-    real = Embedder.probe
-
-    def spy(self, path, views, **kw):
-        seen.append((tuple(views), kw.get("every", 1)))
-        return real(self, path, views, **kw)
-
-    monkeypatch.setattr(Embedder, "probe", spy)
+    seen = _probe_calls(monkeypatch)
     match = lib.query(mirrored, params=QueryParams(escalate_below=2.0)).matches[0]  # every step, whatever it finds
     assert (Path(match.path).name, match.view) == ("pan_a.mp4", HFLIP)
     assert seen[1:3] == [((HFLIP,), 4), ((HFLIP,), 1)]
@@ -351,17 +357,8 @@ def test_a_mirrored_copy_passes_the_mirror_gate_and_is_found_through_the_whole_m
 def test_a_probe_too_long_to_keep_gets_its_whole_mirror_without_a_sample(lib, library_copy, media_dir, monkeypatch):
     """The mirror's sample reuses the frames the first step kept; a probe too long to keep would be decoded once more
     for it, so its mirror is looked at whole, as with ``mirror_gate=None``."""
-    from sora_search.embed import Embedder
-
     lib.index([library_copy])
-    seen = []
-    real = Embedder.probe
-
-    def spy(self, path, views, **kw):
-        seen.append((tuple(views), kw.get("every", 1)))
-        return real(self, path, views, **kw)
-
-    monkeypatch.setattr(Embedder, "probe", spy)
+    seen = _probe_calls(monkeypatch)
     params = QueryParams(escalate_below=2.0, mirror_gate=2.0)  # every step; no sample passes the gate
     lib.query(media_dir / "probe_a.mp4", params=params)
     assert seen[:2] == [((FULL,), 1), ((HFLIP,), 4)]
