@@ -3,8 +3,9 @@
 ``views="auto"`` looks at the whole frame first; only while no video scores ``escalate_below`` does it look at the
 mirrored frame, and after that at the turned frame, its halves and a found inset (:func:`run`), each of those steps on
 a sample of seconds first, so a probe that matches nothing pays little for them. Each video keeps its best view; a
-region view scores ``region_penalty`` less, the inset ``inset_penalty`` less. Every match but the best then loses ``runner_up_gap`` of its
-gap to the best: a video far behind the probe's best match more likely shows the same kind of scene than the clip.
+region view scores ``region_penalty`` less, the inset ``inset_penalty`` less. Every match but the best then loses
+``runner_up_gap`` of its gap to the best: a video far behind the probe's best match more likely shows the same kind of
+scene than the clip.
 Before that, the best ``motion_candidates`` matches move by how well the probe's changes agree with the matched
 stretch's (:mod:`sora_search.query.motion`): a copy changes as its original does, another stretch of the same recording
 does not. Last, after the gap, the best ``region_candidates`` move by how well the parts of the probe's frames match
