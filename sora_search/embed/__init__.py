@@ -252,8 +252,7 @@ class Embedder:
         """Whether the frames of ``path`` at the encoder's side are kept from an earlier :meth:`probe` (a probe not
         too long to keep): a pass over them decodes nothing."""
         kept = self._kept
-        return kept is not None and kept.batches is not None and kept.key == _probe_key(path, self._input_size(),
-                                                                                           self.fps)
+        return kept is not None and kept.batches_for(_probe_key(path, self._input_size(), self.fps)) is not None
 
     def forget_probe(self) -> None:
         """Drop the probe frames kept by :meth:`probe`, here and in the decode worker."""
@@ -319,8 +318,10 @@ class Embedder:
         With ``every`` > 1, a probe the worker holds comes as every ``every``-th frame alone (not kept; a decoded one
         comes whole); the third value says which was given: every frame (1) or the sample (``every``)."""
         key = _probe_key(path, side, self.fps) if keep else None
-        if key is not None and self._kept is not None and self._kept.key == key and self._kept.batches is not None:
-            yield self._kept.info, iter(self._kept.batches), 1
+        last = self._kept
+        batches = last.batches_for(key) if last is not None else None
+        if last is not None and batches is not None:
+            yield last.info, iter(batches), 1
             return
         worker = self.worker(timeout_s)
         with self.timed("decode"):
@@ -433,6 +434,10 @@ class _Kept:
     batches: list[FrameBatch] | None = field(default_factory=list)  # None once it outgrew PROBE_KEEP_BYTES
     nbytes: int = 0
     complete: bool = False
+
+    def batches_for(self, key: tuple[object, ...] | None) -> list[FrameBatch] | None:
+        """These frames, where they are whole and the probe ``key`` names (:func:`_probe_key`; None names none)."""
+        return self.batches if key is not None and key == self.key else None
 
 
 def _probe_key(path: str | Path, side: int, fps: float) -> tuple[object, ...] | None:
